@@ -1,0 +1,216 @@
+import { readFileSync } from 'node:fs';
+import { UsageError, UsernsError } from '../errors.js';
+import { formatRange, INVALID_ID } from '../idmap/extent.js';
+import { type IdRange, intersectRanges, rangesSize, subtractRanges } from '../idmap/ranges.js';
+import { getSubordinateRanges, type SubordinateOptions } from '../system/subordinate.js';
+import { currentUser, lookupUser } from '../system/users.js';
+
+/**
+ * The pools IDs are allocated from, uid and gid separately (they are never assumed equal):
+ *
+ * 1. `--uid-pool`/`--gid-pool`/`--pool` (both kinds) given by the caller;
+ * 2. root: the `uidPool`/`gidPool`/`pool` of the configuration file (/etc/userns/alloc.json);
+ * 3. root: the subordinate ranges of the `containers` user (podman's rootful --userns=auto), if
+ *    it has some; else systemd's container range 0x80000–0x6FFFFFFF (nspawn pick, nsresourced);
+ * 4. not root: the caller's own subordinate ranges (the IDs newuidmap lets them map). A pool
+ *    given by a non-root caller must lie inside them.
+ *
+ * Pools are normalized (sorted, merged) and never contain 4294967295, (u32)-1.
+ */
+
+export const SYSTEMD_CONTAINER_RANGE: IdRange = Object.freeze({
+  start: 0x80000,
+  count: 0x70000000 - 0x80000,
+});
+export const DEFAULT_CONFIG_PATH = '/etc/userns/alloc.json';
+
+export interface Pool {
+  ranges: IdRange[];
+  /** Where the ranges came from, in words. */
+  source: string;
+}
+
+export interface Pools {
+  uid: Pool;
+  gid: Pool;
+}
+
+export interface PoolOptions {
+  /** The same ranges for uids and gids. */
+  pool?: readonly IdRange[];
+  uidPool?: readonly IdRange[];
+  gidPool?: readonly IdRange[];
+  /** Configuration file (root only); default /etc/userns/alloc.json, missing = none. */
+  configPath?: string;
+  /** Whose pools (default: the caller). */
+  euid?: number;
+  subordinate?: SubordinateOptions;
+}
+
+/** Normalizes and drops (u32)-1 and anything past it. */
+export function clipPool(ranges: Iterable<IdRange>): IdRange[] {
+  return intersectRanges(ranges, [{ start: 0, count: INVALID_ID }]);
+}
+
+export function formatPool(ranges: readonly IdRange[]): string {
+  if (ranges.length === 0) return '[] (empty)';
+  return `[${ranges.map((r) => formatRange(r.start, r.count)).join(', ')}]`;
+}
+
+/** `START:COUNT` (decimal or 0x hex), as given to --pool. */
+export function parsePoolArgument(text: string, option = '--pool'): IdRange {
+  const m = /^(0x[0-9a-fA-F]+|[0-9]+):(0x[0-9a-fA-F]+|[0-9]+)$/.exec(text.trim());
+  const start = m ? Number(m[1]) : Number.NaN;
+  const count = m ? Number(m[2]) : Number.NaN;
+  if (
+    !m ||
+    !Number.isSafeInteger(start) ||
+    !Number.isSafeInteger(count) ||
+    count < 1 ||
+    start + count > INVALID_ID
+  ) {
+    throw new UsageError(
+      `${option} ${JSON.stringify(text)}: expected START:COUNT with COUNT ≥ 1 and START+COUNT ≤ 4294967295`,
+      {
+        hint: `e.g. ${option} 524288:1879048192`,
+      },
+    );
+  }
+  return { start, count };
+}
+
+interface ConfigFile {
+  pool?: IdRange[];
+  uidPool?: IdRange[];
+  gidPool?: IdRange[];
+}
+
+function configRanges(value: unknown, where: string): IdRange[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value))
+    throw new UsernsError('ALLOC_CONFIG', `${where}: expected a list of "START:COUNT" or {"start","count"}`);
+  return value.map((v) => {
+    if (typeof v === 'string') return parsePoolArgument(v, where);
+    if (
+      v !== null &&
+      typeof v === 'object' &&
+      Number.isSafeInteger(v.start) &&
+      Number.isSafeInteger(v.count)
+    ) {
+      return parsePoolArgument(`${v.start}:${v.count}`, where);
+    }
+    throw new UsernsError(
+      'ALLOC_CONFIG',
+      `${where}: ${JSON.stringify(v)} is not "START:COUNT" or {"start","count"}`,
+    );
+  });
+}
+
+/** Reads the pool settings of the configuration file; a missing file is no settings. */
+export function readPoolConfig(path: string): ConfigFile {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new UsernsError('ALLOC_CONFIG', `cannot read ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new UsernsError('ALLOC_CONFIG', `${path}: not valid JSON: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  const out: ConfigFile = {};
+  const pool = configRanges(json.pool, `${path}: pool`);
+  const uidPool = configRanges(json.uidPool, `${path}: uidPool`);
+  const gidPool = configRanges(json.gidPool, `${path}: gidPool`);
+  if (pool) out.pool = pool;
+  if (uidPool) out.uidPool = uidPool;
+  if (gidPool) out.gidPool = gidPool;
+  return out;
+}
+
+function given(
+  options: { pool?: readonly IdRange[]; uidPool?: readonly IdRange[]; gidPool?: readonly IdRange[] },
+  kind: 'uid' | 'gid',
+) {
+  const own = kind === 'uid' ? options.uidPool : options.gidPool;
+  return own ?? options.pool;
+}
+
+export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
+  const euid = options.euid ?? process.geteuid?.() ?? 0;
+  const out: Partial<Pools> = {};
+  if (euid === 0) {
+    let config: ConfigFile | undefined;
+    let containers: Awaited<ReturnType<typeof lookupUser>> | null = null;
+    for (const kind of ['uid', 'gid'] as const) {
+      const explicit = given(options, kind);
+      if (explicit !== undefined) {
+        out[kind] = { ranges: clipPool(explicit), source: '--pool' };
+        continue;
+      }
+      config ??= readPoolConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
+      const configured = given(config, kind);
+      if (configured !== undefined) {
+        out[kind] = { ranges: clipPool(configured), source: options.configPath ?? DEFAULT_CONFIG_PATH };
+        continue;
+      }
+      // podman's rootful auto user namespaces: the `containers` user's subordinate ranges. The
+      // user need not exist in passwd; /etc/subuid is keyed by the name.
+      if (containers === null) containers = await lookupUser('containers');
+      const sub = await getSubordinateRanges(
+        { name: 'containers', uid: containers?.uid ?? -1 },
+        kind,
+        options.subordinate,
+      );
+      if (sub.ranges.length > 0) {
+        out[kind] = {
+          ranges: clipPool(sub.ranges),
+          source: `subordinate ${kind}s of user "containers" (${sub.file ?? sub.getsubids ?? sub.source})`,
+        };
+        continue;
+      }
+      out[kind] = { ranges: [SYSTEMD_CONTAINER_RANGE], source: 'systemd container range 0x80000-0x6FFFFFFF' };
+    }
+    return out as Pools;
+  }
+  const user = await currentUser();
+  for (const kind of ['uid', 'gid'] as const) {
+    const sub = await getSubordinateRanges(user, kind, options.subordinate);
+    const own = clipPool(sub.ranges);
+    const where = sub.file ?? sub.getsubids ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
+    if (own.length === 0) {
+      throw new UsernsError(
+        'ALLOC_NO_POOL',
+        `user ${user.name} has no subordinate ${kind}s to allocate from (${where})`,
+        {
+          hint: `ask an administrator to add a range: usermod --add-sub${kind}s 100000-165535 ${user.name}`,
+          data: { kind, user: user.name, source: where },
+        },
+      );
+    }
+    const explicit = given(options, kind);
+    if (explicit !== undefined) {
+      const clipped = clipPool(explicit);
+      const outside = subtractRanges(clipped, own);
+      if (outside.length > 0) {
+        throw new UsageError(
+          `the ${kind} pool ${formatPool(clipped)} is not inside your subordinate ${kind}s ${formatPool(own)} (${where}): ${formatPool(outside)} would not be mappable`,
+          { hint: 'as an unprivileged user you can only allocate from your own subordinate ranges' },
+        );
+      }
+      out[kind] = { ranges: clipped, source: '--pool' };
+    } else out[kind] = { ranges: own, source: `your subordinate ${kind}s (${where})` };
+  }
+  return out as Pools;
+}
+
+export function poolSize(pool: Pool): number {
+  return rangesSize(pool.ranges);
+}

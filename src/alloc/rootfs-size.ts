@@ -1,0 +1,145 @@
+import { lstatSync, opendirSync, readFileSync, readlinkSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import { UsernsError } from '../errors.js';
+import { parseGroupLine, parsePasswdLine } from '../system/users.js';
+
+/**
+ * How many IDs a root filesystem needs (podman's estimate for --userns=auto): the highest UID
+ * and GID owning any file of the tree and named in its /etc/passwd and /etc/group, ignoring
+ * 65534 and the nobody/nogroup entries (mapped to the overflow ID anyway), plus one; at least
+ * `minimum` (1024). The walk never follows symbolic links, and /etc/passwd and /etc/group are
+ * resolved inside the tree (an absolute link in an image points into the image, not the host).
+ */
+
+export const NOBODY_ID = 65534;
+export const MIN_ROOTFS_SIZE = 1024;
+
+export interface RootfsEstimate {
+  /** The number of IDs to allocate: max(highest + 1, minimum). */
+  size: number;
+  uid: { highest: number; where: string | null };
+  gid: { highest: number; where: string | null };
+  files: number;
+}
+
+export interface RootfsOptions {
+  minimum?: number;
+}
+
+const IGNORED_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
+
+/** Resolves `rel` (like "etc/passwd") inside `root`, following links within the tree only. */
+function resolveInside(root: string, rel: string): string | undefined {
+  let parts = rel.split('/').filter((p) => p !== '' && p !== '.');
+  const done: string[] = [];
+  let hops = 0;
+  while (parts.length > 0) {
+    const part = parts.shift()!;
+    if (part === '..') {
+      done.pop();
+      continue;
+    }
+    const path = join(root, ...done, part);
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(path);
+    } catch {
+      return undefined;
+    }
+    if (st.isSymbolicLink()) {
+      if (++hops > 40) return undefined;
+      const target = readlinkSync(path);
+      const rest = target.split('/').filter((p) => p !== '' && p !== '.');
+      if (posix.isAbsolute(target)) done.length = 0;
+      parts = [...rest, ...parts];
+      continue;
+    }
+    done.push(part);
+  }
+  return join(root, ...done);
+}
+
+function readInside(root: string, rel: string): string {
+  const path = resolveInside(root, rel);
+  if (path === undefined) return '';
+  try {
+    if (!lstatSync(path).isFile()) return '';
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+export function estimateRootfsSize(root: string, options: RootfsOptions = {}): RootfsEstimate {
+  let top: ReturnType<typeof lstatSync>;
+  try {
+    top = lstatSync(root);
+  } catch (error) {
+    throw new UsernsError(
+      'ROOTFS_UNREADABLE',
+      `cannot read the root filesystem ${root}: ${(error as Error).message}`,
+      {
+        hint: 'give the directory of an unpacked image with --for-rootfs DIR',
+        data: { root },
+        cause: error,
+      },
+    );
+  }
+  if (!top.isDirectory()) {
+    throw new UsernsError('ROOTFS_UNREADABLE', `the root filesystem ${root} is not a directory`, {
+      data: { root },
+    });
+  }
+  const uid = { highest: -1, where: null as string | null };
+  const gid = { highest: -1, where: null as string | null };
+  const see = (slot: typeof uid, id: number, where: string) => {
+    if (id === NOBODY_ID || id > 4294967294) return;
+    if (id > slot.highest) {
+      slot.highest = id;
+      slot.where = where;
+    }
+  };
+  let files = 0;
+  const stack: string[] = [root];
+  see(uid, top.uid, root);
+  see(gid, top.gid, root);
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    let handle: ReturnType<typeof opendirSync>;
+    try {
+      handle = opendirSync(dir);
+    } catch {
+      continue; // unreadable directory: its owner was counted already
+    }
+    try {
+      for (let entry = handle.readSync(); entry !== null; entry = handle.readSync()) {
+        const path = join(dir, entry.name);
+        let st: ReturnType<typeof lstatSync>;
+        try {
+          st = lstatSync(path);
+        } catch {
+          continue;
+        }
+        files++;
+        see(uid, st.uid, path);
+        see(gid, st.gid, path);
+        if (st.isDirectory()) stack.push(path);
+      }
+    } finally {
+      handle.closeSync();
+    }
+  }
+  for (const line of readInside(root, 'etc/passwd').split('\n')) {
+    const u = parsePasswdLine(line);
+    if (u === undefined || IGNORED_NAMES.has(u.name)) continue;
+    see(uid, u.uid, `${root}/etc/passwd (${u.name})`);
+    see(gid, u.gid, `${root}/etc/passwd (${u.name})`);
+  }
+  for (const line of readInside(root, 'etc/group').split('\n')) {
+    const g = parseGroupLine(line);
+    if (g === undefined || IGNORED_NAMES.has(g.name)) continue;
+    see(gid, g.gid, `${root}/etc/group (${g.name})`);
+  }
+  const minimum = options.minimum ?? MIN_ROOTFS_SIZE;
+  return { size: Math.max(minimum, uid.highest + 1, gid.highest + 1), uid, gid, files };
+}

@@ -1,0 +1,280 @@
+/**
+ * `userns alloc`: allocate non-overlapping uid/gid ranges for containers, list, release, gc.
+ */
+import { UsageError } from '../errors.js';
+import { formatRange, formatTriple } from '../idmap/extent.js';
+import type { IdRange } from '../idmap/ranges.js';
+import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+
+export const HELP = `Usage: userns alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]
+       userns alloc list [--pool START:COUNT]... [--root DIR] [--json]
+       userns alloc release ID|NAME [--root DIR] [--json]
+       userns alloc gc [--root DIR] [--json]
+
+Gives each container its own range of host uids and gids, never overlapping any other live
+allocation, any ID owned by a passwd or group entry, or any range registered by
+systemd-nsresourced. The registry is kept under the state root (<root>/alloc/), safe for any
+number of concurrent processes and against crashes.
+
+Pools (uid and gid separately):
+  root     the subordinate ranges of the user "containers" if it has some, else the systemd
+           container range 0x80000-0x6FFFFFFF; or "pool"/"uidPool"/"gidPool" in
+           /etc/userns/alloc.json; or --pool
+  others   your own /etc/subuid and /etc/subgid ranges (--pool must lie inside them)
+
+Options:
+  --size N               IDs to map from 0 (default 65536, or the slot size)
+  --for-rootfs DIR       estimate the size from an unpacked image: highest uid/gid owning a
+                         file or named in its /etc/passwd and /etc/group (65534, nobody and
+                         nogroup ignored), plus one; at least 1024
+  --policy POLICY        first-fit   lowest free block (podman --userns=auto; the default)
+                         slot[:SIZE] blocks aligned to SIZE, a multiple of 65536 (default
+                                     65536: systemd-nspawn pick, nsresourced, kubelet)
+                         base:N      exactly at host ID N, or fail
+  --pool START:COUNT     the pool for uids and gids (repeatable; decimal or 0x hex)
+  --uid-pool START:COUNT, --gid-pool START:COUNT   one kind's pool (repeatable)
+  --name NAME            a unique name ([A-Za-z0-9_+.-], at most 128; default: the id)
+  --namespace NAME       the named namespace it belongs to: 'alloc gc' releases it once the
+                         namespace is gone
+  --uidmapping MAP       extra INSIDE:HOST[:SIZE] uid mapping punched into the map (podman's
+                         uidmapping=), repeatable; host IDs from the pool are reserved too
+  --gidmapping MAP       the same for gids
+  --root DIR             state root (default /run/userns for root, $XDG_RUNTIME_DIR/userns)
+  --json                 machine-readable output
+  -h, --help             this text
+
+Subcommands:
+  list                   live allocations and how much of each pool is free
+  release ID|NAME        releases one allocation
+  gc                     releases allocations whose named namespace is gone, or whose
+                         'userns run' process has exited
+
+Examples:
+  userns alloc --name web                       # 65536 uids and gids, first fit
+  userns alloc --for-rootfs ./rootfs --name db  # sized for an image
+  userns alloc --policy slot --pool 0x80000:0x6FF80000 --json
+  userns alloc --size 65536 --uidmapping 1000:1000:1 --name dev
+  userns alloc list
+  userns alloc release web
+`;
+
+const ALLOC_OPTIONS = {
+  size: { type: 'string' },
+  'for-rootfs': { type: 'string' },
+  policy: { type: 'string' },
+  pool: { type: 'string', multiple: true },
+  'uid-pool': { type: 'string', multiple: true },
+  'gid-pool': { type: 'string', multiple: true },
+  name: { type: 'string' },
+  namespace: { type: 'string' },
+  uidmapping: { type: 'string', multiple: true },
+  gidmapping: { type: 'string', multiple: true },
+  root: { type: 'string' },
+} as const;
+
+const ROOT_ONLY = { root: { type: 'string' } } as const;
+const LIST_OPTIONS = {
+  root: { type: 'string' },
+  pool: { type: 'string', multiple: true },
+  'uid-pool': { type: 'string', multiple: true },
+  'gid-pool': { type: 'string', multiple: true },
+} as const;
+
+function ranges(rs: readonly IdRange[]): string {
+  return rs.map((r) => formatRange(r.start, r.count)).join(',');
+}
+
+function allocationJson(a: import('../alloc/registry.js').Allocation & { estimate?: unknown }) {
+  const { seq: _seq, ...rest } = a;
+  return {
+    ...rest,
+    uidMap: a.uidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
+    gidMap: a.gidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
+  };
+}
+
+function parseSize(text: string): number {
+  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > 4294967295) {
+    throw new UsageError(`--size ${JSON.stringify(text)}: expected a number of IDs from 1 to 4294967295`);
+  }
+  return Number(text);
+}
+
+async function doAllocate(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, ALLOC_OPTIONS, 'alloc');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`, {
+      hint: "subcommands are list, release and gc; see 'userns alloc --help'",
+    });
+  }
+  if (values.size !== undefined && values['for-rootfs'] !== undefined) {
+    throw new UsageError('--size and --for-rootfs cannot be combined', { hint: 'give one or the other' });
+  }
+  const alloc = await import('../alloc/index.js');
+  const poolArg = (list: string[] | undefined, option: string) =>
+    list?.map((t) => alloc.parsePoolArgument(t, option));
+  const pool = poolArg(values.pool, '--pool');
+  const uidPool = poolArg(values['uid-pool'], '--uid-pool');
+  const gidPool = poolArg(values['gid-pool'], '--gid-pool');
+  const result = await alloc.allocate({
+    ...(values.root === undefined ? {} : { root: values.root }),
+    ...(values.size === undefined ? {} : { size: parseSize(values.size) }),
+    ...(values['for-rootfs'] === undefined ? {} : { forRootfs: values['for-rootfs'] }),
+    ...(values.policy === undefined ? {} : { policy: values.policy }),
+    ...(pool === undefined ? {} : { pool }),
+    ...(uidPool === undefined ? {} : { uidPool }),
+    ...(gidPool === undefined ? {} : { gidPool }),
+    ...(values.name === undefined ? {} : { name: values.name }),
+    ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
+    ...(values.uidmapping === undefined ? {} : { uidMapping: values.uidmapping.join(',') }),
+    ...(values.gidmapping === undefined ? {} : { gidMapping: values.gidmapping.join(',') }),
+  });
+  if (values.json) {
+    writeJson(io, { ok: true, allocation: allocationJson(result) });
+    return 0;
+  }
+  io.stdout.write(
+    `allocated ${result.name} (id ${result.id}): uids ${ranges(result.uids)}, gids ${ranges(result.gids)} (${result.size} each, policy ${result.policy})\n`,
+  );
+  if (result.estimate !== undefined) {
+    const e = result.estimate;
+    io.stdout.write(
+      `  size from ${values['for-rootfs']}: highest uid ${e.uid.highest} (${e.uid.where ?? 'none'}), highest gid ${e.gid.highest} (${e.gid.where ?? 'none'})\n`,
+    );
+  }
+  io.stdout.write(`  uid map: ${result.uidMap.map(formatTriple).join(',')}\n`);
+  io.stdout.write(`  gid map: ${result.gidMap.map(formatTriple).join(',')}\n`);
+  return 0;
+}
+
+async function doList(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, LIST_OPTIONS, 'alloc list');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const alloc = await import('../alloc/index.js');
+  const location = values.root === undefined ? {} : { root: values.root };
+  const list = await alloc.listAllocations(location);
+  let usage: Awaited<ReturnType<typeof alloc.allocationUsage>> | undefined;
+  let usageError: string | undefined;
+  try {
+    const poolArg = (list: string[] | undefined, option: string) =>
+      list?.map((t) => alloc.parsePoolArgument(t, option));
+    const pool = poolArg(values.pool, '--pool');
+    const uidPool = poolArg(values['uid-pool'], '--uid-pool');
+    const gidPool = poolArg(values['gid-pool'], '--gid-pool');
+    const pools = await alloc.resolvePools({
+      ...(pool === undefined ? {} : { pool }),
+      ...(uidPool === undefined ? {} : { uidPool }),
+      ...(gidPool === undefined ? {} : { gidPool }),
+    });
+    usage = await alloc.allocationUsage({ ...location, pools });
+  } catch (error) {
+    usageError = (error as Error).message;
+  }
+  if (values.json) {
+    writeJson(io, {
+      ok: true,
+      allocations: list.map(allocationJson),
+      ...(usage === undefined ? { usageError } : { usage }),
+    });
+    return 0;
+  }
+  if (list.length === 0) io.stdout.write('no allocations\n');
+  else {
+    const rows = list.map((a) => [
+      a.id,
+      a.name,
+      String(a.owner),
+      ranges(a.uids),
+      ranges(a.gids),
+      a.policy,
+      a.created,
+    ]);
+    const head = ['ID', 'NAME', 'OWNER', 'UIDS', 'GIDS', 'POLICY', 'CREATED'];
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    for (const row of [head, ...rows]) {
+      io.stdout.write(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
+    }
+  }
+  if (usage !== undefined) {
+    for (const kind of ['uid', 'gid'] as const) {
+      const u = usage[kind];
+      io.stdout.write(
+        `${kind} pool ${ranges(u.pool) || '(empty)'} (${u.source}): ${u.free} of ${u.poolSize} free, largest free block ${u.largestFree}\n`,
+      );
+    }
+  }
+  return 0;
+}
+
+async function doRelease(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc release');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      positionals.length === 0 ? 'alloc release needs an ID or NAME' : 'alloc release takes one ID or NAME',
+      {
+        hint: "'userns alloc list' shows them",
+      },
+    );
+  }
+  const alloc = await import('../alloc/index.js');
+  const released = await alloc.release(
+    positionals[0]!,
+    values.root === undefined ? {} : { root: values.root },
+  );
+  if (values.json) writeJson(io, { ok: true, released: allocationJson(released) });
+  else
+    io.stdout.write(
+      `released ${released.name} (id ${released.id}): uids ${ranges(released.uids)}, gids ${ranges(released.gids)}\n`,
+    );
+  return 0;
+}
+
+async function doGc(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc gc');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const alloc = await import('../alloc/index.js');
+  const released = await alloc.gc(values.root === undefined ? {} : { root: values.root });
+  if (values.json) writeJson(io, { ok: true, released: released.map(allocationJson) });
+  else if (released.length === 0) io.stdout.write('nothing to release\n');
+  else {
+    for (const a of released) {
+      const why =
+        a.holder !== undefined ? `process ${a.holder.pid} has exited` : `namespace ${a.namespace} is gone`;
+      io.stdout.write(`released ${a.name} (id ${a.id}): ${why}\n`);
+    }
+  }
+  return 0;
+}
+
+export const main: Command = async (argv, io) => {
+  const json = argv.includes('--json');
+  try {
+    const [first, ...rest] = argv;
+    if (first === 'list') return await doList(rest, io);
+    if (first === 'release') return await doRelease(rest, io);
+    if (first === 'gc') return await doGc(rest, io);
+    if (first === 'help') {
+      io.stdout.write(HELP);
+      return 0;
+    }
+    return await doAllocate(argv, io);
+  } catch (error) {
+    return reportError(error, io, json);
+  }
+};

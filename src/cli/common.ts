@@ -1,0 +1,78 @@
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { UsageError, UsernsError } from '../errors.js';
+
+/** Streams a command writes to; replaced by buffers in tests. */
+export interface CliIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  stdin: NodeJS.ReadableStream;
+  env: NodeJS.ProcessEnv;
+}
+
+export function processIo(): CliIo {
+  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+}
+
+/** A command: takes its own arguments (after the command words), returns the exit status. */
+export type Command = (argv: string[], io: CliIo) => Promise<number>;
+
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * util.parseArgs with userns conventions: unknown options and missing values are UsageErrors
+ * (exit 2) that name the command's --help; `--json` and `--help` are always accepted.
+ */
+type StandardOptions = { json: { type: 'boolean' }; help: { type: 'boolean'; short: 'h' } };
+type ParsedCommandLine<O extends OptionSpec> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O & StandardOptions; allowPositionals: true; strict: true }>
+>;
+
+export function parseCommandLine<O extends OptionSpec>(
+  argv: string[],
+  options: O,
+  command: string,
+): ParsedCommandLine<O> {
+  try {
+    return parseArgs({
+      args: argv,
+      options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } as O &
+        StandardOptions,
+      allowPositionals: true as const,
+      strict: true as const,
+    });
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, '')}`, {
+      hint: `see 'userns ${command} --help'`,
+    });
+  }
+}
+
+export function writeJson(io: CliIo, value: unknown): void {
+  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Whether to colour output: a TTY, NO_COLOR unset (https://no-color.org), and TERM not dumb. */
+export function useColour(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean {
+  if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
+  if (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== '' && env.FORCE_COLOR !== '0') return true;
+  return stream.isTTY === true && env.TERM !== 'dumb';
+}
+
+/** Prints an error the way every command does: one line, a hint, no stack (or JSON with --json). */
+export function reportError(error: unknown, io: CliIo, json: boolean): number {
+  const known = error instanceof UsernsError;
+  if (json) {
+    const body = known
+      ? error.toJSON()
+      : { error: 'InternalError', code: 'INTERNAL', message: String((error as Error)?.message ?? error) };
+    io.stdout.write(`${JSON.stringify({ ok: false, ...body }, null, 2)}\n`);
+  } else if (known) {
+    io.stderr.write(`userns: ${error.message}\n`);
+    if (error.hint) io.stderr.write(`  hint: ${error.hint}\n`);
+  } else {
+    // A bug in userns: keep the stack, it is what a bug report needs.
+    io.stderr.write(`userns: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+  }
+  if (error instanceof UsageError) return 2;
+  return known ? 1 : 70;
+}

@@ -1,0 +1,61 @@
+/** `userns inspect NAME`: one named namespace in detail. */
+import { UsageError } from '../errors.js';
+import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
+
+export const HELP = `Usage: userns inspect [--root DIR] [--json] NAME
+
+Shows a named namespace: its status, keeper, namespaces (inode numbers and nsfs handles), the
+maps in force (as the kernel applied them), and whether your subordinate IDs changed since it
+was created (the namespace keeps the map it was created with: a map is written only once).
+
+Options:
+  --root DIR   state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
+  --json       machine-readable output
+  -h, --help   this text
+`;
+
+const OPTIONS = { root: { type: 'string' } } as const;
+
+export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
+  const { values, positionals } = parseCommandLine(argv, OPTIONS, 'inspect');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) {
+    throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'inspect takes one NAME', {
+      hint: "usage: userns inspect [--json] NAME; see 'userns inspect --help'",
+    });
+  }
+  const { inspectNamespace } = await import('../store/namespaces.js');
+  const r = await inspectNamespace(positionals[0]!, values.root === undefined ? {} : { root: values.root });
+  if (values.json) {
+    writeJson(io, { ok: true, ...r });
+    return 0;
+  }
+  const s = r.state;
+  const triples = (m: [number, number, number][]) => m.map((t) => `    ${t.join(' ')}`).join('\n');
+  let out = `name:        ${r.name}\nstatus:      ${r.status}${r.reason ? ` (${r.reason})` : ''}\npath:        ${r.path}\n`;
+  if (s !== null) {
+    out +=
+      `keeper:      PID ${s.keeperPid} (start time ${s.keeperStartTime})\n` +
+      `created:     ${s.createdAt} by uid ${s.creator.uid}\n` +
+      `namespaces:\n${s.namespaces.map((n) => `    ${n.type.padEnd(7)} ${n.inode}${n.handle ? `  handle ${n.handle}` : ''}`).join('\n')}\n` +
+      `uid map (inside outside count):\n${triples(s.uidMap)}\n` +
+      `gid map:\n${triples(s.gidMap)}\n` +
+      `setgroups:   ${s.setgroups}\n` +
+      `exec as:     ${s.user.uid}:${s.user.gid}\n`;
+    if (s.subids !== null) {
+      const fmt = (rs: { start: number; count: number }[]) =>
+        rs.length === 0 ? 'none' : rs.map((x) => `${x.start}:${x.count}`).join(',');
+      out += `subids at creation: uid ${fmt(s.subids.uid)}; gid ${fmt(s.subids.gid)}\n`;
+    }
+  }
+  for (const c of r.subidChanges) {
+    const fmt = (rs: { start: number; count: number }[]) => rs.map((x) => `${x.start}:${x.count}`).join(',');
+    out += `sub${c.kind} changed:${c.added.length ? ` added ${fmt(c.added)} (not mapped)` : ''}${c.removed.length ? ` removed ${fmt(c.removed)} (still mapped)` : ''}\n`;
+  }
+  io.stdout.write(out);
+  for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
+  return 0;
+};

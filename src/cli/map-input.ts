@@ -1,0 +1,123 @@
+import { readFile } from 'node:fs/promises';
+import { UsageError, UsernsError } from '../errors.js';
+import type { Extent, KindedExtent } from '../idmap/extent.js';
+import { detectFormat } from '../idmap/formats/detect.js';
+import { FORMATS, type FormatName } from '../idmap/formats/index.js';
+import { parseKernelMap } from '../idmap/formats/kernel.js';
+import { parseTriples } from '../idmap/formats/triples.js';
+import { IdMap } from '../idmap/idmap.js';
+
+export type Kind = 'uid' | 'gid';
+
+/** A MAP argument after reading: where it came from, its raw text (if any) and its extents. */
+export interface MapInput {
+  /** How the argument was given, for messages: a path, `-`, `self`, `pid:N`, or `argument`. */
+  source: string;
+  format: FormatName;
+  /** The text as read, when the input was text (used to validate kernel text byte for byte). */
+  text: string | undefined;
+  map: IdMap;
+}
+
+const INLINE = /^\d+:\d+:\d+(,\d+:\d+:\d+)*$/;
+
+export function parseKind(value: string | undefined): Kind {
+  if (value === undefined || value === 'uid' || value === 'gid') return value ?? 'uid';
+  throw new UsageError(`--kind must be uid or gid, not '${value}'`);
+}
+
+export function parseFormatName(value: string | undefined, option: string): FormatName | undefined {
+  if (value === undefined) return undefined;
+  if (Object.hasOwn(FORMATS, value)) return value as FormatName;
+  throw new UsageError(`${option} '${value}' is not a known format`, {
+    hint: `formats: ${Object.keys(FORMATS).join(', ')}`,
+  });
+}
+
+async function readStdin(stdin: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stdin)
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  return Buffer.concat(chunks).toString('latin1');
+}
+
+/** The extents of `entries` that apply to `kind` (entries marked `both` apply to either). */
+export function entriesForKind(entries: readonly (Extent | KindedExtent)[], kind: Kind): Extent[] {
+  return entries
+    .filter((e) => !('kind' in e) || e.kind === 'both' || e.kind === kind)
+    .map((e) => ({ inside: e.inside, outside: e.outside, count: e.count }));
+}
+
+export interface ResolveOptions {
+  kind: Kind;
+  from?: FormatName | undefined;
+  parent?: IdMap | undefined;
+  stdin?: NodeJS.ReadableStream;
+}
+
+/** A MAP argument read but not yet parsed. */
+export interface RawMapInput {
+  source: string;
+  format: FormatName;
+  text: string;
+}
+
+/**
+ * Reads a MAP argument: inline triples `inside:outside:count[,…]`, `self` or `pid:N` (that
+ * process's /proc map of `kind`), `-` (standard input), or a file path. Text formats are
+ * auto-detected unless `from` names one.
+ */
+export async function readMapArgument(argument: string, options: ResolveOptions): Promise<RawMapInput> {
+  const procMatch = /^(?:self|pid:(\d+))$/.exec(argument);
+  if (procMatch) {
+    const pid = procMatch[1] ?? 'self';
+    const path = `/proc/${pid}/${options.kind}_map`;
+    try {
+      return { source: path, format: 'kernel', text: await readFile(path, 'latin1') };
+    } catch (error) {
+      throw new UsernsError('PROC_READ_FAILED', `cannot read ${path}: ${(error as Error).message}`, {
+        hint: pid === 'self' ? undefined : `is process ${pid} running, and are you allowed to see it?`,
+        cause: error,
+      });
+    }
+  }
+  if (options.from === undefined && INLINE.test(argument))
+    return { source: 'argument', format: 'triples', text: argument };
+  if (argument === '-') {
+    const text = await readStdin(options.stdin ?? process.stdin);
+    return { source: '<stdin>', format: options.from ?? detectFormat(text), text };
+  }
+  let text: string;
+  try {
+    text = await readFile(argument, 'latin1');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' && /^[\d:,+@ug]+$/.test(argument)) {
+      throw new UsageError(`'${argument}' is neither a file nor inline triples 'inside:outside:count[,…]'`);
+    }
+    throw new UsernsError(
+      'MAP_READ_FAILED',
+      `cannot read map file ${argument}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  return { source: argument, format: options.from ?? detectFormat(text), text };
+}
+
+/** Parses what readMapArgument read into the extents that apply to `kind`. */
+export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap {
+  if (raw.format === 'kernel') return new IdMap(parseKernelMap(raw.text, { source: raw.source }));
+  if (raw.format === 'triples') return new IdMap(parseTriples(raw.text, { source: raw.source }));
+  const entries = FORMATS[raw.format].parse(raw.text, {
+    kind: options.kind,
+    source: raw.source,
+    parent: options.parent,
+  });
+  return new IdMap(entriesForKind(entries, options.kind));
+}
+
+/** readMapArgument + parseMapInput. */
+export async function resolveMapArgument(argument: string, options: ResolveOptions): Promise<MapInput> {
+  const raw = await readMapArgument(argument, options);
+  return { ...raw, map: parseMapInput(raw, options) };
+}

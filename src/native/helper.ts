@@ -1,0 +1,458 @@
+/**
+ * Driver of build/userns-helper (src/native/userns-helper.c; protocol in src/native/protocol.md).
+ *
+ * `launchHelper()` starts the helper, which creates the namespaces and stops; the caller writes
+ * the maps to /proc/<pid>/… (it knows the PID from `handle.pid`), then `go()` lets the helper
+ * switch IDs and exec the command, or `abort()` makes it exit. The ChildProcess is the helper,
+ * which becomes the command (same PID, unless a PID namespace was requested: then the helper
+ * stays as a small supervisor that forwards signals and exits like the command).
+ */
+import { type ChildProcess, type StdioOptions, spawn as spawnChild } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import type { Duplex, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { DOCTOR_HINT, SpawnError } from '../spawn/errors.js';
+
+export type Namespace = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup';
+export const NAMESPACES: readonly Namespace[] = ['user', 'mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'];
+
+type StdioEntry = Exclude<StdioOptions, string>[number];
+
+/** A namespace as the helper reports it ("ns <type> <inode> <handle>"). */
+export interface NamespaceId {
+  type: Namespace;
+  /** Inode number of /proc/PID/ns/<type>: the namespace's identity while it lives. */
+  inode: number;
+  /** nsfs file handle as "<handle_type hex>:<payload hex>" (Linux 6.18+), or null. */
+  handle: string | null;
+}
+
+export interface HelperOptions {
+  /** Namespaces to create; 'user' is always created. Ignored with `join`. */
+  namespaces: readonly Namespace[];
+  /** The command and its arguments (looked up in PATH of `env` when it has no '/'); [] with `hold`. */
+  command: readonly string[];
+  /**
+   * Keeper mode: no command; after go() the helper forks a detached keeper that holds the
+   * namespaces (see protocol.md). go() resolves once the keeper reported "held"; commit() lets
+   * it detach.
+   */
+  hold?: boolean;
+  /** Report the new namespaces' inodes and nsfs handles before "ready" (handle.namespaceIds). */
+  reportNamespaces?: boolean;
+  /** Enter these namespaces of process `pid` (checked against the inodes) instead of creating new ones. */
+  join?: { pid: number; namespaces: readonly { type: Namespace; inode: number }[] };
+  /** With `cwd`: the directory to use when `cwd` cannot be entered. */
+  cwdFallback?: string;
+  /** Send "go" at once, without waiting for "ready" (nothing to write in between: join mode). */
+  goAtOnce?: boolean;
+  /** IDs to switch to inside after "go" (default 0:0); null = keep the helper's IDs. */
+  user?: { uid: number; gid: number } | null;
+  /**
+   * Call setgroups(0, NULL) before switching IDs: true = must succeed, 'try' (default) = ignore
+   * EPERM (setgroups is denied in the namespace), false = never.
+   */
+  setgroupsCall?: boolean | 'try';
+  /** Directory to chdir to inside, after switching IDs. Default: inherit the current one. */
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /**
+   * Like child_process.spawn's stdio. Default 'inherit'. Entries after the third become the
+   * command's fds 3, 4, … (the helper receives them at 5, 6, … and moves them into place).
+   */
+  stdio?: StdioOptions;
+  /** Mount a fresh /proc for the new PID namespace (adds 'mount' and needs 'pid'). */
+  mountProc?: boolean;
+  /** File descriptors of this process that the command gets at the same numbers. */
+  keepFds?: readonly number[];
+  /** Path of the helper binary (default: the package's build/userns-helper, or $USERNS_HELPER). */
+  helperPath?: string;
+}
+
+export interface HelperHandle {
+  /** The helper's PID = the command's PID (without a PID namespace). */
+  pid: number;
+  /** The namespaces reported before "ready" (with reportNamespaces). */
+  namespaceIds: NamespaceId[];
+  /** Every report line other than "ready" and "error", in order (e.g. "keeper <pid>", "held"). */
+  reports: string[];
+  /** Hold mode, after go(): tells the keeper to detach; resolves when it closed the report fd. */
+  commit(): Promise<void>;
+  /** The helper process, which becomes the command. */
+  child: ChildProcess;
+  /** Lets the helper go on; resolves once the command was executed, rejects with a SpawnError. */
+  go(): Promise<void>;
+  /** Tells the helper to exit (or kills it after go) and reaps it. Never rejects. */
+  abort(message?: string): Promise<void>;
+}
+
+let resolvedHelper: string | undefined;
+
+/** The helper binary, checked once per process. */
+export function helperPath(explicit?: string): string {
+  if (explicit === undefined && resolvedHelper !== undefined) return resolvedHelper;
+  const path =
+    explicit ??
+    (process.env.USERNS_HELPER || fileURLToPath(new URL('../../../build/userns-helper', import.meta.url)));
+  try {
+    accessSync(path, constants.X_OK);
+  } catch {
+    throw new SpawnError('HELPER_MISSING', `the native helper ${path} is not built`, {
+      hint: "run 'npm run build' in the userns package (it needs a C compiler: apt-get install gcc)",
+      data: { path },
+    });
+  }
+  if (explicit === undefined) resolvedHelper = path;
+  return path;
+}
+
+/** Builds the helper's argv (without the binary). Exported for --dry-run and tests. */
+export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBase = 5): string[] {
+  const args = [`--ppid=${ppid}`];
+  if (options.join !== undefined) {
+    const byType = new Map(options.join.namespaces.map((n) => [n.type, n.inode]));
+    args.push(
+      `--join=${options.join.pid}`,
+      `--ns=${NAMESPACES.filter((n) => byType.has(n))
+        .map((n) => `${n}:${byType.get(n)}`)
+        .join(',')}`,
+    );
+  } else {
+    const ns = new Set<Namespace>(['user', ...options.namespaces]);
+    if (options.mountProc) ns.add('mount');
+    args.push(`--unshare=${NAMESPACES.filter((n) => ns.has(n)).join(',')}`);
+  }
+  if (options.goAtOnce && options.join !== undefined) args.push('--no-wait');
+  if (options.hold) args.push('--hold');
+  if (options.reportNamespaces) args.push('--report-ns');
+  const user = options.user === undefined ? { uid: 0, gid: 0 } : options.user;
+  if (user !== null) args.push(`--uid=${user.uid}`, `--gid=${user.gid}`);
+  const sg = options.setgroupsCall ?? 'try';
+  if (sg !== false) args.push(sg === true ? '--setgroups=must' : '--setgroups=try');
+  if (options.cwd !== undefined) args.push(`--cwd=${options.cwd}`);
+  if (options.cwdFallback !== undefined) args.push(`--cwd-fallback=${options.cwdFallback}`);
+  if (options.mountProc && options.join === undefined) args.push('--mount-proc');
+  const stdio = normalizeStdio(options.stdio);
+  let source = extraFdBase;
+  for (let target = 3; target < stdio.length; target++, source++) {
+    if (stdio[target] === null || stdio[target] === undefined || stdio[target] === 'ignore') continue;
+    args.push(`--fd=${target}:${source}`);
+  }
+  for (const fd of options.keepFds ?? []) args.push(`--fd=${fd}:${source++}`);
+  if (!options.hold) args.push('--', ...options.command);
+  return args;
+}
+
+function normalizeStdio(stdio: StdioOptions | undefined): StdioEntry[] {
+  if (stdio === undefined) return ['inherit', 'inherit', 'inherit'];
+  if (typeof stdio === 'string') return [stdio, stdio, stdio];
+  const out = [...stdio];
+  while (out.length < 3) out.push(undefined);
+  return out;
+}
+
+const STEP_CODES: Record<string, string> = {
+  exec: 'EXEC_FAILED',
+  unshare: 'UNSHARE_FAILED',
+  setgroups: 'SETGROUPS_FAILED',
+  setresuid: 'SETID_FAILED',
+  setresgid: 'SETID_FAILED',
+  'mount-proc': 'MOUNT_PROC_FAILED',
+  'mount-private': 'MOUNT_PROC_FAILED',
+  chdir: 'CWD_FAILED',
+  join: 'JOIN_FAILED',
+  setns: 'JOIN_FAILED',
+  keeper: 'KEEPER_FAILED',
+};
+
+/** Turns one "error <step> <ERRNO> <message>" line of the helper into a typed error. */
+export function helperFailure(
+  line: string,
+  command: readonly string[],
+  options: { cwd?: string } = {},
+): SpawnError {
+  const m = /^error (\S+) (\S+) (.*)$/.exec(line);
+  if (m === null)
+    return new SpawnError('HELPER_PROTOCOL', `unexpected report from the helper: ${JSON.stringify(line)}`);
+  const [, step, errno, text] = m as unknown as [string, string, string, string];
+  const d = { step, errno, data: { report: line } };
+  const name = command[0] ?? '';
+  switch (step) {
+    case 'exec':
+      if (errno === 'ENOENT') {
+        return name.includes('/')
+          ? new SpawnError('COMMAND_NOT_FOUND', `command not found: ${name} (no such file)`, {
+              ...d,
+              hint: 'check the path (it is resolved after switching IDs and directory inside the namespace)',
+            })
+          : new SpawnError('COMMAND_NOT_FOUND', `command not found: ${name}`, {
+              ...d,
+              hint: 'check the name and PATH, or give the full path',
+            });
+      }
+      if (errno === 'EACCES' || errno === 'ENOEXEC') {
+        return new SpawnError('COMMAND_NOT_EXECUTABLE', `cannot execute ${name}: ${text}`, {
+          ...d,
+          hint: 'the file must be executable by the user inside the namespace',
+        });
+      }
+      return new SpawnError('EXEC_FAILED', `cannot execute ${name}: ${text}`, d);
+    case 'unshare':
+      return new SpawnError('UNSHARE_FAILED', `cannot create the namespaces (unshare: ${text})`, {
+        ...d,
+        hint:
+          errno === 'ENOSPC'
+            ? `too many user namespaces (user.max_user_namespaces) or nested deeper than 32 levels; ${DOCTOR_HINT}`
+            : errno === 'EPERM'
+              ? `user namespaces may be disabled or restricted (sysctls, AppArmor, seccomp, a chroot); ${DOCTOR_HINT}`
+              : DOCTOR_HINT,
+      });
+    case 'setresuid':
+    case 'setresgid':
+      if (errno === 'EINVAL') {
+        const kind = step === 'setresuid' ? 'uid' : 'gid';
+        return new SpawnError(
+          'ID_NOT_MAPPED',
+          `cannot become ${text.replace(/^.*: /, '')} inside: that ${kind} is not in the namespace's ${kind}_map`,
+          {
+            ...d,
+            hint: `choose a ${kind} the map contains (--user), or map it; ${DOCTOR_HINT}`,
+          },
+        );
+      }
+      return new SpawnError('SETID_FAILED', `cannot switch IDs inside (${step}: ${text})`, {
+        ...d,
+        hint: DOCTOR_HINT,
+      });
+    case 'join':
+    case 'setns':
+      return new SpawnError(
+        errno === 'ESTALE' || errno === 'ESRCH' ? 'NS_STALE' : 'JOIN_FAILED',
+        errno === 'ESTALE' || errno === 'ESRCH'
+          ? `the namespaces to enter are gone (${step}: ${text})`
+          : `cannot enter the namespaces (${step}: ${text})`,
+        { ...d, hint: DOCTOR_HINT },
+      );
+    case 'setgroups':
+      return new SpawnError('SETGROUPS_FAILED', `cannot drop supplementary groups (setgroups: ${text})`, {
+        ...d,
+        hint: "setgroups is denied in this namespace; use setgroups 'allow' with a gid map that allows it",
+      });
+    case 'chdir':
+      return new SpawnError('CWD_FAILED', `cannot change to directory ${options.cwd ?? text}: ${text}`, {
+        ...d,
+        hint: 'the directory must exist and be searchable by the user inside the namespace',
+      });
+    default:
+      return new SpawnError(
+        STEP_CODES[step] ?? 'SETUP_FAILED',
+        `setting up the namespace failed at ${step}: ${text}`,
+        {
+          ...d,
+          hint: DOCTOR_HINT,
+        },
+      );
+  }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/**
+ * Starts the helper and resolves when it has created the namespaces and waits for "go".
+ * Rejects with a SpawnError when the helper is missing or cannot create the namespaces.
+ */
+export function launchHelper(options: HelperOptions): Promise<HelperHandle> {
+  try {
+    return startHelper(options).ready;
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
+ * Like launchHelper, but returns the ChildProcess synchronously (spawn() needs it before the
+ * helper is ready). Throws a SpawnError HELPER_MISSING synchronously.
+ */
+export function startHelper(options: HelperOptions): { child: ChildProcess; ready: Promise<HelperHandle> } {
+  const binary = helperPath(options.helperPath);
+  const stdio = normalizeStdio(options.stdio);
+  const extras = stdio.slice(3);
+  const childStdio: StdioEntry[] = [
+    stdio[0],
+    stdio[1],
+    stdio[2],
+    'pipe',
+    // goAtOnce in join mode: no control fd at all (--no-wait), one socketpair less per exec.
+    options.goAtOnce && options.join !== undefined ? 'ignore' : 'pipe',
+    ...extras,
+    ...(options.keepFds ?? []),
+  ];
+  const args = helperArgs(options);
+  const child = spawnChild(binary, args, {
+    stdio: childStdio as StdioOptions,
+    env: options.env,
+  });
+  const report = child.stdio[3] as Duplex;
+  const control = child.stdio[4] as Writable | null;
+  if (options.goAtOnce) control?.destroy();
+  const command = options.command;
+
+  const ready = new Promise<HelperHandle>((resolve, reject) => {
+    let buffered = '';
+    let state: 'starting' | 'ready' | 'going' | 'done' = 'starting';
+    let failure: SpawnError | undefined;
+    let settleGo: ((error?: SpawnError) => void) | undefined;
+    let settleCommit: (() => void) | undefined;
+    // goAtOnce: the outcome of "go" when it arrived before go() was called.
+    let early: { error: SpawnError | undefined } | undefined;
+    const lines: string[] = [];
+
+    const onLine = (line: string) => {
+      if (state === 'starting' && line.startsWith('ready ')) {
+        state = options.goAtOnce ? 'going' : 'ready';
+        resolve(handle);
+        return;
+      }
+      lines.push(line);
+      if (line.startsWith('error ')) {
+        if (failure === undefined) failure = helperFailure(line, command, options);
+        return;
+      }
+      handle.reports.push(line);
+      const ns = /^ns (\S+) (\d+) (\S+)$/.exec(line);
+      if (ns !== null) {
+        handle.namespaceIds.push({
+          type: ns[1] as Namespace,
+          inode: Number(ns[2]),
+          handle: ns[3] === '-' ? null : ns[3]!,
+        });
+      }
+      if (options.hold && line === 'held' && state === 'going') {
+        // The keeper is set up; only failures before this line fail go().
+        const settle = settleGo;
+        settleGo = undefined;
+        settle?.(failure);
+      }
+    };
+    report.setEncoding('utf8');
+    report.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl = buffered.indexOf('\n');
+      while (nl >= 0) {
+        onLine(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        nl = buffered.indexOf('\n');
+      }
+    });
+    report.on('error', () => {});
+    control?.on('error', () => {});
+    // EOF on the report fd: exec happened (close-on-exec), or the helper exited.
+    report.on('end', () => {
+      const previous = state;
+      state = 'done';
+      if (previous === 'starting') {
+        const error =
+          failure ??
+          new SpawnError('HELPER_DIED', 'the userns helper exited before creating the namespaces', {
+            hint: DOCTOR_HINT,
+            data: { report: lines },
+          });
+        // Reap it before rejecting, so that no zombie outlives a failed launch.
+        void exited(child).then(() => reject(error));
+        return;
+      }
+      if (previous === 'going') {
+        const error =
+          failure ??
+          (options.hold && !handle.reports.includes('held')
+            ? new SpawnError('HELPER_DIED', 'the keeper exited before holding the namespaces', {
+                hint: DOCTOR_HINT,
+                data: { report: lines },
+              })
+            : undefined);
+        if (settleGo !== undefined) settleGo(error);
+        else if (options.goAtOnce) early = { error };
+      }
+      settleCommit?.();
+    });
+    child.on('error', (error) => {
+      if (state === 'starting') {
+        state = 'done';
+        reject(
+          new SpawnError('HELPER_DIED', `cannot start the userns helper ${binary}: ${error.message}`, {
+            cause: error,
+          }),
+        );
+      }
+    });
+
+    const handle: HelperHandle = {
+      pid: child.pid ?? -1,
+      namespaceIds: [],
+      reports: [],
+      child,
+      commit() {
+        return new Promise<void>((res) => {
+          if (report.readableEnded || report.destroyed) {
+            res();
+            return;
+          }
+          settleCommit = res;
+          report.write('commit\n');
+        });
+      },
+      go() {
+        if (options.goAtOnce && early !== undefined) {
+          const { error } = early;
+          return error === undefined ? Promise.resolve() : exited(child).then(() => Promise.reject(error));
+        }
+        if (options.goAtOnce && state === 'going' && settleGo === undefined) {
+          return new Promise<void>((res, rej) => {
+            settleGo = (error) => {
+              if (error === undefined) res();
+              else void exited(child).then(() => rej(error));
+            };
+          });
+        }
+        if (state !== 'ready') {
+          return Promise.reject(
+            new SpawnError('HELPER_PROTOCOL', `go() called in state ${state === 'done' ? 'exited' : state}`, {
+              data: { report: lines },
+            }),
+          );
+        }
+        state = 'going';
+        return new Promise<void>((res, rej) => {
+          settleGo = (error) => {
+            if (error === undefined) {
+              res();
+            } else {
+              // The helper exits 127 after reporting; reap it so nothing is left behind.
+              void exited(child).then(() => rej(error));
+            }
+          };
+          // Closing our end at once is the EOF the helper waits for (end() would defer a shutdown()).
+          control?.destroy();
+        });
+      },
+      async abort(message = 'abort') {
+        if (state === 'ready') {
+          state = 'done';
+          control?.end(`${message}\n`);
+          const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+          await exited(child);
+          clearTimeout(timer);
+        } else if (child.exitCode === null && child.signalCode === null) {
+          child.kill('SIGKILL');
+          await exited(child);
+        }
+        report.destroy();
+        control?.destroy();
+      },
+    };
+  });
+  return { child, ready };
+}

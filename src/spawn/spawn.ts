@@ -1,0 +1,345 @@
+/**
+ * spawn(): child_process.spawn in new user (and other) namespaces.
+ *
+ *   const child = spawn('id', ['-u'], { uidMap: '0:100000:65536', stdio: 'inherit' });
+ *   const { exitCode, uidMap } = await child;   // a ChildProcess that is also a promise
+ *
+ * The ChildProcess is the native helper, which becomes the command (same PID without a PID
+ * namespace). The promise resolves when the command has exited (after its stdio closed) and
+ * rejects with a typed error (SpawnError, NewIdmapError, MapError, ParseError) when setup fails.
+ */
+import type { ChildProcess, StdioOptions } from 'node:child_process';
+import { IdMap } from '../idmap/idmap.js';
+import {
+  type HelperHandle,
+  type HelperOptions,
+  helperArgs,
+  type Namespace,
+  startHelper,
+} from '../native/helper.js';
+import { SpawnError } from './errors.js';
+import {
+  isMode,
+  type MapSpec,
+  modeContext,
+  needsSubordinate,
+  resolveMapSpec,
+  type UsernsMode,
+} from './modes.js';
+import { isPrivileged } from './system.js';
+import { type MapPlan, type MapWriteOptions, planMaps, writeMaps, writeProcFile } from './write-maps.js';
+
+export interface SpawnOptions extends MapWriteOptions {
+  /**
+   * How to map IDs when uidMap/gidMap are not given (default 'auto'). `auto:size=N[,…]` (podman's
+   * --userns=auto options: size, uidmapping, gidmapping, policy) takes a fresh range from the
+   * allocation registry instead, released when the command ends.
+   */
+  userns?: UsernsMode | `auto:${string}`;
+  /** State root of the allocation registry, for `auto:…` (default: /run/userns or $XDG_RUNTIME_DIR/userns). */
+  stateRoot?: string;
+  /** The uid map: an IdMap, a mode, or podman --uidmap syntax. Outside IDs = current namespace. */
+  uidMap?: MapSpec;
+  /** The gid map; defaults to the uid map's spec when only that is given (as podman does). */
+  gidMap?: MapSpec;
+  /** Namespaces besides the user namespace: 'mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'. */
+  namespaces?: readonly Namespace[];
+  /** uid and gid to run as inside. Default 0, or the caller's own IDs in keep-id mode. */
+  user?: number;
+  group?: number;
+  /** Mount a fresh /proc; default true when a PID namespace is requested. */
+  mountProc?: boolean;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** As child_process.spawn (default 'pipe'); entries after the third become fds 3, 4, … */
+  stdio?: StdioOptions;
+  keepFds?: readonly number[];
+  /** Runs after the maps are written, before the command starts (e.g. to set up cgroups). */
+  beforeExec?: (pid: number) => void | Promise<void>;
+  /** Written to /proc/PID/oom_score_adj before the command starts. */
+  oomScoreAdj?: number;
+  helperPath?: string;
+}
+
+export interface SpawnResult {
+  /** Exit status, or null when killed by a signal. */
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  /** The maps in force (read back from /proc/PID/… before the command started). */
+  uidMap: IdMap;
+  gidMap: IdMap;
+  setgroups: 'allow' | 'deny';
+  /** The PID of the process this returned (the command's, or its supervisor's with a PID namespace). */
+  pid: number;
+  warnings: string[];
+}
+
+export type UsernsChildProcess = ChildProcess & Promise<SpawnResult>;
+
+export interface SpawnPlan extends MapPlan {
+  command: string[];
+  namespaces: Namespace[];
+  user: number;
+  group: number;
+  mountProc: boolean;
+  /** setgroups(0, NULL) before exec: 'try' ignores a denied setgroups. */
+  setgroupsCall: boolean | 'try';
+  /** The helper's argv (after the binary). */
+  helperArgv: string[];
+}
+
+export function helperOptionsFor(
+  command: string[],
+  options: SpawnOptions,
+  privileged: boolean,
+): HelperOptions {
+  const namespaces = new Set<Namespace>(['user', ...(options.namespaces ?? [])]);
+  const mountProc = options.mountProc ?? namespaces.has('pid');
+  if (mountProc) namespaces.add('mount');
+  const keepId = options.userns === 'keep-id' && options.uidMap === undefined && !privileged;
+  const uid = options.user ?? (keepId ? (process.geteuid?.() ?? 0) : 0);
+  const gid = options.group ?? (keepId ? (process.getegid?.() ?? 0) : 0);
+  return {
+    namespaces: [...namespaces],
+    command,
+    user: { uid, gid },
+    setgroupsCall: options.setgroups === 'deny' ? false : 'try',
+    mountProc,
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    ...(options.env === undefined ? {} : { env: options.env }),
+    stdio: options.stdio ?? 'pipe',
+    ...(options.keepFds === undefined ? {} : { keepFds: options.keepFds }),
+    ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+  };
+}
+
+/**
+ * Plans of requests that do not depend on /etc/subuid (root, explicit string maps, 'self') are a
+ * pure function of the options and of this process's own maps, which never change: cached, so
+ * that spawning the same thing many times costs one plan.
+ */
+const planCache = new Map<string, MapPlan>();
+
+function cacheKey(options: SpawnOptions, privileged: boolean, subordinate: boolean): string | undefined {
+  if (subordinate) return undefined;
+  const spec = (s: MapSpec | undefined) =>
+    s === undefined ? '' : typeof s === 'string' ? `s${s}` : undefined;
+  const u = spec(options.uidMap);
+  const g = spec(options.gidMap);
+  if (u === undefined || g === undefined) return undefined;
+  return JSON.stringify([
+    u,
+    g,
+    options.userns ?? '',
+    privileged,
+    options.noSplit === true,
+    options.setgroups ?? '',
+    options.newuidmap ?? '',
+    options.newgidmap ?? '',
+  ]);
+}
+
+export /**
+ * `userns: 'auto:…'`: allocates a range for this run and returns the options with its maps, and
+ * the release to call when the command has ended (the allocation is also tied to this process,
+ * so `userns alloc gc` frees it if we die first). The allocator is loaded only when used.
+ */
+async function withAllocation(
+  options: SpawnOptions,
+): Promise<{ options: SpawnOptions; release: () => Promise<void> }> {
+  const mode = options.userns;
+  if (mode === undefined || !mode.startsWith('auto:')) return { options, release: async () => {} };
+  const alloc = await import('../alloc/index.js');
+  const request = alloc.parseAutoUserns(mode)!;
+  const location = options.stateRoot === undefined ? {} : { root: options.stateRoot };
+  const allocation = await alloc.allocateForRun({ ...request, ...location });
+  return {
+    options: {
+      ...options,
+      userns: 'auto',
+      uidMap: new IdMap(allocation.uidMap),
+      gidMap: new IdMap(allocation.gidMap),
+    },
+    release: async () => {
+      await alloc.releaseAllocation(allocation.id, location);
+    },
+  };
+}
+
+async function resolveMaps(options: SpawnOptions): Promise<MapPlan> {
+  const privileged = options.privileged ?? isPrivileged();
+  const uidSpec = options.uidMap;
+  const gidSpec = options.gidMap ?? options.uidMap;
+  const subordinate = needsSubordinate([uidSpec, gidSpec], privileged);
+  const key = cacheKey(options, privileged, subordinate);
+  const cached = key === undefined ? undefined : planCache.get(key);
+  if (cached !== undefined) return cached;
+  const plan = await computePlan(options, privileged, uidSpec, gidSpec, subordinate);
+  if (key !== undefined) {
+    if (planCache.size >= 64) planCache.delete(planCache.keys().next().value!);
+    planCache.set(key, plan);
+  }
+  return plan;
+}
+
+async function computePlan(
+  options: SpawnOptions,
+  privileged: boolean,
+  uidSpec: MapSpec | undefined,
+  gidSpec: MapSpec | undefined,
+  subordinate: boolean,
+): Promise<MapPlan> {
+  const ctx = await modeContext({ subordinate });
+  ctx.privileged = privileged;
+  ctx.fallback = options.fallback ?? 'none';
+  ctx.warnings = [];
+  // `auto:…` has become explicit maps (withAllocation) before planning.
+  const mode = options.userns !== undefined && isMode(options.userns) ? options.userns : 'auto';
+  const [uid, gid] = await Promise.all([
+    resolveMapSpec(uidSpec, 'uid', ctx, mode),
+    resolveMapSpec(gidSpec, 'gid', ctx, mode),
+  ]);
+  const plan = await planMaps(uid, gid, { ...options, privileged });
+  return ctx.warnings.length === 0 ? plan : { ...plan, warnings: ctx.warnings };
+}
+
+/** Everything spawn() would do, without doing it (for --dry-run). */
+export async function planSpawn(command: string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
+  // An `auto:` allocation is made and released at once: the plan shows the range a run now gets.
+  const { options, release } = await withAllocation(requested);
+  let maps: MapPlan;
+  try {
+    maps = await resolveMaps(options);
+  } finally {
+    await release();
+  }
+  const helper = helperOptionsFor(command, options, maps.privileged);
+  return {
+    ...maps,
+    command,
+    namespaces: [...helper.namespaces],
+    user: helper.user!.uid,
+    group: helper.user!.gid,
+    mountProc: helper.mountProc ?? false,
+    setgroupsCall: helper.setgroupsCall ?? 'try',
+    helperArgv: helperArgs(helper, process.pid),
+  };
+}
+
+function closed(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+/**
+ * Starts `command` in new namespaces. Returns the ChildProcess at once (its stdio can be used
+ * immediately); it is also a promise of the SpawnResult. Throws synchronously only when the
+ * native helper is not built.
+ */
+export function spawn(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): UsernsChildProcess {
+  const privileged = options.privileged ?? isPrivileged();
+  const argv = [command, ...args];
+  const { child, ready } = startHelper(helperOptionsFor(argv, options, privileged));
+  const done = closed(child);
+  const setup = async (): Promise<SpawnResult> => {
+    const allocating = withAllocation(options);
+    allocating.catch(() => {});
+    const planning = allocating.then((a) => resolveMaps({ ...a.options, privileged }));
+    // An allocation is released once the command has ended, whatever happened; a successful
+    // spawn resolves only after that.
+    const released = done.then(async () =>
+      (await allocating.catch(() => undefined))?.release().catch(() => {}),
+    );
+    // Planning runs while the helper starts; its failure is handled below, after `ready`.
+    planning.catch(() => {});
+    const handle: HelperHandle = await ready;
+    let applied: Awaited<ReturnType<typeof writeMaps>>;
+    try {
+      const plan = await planning;
+      applied = await writeMaps(handle.pid, plan, options);
+      if (options.oomScoreAdj !== undefined) {
+        const errno = writeProcFile(`/proc/${handle.pid}/oom_score_adj`, `${options.oomScoreAdj}\n`);
+        if (errno !== null) {
+          throw new SpawnError(
+            'SETUP_FAILED',
+            `writing ${options.oomScoreAdj} to /proc/${handle.pid}/oom_score_adj failed (${errno})`,
+            {
+              hint: 'lowering oom_score_adj needs CAP_SYS_RESOURCE',
+              errno,
+            },
+          );
+        }
+      }
+      if (options.beforeExec !== undefined) {
+        try {
+          await options.beforeExec(handle.pid);
+        } catch (error) {
+          throw new SpawnError('HOOK_FAILED', `beforeExec failed: ${(error as Error)?.message ?? error}`, {
+            cause: error,
+          });
+        }
+      }
+    } catch (error) {
+      await handle.abort(String((error as Error)?.message ?? error));
+      throw error;
+    }
+    await handle.go();
+    const { code, signal } = await done;
+    await released;
+    return {
+      exitCode: code,
+      signal,
+      uidMap: applied.uidMap,
+      gidMap: applied.gidMap,
+      setgroups: applied.setgroups,
+      pid: handle.pid,
+      warnings: applied.warnings,
+    };
+  };
+  const result = setup();
+  result.catch((error: unknown) => {
+    // Like child_process: a setup failure is also an 'error' event, when someone listens.
+    if (child.listenerCount('error') > 0) child.emit('error', error);
+  });
+  const thenable = child as UsernsChildProcess;
+  Object.defineProperties(thenable, {
+    // biome-ignore lint/suspicious/noThenProperty: the ChildProcess is deliberately a promise too (like execa)
+    then: { value: result.then.bind(result), configurable: true },
+    catch: { value: result.catch.bind(result), configurable: true },
+    finally: { value: result.finally.bind(result), configurable: true },
+    [Symbol.toStringTag]: { value: 'UsernsChildProcess', configurable: true },
+  });
+  return thenable;
+}
+
+export interface RunResult extends SpawnResult {
+  /** Captured output (when stdout/stderr are pipes, the default). */
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion, capturing its output (stdio 'pipe' by default; stdin is empty). */
+export async function run(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<RunResult> {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (d: string) => {
+    stderr += d;
+  });
+  const result = await child;
+  return { ...result, stdout, stderr };
+}

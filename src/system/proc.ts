@@ -1,0 +1,224 @@
+import { readFileSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import { ParseError, UsernsError } from '../errors.js';
+import { parseKernelMap } from '../idmap/formats/kernel.js';
+import { IdMap } from '../idmap/idmap.js';
+
+/**
+ * Readers for /proc. Error codes: PROC_NO_SUCH_PROCESS (the process is gone or never existed),
+ * PROC_READ_FAILED (any other I/O error), PROC_BAD_PID, and ParseError PROC_STAT_SYNTAX /
+ * PROC_SETGROUPS_SYNTAX for content we do not understand (map syntax errors keep the kernel
+ * parser's codes).
+ */
+
+export type ProcPid = number | 'self';
+export type NamespaceType =
+  | 'user'
+  | 'mnt'
+  | 'pid'
+  | 'net'
+  | 'ipc'
+  | 'uts'
+  | 'cgroup'
+  | 'time'
+  | 'pid_for_children'
+  | 'time_for_children';
+
+function procPath(pid: ProcPid, file: string): string {
+  if (pid !== 'self' && !(Number.isInteger(pid) && pid > 0 && pid <= 4194304)) {
+    throw new UsernsError('PROC_BAD_PID', `not a process ID: ${String(pid)}`, { data: { pid } });
+  }
+  return `/proc/${pid}/${file}`;
+}
+
+function isGone(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ESRCH';
+}
+
+function readError(path: string, pid: ProcPid, error: unknown): UsernsError {
+  if (isGone(error)) {
+    return new UsernsError('PROC_NO_SUCH_PROCESS', `no process ${pid} (${path} does not exist)`, {
+      hint: 'the process may have exited',
+      data: { pid, path },
+      cause: error,
+    });
+  }
+  return new UsernsError('PROC_READ_FAILED', `cannot read ${path}: ${(error as Error).message}`, {
+    data: { pid, path, errno: (error as NodeJS.ErrnoException).code ?? null },
+    cause: error,
+  });
+}
+
+async function readProc(pid: ProcPid, file: string): Promise<{ path: string; text: string }> {
+  const path = procPath(pid, file);
+  try {
+    return { path, text: await readFile(path, 'latin1') };
+  } catch (error) {
+    throw readError(path, pid, error);
+  }
+}
+
+/**
+ * The UID or GID map of a process's user namespace, as THIS process sees it: column 2 is in the
+ * reader's namespace (or the parent's, when the reader is inside the target namespace), and
+ * 4294967295 there means "not mappable from here" — kept as is (linux-idmap-rules.md §1.9).
+ * An empty map (not written yet) gives an IdMap with no extents.
+ */
+export async function readIdMap(pid: ProcPid, kind: 'uid' | 'gid'): Promise<IdMap> {
+  const { path, text } = await readProc(pid, `${kind}_map`);
+  return new IdMap(parseKernelMap(text, { source: path }));
+}
+
+/** /proc/PID/setgroups: whether setgroups(2) is allowed in the process's user namespace. */
+export async function readSetgroups(pid: ProcPid): Promise<'allow' | 'deny'> {
+  const { path, text } = await readProc(pid, 'setgroups');
+  const value = text.trim();
+  if (value === 'allow' || value === 'deny') return value;
+  throw new ParseError('PROC_SETGROUPS_SYNTAX', 'expected "allow" or "deny"', {
+    source: path,
+    line: 1,
+    column: 1,
+    text: value,
+  });
+}
+
+/**
+ * The fields of /proc/PID/stat after the command name, numbered as in proc(5): the result's
+ * index 0 is field 3 (state). The command name (field 2) can contain spaces and parentheses, so
+ * the text is cut after its LAST ')'.
+ */
+export function parseProcStat(
+  text: string,
+  source = 'stat',
+): { pid: number; comm: string; fields: string[] } {
+  const open = text.indexOf(' (');
+  const close = text.lastIndexOf(')');
+  if (open < 0 || close < open || !/^[0-9]+$/.test(text.slice(0, open))) {
+    throw new ParseError('PROC_STAT_SYNTAX', 'expected "PID (COMM) STATE ..."', {
+      source,
+      line: 1,
+      column: 1,
+      text: text.slice(0, 64),
+    });
+  }
+  const rest = text.slice(close + 1).trim();
+  return {
+    pid: Number(text.slice(0, open)),
+    comm: text.slice(open + 2, close),
+    fields: rest === '' ? [] : rest.split(/\s+/),
+  };
+}
+
+/**
+ * The process's start time (field 22 of /proc/PID/stat: clock ticks since boot). Together with
+ * the PID it identifies a process across PID reuse. undefined when the process does not exist.
+ */
+export async function readProcessStartTime(pid: ProcPid): Promise<bigint | undefined> {
+  let path: string;
+  let text: string;
+  try {
+    ({ path, text } = await readProc(pid, 'stat'));
+  } catch (error) {
+    if (error instanceof UsernsError && error.code === 'PROC_NO_SUCH_PROCESS') return undefined;
+    throw error;
+  }
+  const { fields } = parseProcStat(text, path);
+  const value = fields[22 - 3];
+  if (value === undefined || !/^[0-9]+$/.test(value)) {
+    throw new ParseError('PROC_STAT_SYNTAX', 'field 22 (starttime) is missing or not a number', {
+      source: path,
+      line: 1,
+      column: 1,
+      text: value ?? '',
+    });
+  }
+  return BigInt(value);
+}
+
+/**
+ * The inode number of /proc/PID/ns/NS: the namespace's identity (two processes are in the same
+ * namespace iff these are equal; the device is always nsfs). Needs ptrace-read access to PID.
+ */
+export async function readNamespaceInode(pid: ProcPid, ns: NamespaceType): Promise<number> {
+  const path = procPath(pid, `ns/${ns}`);
+  try {
+    return (await stat(path)).ino;
+  } catch (error) {
+    // /proc/PID exists but not this ns file: a namespace type this kernel does not have.
+    if (isGone(error)) {
+      try {
+        await stat(procPath(pid, ''));
+      } catch {
+        throw readError(path, pid, error);
+      }
+      throw new UsernsError(
+        'PROC_READ_FAILED',
+        `this kernel has no ${ns} namespaces (${path} does not exist)`,
+        {
+          data: { pid, path },
+          cause: error,
+        },
+      );
+    }
+    throw readError(path, pid, error);
+  }
+}
+
+let cachedPageSize: number | undefined;
+
+/**
+ * The kernel's page size (a map write must be shorter than one page): AT_PAGESZ from the
+ * process's ELF auxiliary vector (/proc/self/auxv), read once; 4096 when it cannot be read.
+ * (Not `getconf PAGESIZE`: a whole process, too slow on the spawn path.)
+ */
+export function pageSize(): number {
+  if (cachedPageSize !== undefined) return cachedPageSize;
+  let size = 4096;
+  try {
+    const auxv = readFileSync('/proc/self/auxv');
+    // Entries are (type, value) pairs of native words: 8 bytes each on 64-bit, 4 on 32-bit.
+    const wide = /64|s390x/.test(process.arch);
+    const le = endianness() === 'LE';
+    const step = wide ? 16 : 8;
+    const word = (off: number) =>
+      wide
+        ? Number(le ? auxv.readBigUInt64LE(off) : auxv.readBigUInt64BE(off))
+        : le
+          ? auxv.readUInt32LE(off)
+          : auxv.readUInt32BE(off);
+    for (let off = 0; off + step <= auxv.length; off += step) {
+      const type = word(off);
+      if (type === 0 /* AT_NULL */) break;
+      if (type === 6 /* AT_PAGESZ */) {
+        const value = word(off + step / 2);
+        if (value >= 4096 && (value & (value - 1)) === 0) size = value;
+        break;
+      }
+    }
+  } catch {
+    // no /proc/self/auxv: keep 4096
+  }
+  cachedPageSize = size;
+  return size;
+}
+
+/**
+ * The start time (field 22 of /proc/PID/stat, as a decimal string) of a process that is still
+ * running, synchronously, for the liveness checks of locks, keepers and allocations: undefined
+ * when the process does not exist or has exited and is only a zombie waiting to be reaped (an
+ * orphan's zombie can linger when PID 1 is slow to reap, and it must not count as alive).
+ */
+export function processStartTimeSync(pid: ProcPid): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(procPath(pid, 'stat'), 'latin1');
+  } catch {
+    return undefined;
+  }
+  const { fields } = parseProcStat(text);
+  const state = fields[0];
+  if (state === 'Z' || state === 'X' || state === 'x') return undefined;
+  return fields[22 - 3];
+}

@@ -1,0 +1,351 @@
+import assert from 'node:assert/strict';
+import {
+  appendFileSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import {
+  allocate,
+  allocateForRun,
+  clipPool,
+  gc,
+  listAllocations,
+  parseAutoUserns,
+  parsePassthrough,
+  Registry,
+  release,
+  releaseAllocation,
+  resolvePools,
+} from '../../src/alloc/index.js';
+import type { Pools } from '../../src/alloc/pool.js';
+import { defaultStateRoot, ensureStateRoot } from '../../src/store/state-root.js';
+
+const base = mkdtempSync(join(tmpdir(), 'userns-alloc-'));
+after(() => rmSync(base, { recursive: true, force: true }));
+let n = 0;
+const freshDir = () => join(base, `r${n++}`, 'alloc');
+
+const POOL: Pools = {
+  uid: { ranges: [{ start: 100_000, count: 1_000_000 }], source: 'test' },
+  gid: { ranges: [{ start: 200_000, count: 1_000_000 }], source: 'test' },
+};
+
+describe('registry', () => {
+  test('allocate, list, release; uid and gid pools are separate', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    const a = await r.allocate({ size: 65536, policy: { kind: 'first-fit' }, pools: POOL, name: 'one' });
+    assert.deepEqual(a.uidMap, [{ inside: 0, outside: 100_000, count: 65536 }]);
+    assert.deepEqual(a.gidMap, [{ inside: 0, outside: 200_000, count: 65536 }]);
+    const b = await r.allocate({ size: 1000, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.equal(b.name, b.id);
+    assert.equal(b.uids[0]!.start, 165_536);
+    assert.deepEqual(
+      (await r.list()).map((x) => x.id),
+      [a.id, b.id],
+    );
+    await r.release('one');
+    const c = await r.allocate({ size: 2000, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.equal(c.uids[0]!.start, 100_000, 'reuses released space');
+    // Another process's view (a fresh instance) agrees.
+    const other = new Registry(r.dir, { systemTaken: null });
+    assert.deepEqual(
+      (await other.list()).map((x) => x.id),
+      [b.id, c.id],
+    );
+    assert.deepEqual((await other.verify()).problems, []);
+  });
+
+  test('names are validated and unique; unknown ids are ALLOC_NOT_FOUND', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    await r.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL, name: 'web' });
+    await assert.rejects(r.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL, name: 'web' }), {
+      code: 'ALLOC_NAME_TAKEN',
+    });
+    await assert.rejects(r.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL, name: '../x' }), {
+      code: 'INVALID_NAME',
+    });
+    await assert.rejects(r.release('nope'), { code: 'ALLOC_NOT_FOUND' });
+    assert.equal(await r.release('nope', { ifExists: true }), undefined);
+  });
+
+  test('running out says how much was asked, how much is free and where', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    const pools: Pools = {
+      uid: { ranges: [{ start: 100_000, count: 100_000 }], source: 'test' },
+      gid: { ranges: [{ start: 100_000, count: 100_000 }], source: 'test' },
+    };
+    await r.allocate({ size: 65536, policy: { kind: 'first-fit' }, pools });
+    await assert.rejects(
+      r.allocate({ size: 65536, policy: { kind: 'first-fit' }, pools }),
+      (error: Error & { code: string; data: Record<string, unknown> }) => {
+        assert.equal(error.code, 'ALLOC_EXHAUSTED');
+        assert.match(
+          error.message,
+          /asked for 65536 uids; the largest free block in pool \[100000-199999\] is 34464 \(34464 free in total\)/,
+        );
+        assert.equal(error.data.largestFree, 34464);
+        return true;
+      },
+    );
+  });
+
+  test('slot policy: aligned, consecutive slots for larger sizes; the (u32)-1 slot is never used', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    const kube: Pools = {
+      uid: { ranges: clipPool([{ start: 65536, count: 4294967296 - 65536 }]), source: 'kubelet default' },
+      gid: { ranges: clipPool([{ start: 65536, count: 4294967296 - 65536 }]), source: 'kubelet default' },
+    };
+    const a = await r.allocate({ size: 65536, policy: { kind: 'slot', slotSize: 65536 }, pools: kube });
+    assert.equal(a.uids[0]!.start, 65536);
+    const b = await r.allocate({ size: 70000, policy: { kind: 'slot', slotSize: 65536 }, pools: kube });
+    assert.deepEqual(b.uids, [{ start: 131072, count: 131072 }]);
+    assert.deepEqual(b.uidMap, [{ inside: 0, outside: 131072, count: 70000 }]);
+    await assert.rejects(
+      r.allocate({ size: 65536, policy: { kind: 'base', base: 4294901760 }, pools: kube }),
+      { code: 'ALLOC_EXHAUSTED' },
+    );
+    const c = await r.allocate({
+      size: 65536,
+      policy: { kind: 'base', base: 4294901760 - 65536 },
+      pools: kube,
+    });
+    assert.equal(c.uidMap[0]!.outside + c.uidMap[0]!.count, 4294901760);
+  });
+
+  test('passthrough mappings: punched in; from the pool reserved, from outside shared', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    const a = await r.allocate({
+      size: 65536,
+      policy: { kind: 'first-fit' },
+      pools: POOL,
+      name: 'dev',
+      uidPassthrough: parsePassthrough('1000:1000:1'),
+      gidPassthrough: parsePassthrough('1000:500000:2'),
+    });
+    assert.deepEqual(a.uidMap, [
+      { inside: 0, outside: 100_000, count: 1000 },
+      { inside: 1000, outside: 1000, count: 1 },
+      { inside: 1001, outside: 101_001, count: 64535 },
+    ]);
+    assert.deepEqual(
+      a.uids,
+      [{ start: 100_000, count: 65536 }],
+      'host 1000 is outside the pool: not reserved',
+    );
+    assert.deepEqual(a.gids, [
+      { start: 200_000, count: 65536 },
+      { start: 500_000, count: 2 },
+    ]);
+    // Someone else may pass host uid 1000 through too, but not gid 500000 of the pool.
+    await r.allocate({
+      size: 10,
+      policy: { kind: 'first-fit' },
+      pools: POOL,
+      uidPassthrough: parsePassthrough('0:1000'),
+    });
+    await assert.rejects(
+      r.allocate({
+        size: 10,
+        policy: { kind: 'first-fit' },
+        pools: POOL,
+        gidPassthrough: parsePassthrough('5:500001'),
+      }),
+      { code: 'ALLOC_PASSTHROUGH_TAKEN' },
+    );
+    // And the reserved gids are never allocated to anyone.
+    const big = await r.allocate({ size: 300_000, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.ok(big.gids[0]!.start >= 500_002 || big.gids[0]!.start + 300_000 <= 500_000);
+    assert.deepEqual((await r.verify()).problems, []);
+  });
+
+  test('IDs of passwd/group entries and systemd-nsresourced registrations count as taken', async () => {
+    const etc = join(base, `etc${n++}`);
+    mkdirSync(join(etc, 'nsr'), { recursive: true });
+    writeFileSync(join(etc, 'passwd'), 'root:x:0:0::/root:/bin/sh\nsvc:x:100005:300:::\n');
+    writeFileSync(join(etc, 'group'), 'root:x:0:\ngrp:x:200003:\n');
+    writeFileSync(
+      join(etc, 'nsr', 'u100100.userns'),
+      JSON.stringify({ name: 'x', start: 100100, size: 65536 }),
+    );
+    writeFileSync(join(etc, 'nsr', 'g300000.userns'), '{');
+    const r = new Registry(freshDir(), {
+      systemTaken: {
+        passwdPath: join(etc, 'passwd'),
+        groupPath: join(etc, 'group'),
+        nsresourceDir: join(etc, 'nsr'),
+        getent: false,
+      },
+    });
+    const a = await r.allocate({ size: 5, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.equal(a.uids[0]!.start, 100_000);
+    assert.equal(a.gids[0]!.start, 200_004, 'group gid 200003 is taken');
+    const b = await r.allocate({ size: 100, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.equal(b.uids[0]!.start, 100_100 + 65536, 'skips the passwd uid 100005 and the nsresourced range');
+    // A new passwd entry is noticed without restarting.
+    writeFileSync(
+      join(etc, 'passwd'),
+      'root:x:0:0::/root:/bin/sh\nsvc:x:100005:300:::\nnew:x:100002:300:::\n',
+    );
+    await r.release(a.id);
+    const c = await r.allocate({ size: 3, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.equal(c.uids[0]!.start, 100_006);
+    const e = await r.allocate({ size: 65536, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.ok(
+      e.gids[0]!.start >= 300_000 + 65536 || e.gids[0]!.start + 65536 <= 300_000,
+      'unreadable nsresourced file = 65536',
+    );
+  });
+
+  test('a torn last journal line is ignored and truncated; stray temp files are cleaned', async () => {
+    const dir = freshDir();
+    const r = new Registry(dir, { systemTaken: null });
+    const a = await r.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL, name: 'kept' });
+    const before = readFileSync(join(dir, 'journal'));
+    appendFileSync(join(dir, 'journal'), '0badc0de {"s":2,"op":"add","a":{"id":"half');
+    writeFileSync(join(dir, 'snapshot.json.tmp-999999-abcd'), 'junk');
+    writeFileSync(join(dir, 'lock.new-999999-abcdef01'), '999999 1 x\n');
+    const fresh = new Registry(dir, { systemTaken: null });
+    assert.deepEqual(
+      (await fresh.list()).map((x) => x.id),
+      [a.id],
+    );
+    assert.deepEqual(readFileSync(join(dir, 'journal')), before);
+    assert.deepEqual(readdirSync(dir).sort(), ['journal']);
+    // A complete line with a wrong checksum at the end is treated the same way.
+    appendFileSync(join(dir, 'journal'), '00000000 {"s":2,"op":"del","id":"x"}\n');
+    const b = await fresh.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL });
+    assert.equal(b.seq, 2);
+    assert.deepEqual((await new Registry(dir, { systemTaken: null }).verify()).problems, []);
+    // The first instance catches up from its offset.
+    assert.deepEqual(
+      (await r.list()).map((x) => x.id),
+      [a.id, b.id],
+    );
+  });
+
+  test('compaction keeps every allocation, also across instances and an interrupted compaction', async () => {
+    const dir = freshDir();
+    const r = new Registry(dir, { systemTaken: null, compactEvery: 16 });
+    const other = new Registry(dir, { systemTaken: null, compactEvery: 16 });
+    const live = new Set<string>();
+    for (let i = 0; i < 100; i++) {
+      const x = await (i % 2 ? r : other).allocate({
+        size: 100 + i,
+        policy: { kind: 'first-fit' },
+        pools: POOL,
+      });
+      live.add(x.id);
+      if (i % 3 === 0) {
+        const victim = [...live][i % live.size]!;
+        await (i % 2 ? other : r).release(victim);
+        live.delete(victim);
+      }
+    }
+    assert.ok(readdirSync(dir).includes('snapshot.json'));
+    for (const reg of [r, other, new Registry(dir, { systemTaken: null })]) {
+      assert.deepEqual(new Set((await reg.list()).map((x) => x.id)), live);
+    }
+    // Simulate a kill between the snapshot and the journal reset: an older journal is ignored.
+    const journal = readFileSync(join(dir, 'journal'));
+    await r.withLock(() => r.compactNow());
+    writeFileSync(join(dir, 'journal'), journal);
+    const fresh = new Registry(dir, { systemTaken: null });
+    assert.deepEqual(new Set((await fresh.list()).map((x) => x.id)), live);
+    assert.deepEqual((await fresh.verify()).problems, []);
+  });
+
+  test('gc releases allocations of gone namespaces and exited processes, keeps the rest', async () => {
+    const root = join(base, `root${n++}`);
+    const common = { root, registry: { systemTaken: null }, pool: [{ start: 100_000, count: 1_000_000 }] };
+    const manual = await allocate({ ...common, name: 'manual', size: 10 });
+    const alive = await allocate({ ...common, name: 'a1', namespace: 'alive', size: 10 });
+    const gone = await allocate({ ...common, name: 'g1', namespace: 'gone', size: 10 });
+    const dead = await allocate({
+      ...common,
+      name: 'p1',
+      holder: { pid: 999_999_999, startTime: '1' },
+      size: 10,
+    });
+    const mine = await allocateForRun({ ...common, name: 'run', size: 10 });
+    mkdirSync(join(root, 'ns', 'alive'), { recursive: true });
+    writeFileSync(join(root, 'ns', 'alive', 'state.json'), JSON.stringify({ keeperPid: process.pid }));
+    const released = await gc({ root });
+    assert.deepEqual(released.map((a) => a.name).sort(), ['g1', 'p1']);
+    assert.deepEqual(
+      (await listAllocations({ root })).map((a) => a.id),
+      [manual.id, alive.id, mine.id],
+    );
+    assert.equal(await releaseAllocation(mine.id, { root }), true);
+    assert.equal(await releaseAllocation(mine.id, { root }), false);
+    await release('manual', { root });
+    await assert.rejects(release(gone.id, { root }), { code: 'ALLOC_NOT_FOUND' });
+    void dead;
+  });
+
+  test('parseAutoUserns (podman --userns=auto options)', () => {
+    assert.deepEqual(parseAutoUserns('auto'), {});
+    assert.equal(parseAutoUserns('keep-id'), undefined);
+    assert.deepEqual(parseAutoUserns('auto:size=2000,uidmapping=0:1000:1,gidmapping=5:6'), {
+      size: 2000,
+      uidMapping: [{ inside: 0, outside: 1000, count: 1 }],
+      gidMapping: [{ inside: 5, outside: 6, count: 1 }],
+    });
+    assert.throws(() => parseAutoUserns('auto:sise=1'), { code: 'USAGE' });
+  });
+
+  test('pools: root defaults to the containers user or the systemd range; --pool overrides', async () => {
+    const cfg = join(base, 'alloc.json');
+    writeFileSync(cfg, JSON.stringify({ uidPool: ['1000000:65536'] }));
+    const pools = await resolvePools({
+      configPath: cfg,
+      gidPool: [{ start: 5, count: 4294967295 }],
+      euid: 0,
+    });
+    assert.deepEqual(pools.uid.ranges, [{ start: 1_000_000, count: 65536 }]);
+    assert.deepEqual(pools.gid.ranges, [{ start: 5, count: 4294967290 }], 'clipped before (u32)-1');
+    const dflt = await resolvePools({
+      configPath: join(base, 'missing.json'),
+      euid: 0,
+      subordinate: {
+        subuidPath: join(base, 'none'),
+        subgidPath: join(base, 'none'),
+        getsubidsPath: '/nonexistent',
+      },
+    });
+    assert.deepEqual(dflt.uid.ranges, [{ start: 0x80000, count: 0x6ff80000 }]);
+    const subuid = join(base, 'subuid');
+    writeFileSync(subuid, 'containers:2147483647:2147483648\n');
+    const fromContainers = await resolvePools({
+      configPath: join(base, 'missing.json'),
+      euid: 0,
+      subordinate: { subuidPath: subuid, subgidPath: join(base, 'none'), getsubidsPath: '/nonexistent' },
+    });
+    assert.deepEqual(fromContainers.uid.ranges, [{ start: 2147483647, count: 2147483648 }]);
+    assert.equal(fromContainers.gid.ranges[0]!.start, 0x80000);
+  });
+
+  test('state root: default locations; refuses symlinks and directories of others', () => {
+    assert.equal(defaultStateRoot({}, 0), '/run/userns');
+    assert.equal(defaultStateRoot({ XDG_RUNTIME_DIR: '/run/user/1000' }, 1000), '/run/user/1000/userns');
+    const made = ensureStateRoot(join(base, 'sr', 'deep'));
+    assert.equal(made, join(base, 'sr', 'deep'));
+    symlinkSync(made, join(base, 'link'));
+    assert.throws(() => ensureStateRoot(join(base, 'link')), { code: 'STATE_ROOT_UNSAFE' });
+    const theirs = join(base, 'theirs');
+    mkdirSync(theirs);
+    // (chown needs root; the suite runs as root)
+    if (process.geteuid?.() === 0) {
+      chownSync(theirs, 1234, 1234);
+      assert.throws(() => ensureStateRoot(theirs), { code: 'STATE_ROOT_UNSAFE' });
+    }
+  });
+});

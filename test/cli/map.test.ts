@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { runCli } from './run-cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'userns-cli-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+const nested = () =>
+  file('nested-parent', '         0       1000          1\n         1     100000      65536\n');
+
+describe('userns map validate', () => {
+  test('accepted map: exit 0, JSON verdict', async () => {
+    const r = await runCli(['map', 'validate', '--json', '0:100000:65536']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { ok: true, errno: null, reason: null, line: null });
+  });
+  test('overlap: exit 1 with EINVAL and the line', async () => {
+    const r = await runCli(['map', 'validate', '--json', '0:1000:10,5:5000:1']);
+    assert.equal(r.code, 1);
+    const verdict = JSON.parse(r.stdout);
+    assert.equal(verdict.ok, false);
+    assert.equal(verdict.errno, 'EINVAL');
+    assert.equal(verdict.line, 2);
+  });
+  test('crossing parent extents: EPERM with a reason that says so', async () => {
+    const r = await runCli(['map', 'validate', '--parent', nested(), '0:0:100']);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /rejected \(EPERM\): line 1 \(0:0:100\) spans 2 extents/);
+  });
+  test('kernel text with a syntax error is a verdict (EINVAL), judged by the kernel grammar', async () => {
+    const r = await runCli(['map', 'validate', '--json', '-'], { input: '0 1000 1\n\n' });
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(JSON.parse(r.stdout).errno, 'EINVAL');
+  });
+  test('unprivileged prediction: own uid ok, two IDs EPERM', async () => {
+    const ok = await runCli(['map', 'validate', '--unprivileged', '--euid', '1001', '0:1001:1']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    const no = await runCli(['map', 'validate', '--unprivileged', '--euid', '1001', '--json', '0:1001:2']);
+    assert.equal(no.code, 1);
+    assert.equal(JSON.parse(no.stdout).errno, 'EPERM');
+  });
+  test('usage errors exit 2 without a stack trace', async () => {
+    const r = await runCli(['map', 'validate', '--bogus', '0:0:1']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^userns: /);
+    assert.doesNotMatch(r.stderr, /at .*\.js:\d+/);
+  });
+});
+
+describe('userns map split', () => {
+  test('the nested case the kernel refuses is split into pieces it accepts', async () => {
+    const r = await runCli(['map', 'split', '--parent', nested(), '0:0:100']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '0 0 1\n1 1 99\n');
+    const json = await runCli(['map', 'split', '--json', '--parent', nested(), '0:0:100']);
+    assert.deepEqual(JSON.parse(json.stdout), {
+      ok: true,
+      map: [
+        [0, 0, 1],
+        [1, 1, 99],
+      ],
+    });
+  });
+  test('an unmapped ID fails, naming the first missing range', async () => {
+    const r = await runCli(['map', 'split', '--json', '--parent', nested(), '0:65530:100']);
+    assert.equal(r.code, 1);
+    const body = JSON.parse(r.stdout);
+    assert.equal(body.ok, false);
+    assert.match(body.reason, /uid 65537-65629 .*not mapped/);
+  });
+  test('--parent self works (the README example)', async () => {
+    const r = await runCli(['map', 'split', '--parent', 'self', '0:0:100']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '0 0 100\n');
+  });
+  test('missing --parent is a usage error', async () => {
+    assert.equal((await runCli(['map', 'split', '0:0:1'])).code, 2);
+  });
+});
+
+describe('userns map lookup, compose, show, convert', () => {
+  test('lookup both directions; unmapped exits 1', async () => {
+    const r = await runCli(['map', 'lookup', '0:1000:1,1:100000:65536', '0', '5', '70000']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, '0 -> 1000\n5 -> 100004\n70000 -> unmapped\n');
+    const back = await runCli(['map', 'lookup', '--reverse', '--json', '0:1000:1,1:100000:65536', '100004']);
+    assert.equal(back.code, 0);
+    assert.deepEqual(JSON.parse(back.stdout).results, [{ id: 100004, result: 5 }]);
+  });
+  test('compose a nested map down to host IDs', async () => {
+    const r = await runCli(['map', 'compose', '0:0:1,1:1:99', nested()]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '0 1000 1\n1 100000 99\n');
+  });
+  test('show draws bars without colour when NO_COLOR is set, with colour when forced', async () => {
+    const plain = await runCli(['map', 'show', '0:1000:1,1:100000:65536']);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout, /uid map: 2 extents, 65537 IDs/);
+    assert.match(plain.stdout, /█/);
+    assert.doesNotMatch(plain.stdout, /\x1b\[/);
+    const colour = await runCli(['map', 'show', '0:1000:1,1:100000:65536'], {
+      env: { NO_COLOR: '', FORCE_COLOR: '1' },
+    });
+    assert.match(colour.stdout, /\x1b\[3\dm/);
+  });
+  test('convert kernel text to OCI JSON and back', async () => {
+    const oci = await runCli(['map', 'convert', '--to', 'oci', '-'], { input: '0 100000 65536\n' });
+    assert.equal(oci.code, 0, oci.stderr);
+    assert.deepEqual(JSON.parse(oci.stdout), [{ containerID: 0, hostID: 100000, size: 65536 }]);
+    const back = await runCli(['map', 'convert', '--from', 'oci', '--to', 'kernel', '-'], {
+      input: oci.stdout,
+    });
+    assert.equal(back.stdout, '0 100000 65536\n');
+  });
+  test('every subcommand has --help', async () => {
+    for (const sub of ['validate', 'split', 'convert', 'lookup', 'compose', 'show']) {
+      const r = await runCli(['map', sub, '--help']);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, new RegExp(`Usage: userns map ${sub}`));
+    }
+  });
+  test('a parse error names the file, line and column', async () => {
+    const path = file('bad-map', '0 1000 1\n1 2x 3\n');
+    const r = await runCli(['map', 'show', '--from', 'kernel', path]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`${path}:2:4: `));
+    const json = await runCli(['map', 'show', '--json', '--from', 'kernel', path]);
+    const body = JSON.parse(json.stdout);
+    assert.equal(body.ok, false);
+    assert.equal(body.code, 'SYNTAX');
+    assert.equal(body.data.line, 2);
+  });
+});

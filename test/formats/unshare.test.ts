@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { detectFormat } from '../../src/idmap/formats/detect.js';
+import { FORMATS } from '../../src/idmap/formats/index.js';
+import { expandKinds } from '../../src/idmap/formats/kinds.js';
+import { formatUnshareArgs, formatUnshareValue, parseUnshareMap } from '../../src/idmap/formats/unshare.js';
+import { kindedExtents, onlyTypedErrors, throwsParse, u32Extent } from './fuzz.js';
+
+describe('util-linux unshare --map-users/--map-groups', () => {
+  test('vectors (linux-idmap-rules.md §3)', () => {
+    assert.deepEqual(parseUnshareMap('0:100000:65536'), [
+      { inside: 0, outside: 100000, count: 65536, kind: 'both' },
+    ]);
+    // the deprecated comma form is outer,inner,count
+    assert.deepEqual(parseUnshareMap('100000,0,65537', { kind: 'uid' }), [
+      { inside: 0, outside: 100000, count: 65537, kind: 'uid' },
+    ]);
+    assert.deepEqual(
+      parseUnshareMap('--map-users=0:1000:1 --map-groups 1,2,3 --map-users=auto --map-auto --map-subids all'),
+      [
+        { inside: 0, outside: 1000, count: 1, kind: 'uid' },
+        { inside: 2, outside: 1, count: 3, kind: 'gid' },
+        { kind: 'uid', keyword: 'auto', line: 1, column: 53 },
+        { kind: 'both', keyword: 'auto', line: 1, column: 58 },
+        { kind: 'both', keyword: 'subids', line: 1, column: 69 },
+        { kind: 'both', keyword: 'all', line: 1, column: 82 },
+      ],
+    );
+    assert.deepEqual(parseUnshareMap(''), []);
+  });
+
+  test('errors', () => {
+    throwsParse(() => parseUnshareMap('0:1000'), 'MISSING_FIELD', 1, 1);
+    throwsParse(() => parseUnshareMap('0:1000:1:2'), 'SYNTAX');
+    throwsParse(() => parseUnshareMap('0:1000,1'), 'MISSING_FIELD');
+    throwsParse(() => parseUnshareMap('0:-1:1'), 'BAD_NUMBER', 1, 3);
+    throwsParse(() => parseUnshareMap('0:4294967296:1'), 'NUMBER_TOO_LARGE', 1, 3);
+    throwsParse(() => parseUnshareMap('1,2,x'), 'BAD_NUMBER', 1, 5);
+    throwsParse(() => parseUnshareMap('0:1:1junk'), 'BAD_NUMBER'); // sscanf would ignore "junk"; we do not
+    throwsParse(() => parseUnshareMap('automatic'), 'SYNTAX', 1, 1);
+    throwsParse(() => parseUnshareMap('--map-root-user'), 'UNKNOWN_OPTION', 1, 1);
+    throwsParse(() => parseUnshareMap('--map-users'), 'MISSING_FIELD');
+    throwsParse(() => parseUnshareMap('--map-users='), 'MISSING_FIELD');
+    throwsParse(
+      () => FORMATS.unshare.parse('0:1:1\n--map-users=auto', { source: 'args' }),
+      'UNRESOLVED_KEYWORD',
+      2,
+      13,
+    );
+  });
+
+  test('format: inner:outer:count', () => {
+    assert.equal(formatUnshareValue({ inside: 0, outside: 100000, count: 65536 }), '0:100000:65536');
+    assert.deepEqual(formatUnshareArgs([{ inside: 0, outside: 1000, count: 1, kind: 'both' }]), [
+      '--map-users=0:1000:1',
+      '--map-groups=0:1000:1',
+    ]);
+  });
+
+  test('parse(format(x)) is x', () => {
+    fc.assert(
+      fc.property(u32Extent(0), (e) => {
+        assert.deepEqual(parseUnshareMap(formatUnshareValue(e), { kind: 'gid' }), [{ ...e, kind: 'gid' }]);
+      }),
+    );
+    fc.assert(
+      fc.property(kindedExtents(), (x) => {
+        assert.deepEqual(parseUnshareMap(formatUnshareArgs(x).join(' ')), expandKinds(x));
+        assert.deepEqual(FORMATS.unshare.parse(FORMATS.unshare.format(x)), expandKinds(x));
+      }),
+    );
+  });
+
+  test('detectFormat recognises the output', () => {
+    assert.equal(detectFormat('1000,0,1'), 'unshare');
+    assert.equal(detectFormat('auto'), 'unshare');
+    fc.assert(
+      fc.property(
+        kindedExtents().filter((x) => x.length > 0),
+        (x) => {
+          assert.equal(detectFormat(FORMATS.unshare.format(x)), 'unshare');
+        },
+      ),
+    );
+  });
+
+  test('random input never throws anything but typed errors', () => {
+    onlyTypedErrors(
+      ['--map-users=0:1000:1 --map-groups=0:1000:1', '100000,0,65536', 'auto all subids'],
+      (t) => parseUnshareMap(t),
+    );
+  });
+});

@@ -1,0 +1,187 @@
+/**
+ * Rootless: a real unprivileged user with subordinate ranges, real newuidmap/newgidmap.
+ * Each case runs a small Node script as that user; it prints one JSON line.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { REPO, rootlessSkipReason, runAs, type ThrowawayUser, withThrowawayUser } from './user-fixture.js';
+
+const skip = rootlessSkipReason();
+const SPAWN = fileURLToPath(new URL('../../src/spawn/index.js', import.meta.url));
+const BIN = join(REPO, 'bin/userns');
+
+/** Runs `body` (an async function body with `run` in scope) as the user; returns its JSON. */
+async function asUser(user: ThrowawayUser, body: string): Promise<Record<string, unknown>> {
+  const script = `import { run } from ${JSON.stringify(SPAWN)};
+    const out = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
+    try { ${body} } catch (e) { out({ error: e.name, code: e.code, message: e.message, hint: e.hint }); }`;
+  const r = await runAs(user, [process.execPath, '--input-type=module', '-e', script]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+const procMap = (text: string) =>
+  text
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).join(':'))
+    .join(',');
+
+describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false }, () => {
+  let user: ThrowawayUser;
+  let release: () => void;
+  let done: Promise<unknown>;
+  let tmp: string;
+
+  before(async () => {
+    let ready: (u: ThrowawayUser) => void;
+    const got = new Promise<ThrowawayUser>((resolve) => {
+      ready = resolve;
+    });
+    done = withThrowawayUser(
+      (u) =>
+        new Promise<void>((resolve) => {
+          release = resolve;
+          ready(u);
+        }),
+    );
+    user = await got;
+    tmp = mkdtempSync(join(tmpdir(), 'userns-rootless-'));
+    chmodSync(tmp, 0o755);
+  });
+  after(async () => {
+    release?.();
+    await done;
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test('auto: maps read back inside equal the request (0 = user, 1… = subordinate ranges)', async () => {
+    const r = await asUser(
+      user,
+      `const r = await run('sh', ['-c', 'cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; id -u']);
+       out({ stdout: r.stdout, uidMap: r.uidMap.toString(), gidMap: r.gidMap.toString(), setgroups: r.setgroups });`,
+    );
+    const [u, g, id] = String(r.stdout).split('--\n');
+    const expectedUid = `0:${user.uid}:1,1:${user.subuid.start}:${user.subuid.count}`;
+    assert.equal(procMap(u!), expectedUid);
+    assert.equal(procMap(g!), `0:${user.gid}:1,1:${user.subgid.start}:${user.subgid.count}`);
+    assert.equal(r.uidMap, expectedUid);
+    assert.equal(id, '0\n');
+    assert.equal(r.setgroups, 'allow');
+  });
+
+  test('explicit map within the subordinate range; user inside; setgroups deny', async () => {
+    const s = user.subuid.start;
+    const r = await asUser(
+      user,
+      `const r = await run('sh', ['-c', 'cat /proc/self/uid_map; echo --; cat /proc/self/setgroups; id -u'],
+         { uidMap: '0:${s}:1000', gidMap: '0:${user.subgid.start}:1000', user: 5, group: 5, setgroups: 'deny' });
+       out({ stdout: r.stdout });`,
+    );
+    const [u, rest] = String(r.stdout).split('--\n');
+    assert.equal(procMap(u!), `0:${s}:1000`);
+    assert.equal(rest, 'deny\n5\n');
+  });
+
+  test('self: direct single-ID write, setgroups deny, no newuidmap needed', async () => {
+    const r = await asUser(
+      user,
+      `const r = await run('cat', ['/proc/self/uid_map'], { userns: 'self', newuidmap: '/nonexistent', newgidmap: '/nonexistent' });
+       out({ stdout: r.stdout, setgroups: r.setgroups });`,
+    );
+    assert.equal(procMap(String(r.stdout)), `0:${user.uid}:1`);
+    assert.equal(r.setgroups, 'deny');
+  });
+
+  test('newgidmap writes setgroups deny when no gid came from /etc/subgid: read back and reported', async () => {
+    const r = await asUser(
+      user,
+      `await run('true', [], { uidMap: '0:${user.subuid.start}:10', gidMap: '0:${user.gid}:1', setgroups: 'allow' }); out({});`,
+    );
+    assert.equal(r.code, 'SETGROUPS_DENIED');
+    assert.match(String(r.message), /newgidmap writes deny/);
+    const ok = await asUser(
+      user,
+      `const r = await run('true', [], { uidMap: '0:${user.subuid.start}:10', gidMap: '0:${user.gid}:1,1:${user.subgid.start}:10' });
+       out({ setgroups: r.setgroups, gidMap: r.gidMap.toString() });`,
+    );
+    assert.equal(ok.setgroups, 'allow');
+    assert.equal(ok.gidMap, `0:${user.gid}:1,1:${user.subgid.start}:10`);
+  });
+
+  test('range not in /etc/subuid → RANGE_NOT_ALLOWED naming the user and what it has', async () => {
+    const r = await asUser(user, `await run('true', [], { uidMap: '0:1000:1' }); out({});`);
+    assert.equal(r.code, 'RANGE_NOT_ALLOWED');
+    assert.match(String(r.message), new RegExp(`not in /etc/subuid for ${user.name}`));
+    assert.match(
+      String(r.message),
+      new RegExp(`${user.subuid.start}-${user.subuid.start + user.subuid.count - 1}`),
+    );
+    assert.match(String(r.hint), /userns doctor/);
+  });
+
+  test('--fallback single maps only the user, with a warning', async () => {
+    const r = await runAs(user, [
+      process.execPath,
+      BIN,
+      'run',
+      '--uidmap',
+      '0:1000:1',
+      '--fallback',
+      'single',
+      '--',
+      'cat',
+      '/proc/self/uid_map',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(procMap(r.stdout), `0:${user.uid}:1`);
+    assert.match(r.stderr, /warning: .*falling back to a single-ID uid map/);
+  });
+
+  test('newuidmap missing (explicit nonexistent path) → NEWUIDMAP_MISSING', async () => {
+    const r = await asUser(user, `await run('true', [], { newuidmap: '/nonexistent/newuidmap' }); out({});`);
+    assert.equal(r.code, 'NEWUIDMAP_MISSING');
+    assert.match(String(r.hint), /apt-get install uidmap/);
+  });
+
+  test('newuidmap without the setuid bit → NEWUIDMAP_NOT_SETUID', async () => {
+    const copy = join(tmp, 'newuidmap');
+    copyFileSync('/usr/bin/newuidmap', copy);
+    chmodSync(copy, 0o755);
+    const r = await asUser(user, `await run('true', [], { newuidmap: ${JSON.stringify(copy)} }); out({});`);
+    assert.equal(r.code, 'NEWUIDMAP_NOT_SETUID');
+    assert.match(String(r.message), /not setuid root/);
+  });
+
+  test('CLI as the user: exit status, PID namespace, dry run shows the newuidmap line', async () => {
+    const exit = await runAs(user, [process.execPath, BIN, 'run', '--', 'sh', '-c', 'exit 7']);
+    assert.equal(exit.code, 7, exit.stderr);
+    const pid = await runAs(user, [
+      process.execPath,
+      BIN,
+      'run',
+      '--unshare',
+      'pid',
+      '--',
+      'sh',
+      '-c',
+      'echo $$',
+    ]);
+    assert.equal(pid.stdout, '1\n', pid.stderr);
+    const dry = await runAs(user, [process.execPath, BIN, 'run', '--dry-run', '--json', '--', 'true']);
+    const plan = JSON.parse(dry.stdout);
+    assert.deepEqual(plan.newuidmap.slice(1), [
+      'PID',
+      '0',
+      String(user.uid),
+      '1',
+      '1',
+      String(user.subuid.start),
+      String(user.subuid.count),
+    ]);
+  });
+});

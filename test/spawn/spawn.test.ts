@@ -1,0 +1,263 @@
+/**
+ * spawn()/run() and `userns run` as root against the real kernel (maps written directly).
+ */
+import assert from 'node:assert/strict';
+import { spawn as spawnChild } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { IdMap } from '../../src/idmap/idmap.js';
+import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
+import { planSpawn, run, spawn } from '../../src/spawn/index.js';
+
+const isRoot = process.geteuid?.() === 0;
+const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+
+function cli(
+  args: string[],
+): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawnChild(process.execPath, [BIN, ...args], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+}
+
+/** /proc/self/uid_map text → IdMap. */
+function parseProc(text: string): IdMap {
+  return new IdMap(
+    text
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).map(Number))
+      .map(([inside, outside, count]) => ({ inside: inside!, outside: outside!, count: count! })),
+  );
+}
+
+/** Children of this process that are zombies. */
+function zombieChildren(): number[] {
+  const out: number[] = [];
+  for (const tid of readdirSync(`/proc/${process.pid}/task`)) {
+    const children = readFileSync(`/proc/${process.pid}/task/${tid}/children`, 'utf8').trim();
+    for (const pid of children.split(/\s+/).filter(Boolean)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) out.push(Number(pid));
+      } catch {
+        // gone
+      }
+    }
+  }
+  return out;
+}
+
+describe('spawn() as root', {
+  skip: isRoot ? false : 'needs root (rootless cases are in rootless.test.ts)',
+}, () => {
+  test('maps read back inside equal the request; the result reports them', async () => {
+    const uidMap = '0:100000:65536,65536:0:1';
+    const r = await run('sh', ['-c', 'cat /proc/self/uid_map; echo --; cat /proc/self/gid_map'], {
+      uidMap,
+      gidMap: '0:200000:1000',
+    });
+    assert.equal(r.exitCode, 0, r.stderr);
+    const [u, g] = r.stdout.split('--\n');
+    assert.equal(parseProc(u!).toString(), '0:100000:65536,65536:0:1');
+    assert.equal(parseProc(g!).toString(), '0:200000:1000');
+    assert.equal(r.uidMap.toString(), '0:100000:65536,65536:0:1');
+    assert.equal(r.gidMap.toString(), '0:200000:1000');
+  });
+
+  test('default (auto as root) is the full identity map; IdMap objects are accepted', async () => {
+    const r = await run('cat', ['/proc/self/uid_map']);
+    assert.equal(parseProc(r.stdout).toString(), '0:0:4294967295');
+    const m = await run('cat', ['/proc/self/gid_map'], {
+      gidMap: new IdMap([{ inside: 0, outside: 5000, count: 10 }]),
+    });
+    assert.equal(parseProc(m.stdout).toString(), '0:5000:10');
+  });
+
+  test('setgroups allow and deny', async () => {
+    const allow = await run('sh', ['-c', 'cat /proc/self/setgroups; id -G'], {
+      uidMap: '0:100000:65536',
+      setgroups: 'allow',
+    });
+    assert.equal(allow.stdout, 'allow\n0\n');
+    assert.equal(allow.setgroups, 'allow');
+    const deny = await run('cat', ['/proc/self/setgroups'], { uidMap: '0:100000:65536', setgroups: 'deny' });
+    assert.equal(deny.stdout, 'deny\n');
+    assert.equal(deny.setgroups, 'deny');
+  });
+
+  test('user and group inside', async () => {
+    const r = await run('sh', ['-c', 'id -u; id -g'], { uidMap: '0:100000:65536', user: 1000, group: 1001 });
+    assert.equal(r.stdout, '1000\n1001\n');
+  });
+
+  test('PID namespace: PID 1, /proc shows only its processes', async () => {
+    const r = await run('sh', ['-c', 'echo $$; ls /proc | grep -E "^[0-9]+$" | wc -l'], {
+      uidMap: '0:100000:65536',
+      namespaces: ['pid'],
+    });
+    assert.equal(r.exitCode, 0, r.stderr);
+    const [pid, count] = r.stdout.trim().split('\n');
+    assert.equal(pid, '1');
+    assert.ok(Number(count) <= 4, `processes visible: ${count}`);
+  });
+
+  test('exit status and signals come through', async () => {
+    assert.equal((await run('sh', ['-c', 'exit 7'])).exitCode, 7);
+    const killed = await run('sh', ['-c', 'kill -TERM $$']);
+    assert.equal(killed.exitCode, null);
+    assert.equal(killed.signal, 'SIGTERM');
+  });
+
+  test('the ChildProcess is usable at once and is the command (same PID)', async () => {
+    const child = spawn('sh', ['-c', 'read line; echo "$$ $line"'], { uidMap: '0:100000:65536' });
+    child.stdin!.end('hello\n');
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    const result = await child;
+    assert.equal(out, `${child.pid} hello\n`);
+    assert.equal(result.pid, child.pid);
+  });
+
+  test('no leaked fds: ls /proc/self/fd shows 0, 1, 2 and its own', async () => {
+    const r = await run('ls', ['/proc/self/fd'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    assert.deepEqual(r.stdout.trim().split('\n').sort(), ['0', '1', '2', '3']);
+  });
+
+  test('beforeExec runs after the maps are written; oomScoreAdj is applied', async () => {
+    let seen = '';
+    const r = await run('cat', ['/proc/self/oom_score_adj'], {
+      uidMap: '0:100000:65536',
+      oomScoreAdj: 500,
+      beforeExec: (pid) => {
+        seen = readFileSync(`/proc/${pid}/uid_map`, 'utf8');
+      },
+    });
+    assert.equal(parseProc(seen).toString(), '0:100000:65536');
+    assert.equal(r.stdout, '500\n');
+  });
+
+  test('typed errors: command not found, unmapped ID in parent, invalid map, failing hook', async () => {
+    await assert.rejects(
+      run('no-such-command-xyz'),
+      (e: unknown) => e instanceof SpawnError && e.code === 'COMMAND_NOT_FOUND',
+    );
+    await assert.rejects(run('true', [], { uidMap: '0:100000:10,5:200000:10' }), (e: unknown) => {
+      assert.ok(e instanceof NewIdmapError);
+      assert.equal(e.code, 'MAP_WRITE_FAILED');
+      assert.match(e.message, /EINVAL/);
+      return true;
+    });
+    await assert.rejects(
+      run('true', [], { beforeExec: () => Promise.reject(new Error('no cgroup')) }),
+      (e: unknown) => e instanceof SpawnError && e.code === 'HOOK_FAILED',
+    );
+    // The 'error' event fires too when someone listens, like child_process.
+    const child = spawn('no-such-command-xyz');
+    const event = new Promise((resolve) => child.on('error', resolve));
+    await assert.rejects(child);
+    assert.ok((await event) instanceof SpawnError);
+  });
+
+  test('planSpawn: maps and argv without running anything', async () => {
+    const plan = await planSpawn(['id'], { uidMap: '0:100000:65536', namespaces: ['pid'] });
+    assert.equal(plan.uidMap.toString(), '0:100000:65536');
+    assert.equal(plan.uidMethod, 'direct');
+    assert.deepEqual(plan.namespaces.sort(), ['mount', 'pid', 'user']);
+    assert.ok(plan.helperArgv.includes('--mount-proc'));
+  });
+
+  test('no zombies left behind', () => {
+    assert.deepEqual(zombieChildren(), []);
+  });
+});
+
+describe('userns run (CLI) as root', { skip: isRoot ? false : 'needs root' }, () => {
+  test('exit status 7; killed by SIGTERM → 143', async () => {
+    assert.equal((await cli(['run', '--', 'sh', '-c', 'exit 7'])).code, 7);
+    assert.equal((await cli(['run', '--', 'sh', '-c', 'kill -TERM $$'])).code, 143);
+  });
+
+  test('signals received by userns are forwarded to the command', async () => {
+    const child = spawnChild(
+      process.execPath,
+      [BIN, 'run', '--', 'sh', '-c', 'trap "exit 42" USR1; echo up; while :; do sleep 0.02; done'],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    child.kill('SIGUSR1');
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    assert.equal(code, 42);
+  });
+
+  test('--dry-run --json: the exact maps and tools', async () => {
+    const r = await cli([
+      'run',
+      '--dry-run',
+      '--json',
+      '--uidmap',
+      '0:1000:1',
+      '--uidmap',
+      '1:100000:65536',
+      '--',
+      'true',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const plan = JSON.parse(r.stdout);
+    assert.deepEqual(plan.uidMap, [
+      [0, 1000, 1],
+      [1, 100000, 65536],
+    ]);
+    assert.deepEqual(plan.gidMap, plan.uidMap);
+    assert.equal(plan.newuidmap, null);
+  });
+
+  test('command not found → 127 with a clear message', async () => {
+    const r = await cli(['run', '--', 'no-such-command-xyz']);
+    assert.equal(r.code, 127);
+    assert.match(r.stderr, /command not found: no-such-command-xyz/);
+  });
+
+  test('nested: inside 0:1000:1 + 1:100000:65536, --uidmap 0:0:100 is split and works; --no-split gets EPERM explained', async () => {
+    const outer = ['run', '--uidmap', '0:1000:1,1:100000:65536', '--', process.execPath, BIN, 'run'];
+    const ok = await cli([...outer, '--uidmap', '0:0:100', '--', 'cat', '/proc/self/uid_map']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(parseProc(ok.stdout).toString(), '0:0:1,1:1:99');
+    const refused = await cli([...outer, '--no-split', '--uidmap', '0:0:100', '--', 'true']);
+    assert.equal(refused.code, 125);
+    assert.match(refused.stderr, /EPERM/);
+    assert.match(refused.stderr, /spans 2 extents/);
+    assert.match(refused.stderr, /userns doctor/);
+    const missing = await cli([...outer, '--uidmap', '0:0:100000', '--json', '--', 'true']);
+    assert.equal(missing.code, 125);
+    assert.equal(JSON.parse(missing.stdout).code, 'NOT_MAPPED_IN_PARENT');
+  });
+
+  test('usage errors exit 2', async () => {
+    assert.equal((await cli(['run'])).code, 2);
+    assert.equal((await cli(['run', '--unshare', 'bogus', '--', 'true'])).code, 2);
+    const help = await cli(['run', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /Examples:/);
+  });
+});
