@@ -1,12 +1,16 @@
-// Builds the one native helper (src/native/userns-helper.c) with the machine's C compiler.
-// Rebuilds only when the source is newer than the binary, so `npm run build` stays fast.
+// Builds the one native helper executable (src/native/*.c: userns-helper.c and the parts it
+// links in) with the machine's C compiler. Rebuilds only when a source is newer than the binary,
+// so `npm run build` stays fast.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const source = join(root, 'src/native/userns-helper.c');
+const nativeDir = join(root, 'src/native');
+const sources = readdirSync(nativeDir)
+  .filter((name) => name.endsWith('.c') || name.endsWith('.h'))
+  .map((name) => join(nativeDir, name));
 const output = join(root, 'build/userns-helper');
 
 function mtime(path) {
@@ -17,11 +21,11 @@ function mtime(path) {
   }
 }
 
-if (mtime(source) < 0) {
+if (sources.length === 0) {
   process.exit(0);
 }
 if (
-  mtime(output) >= mtime(source) &&
+  sources.every((source) => mtime(output) >= mtime(source)) &&
   mtime(output) >= mtime(import.meta.filename ?? fileURLToPath(import.meta.url))
 ) {
   process.exit(0);
@@ -37,7 +41,7 @@ const flags = [
   '-D_GNU_SOURCE',
   '-o',
   `${output}.tmp`,
-  source,
+  ...sources.filter((source) => source.endsWith('.c')),
 ];
 try {
   execFileSync(cc, flags, { stdio: 'inherit' });
