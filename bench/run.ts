@@ -10,6 +10,7 @@ const groups: Record<string, () => Promise<Record<string, number | null>>> = {
   spawn: async () => (await import('./spawn.js')).benchSpawn(),
   alloc: async () => (await import('./alloc.js')).benchAlloc(),
   named: async () => (await import('./named.js')).benchNamed(),
+  shift: async () => (await import('./shift.js')).benchShift(),
 };
 
 const wanted = process.argv.slice(2);

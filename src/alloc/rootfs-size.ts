@@ -28,8 +28,8 @@ export interface RootfsOptions {
 
 const IGNORED_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
 
-/** Resolves `rel` (like "etc/passwd") inside `root`, following links within the tree only. */
-function resolveInside(root: string, rel: string): string | undefined {
+/** Resolves `rel` (like "etc/passwd") inside `root`, following links within the tree only (also used by `userns fit`). */
+export function resolveInside(root: string, rel: string): string | undefined {
   let parts = rel.split('/').filter((p) => p !== '' && p !== '.');
   const done: string[] = [];
   let hops = 0;
@@ -59,7 +59,7 @@ function resolveInside(root: string, rel: string): string | undefined {
   return join(root, ...done);
 }
 
-function readInside(root: string, rel: string): string {
+export function readInside(root: string, rel: string): string {
   const path = resolveInside(root, rel);
   if (path === undefined) return '';
   try {

@@ -21,6 +21,10 @@ Options (the mapping and namespace options of 'userns run'):
                          (pid: the keeper is PID 1 and mounts a fresh /proc)
   --setgroups allow|deny what /proc/PID/setgroups should say (default: leave it)
   --user UID[:GID]       IDs that 'userns exec' runs as by default (default 0:0)
+  --mount SRC:DST[:OPTIONS]
+                         bind SRC on DST in the new mount namespace (ro, rbind, idmap,
+                         idmap=INSIDE:ONDISK[:COUNT]; see 'userns run --help'); 'userns exec'
+                         sees it; repeatable
   --no-split             write the maps as given (see 'userns run --help')
   --fallback single      map only your own IDs (with a warning) if your subordinate ranges fail
   --newuidmap PATH       newuidmap to use (default: from PATH); --newgidmap PATH likewise
@@ -32,6 +36,7 @@ Examples:
   userns create dev                                   # your subordinate IDs, user namespace only
   userns create --unshare pid,mount,uts box
   userns exec box -- sh -c 'hostname box; hostname'
+  userns create --uidmap 0:100000:65536 --mount /srv/data:/mnt:idmap data
   userns rm box
 `;
 

@@ -32,6 +32,18 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: 'allocate non-overlapping ID ranges for containers',
     load: async () => (await import('./alloc.js')).main,
   },
+  shift: {
+    summary: "rewrite a directory tree's owners from one ID map to another",
+    load: async () => (await import('./shift.js')).main,
+  },
+  fit: {
+    summary: 'list the IDs of a directory tree that a map cannot represent',
+    load: async () => (await import('./fit.js')).main,
+  },
+  oci: {
+    summary: 'fill an OCI bundle config.json with validated ID maps',
+    load: async () => (await import('./oci.js')).main,
+  },
   doctor: {
     summary: 'find and explain what blocks user namespaces here',
     load: async () => (await import('./doctor.js')).main,

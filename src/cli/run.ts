@@ -3,6 +3,8 @@
  * Imports only what running needs; the spawn modules load when a command actually runs.
  */
 import { UsageError, UsernsError } from '../errors.js';
+import type { MountSpec } from '../mount/spec.js';
+import { parseMountSpec } from '../mount/spec.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
 
 export const HELP = `Usage: userns run [options] [--] COMMAND [ARGS...]
@@ -28,6 +30,17 @@ Options:
                          (pid mounts a fresh /proc; the command is PID 1)
   --setgroups allow|deny what /proc/PID/setgroups should say (default: leave it)
   --user UID[:GID]       IDs to run as inside (default 0:0)
+  --mount SRC:DST[:OPTIONS]
+                         bind SRC on DST in a new mount namespace before COMMAND starts
+                         (adds mount to --unshare); repeatable. OPTIONS, comma-separated:
+                           ro            read-only (the command cannot make it writable)
+                           rbind         with the mounts below SRC
+                           idmap         idmapped with the namespace's maps: a file owned
+                                         by N on disk appears inside as owned by N
+                           idmap=MAP     MAP = [u|g]INSIDE:ONDISK[:COUNT],… : on-disk ONDISK
+                                         appears as INSIDE (idmap=0:1000 shows 1000's files
+                                         as root's); u/g: uids or gids only
+                         Relative paths are taken from the current directory; DST must exist.
   --no-split             write the maps as given, without cutting lines at the current
                          namespace's extents (the kernel then refuses lines that span two)
   --fallback single      if mapping your subordinate ranges fails, map only your own IDs
@@ -48,6 +61,8 @@ Examples:
   userns run --uidmap 0:1000:1 --uidmap 1:100000:65536 --dry-run -- true
   userns run --unshare pid,uts,net -- sh -c 'echo $$; hostname inside'
   userns run --userns keep-id -- id -u            # your own uid inside
+  userns run --uidmap 0:100000:65536 --mount /srv/data:/mnt:idmap -- ls -ln /mnt
+  userns run --mount ~/src:/mnt:ro,idmap=0:1000 -- id    # 1000's files as root's, read-only
 
 When something cannot be mapped, the error says which IDs and why; 'userns doctor' checks the
 whole setup (newuidmap, /etc/subuid, kernel settings).
@@ -63,6 +78,7 @@ const VALUE_OPTIONS = new Set([
   '--fallback',
   '--newuidmap',
   '--newgidmap',
+  '--mount',
 ]);
 
 /** Splits the arguments at `--` or at the first one that is not an option (the command). */
@@ -88,6 +104,7 @@ export const MAPPING_OPTIONS = {
   fallback: { type: 'string' },
   newuidmap: { type: 'string' },
   newgidmap: { type: 'string' },
+  mount: { type: 'string', multiple: true },
 } as const;
 
 const OPTIONS = { ...MAPPING_OPTIONS, 'dry-run': { type: 'boolean' } } as const;
@@ -132,6 +149,8 @@ export interface MappingOptions {
   fallback: 'single' | 'none';
   newuidmap?: string;
   newgidmap?: string;
+  /** --mount SRC:DST[:OPTIONS] (src/mount/spec.ts). */
+  mounts?: MountSpec[];
   onWarning: (message: string) => void;
 }
 
@@ -139,6 +158,19 @@ export interface MappingOptions {
  * Checks and converts the MAPPING_OPTIONS values (UsageError on bad ones). Warnings go to
  * `warnings` and, unless `json`, to stderr.
  */
+/** Refuses an unknown --userns MODE (`auto:OPTIONS` is checked by the allocator itself). */
+export function checkUsernsMode(mode: string | undefined, hint: string): void {
+  if (
+    mode !== undefined &&
+    !['auto', 'self', 'keep-id', 'identity'].includes(mode) &&
+    !mode.startsWith('auto:')
+  ) {
+    throw new UsageError(`unknown --userns mode '${mode}' (auto, auto:size=N,…, self, keep-id, identity)`, {
+      hint,
+    });
+  }
+}
+
 export function parseMappingOptions(
   values: MappingValues,
   context: { command: string; json: boolean; io: CliIo; warnings: string[] },
@@ -146,16 +178,7 @@ export function parseMappingOptions(
   const { command, json, io, warnings } = context;
   const help = `see 'userns ${command} --help'`;
   const mode = values.userns;
-  // `auto:OPTIONS` (a range from the allocation registry) is checked by the allocator itself.
-  if (
-    mode !== undefined &&
-    !['auto', 'self', 'keep-id', 'identity'].includes(mode) &&
-    !mode.startsWith('auto:')
-  ) {
-    throw new UsageError(`unknown --userns mode '${mode}' (auto, auto:size=N,…, self, keep-id, identity)`, {
-      hint: help,
-    });
-  }
+  checkUsernsMode(mode, help);
   const namespaces: (typeof ALL_EXTRA)[number][] = [];
   for (const name of (values.unshare ?? '').split(',').filter((n) => n !== '')) {
     if (name === 'all') namespaces.push(...ALL_EXTRA);
@@ -177,6 +200,17 @@ export function parseMappingOptions(
     throw new UsageError(`--fallback must be single (or none), not '${values.fallback}'`);
   }
   const ids = values.user === undefined ? undefined : parseUserOption(values.user, command);
+  const mounts = values.mount?.map((text) => {
+    try {
+      return parseMountSpec(text);
+    } catch (error) {
+      if (!(error instanceof UsernsError)) throw error;
+      throw new UsageError(error.message, {
+        hint: error.hint ?? help,
+        ...(error.data ? { data: error.data } : {}),
+      });
+    }
+  });
   return {
     ...(mode === undefined ? {} : { userns: mode as NonNullable<MappingOptions['userns']> }),
     ...(values.uidmap === undefined ? {} : { uidMap: values.uidmap.join(',') }),
@@ -188,6 +222,7 @@ export function parseMappingOptions(
     fallback: (values.fallback ?? 'none') as 'single' | 'none',
     ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),
     ...(values.newgidmap === undefined ? {} : { newgidmap: values.newgidmap }),
+    ...(mounts === undefined ? {} : { mounts }),
     onWarning: (message: string) => {
       warnings.push(message);
       if (!json) io.stderr.write(`userns: warning: ${message}\n`);
@@ -232,6 +267,14 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
         newuidmap: plan.newuidmapArgv,
         newgidmap: plan.newgidmapArgv,
         mountProc: plan.mountProc,
+        mounts: plan.mounts.map((m) => ({
+          source: m.source,
+          target: m.target,
+          readOnly: m.readOnly,
+          recursive: m.recursive,
+          userns:
+            m.userns === null ? null : { uidMap: m.userns.uidMap.toJSON(), gidMap: m.userns.gidMap.toJSON() },
+        })),
         helper: plan.helperArgv,
       });
       return 0;
@@ -249,6 +292,16 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
         `  ${how('gid', plan.newgidmapArgv)}\n` +
         `setgroups: ${plan.setgroupsWrite === null ? 'left as it is' : `${plan.setgroupsWrite} (written before gid_map)`}\n` +
         `namespaces: ${plan.namespaces.join(',')}${plan.mountProc ? ' (fresh /proc)' : ''}\n` +
+        plan.mounts
+          .map(
+            (m) =>
+              `mount: ${m.source} on ${m.target}${m.recursive ? ' (rbind)' : ''}${m.readOnly ? ' read-only' : ''}` +
+              (m.userns === null
+                ? '\n'
+                : `, idmapped (its user namespace: inside = on disk, outside = IDs here)\n` +
+                  `  uid map:\n${lines(m.userns.uidMap)}\n  gid map:\n${lines(m.userns.gidMap)}\n`),
+          )
+          .join('') +
         `runs as: ${plan.user}:${plan.group}\n` +
         `command: ${plan.command.map(shellQuote).join(' ')}\n` +
         '(PID is the helper process, known once it runs)\n',

@@ -11,6 +11,7 @@ import { type ChildProcess, type StdioOptions, spawn as spawnChild } from 'node:
 import { accessSync, constants } from 'node:fs';
 import type { Duplex, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { explainMountFailure } from '../mount/errors.js';
 import { DOCTOR_HINT, SpawnError } from '../spawn/errors.js';
 
 export type Namespace = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup';
@@ -38,6 +39,13 @@ export interface HelperOptions {
    * it detach.
    */
   hold?: boolean;
+  /**
+   * Walk mode (src/shift/tree-walk.ts): no command; after go() the helper itself walks a tree
+   * (job on its stdin, records on its stdout). go() resolves when the walk starts.
+   */
+  walk?: boolean;
+  /** With `walk`: create no namespace at all (a read-only scan in the caller's view). */
+  noUserns?: boolean;
   /** Report the new namespaces' inodes and nsfs handles before "ready" (handle.namespaceIds). */
   reportNamespaces?: boolean;
   /** Enter these namespaces of process `pid` (checked against the inodes) instead of creating new ones. */
@@ -63,10 +71,42 @@ export interface HelperOptions {
   stdio?: StdioOptions;
   /** Mount a fresh /proc for the new PID namespace (adds 'mount' and needs 'pid'). */
   mountProc?: boolean;
+  /**
+   * Bind mounts (read-only, idmapped) made before the user namespace is created and attached in
+   * the new mount namespace (adds 'mount'); see protocol.md "Mounts" and src/mount/.
+   */
+  mounts?: readonly HelperMount[];
+  /**
+   * Paths of the user namespaces that mounts[].userns index (e.g. /proc/<our pid>/fd/<n>), sent
+   * on the control fd before the helper unshares; may resolve later (a rejection kills the helper).
+   */
+  mountNamespaces?: readonly string[] | Promise<readonly string[]>;
   /** File descriptors of this process that the command gets at the same numbers. */
   keepFds?: readonly number[];
   /** Path of the helper binary (default: the package's build/userns-helper, or $USERNS_HELPER). */
   helperPath?: string;
+}
+
+/** One --mount of the helper (src/mount/ computes these from MountSpecs). */
+export interface HelperMount {
+  /** Absolute path; with `detached`, a /proc/PID/fd/N link to a detached mount. */
+  source: string;
+  /** Absolute path in the new mount namespace. */
+  target: string;
+  readOnly?: boolean;
+  /** Submounts too (rbind). */
+  recursive?: boolean;
+  /** The source is a detached mount: cloned (or attached itself on kernels before 6.15). */
+  detached?: boolean;
+  /** Index into mountNamespaces: idmap the mount with that user namespace. */
+  userns?: number;
+}
+
+/** The helper's `--mount=FLAGS:NS:SRCLEN:SRC:DST` argument. */
+export function mountArg(m: HelperMount): string {
+  const flags = `${m.readOnly ? 'r' : ''}${m.recursive ? 'R' : ''}${m.detached ? 'd' : ''}` || '-';
+  const ns = m.userns === undefined ? '-' : `@${m.userns}`;
+  return `--mount=${flags}:${ns}:${Buffer.byteLength(m.source)}:${m.source}:${m.target}`;
 }
 
 export interface HelperHandle {
@@ -119,11 +159,13 @@ export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBa
     );
   } else {
     const ns = new Set<Namespace>(['user', ...options.namespaces]);
-    if (options.mountProc) ns.add('mount');
+    if (options.mountProc || (options.mounts?.length ?? 0) > 0) ns.add('mount');
     args.push(`--unshare=${NAMESPACES.filter((n) => ns.has(n)).join(',')}`);
   }
   if (options.goAtOnce && options.join !== undefined) args.push('--no-wait');
   if (options.hold) args.push('--hold');
+  if (options.walk) args.push('--walk');
+  if (options.walk && options.noUserns) args.push('--no-userns');
   if (options.reportNamespaces) args.push('--report-ns');
   const user = options.user === undefined ? { uid: 0, gid: 0 } : options.user;
   if (user !== null) args.push(`--uid=${user.uid}`, `--gid=${user.gid}`);
@@ -132,6 +174,7 @@ export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBa
   if (options.cwd !== undefined) args.push(`--cwd=${options.cwd}`);
   if (options.cwdFallback !== undefined) args.push(`--cwd-fallback=${options.cwdFallback}`);
   if (options.mountProc && options.join === undefined) args.push('--mount-proc');
+  if (options.join === undefined) for (const m of options.mounts ?? []) args.push(mountArg(m));
   const stdio = normalizeStdio(options.stdio);
   let source = extraFdBase;
   for (let target = 3; target < stdio.length; target++, source++) {
@@ -139,7 +182,7 @@ export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBa
     args.push(`--fd=${target}:${source}`);
   }
   for (const fd of options.keepFds ?? []) args.push(`--fd=${fd}:${source++}`);
-  if (!options.hold) args.push('--', ...options.command);
+  if (!options.hold && !options.walk) args.push('--', ...options.command);
   return args;
 }
 
@@ -169,7 +212,7 @@ const STEP_CODES: Record<string, string> = {
 export function helperFailure(
   line: string,
   command: readonly string[],
-  options: { cwd?: string } = {},
+  options: { cwd?: string; mounts?: readonly HelperMount[] } = {},
 ): SpawnError {
   const m = /^error (\S+) (\S+) (.*)$/.exec(line);
   if (m === null)
@@ -232,6 +275,24 @@ export function helperFailure(
           ? `the namespaces to enter are gone (${step}: ${text})`
           : `cannot enter the namespaces (${step}: ${text})`,
         { ...d, hint: DOCTOR_HINT },
+      );
+    case 'mount-userns':
+    case 'mount-open':
+    case 'mount-idmap':
+    case 'mount-setattr':
+    case 'mount-ns':
+    case 'mount-attach':
+      return explainMountFailure(
+        step,
+        errno,
+        text,
+        (options.mounts ?? []).map((m) => ({
+          source: m.source,
+          target: m.target,
+          idmap: m.userns !== undefined,
+          ...(m.detached ? { detached: true } : {}),
+        })),
+        line,
       );
     case 'setgroups':
       return new SpawnError('SETGROUPS_FAILED', `cannot drop supplementary groups (setgroups: ${text})`, {
@@ -298,6 +359,17 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
   const report = child.stdio[3] as Duplex;
   const control = child.stdio[4] as Writable | null;
   if (options.goAtOnce) control?.destroy();
+  // Mounts with user namespaces: the helper waits for their paths before it unshares.
+  if (options.join === undefined && options.mounts?.some((m) => m.userns !== undefined)) {
+    Promise.resolve(options.mountNamespaces ?? []).then(
+      (paths) => {
+        control?.write(`userns ${paths.join(' ')}\n`);
+      },
+      () => {
+        child.kill('SIGKILL');
+      },
+    );
+  }
   const command = options.command;
 
   const ready = new Promise<HelperHandle>((resolve, reject) => {

@@ -29,10 +29,19 @@
  *     --fd=TARGET:SRC   the command gets the helper's fd SRC as fd TARGET (TARGET >= 3);
  *                       every other fd >= 3 is closed before exec
  *     --hold            keeper mode, no command (below)
+ *     --walk            walk mode, no command: after "go" the helper closes the report fd and
+ *                       walks a tree itself (tree-walk.c: job on fd 0, records on fd 1)
+ *     --no-userns       with --walk: create no namespace (a read-only scan in the caller's view)
  *     --report-ns       report "ns <type> <inode> <handle>" for each new namespace (below)
  *     --join=PID --ns=TYPE:INODE,...   enter PID's namespaces instead of unsharing (below)
  *     --no-wait         with --join: no control fd, no wait for "go"
  *     --cwd-fallback=PATH  chdir here when chdir(--cwd) fails
+ *     --mount=FLAGS:NS:SRCLEN:SRC:DST  (repeatable; idmap-mount.c) before unshare: clone SRC,
+ *                       make it read-only and/or idmapped (NS "@K": the K-th path of a
+ *                       "userns PATH…" line read from the control fd first), attach it on DST in
+ *                       a mount namespace that the unshare then copies (locking the mounts)
+ *     --detach-mounts   with --mount, no command: report "mount <index> <fd>" and "held", keep
+ *                       the detached mounts open until EOF on the report fd, exit 0
  *
  *   Sequence:
  *     1. prctl(PR_SET_PDEATHSIG, SIGKILL); exit 125 if getppid() != --ppid.
@@ -58,6 +67,7 @@
  *   Any failure is reported as ONE line on the report fd, then the helper exits 127:
  *        error <step> <ERRNO-NAME> <message>\n
  *   steps: unshare, join, setns, control, fork, setgroups, setresgid, setresuid, mount-private,
+ *   mount-userns, mount-open, mount-idmap, mount-setattr, mount-ns, mount-attach (--mount),
  *   mount-proc, chdir, fd, exec, keeper, usage.  Exit statuses of the helper itself: 125 = aborted
  *   by the parent or the parent is gone, 127 = a reported failure; anything else is the command's own status.
  *
@@ -98,6 +108,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <grp.h>
+
+#include "idmap-mount.h"
+#include "tree-walk.h"
 
 #define REPORT_FD 3
 #define CONTROL_FD 4
@@ -454,13 +467,14 @@ int main(int argc, char **argv) {
   int setgroups_mode = 0; /* 0 none, 1 try, 2 must */
   int flags = CLONE_NEWUSER;
   int hold = 0, report_ns = 0, have_unshare = 0;
+  int walk = 0, no_userns = 0; /* --walk: tree-walk.c instead of a command */
   unsigned long join_pid = 0;
   struct join_ns joins[N_NS_TYPES];
   int njoins = 0;
   const char *cwd = NULL, *cwd_fallback = NULL;
   struct fd_pair pairs[MAX_FDS];
   int npairs = 0;
-  int i;
+  int i, mount_opt;
 
   /* The report fd first, so that usage errors can be reported. */
   if (fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC) < 0) {
@@ -500,6 +514,10 @@ int main(int argc, char **argv) {
       /* handled above */
     } else if (strcmp(a, "--hold") == 0) {
       hold = 1;
+    } else if (strcmp(a, "--walk") == 0) {
+      walk = 1;
+    } else if (strcmp(a, "--no-userns") == 0) {
+      no_userns = 1;
     } else if (strcmp(a, "--report-ns") == 0) {
       report_ns = 1;
     } else if (strncmp(a, "--cwd-fallback=", 15) == 0) {
@@ -555,11 +573,17 @@ int main(int argc, char **argv) {
         else if (strcmp(t, "cgroup") == 0) flags |= CLONE_NEWCGROUP;
         else fail("usage", EINVAL, t);
       }
+    } else if ((mount_opt = idmap_mount_option(a)) != 0) {
+      if (mount_opt < 0) fail("usage", EINVAL, a); /* --mount=SPEC, --detach-mounts: idmap-mount.c */
     } else {
       fail("usage", EINVAL, a);
     }
   }
-  if (hold ? i < argc : i >= argc) fail("usage", EINVAL, hold ? "--hold takes no command" : "no command after --");
+  if ((hold || walk || idmap_mount_detach_mode()) ? i < argc : i >= argc)
+    fail("usage", EINVAL, (hold || walk) ? "--hold and --walk take no command" : "no command after --");
+  if (walk && (hold || join_pid != 0 || (flags & ~CLONE_NEWUSER) != 0 || have_uid || have_gid))
+    fail("usage", EINVAL, "--walk excludes --hold, --join, --uid, --gid and namespaces other than user");
+  if (no_userns && !walk) fail("usage", EINVAL, "--no-userns needs --walk");
   char **command = argv + i;
   if (mount_proc && !((flags & CLONE_NEWNS) && (flags & CLONE_NEWPID)))
     fail("usage", EINVAL, "--mount-proc needs mount and pid in --unshare");
@@ -590,7 +614,10 @@ int main(int argc, char **argv) {
     flags = 0;
     for (int k = 0; k < njoins; k++) flags |= joins[k].type->flag;
   } else {
-    if (unshare(flags) < 0) fail("unshare", errno, NULL);
+    struct idmap_mount_error mount_err; /* --mount: clone, idmap and attach before unshare */
+    if (idmap_mounts_setup(flags, report_fd, CONTROL_FD, &mount_err) != 0)
+      fail(mount_err.step, mount_err.err, mount_err.detail);
+    if (!no_userns && unshare(flags) < 0) fail("unshare", errno, NULL);
     if (report_ns) report_namespaces(flags);
   }
 
@@ -619,6 +646,13 @@ int main(int argc, char **argv) {
     int len = snprintf(line, sizeof line, "keeper %ld\n", (long)keeper_pid);
     report(line, (size_t)len);
     _exit(0);
+  }
+
+  /* --walk: the walk runs in this process (no exec); EOF on the report fd tells the parent. */
+  if (walk) {
+    close(report_fd);
+    report_fd = -1;
+    _exit(tree_walk_main());
   }
 
   /* 5. A new PID namespace applies to children only. */

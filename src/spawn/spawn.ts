@@ -10,6 +10,8 @@
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { IdMap } from '../idmap/idmap.js';
+import { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from '../mount/prepare.js';
+import type { MountSpec } from '../mount/spec.js';
 import {
   type HelperHandle,
   type HelperOptions,
@@ -49,6 +51,11 @@ export interface SpawnOptions extends MapWriteOptions {
   group?: number;
   /** Mount a fresh /proc; default true when a PID namespace is requested. */
   mountProc?: boolean;
+  /**
+   * Bind mounts (read-only, idmapped) made in the new mount namespace before the command starts
+   * (adds 'mount'; see src/mount/). Relative paths: resolve them first (parseMountSpec does).
+   */
+  mounts?: readonly MountSpec[];
   cwd?: string;
   env?: NodeJS.ProcessEnv;
   /** As child_process.spawn (default 'pipe'); entries after the third become fds 3, 4, … */
@@ -86,6 +93,8 @@ export interface SpawnPlan extends MapPlan {
   setgroupsCall: boolean | 'try';
   /** The helper's argv (after the binary). */
   helperArgv: string[];
+  /** The mounts, with the maps of each idmapped one's user namespace. */
+  mounts: PlannedMount[];
 }
 
 export function helperOptionsFor(
@@ -96,6 +105,8 @@ export function helperOptionsFor(
   const namespaces = new Set<Namespace>(['user', ...(options.namespaces ?? [])]);
   const mountProc = options.mountProc ?? namespaces.has('pid');
   if (mountProc) namespaces.add('mount');
+  const mounts = options.mounts?.length ? helperMountsFor(options.mounts) : undefined;
+  if (mounts !== undefined) namespaces.add('mount');
   const keepId = options.userns === 'keep-id' && options.uidMap === undefined && !privileged;
   const uid = options.user ?? (keepId ? (process.geteuid?.() ?? 0) : 0);
   const gid = options.group ?? (keepId ? (process.getegid?.() ?? 0) : 0);
@@ -105,6 +116,7 @@ export function helperOptionsFor(
     user: { uid, gid },
     setgroupsCall: options.setgroups === 'deny' ? false : 'try',
     mountProc,
+    ...(mounts === undefined ? {} : { mounts }),
     ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     ...(options.env === undefined ? {} : { env: options.env }),
     stdio: options.stdio ?? 'pipe',
@@ -223,7 +235,19 @@ export async function planSpawn(command: string[], requested: SpawnOptions = {})
     mountProc: helper.mountProc ?? false,
     setgroupsCall: helper.setgroupsCall ?? 'try',
     helperArgv: helperArgs(helper, process.pid),
+    mounts: options.mounts?.length ? planMountMaps(options.mounts, maps.uidMap, maps.gidMap) : [],
   };
+}
+
+function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void } {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
 }
 
 function closed(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
@@ -244,7 +268,13 @@ export function spawn(
 ): UsernsChildProcess {
   const privileged = options.privileged ?? isPrivileged();
   const argv = [command, ...args];
-  const { child, ready } = startHelper(helperOptionsFor(argv, options, privileged));
+  // Idmapped mounts: their user namespaces are known once the maps are planned; the helper waits.
+  const namespacesForMounts = deferred<readonly string[]>();
+  let mountFailure: unknown;
+  const { child, ready } = startHelper({
+    ...helperOptionsFor(argv, options, privileged),
+    ...(options.mounts?.length ? { mountNamespaces: namespacesForMounts.promise } : {}),
+  });
   const done = closed(child);
   const setup = async (): Promise<SpawnResult> => {
     const allocating = withAllocation(options);
@@ -257,7 +287,33 @@ export function spawn(
     );
     // Planning runs while the helper starts; its failure is handled below, after `ready`.
     planning.catch(() => {});
-    const handle: HelperHandle = await ready;
+    let releaseMountNamespaces = () => {};
+    if (options.mounts?.length) {
+      const mounts = options.mounts;
+      planning
+        .then(async (plan) => {
+          const planned = planMountMaps(mounts, plan.uidMap, plan.gidMap);
+          const { paths, release } = await mountNamespacePaths(planned, {
+            privileged,
+            ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+          });
+          releaseMountNamespaces = release;
+          namespacesForMounts.resolve(paths);
+        })
+        .catch((error: unknown) => {
+          mountFailure = error;
+          namespacesForMounts.reject(error);
+        });
+    }
+    let handle: HelperHandle;
+    try {
+      handle = await ready;
+    } catch (error) {
+      // The helper was killed because planning or the mounts' namespaces failed: say why.
+      throw mountFailure ?? error;
+    } finally {
+      releaseMountNamespaces();
+    }
     let applied: Awaited<ReturnType<typeof writeMaps>>;
     try {
       const plan = await planning;

@@ -46,6 +46,8 @@ import { type ErrorDetails, UsernsError } from '../errors.js';
 import { IdMap } from '../idmap/idmap.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { subtractRanges } from '../idmap/ranges.js';
+import { helperMountsFor, mountNamespacePaths } from '../mount/prepare.js';
+import { formatMountSpec } from '../mount/spec.js';
 import {
   type HelperHandle,
   launchHelper,
@@ -116,6 +118,8 @@ export interface StoredOptions {
   group?: number;
   noSplit?: boolean;
   fallback?: 'none' | 'single';
+  /** --mount specs (src/mount/spec.ts text form; a detached source is "fd:N"). */
+  mounts?: string[];
 }
 
 /**
@@ -156,6 +160,7 @@ export interface CreateOptions
       | 'privileged'
       | 'onWarning'
       | 'helperPath'
+      | 'mounts'
     > {
   /** As SpawnOptions.uidMap (an IdMap is stored as its text). */
   uidMap?: SpawnOptions['uidMap'];
@@ -577,6 +582,7 @@ function storedOptions(options: CreateOptions): StoredOptions {
     ...(options.group === undefined ? {} : { group: options.group }),
     ...(options.noSplit ? { noSplit: true } : {}),
     ...(options.fallback === undefined ? {} : { fallback: options.fallback }),
+    ...(options.mounts?.length ? { mounts: options.mounts.map(formatMountSpec) } : {}),
   };
 }
 
@@ -644,17 +650,32 @@ async function startKeeperWithMaps(
   subids.catch(() => {});
   // The maps (split, validated, method) and the namespaces, exactly as `run` would make them.
   const plan = await planSpawn([], spawnOptions);
-  const handle = await launchHelper({
-    namespaces: plan.namespaces,
-    command: [],
-    hold: true,
-    reportNamespaces: true,
-    mountProc: plan.mountProc,
-    user: null,
-    setgroupsCall: false,
-    stdio: 'ignore',
-    ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
-  });
+  // --mount: attached by the helper before it unshares, so the keeper's mount namespace has them.
+  const mounts = options.mounts?.length ? helperMountsFor(options.mounts) : undefined;
+  const forMounts =
+    mounts === undefined
+      ? undefined
+      : await mountNamespacePaths(plan.mounts, {
+          privileged,
+          ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+        });
+  let handle: HelperHandle;
+  try {
+    handle = await launchHelper({
+      namespaces: plan.namespaces,
+      command: [],
+      hold: true,
+      reportNamespaces: true,
+      mountProc: plan.mountProc,
+      user: null,
+      setgroupsCall: false,
+      stdio: 'ignore',
+      ...(mounts === undefined ? {} : { mounts, mountNamespaces: forMounts!.paths }),
+      ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+    });
+  } finally {
+    forMounts?.release();
+  }
   let keeperPid: number | undefined;
   try {
     const applied = await writeMaps(handle.pid, plan, spawnOptions);

@@ -38,6 +38,7 @@ describe('userns alloc (CLI)', () => {
     assert.match(human.stderr, /hint: /);
 
     const list = await runCli(['alloc', 'list', ...pool, '--json']);
+    assert.equal(list.code, 0, `stdout: ${list.stdout}\nstderr: ${list.stderr}`);
     const listed = JSON.parse(list.stdout);
     assert.deepEqual(
       listed.allocations.map((x: { name: string }) => x.name),

@@ -1,0 +1,84 @@
+/**
+ * Tree shifting benchmarks (root): a generated tree of 100,000 entries (1,000 directories of 99
+ * files), on the filesystem of the system temp directory. Rounds alternate the variants over the
+ * same tree so machine noise hits all alike; medians.
+ *
+ *   shift_files_per_s          shiftTree 0:0:65536 → 0:100000:65536 and back, defaults (first
+ *                              read-only pass for unmapped IDs, protective user namespace)
+ *   shift_single_pass_files_per_s   the same with unmapped: 'skip' (no first pass)
+ *   shift_one_worker_files_per_s    the defaults with one walk process instead of one per CPU
+ *   chown_files_per_s          `chown -hR UID:GID` on the same tree (the same chown per entry,
+ *                              no lookups, no xattrs: the practical limit)
+ *   shift_vs_chown_ratio       shift_files_per_s / chown_files_per_s (target ≥ 0.7)
+ *   fit_files_per_s            fitTree over the same tree
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IdMap } from '../src/idmap/idmap.js';
+import { fitTree } from '../src/shift/fit.js';
+import { shiftTree } from '../src/shift/shift.js';
+
+const DIRS = 1000;
+const FILES_PER_DIR = 99;
+const ROUNDS = Number(process.env.USERNS_BENCH_SHIFT_ROUNDS ?? 5);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export async function benchShift(): Promise<Record<string, number>> {
+  if (process.geteuid?.() !== 0) return {};
+  const work = mkdtempSync(join(tmpdir(), 'userns-bench-shift-'));
+  const tree = join(work, 'tree');
+  try {
+    for (let d = 0; d < DIRS; d++) {
+      const dir = join(tree, `d${d}`);
+      mkdirSync(dir, { recursive: true });
+      for (let f = 0; f < FILES_PER_DIR; f++) writeFileSync(join(dir, `f${f}`), '');
+    }
+    const entries = 1 + DIRS * (FILES_PER_DIR + 1);
+    const a = new IdMap([{ inside: 0, outside: 0, count: 65536 }]);
+    const b = new IdMap([{ inside: 0, outside: 100000, count: 65536 }]);
+    const maps = (x: IdMap) => ({ uid: x, gid: x });
+    const shiftRates: number[] = [];
+    const singlePassRates: number[] = [];
+    const chownRates: number[] = [];
+    const fitRates: number[] = [];
+    const oneWorkerRates: number[] = [];
+    const timed = async (fn: () => unknown): Promise<number> => {
+      const t = performance.now();
+      await fn();
+      return entries / ((performance.now() - t) / 1000);
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      // tree owned by 0 → shift to 100000 → chown back to 0 → single-pass shift → chown back
+      shiftRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b) })));
+      chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
+      singlePassRates.push(
+        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), unmapped: 'skip' })),
+      );
+      chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
+      oneWorkerRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), workers: 1 })));
+      chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
+      fitRates.push(await timed(() => fitTree(tree, b)));
+    }
+    const shift = median(shiftRates);
+    const chown = median(chownRates);
+    return {
+      shift_files_per_s: Math.round(shift),
+      shift_single_pass_files_per_s: Math.round(median(singlePassRates)),
+      chown_files_per_s: Math.round(chown),
+      shift_vs_chown_ratio: Math.round((shift / chown) * 100) / 100,
+      shift_single_pass_vs_chown_ratio: Math.round((median(singlePassRates) / chown) * 100) / 100,
+      shift_one_worker_files_per_s: Math.round(median(oneWorkerRates)),
+      shift_one_worker_vs_chown_ratio: Math.round((median(oneWorkerRates) / chown) * 100) / 100,
+      fit_files_per_s: Math.round(median(fitRates)),
+    };
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}

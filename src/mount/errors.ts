@@ -1,0 +1,175 @@
+/**
+ * Mount errors, in words: what the kernel's errno means for this mount (linux-idmap-rules.md §6.1).
+ *
+ * Codes: MOUNT_SPEC_INVALID, MOUNT_SOURCE_MISSING, MOUNT_TARGET_MISSING, MOUNT_TYPE_MISMATCH,
+ * MOUNT_NOT_PRIVILEGED, MOUNT_FAILED, IDMAP_UNSUPPORTED_FS, IDMAP_KERNEL_TOO_OLD,
+ * IDMAP_NOT_PRIVILEGED, IDMAP_ALREADY_IDMAPPED, IDMAP_MAP_EMPTY, IDMAP_ID_NOT_MAPPED, IDMAP_FAILED.
+ * `data` carries `source`, `target`, `fsType`, `errno` and `step` when known.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { release } from 'node:os';
+import type { ErrorDetails } from '../errors.js';
+import { SpawnError } from '../spawn/errors.js';
+
+/**
+ * A mount could not be made. A SpawnError (it fails the start of a command in the same way), with
+ * `errno` and `step` when the kernel refused.
+ */
+export class MountError extends SpawnError {
+  constructor(code: string, message: string, details: ErrorDetails & { errno?: string; step?: string } = {}) {
+    super(code, message, details);
+  }
+}
+
+export interface MountInfo {
+  mountPoint: string;
+  fsType: string;
+  /** Per-mount options (e.g. "rw,relatime,idmapped"). */
+  options: string[];
+  source: string;
+}
+
+function unescapeMountinfo(text: string): string {
+  return text.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+/** The mount `path` is on (this process's view of /proc/self/mountinfo), or undefined. */
+export function mountInfoOf(path: string): MountInfo | undefined {
+  let text: string;
+  let dev: { major: number; minor: number };
+  try {
+    const st = statSync(path);
+    // Linux dev_t: major in bits 8-19 (and 32+), minor in bits 0-7 and 20-31.
+    const d = st.dev;
+    dev = { major: (d >> 8) & 0xfff, minor: (d & 0xff) | ((d >> 12) & 0xfff00) };
+    text = readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return undefined;
+  }
+  let best: MountInfo | undefined;
+  for (const line of text.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (left === undefined || right === undefined) continue;
+    const f = left.split(' ');
+    const [maj, min] = (f[2] ?? '').split(':').map(Number);
+    if (maj !== dev.major || min !== dev.minor) continue;
+    const mountPoint = unescapeMountinfo(f[4] ?? '');
+    const inside = path === mountPoint || path.startsWith(mountPoint === '/' ? '/' : `${mountPoint}/`);
+    if (!inside || (best !== undefined && best.mountPoint.length > mountPoint.length)) continue;
+    const r = right.split(' ');
+    best = {
+      mountPoint,
+      fsType: r[0] ?? '?',
+      source: unescapeMountinfo(r[1] ?? ''),
+      options: (f[5] ?? '').split(','),
+    };
+  }
+  return best;
+}
+
+/** The filesystem type of `path` ("ext4", "tmpfs", …), or "unknown". */
+export function fsTypeOf(path: string): string {
+  return mountInfoOf(path)?.fsType ?? 'unknown';
+}
+
+/** What one mount was (for messages): the helper reports its index. */
+export interface MountLabel {
+  source: string;
+  target: string;
+  idmap: boolean;
+  /** A detached mount handed in as a file descriptor. */
+  detached?: boolean;
+}
+
+const KERNEL_HINT = 'idmapped mounts need Linux 5.12 or later (open_tree 5.2, mount_setattr 5.12)';
+
+/**
+ * Explains a failure of the helper's mount steps ("error <step> <ERRNO> <text>: #<index> <path>").
+ * `mounts` are the helper's mounts in order.
+ */
+export function explainMountFailure(
+  step: string,
+  errno: string,
+  text: string,
+  mounts: readonly MountLabel[],
+  report?: string,
+): MountError {
+  const m = /: #(\d+) (.*)$/.exec(text);
+  const index = m === null ? -1 : Number(m[1]);
+  const mount = mounts[index];
+  const source = mount?.source ?? m?.[2] ?? '?';
+  const target = mount?.target ?? '?';
+  const strerror = text.replace(/: #\d+ .*$/, '');
+  const what = mount === undefined ? 'the mount' : `--mount ${mount.source}:${mount.target}`;
+  const fsType = mount?.detached ? 'detached mount' : fsTypeOf(source);
+  const data = { source, target, fsType, ...(report === undefined ? {} : { report }) };
+  const err = (code: string, message: string, hint?: string) =>
+    new MountError(code, message, { step, errno, data, ...(hint === undefined ? {} : { hint }) });
+  if (errno === 'ENOSYS') {
+    return err(
+      'IDMAP_KERNEL_TOO_OLD',
+      `this kernel (${release()}) cannot make ${what}: ${step} is not implemented`,
+      KERNEL_HINT,
+    );
+  }
+  switch (step) {
+    case 'mount-open':
+      if (errno === 'ENOENT' || errno === 'ENOTDIR')
+        return err(
+          'MOUNT_SOURCE_MISSING',
+          `mount source ${source} does not exist`,
+          'create it, or fix the path',
+        );
+      if (errno === 'EPERM')
+        return err(
+          'MOUNT_NOT_PRIVILEGED',
+          `not privileged to copy the mount of ${source}: cloning a mount needs CAP_SYS_ADMIN over the current mount namespace`,
+          "run as root, or inside a user and mount namespace of your own (e.g. 'userns run --unshare mount -- …')",
+        );
+      break;
+    case 'mount-idmap':
+      if (errno === 'EINVAL')
+        return err(
+          'IDMAP_UNSUPPORTED_FS',
+          `filesystem ${fsType} (${source}) does not support idmapped mounts`,
+          'use a filesystem that does (ext4, xfs, btrfs, tmpfs ≥ 6.3, …; probeIdmapSupport() tells), ' +
+            'without rbind if a filesystem mounted below the source is the one that does not; or chown the files instead',
+        );
+      if (errno === 'EPERM') {
+        const info = mount?.detached ? undefined : mountInfoOf(source);
+        if (info?.options.includes('idmapped'))
+          return err(
+            'IDMAP_ALREADY_IDMAPPED',
+            `${source} is already on an idmapped mount (${info.mountPoint}); a mount is idmapped only once`,
+            'idmap the original directory instead of the idmapped mount',
+          );
+        return err(
+          'IDMAP_NOT_PRIVILEGED',
+          `not privileged over the filesystem of ${source} (${fsType}): idmapping needs CAP_SYS_ADMIN in the user namespace that mounted it`,
+          'as root this works for host filesystems; rootless users can idmap only filesystems their own namespace mounted ' +
+            "(e.g. a tmpfs mounted inside 'userns run --unshare mount')",
+        );
+      }
+      return err('IDMAP_FAILED', `idmapping ${source} failed (${errno}: ${strerror})`);
+    case 'mount-attach':
+      if (errno === 'ENOENT')
+        return err(
+          'MOUNT_TARGET_MISSING',
+          `mount target ${target} does not exist`,
+          'create the directory (or file) first',
+        );
+      if (errno === 'ENOTDIR' || errno === 'EISDIR')
+        return err(
+          'MOUNT_TYPE_MISMATCH',
+          `cannot mount ${source} on ${target}: one is a directory and the other is not`,
+          'mount a directory on a directory, a file on a file',
+        );
+      break;
+    case 'mount-userns':
+      return err(
+        'IDMAP_FAILED',
+        `the user namespace for idmapping ${source} is gone (${errno}: ${strerror})`,
+      );
+  }
+  return err('MOUNT_FAILED', `${what} failed at ${step} (${errno}: ${strerror})`);
+}

@@ -1,0 +1,904 @@
+/*
+ * tree-walk.c: the --walk mode of userns-helper (see userns-helper.c and protocol.md).
+ *
+ * Walks a directory tree and rewrites the owners, POSIX ACL entries and file-capability root IDs
+ * of every entry through translation tables that TypeScript computed (src/shift/): the C only
+ * looks IDs up in the tables it is given and does the system calls. Why in C: a walk with
+ * fstatat + llistxattr + fchownat per file is what `chown -hR` does; Node's per-call overhead
+ * would make the shift several times slower (issue: shift >= 0.7x chown).
+ *
+ * Safety (the threat model is in the README): the walk never follows a symbolic link. Every
+ * directory is opened with openat(parent fd, name, O_NOFOLLOW|O_DIRECTORY) and checked to be the
+ * inode that was stat'ed; every other operation is relative to the directory's fd and a single
+ * name with the no-follow variant (fchownat AT_SYMLINK_NOFOLLOW, lgetxattr/lsetxattr with the
+ * directory as cwd), except chmod, which has no no-follow form before Linux 6.6: it goes through
+ * an O_PATH|O_NOFOLLOW fd checked against the same inode. Run inside a user namespace whose map
+ * covers only the source and target ranges, the kernel also refuses any change to a file owned
+ * by another ID, whatever race the walk loses.
+ *
+ * JOB (standard input, read to EOF): NUL-terminated "key=value" tokens:
+ *   root=PATH            the tree (required)
+ *   apply=0|1            1: change the files; 0: only report (dry run, scan, fit)
+ *   list=0|1             1: one "C" record per entry that changes (or would)
+ *   uid=FROM:TO:COUNT    a translation extent for user IDs (repeated; any order)
+ *   gid=FROM:TO:COUNT    the same for group IDs
+ *   unmapped=error|skip|overflow   what an ID without a translation becomes:
+ *                        error: the entry is left alone; skip: that ID is kept; overflow: the
+ *                        overflow IDs below
+ *   overflow=UID:GID     the overflow IDs (with unmapped=overflow)
+ *   v2root=N|none        the user ID a v1/v2 file capability (no root ID) stands for in this
+ *                        namespace (0 in the initial one; "none" in a namespace where the owner
+ *                        of such a capability is not mapped)
+ *   outside=UID:GID      the IDs the kernel shows for an owner this namespace does not map (its
+ *                        overflow IDs): such an entry cannot be changed here at all, so with
+ *                        unmapped=skip it is left as it is (its untranslated IDs reported)
+ *   xdev=0|1             1: descend into other filesystems; 0: report them ("M") and skip them
+ *   progress=N           a "P" record every N entries (0: never)
+ *   count=0|1            1: first count the entries (getdents only) and report "T <total>"
+ *   workers=N            walk with N processes (1-16, default 1): every process reads every
+ *                        directory, and handles the entries whose inode number modulo N is its
+ *                        index (so all links to one inode meet in the same process)
+ *
+ * RECORDS (standard output): lines of TAB-separated fields; paths are relative to the root
+ * ("" is the root itself), with \\, \t, \n and other control bytes escaped as \\, \t, \n, \xHH:
+ *   T total                                   count of entries (with count=1), before the walk
+ *   P worker seen changed                     progress of one worker
+ *   C path type olduid oldgid newuid newgid what   an entry that changes; type: f d l c b p s;
+ *                                             what: letters o (owner) a (ACL) c (capability) m (mode)
+ *   U kind id path                            an ID without translation; kind: uid gid acl-uid
+ *                                             acl-gid cap-root ("cap-root -" for a v2 capability
+ *                                             with v2root=none)
+ *   E op errno path                           a failed system call (errno as a name when known)
+ *   M path                                    a mount point not descended into (xdev=0)
+ *   H path                                    a hard link to an inode already handled
+ *   S worker seen changed hardlinks mountpoints errors unmapped maxuid maxgid   one per worker,
+ *                                             each worker's last line
+ *     (maxuid/maxgid: the highest IDs seen in owners, ACL entries and capability root IDs, or -)
+ * Exit status 0 when the walk ran to its end (even with E records), 1 on a bad job.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <limits.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "tree-walk.h"
+
+#define ACL_ACCESS "system.posix_acl_access"
+#define ACL_DEFAULT "system.posix_acl_default"
+#define CAPABILITY "security.capability"
+#define ACL_USER 0x02
+#define ACL_GROUP 0x08
+#define CAP_REVISION_MASK 0xFF000000u
+#define CAP_REVISION_3 0x03000000u
+#define CAP_REVISION_2 0x02000000u
+#define CAP_V2_SIZE 20
+#define CAP_V3_SIZE 24
+#define MAX_DEPTH 4000
+#define NO_ID 0xFFFFFFFFu
+
+struct extent {
+  uint32_t from, to, count;
+};
+struct table {
+  struct extent *e;
+  size_t n, cap;
+};
+
+enum unmapped_policy { UNMAPPED_ERROR, UNMAPPED_SKIP, UNMAPPED_OVERFLOW };
+
+static struct {
+  const char *root;
+  int apply, list, xdev, count;
+  unsigned long progress;
+  struct table uid, gid;
+  enum unmapped_policy unmapped;
+  uint32_t overflow_uid, overflow_gid;
+  int have_v2root;
+  uint32_t v2root;
+  int have_outside;
+  uint32_t outside_uid, outside_gid;
+  unsigned workers;
+} job;
+
+static unsigned worker_id;
+
+static struct {
+  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped;
+  uint32_t maxuid, maxgid;
+  int have_maxuid, have_maxgid;
+} stats;
+
+static dev_t root_dev;
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+/* Several walkers may share fd 1 (workers=N): every write(2) holds whole records and at most
+   PIPE_BUF bytes, which the kernel writes to a pipe without interleaving. Records end with the
+   only raw '\n' (paths are escaped); a record longer than PIPE_BUF (a path of ~4000 bytes) is
+   the one case written in pieces. */
+static char out[1 << 16];
+static size_t out_len, record_start;
+
+static void write_all(const char *p, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = write(1, p + done, n - done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      _exit(1); /* the reader is gone: nothing left to report to */
+    }
+    done += (size_t)w;
+  }
+}
+
+static void flush_out(void) {
+  write_all(out, out_len);
+  out_len = record_start = 0;
+}
+
+static void end_record(void) {
+  if (out_len >= PIPE_BUF / 2) {
+    if (out_len > PIPE_BUF) {
+      write_all(out, record_start); /* the earlier records: below PIPE_BUF / 2 */
+      memmove(out, out + record_start, out_len - record_start);
+      out_len -= record_start;
+    }
+    flush_out();
+  }
+  record_start = out_len;
+}
+
+static void put(const char *s, size_t n) {
+  if (out_len + n > sizeof out) {
+    /* a record longer than the buffer: write through */
+    write_all(out, out_len);
+    write_all(s, n);
+    out_len = record_start = 0;
+    return;
+  }
+  memcpy(out + out_len, s, n);
+  out_len += n;
+  if (n > 0 && s[n - 1] == '\n') end_record();
+}
+
+static void puts_(const char *s) { put(s, strlen(s)); }
+
+static void put_u(unsigned long long v) {
+  char b[24];
+  int n = snprintf(b, sizeof b, "%llu", v);
+  put(b, (size_t)n);
+}
+
+static void put_path(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c == '\\') put("\\\\", 2);
+    else if (c == '\t') put("\\t", 2);
+    else if (c == '\n') put("\\n", 2);
+    else if (c < 0x20 || c == 0x7f) {
+      char b[5];
+      snprintf(b, sizeof b, "\\x%02x", c);
+      put(b, 4);
+    } else put(p + i, 1);
+  }
+}
+
+/* ---- the relative path of the entry being handled ---------------------------------------- */
+
+static char *path;
+static size_t path_len, path_cap;
+
+static size_t path_push(const char *name) {
+  size_t old = path_len, n = strlen(name), need = path_len + n + 2;
+  if (need > path_cap) {
+    path_cap = need * 2;
+    path = realloc(path, path_cap);
+    if (path == NULL) _exit(1);
+  }
+  if (path_len > 0) path[path_len++] = '/';
+  memcpy(path + path_len, name, n);
+  path_len += n;
+  path[path_len] = '\0';
+  return old;
+}
+
+static void path_pop(size_t old) {
+  path_len = old;
+  if (path) path[path_len] = '\0';
+}
+
+static const char *errno_text(int e) {
+  switch (e) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EACCES: return "EACCES";
+    case EEXIST: return "EEXIST";
+    case ENOTDIR: return "ENOTDIR";
+    case EINVAL: return "EINVAL";
+    case ENOSPC: return "ENOSPC";
+    case EROFS: return "EROFS";
+    case ELOOP: return "ELOOP";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
+    case EOVERFLOW: return "EOVERFLOW";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EMFILE: return "EMFILE";
+    case ENOMEM: return "ENOMEM";
+    case EIO: return "EIO";
+    case ESTALE: return "ESTALE";
+    case EBUSY: return "EBUSY";
+    case ENODATA: return "ENODATA";
+    case E2BIG: return "E2BIG";
+    default: return NULL;
+  }
+}
+
+static void record_error(const char *op, int err) {
+  stats.errors++;
+  puts_("E\t");
+  puts_(op);
+  put("\t", 1);
+  const char *name = errno_text(err);
+  if (name) puts_(name);
+  else put_u((unsigned long long)err);
+  put("\t", 1);
+  put_path(path, path_len);
+  put("\n", 1);
+}
+
+static void record_unmapped(const char *kind, uint32_t id, int has_id) {
+  stats.unmapped++;
+  puts_("U\t");
+  puts_(kind);
+  put("\t", 1);
+  if (has_id) put_u(id);
+  else put("-", 1);
+  put("\t", 1);
+  put_path(path, path_len);
+  put("\n", 1);
+}
+
+/* ---- translation tables --------------------------------------------------------------------- */
+
+static int cmp_extent(const void *a, const void *b) {
+  uint32_t x = ((const struct extent *)a)->from, y = ((const struct extent *)b)->from;
+  return x < y ? -1 : x > y;
+}
+
+/* 1 and *out set when `id` is translated; 0 when the table has no extent for it. */
+static int lookup(const struct table *t, uint32_t id, uint32_t *out_id) {
+  size_t lo = 0, hi = t->n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    const struct extent *e = &t->e[mid];
+    if (id < e->from) hi = mid;
+    else if (id - e->from >= e->count) lo = mid + 1;
+    else {
+      *out_id = e->to + (id - e->from);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void note_max(uint32_t id, int is_uid) {
+  if (is_uid) {
+    if (!stats.have_maxuid || id > stats.maxuid) stats.maxuid = id;
+    stats.have_maxuid = 1;
+  } else {
+    if (!stats.have_maxgid || id > stats.maxgid) stats.maxgid = id;
+    stats.have_maxgid = 1;
+  }
+}
+
+/* Translates one ID by the policy. Returns 0 when the entry must be left alone (error policy). */
+static int translate(uint32_t id, int is_uid, const char *kind, uint32_t *out_id) {
+  note_max(id, is_uid);
+  if (lookup(is_uid ? &job.uid : &job.gid, id, out_id)) return 1;
+  record_unmapped(kind, id, 1);
+  switch (job.unmapped) {
+    case UNMAPPED_SKIP: *out_id = id; return 1;
+    case UNMAPPED_OVERFLOW: *out_id = is_uid ? job.overflow_uid : job.overflow_gid; return 1;
+    default: return 0;
+  }
+}
+
+/* ---- hard links: the (device, inode) pairs already handled ---------------------------------- */
+
+struct inode_key {
+  uint64_t dev, ino;
+};
+static struct inode_key *seen_inodes;
+static size_t seen_cap, seen_n;
+
+static uint64_t hash_key(uint64_t dev, uint64_t ino) {
+  uint64_t h = ino * 0x9E3779B97F4A7C15ull ^ (dev + 0x632BE59BD9B4E019ull);
+  return h ^ (h >> 29);
+}
+
+/* 1 when the inode was seen before; otherwise records it and returns 0. */
+static int seen_before(uint64_t dev, uint64_t ino) {
+  if (seen_n * 2 >= seen_cap) {
+    size_t cap = seen_cap ? seen_cap * 2 : 1024;
+    struct inode_key *bigger = calloc(cap, sizeof *bigger);
+    if (bigger == NULL) _exit(1);
+    for (size_t i = 0; i < seen_cap; i++) {
+      if (seen_inodes[i].ino == 0 && seen_inodes[i].dev == 0) continue;
+      size_t j = hash_key(seen_inodes[i].dev, seen_inodes[i].ino) & (cap - 1);
+      while (bigger[j].ino != 0 || bigger[j].dev != 0) j = (j + 1) & (cap - 1);
+      bigger[j] = seen_inodes[i];
+    }
+    free(seen_inodes);
+    seen_inodes = bigger;
+    seen_cap = cap;
+  }
+  /* (0, 0) marks an empty slot; no real file has inode 0 on device 0. */
+  size_t j = hash_key(dev, ino) & (seen_cap - 1);
+  while (seen_inodes[j].ino != 0 || seen_inodes[j].dev != 0) {
+    if (seen_inodes[j].dev == dev && seen_inodes[j].ino == ino) return 1;
+    j = (j + 1) & (seen_cap - 1);
+  }
+  seen_inodes[j].dev = dev;
+  seen_inodes[j].ino = ino;
+  seen_n++;
+  return 0;
+}
+
+/* ---- xattr access relative to the current directory (or the root's own fd) ------------------ */
+
+/* name == NULL: the root directory itself, through its fd. Otherwise `name` in the cwd, which
+   the walk keeps equal to the entry's directory (fchdir), with the no-follow variants. */
+static ssize_t x_list(int fd, const char *name, char *buf, size_t size) {
+  return name ? llistxattr(name, buf, size) : flistxattr(fd, buf, size);
+}
+static ssize_t x_get(int fd, const char *name, const char *key, void *buf, size_t size) {
+  return name ? lgetxattr(name, key, buf, size) : fgetxattr(fd, key, buf, size);
+}
+static int x_set(int fd, const char *name, const char *key, const void *buf, size_t size) {
+  return name ? lsetxattr(name, key, buf, size, 0) : fsetxattr(fd, key, buf, size, 0);
+}
+
+struct blob {
+  unsigned char *data;
+  ssize_t len; /* -1: absent */
+  size_t cap;
+};
+
+static void read_blob(int fd, const char *name, const char *key, struct blob *b) {
+  for (int tries = 0; tries < 4; tries++) {
+    ssize_t n = x_get(fd, name, key, b->data, b->cap);
+    if (n >= 0) {
+      b->len = n;
+      return;
+    }
+    if (errno != ERANGE) break;
+    ssize_t size = x_get(fd, name, key, NULL, 0);
+    if (size < 0) break;
+    b->cap = (size_t)size + 64;
+    b->data = realloc(b->data, b->cap);
+    if (b->data == NULL) _exit(1);
+  }
+  if (errno != ENODATA && errno != EOPNOTSUPP) record_error("getxattr", errno);
+  b->len = -1;
+}
+
+static uint32_t le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static void put_le32(unsigned char *p, uint32_t v) {
+  p[0] = (unsigned char)v;
+  p[1] = (unsigned char)(v >> 8);
+  p[2] = (unsigned char)(v >> 16);
+  p[3] = (unsigned char)(v >> 24);
+}
+
+/* Rewrites the user and group entries of an ACL blob in place. Returns -1 when the ACL must be
+   left alone (unmapped with the error policy, or malformed), else whether it changed. */
+static int shift_acl(struct blob *b) {
+  if (b->len < 4 || (b->len - 4) % 8 != 0) {
+    record_error("acl-format", EINVAL);
+    return -1;
+  }
+  int changed = 0, keep = 1;
+  for (ssize_t off = 4; off < b->len; off += 8) {
+    unsigned tag = (unsigned)b->data[off] | (unsigned)b->data[off + 1] << 8;
+    if (tag != ACL_USER && tag != ACL_GROUP) continue;
+    uint32_t id = le32(b->data + off + 4), next;
+    if (!translate(id, tag == ACL_USER, tag == ACL_USER ? "acl-uid" : "acl-gid", &next)) {
+      keep = 0;
+      continue;
+    }
+    if (next != id) {
+      put_le32(b->data + off + 4, next);
+      changed = 1;
+    }
+  }
+  return keep ? changed : -1;
+}
+
+/* Rewrites a capability blob's root ID (to a v3 blob, or v2 when the new root is v2root).
+   Returns -1 when it must be left alone, else whether it changed. */
+static int shift_capability(struct blob *b) {
+  if (b->len < 4) {
+    record_error("capability-format", EINVAL);
+    return -1;
+  }
+  uint32_t magic = le32(b->data), revision = magic & CAP_REVISION_MASK;
+  uint32_t root, next;
+  if (revision == CAP_REVISION_3 && b->len == CAP_V3_SIZE) {
+    root = le32(b->data + 20);
+  } else if (revision == CAP_REVISION_2 && b->len == CAP_V2_SIZE) {
+    if (!job.have_v2root) {
+      record_unmapped("cap-root", 0, 0);
+      return job.unmapped == UNMAPPED_ERROR ? -1 : 0;
+    }
+    root = job.v2root;
+  } else {
+    return 0; /* v1 or unknown: no root ID to shift */
+  }
+  if (!translate(root, 1, "cap-root", &next)) return -1;
+  if (revision == CAP_REVISION_2 && next == root) return 0;
+  if (job.have_v2root && next == job.v2root) {
+    put_le32(b->data, (magic & ~CAP_REVISION_MASK) | CAP_REVISION_2);
+    b->len = CAP_V2_SIZE;
+  } else {
+    if (b->cap < CAP_V3_SIZE) {
+      b->data = realloc(b->data, CAP_V3_SIZE);
+      if (b->data == NULL) _exit(1);
+      b->cap = CAP_V3_SIZE;
+    }
+    put_le32(b->data, (magic & ~CAP_REVISION_MASK) | CAP_REVISION_3);
+    put_le32(b->data + 20, next);
+    b->len = CAP_V3_SIZE;
+  }
+  return revision == CAP_REVISION_2 || next != root;
+}
+
+/* ---- one entry ------------------------------------------------------------------------------ */
+
+static char type_letter(mode_t m) {
+  if (S_ISREG(m)) return 'f';
+  if (S_ISDIR(m)) return 'd';
+  if (S_ISLNK(m)) return 'l';
+  if (S_ISCHR(m)) return 'c';
+  if (S_ISBLK(m)) return 'b';
+  if (S_ISFIFO(m)) return 'p';
+  return 's';
+}
+
+/* chmod without following a link: an O_PATH fd checked against the inode, then /proc/self/fd. */
+static int chmod_entry(int dirfd, const char *name, const struct stat *st) {
+  if (name == NULL) return fchmod(dirfd, st->st_mode & 07777);
+  int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return -1;
+  struct stat now;
+  int rc = -1;
+  if (fstat(fd, &now) == 0) {
+    if (now.st_dev != st->st_dev || now.st_ino != st->st_ino || S_ISLNK(now.st_mode)) {
+      errno = ESTALE;
+    } else {
+      char proc[64];
+      snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+      rc = chmod(proc, st->st_mode & 07777);
+    }
+  }
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return rc;
+}
+
+static struct blob acl_access, acl_default, capability;
+static char *names_buf;
+static size_t names_cap;
+
+/* Handles one entry (`name` in the current directory, or the root itself when name == NULL,
+   through `fd`). Fills *st. Returns 1 when it is a directory to descend into. */
+static int visit(int fd, const char *name, struct stat *st) {
+  stats.seen++;
+  if (job.progress && stats.seen % job.progress == 0) {
+    puts_("P\t");
+    put_u(worker_id);
+    put("\t", 1);
+    put_u(stats.seen);
+    put("\t", 1);
+    put_u(stats.changed);
+    put("\n", 1);
+    flush_out();
+  }
+  if ((name ? fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) : fstat(fd, st)) < 0) {
+    record_error("lstat", errno);
+    return 0;
+  }
+  if (name && st->st_dev != root_dev && S_ISDIR(st->st_mode) && !job.xdev) {
+    stats.mountpoints++;
+    puts_("M\t");
+    put_path(path, path_len);
+    put("\n", 1);
+    return 0;
+  }
+  if (!S_ISDIR(st->st_mode) && st->st_nlink > 1 && seen_before((uint64_t)st->st_dev, (uint64_t)st->st_ino)) {
+    stats.hardlinks++;
+    puts_("H\t");
+    put_path(path, path_len);
+    put("\n", 1);
+    return 0;
+  }
+
+  /* The xattrs that carry IDs. Symbolic links can have neither ACLs nor capabilities. */
+  acl_access.len = acl_default.len = capability.len = -1;
+  if (!S_ISLNK(st->st_mode)) {
+    ssize_t n;
+    for (;;) {
+      n = x_list(fd, name, names_buf, names_cap);
+      if (n >= 0 || errno != ERANGE) break;
+      ssize_t size = x_list(fd, name, NULL, 0);
+      if (size < 0) break;
+      names_cap = (size_t)size + 256;
+      names_buf = realloc(names_buf, names_cap);
+      if (names_buf == NULL) _exit(1);
+    }
+    if (n < 0 && errno != EOPNOTSUPP && errno != ENOTSUP) record_error("listxattr", errno);
+    for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(names_buf + off) + 1) {
+      const char *key = names_buf + off;
+      if (strcmp(key, ACL_ACCESS) == 0) read_blob(fd, name, key, &acl_access);
+      else if (strcmp(key, ACL_DEFAULT) == 0) read_blob(fd, name, key, &acl_default);
+      else if (strcmp(key, CAPABILITY) == 0 && S_ISREG(st->st_mode)) read_blob(fd, name, key, &capability);
+    }
+  }
+
+  uint32_t uid = (uint32_t)st->st_uid, gid = (uint32_t)st->st_gid, nuid, ngid;
+  int owner_ok = translate(uid, 1, "uid", &nuid);
+  owner_ok = translate(gid, 0, "gid", &ngid) && owner_ok;
+  int access_change = acl_access.len >= 0 ? shift_acl(&acl_access) : 0;
+  int default_change = acl_default.len >= 0 ? shift_acl(&acl_default) : 0;
+  int cap_change = capability.len >= 0 ? shift_capability(&capability) : 0;
+  /* With unmapped=error, an entry with any ID that has no translation is left alone entirely;
+     so is an entry the namespace cannot change (an owner outside it). */
+  if (!owner_ok || access_change < 0 || default_change < 0 || cap_change < 0) {
+    if (job.unmapped == UNMAPPED_ERROR || !owner_ok) return S_ISDIR(st->st_mode);
+  }
+  if (job.have_outside && (uid == job.outside_uid || gid == job.outside_gid)) return S_ISDIR(st->st_mode);
+  int owner_change = nuid != uid || ngid != gid;
+  /* chown drops a file capability and (on non-directories) the set-user/group-ID bits. */
+  int mode_change = owner_change && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) && (st->st_mode & 06000);
+  if (owner_change && capability.len >= 0 && cap_change == 0) cap_change = 1;
+  int changes = owner_change || access_change > 0 || default_change > 0 || cap_change > 0;
+  if (!changes) return S_ISDIR(st->st_mode);
+  stats.changed++;
+  if (job.list) {
+    char b[128];
+    puts_("C\t");
+    put_path(path, path_len);
+    int n = snprintf(b, sizeof b, "\t%c\t%u\t%u\t%u\t%u\t%s%s%s%s\n", type_letter(st->st_mode), uid, gid,
+                     nuid, ngid, owner_change ? "o" : "",
+                     access_change > 0 || default_change > 0 ? "a" : "", cap_change > 0 ? "c" : "",
+                     mode_change ? "m" : "");
+    put(b, (size_t)n);
+  }
+  if (!job.apply) return S_ISDIR(st->st_mode);
+
+  /* -1 leaves an ID as it is: a kept (unmapped, skipped) ID may not be expressible here. */
+  uid_t chown_uid = nuid == uid ? (uid_t)-1 : nuid;
+  gid_t chown_gid = ngid == gid ? (gid_t)-1 : ngid;
+  if (owner_change &&
+      fchownat(fd, name ? name : "", chown_uid, chown_gid, name ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH) < 0) {
+    record_error("chown", errno);
+    return S_ISDIR(st->st_mode);
+  }
+  if (access_change > 0 && x_set(fd, name, ACL_ACCESS, acl_access.data, (size_t)acl_access.len) < 0)
+    record_error("setxattr " ACL_ACCESS, errno);
+  if (default_change > 0 && x_set(fd, name, ACL_DEFAULT, acl_default.data, (size_t)acl_default.len) < 0)
+    record_error("setxattr " ACL_DEFAULT, errno);
+  if (mode_change && chmod_entry(fd, name, st) < 0) record_error("chmod", errno);
+  if (cap_change > 0 && x_set(fd, name, CAPABILITY, capability.data, (size_t)capability.len) < 0)
+    record_error("setxattr " CAPABILITY, errno);
+  return S_ISDIR(st->st_mode);
+}
+
+/* ---- the walk --------------------------------------------------------------------------------- */
+
+/* Descends into directory `dfd` (already handled as an entry); closes dfd. */
+static void walk_dir(int dfd, int depth) {
+  if (depth > MAX_DEPTH) {
+    record_error("depth", ELOOP);
+    close(dfd);
+    return;
+  }
+  DIR *dir = fdopendir(dfd);
+  if (dir == NULL) {
+    record_error("opendir", errno);
+    close(dfd);
+    return;
+  }
+  /* The xattr calls take a name relative to the cwd: this directory, again after each descent. */
+  int in_dir = 0;
+  for (;;) {
+    if (!in_dir) {
+      if (fchdir(dfd) < 0) {
+        record_error("fchdir", errno);
+        break;
+      }
+      in_dir = 1;
+    }
+    errno = 0;
+    struct dirent *d = readdir(dir);
+    if (d == NULL) {
+      if (errno != 0) record_error("readdir", errno);
+      break;
+    }
+    if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
+    int mine = d->d_ino % job.workers == worker_id;
+    if (!mine && d->d_type != DT_DIR && d->d_type != DT_UNKNOWN) continue;
+    size_t saved = path_push(d->d_name);
+    struct stat st;
+    /* Another worker handles this entry; every worker descends into every directory. */
+    int descend = mine ? visit(dfd, d->d_name, &st)
+                       : fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+                             (job.xdev || st.st_dev == root_dev);
+    if (descend) {
+      int child = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      struct stat now;
+      if (child < 0) {
+        record_error("open", errno);
+      } else if (fstat(child, &now) < 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+        /* Replaced between the stat and the open: not the directory that was handled. */
+        record_error("open", ESTALE);
+        close(child);
+      } else {
+        walk_dir(child, depth + 1);
+        in_dir = 0;
+      }
+    }
+    path_pop(saved);
+  }
+  closedir(dir);
+}
+
+static unsigned long long count_dir(int dfd, int depth) {
+  unsigned long long total = 0;
+  DIR *dir = fdopendir(dfd);
+  if (dir == NULL) {
+    close(dfd);
+    return 0;
+  }
+  struct dirent *d;
+  while ((d = readdir(dir)) != NULL) {
+    if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
+    total++;
+    int is_dir = d->d_type == DT_DIR;
+    if (d->d_type == DT_UNKNOWN) {
+      struct stat st;
+      is_dir = fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+               (job.xdev || st.st_dev == root_dev);
+    }
+    if (is_dir && depth < MAX_DEPTH) {
+      int child = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (child >= 0) {
+        struct stat st;
+        if (!job.xdev && (fstat(child, &st) < 0 || st.st_dev != root_dev)) close(child);
+        else total += count_dir(child, depth + 1);
+      }
+    }
+  }
+  closedir(dir);
+  return total;
+}
+
+/* ---- the job ---------------------------------------------------------------------------------- */
+
+static int parse_u32(const char *s, char end, const char **rest, uint32_t *v) {
+  char *e;
+  errno = 0;
+  unsigned long long x = strtoull(s, &e, 10);
+  if (e == s || errno || x > 0xFFFFFFFFull || *e != end) return -1;
+  *v = (uint32_t)x;
+  if (rest) *rest = e + (end ? 1 : 0);
+  return 0;
+}
+
+static int add_extent(struct table *t, const char *s) {
+  struct extent x;
+  if (parse_u32(s, ':', &s, &x.from) < 0 || parse_u32(s, ':', &s, &x.to) < 0 ||
+      parse_u32(s, '\0', NULL, &x.count) < 0 || x.count == 0 || x.from + (uint64_t)x.count - 1 > 0xFFFFFFFFull)
+    return -1;
+  if (t->n == t->cap) {
+    t->cap = t->cap ? t->cap * 2 : 16;
+    t->e = realloc(t->e, t->cap * sizeof *t->e);
+    if (t->e == NULL) _exit(1);
+  }
+  t->e[t->n++] = x;
+  return 0;
+}
+
+static int bad_job(const char *what) {
+  puts_("E\tjob\tEINVAL\t");
+  put_path(what, strlen(what));
+  put("\n", 1);
+  flush_out();
+  return 1;
+}
+
+static int parse_job(char *text, size_t len) {
+  job.unmapped = UNMAPPED_ERROR;
+  job.workers = 1;
+  job.have_v2root = 1;
+  job.v2root = 0;
+  for (size_t off = 0, tok_len; off < len; off += tok_len + 1) {
+    char *tok = text + off;
+    tok_len = strlen(tok); /* before the '=' is cut below */
+    if (*tok == '\0') continue;
+    char *eq = strchr(tok, '=');
+    if (eq == NULL) return bad_job(tok);
+    *eq = '\0';
+    const char *key = tok, *v = eq + 1;
+    int bad = 0;
+    if (strcmp(key, "root") == 0) job.root = v;
+    else if (strcmp(key, "apply") == 0) job.apply = strcmp(v, "1") == 0;
+    else if (strcmp(key, "list") == 0) job.list = strcmp(v, "1") == 0;
+    else if (strcmp(key, "xdev") == 0) job.xdev = strcmp(v, "1") == 0;
+    else if (strcmp(key, "count") == 0) job.count = strcmp(v, "1") == 0;
+    else if (strcmp(key, "progress") == 0) job.progress = strtoul(v, NULL, 10);
+    else if (strcmp(key, "workers") == 0) {
+      job.workers = (unsigned)strtoul(v, NULL, 10);
+      bad = job.workers < 1 || job.workers > 16;
+    }
+    else if (strcmp(key, "uid") == 0) bad = add_extent(&job.uid, v);
+    else if (strcmp(key, "gid") == 0) bad = add_extent(&job.gid, v);
+    else if (strcmp(key, "unmapped") == 0) {
+      if (strcmp(v, "error") == 0) job.unmapped = UNMAPPED_ERROR;
+      else if (strcmp(v, "skip") == 0) job.unmapped = UNMAPPED_SKIP;
+      else if (strcmp(v, "overflow") == 0) job.unmapped = UNMAPPED_OVERFLOW;
+      else bad = 1;
+    } else if (strcmp(key, "overflow") == 0) {
+      const char *rest;
+      bad = parse_u32(v, ':', &rest, &job.overflow_uid) < 0 || parse_u32(rest, '\0', NULL, &job.overflow_gid) < 0;
+    } else if (strcmp(key, "outside") == 0) {
+      const char *rest;
+      job.have_outside = 1;
+      bad = parse_u32(v, ':', &rest, &job.outside_uid) < 0 || parse_u32(rest, '\0', NULL, &job.outside_gid) < 0;
+    } else if (strcmp(key, "v2root") == 0) {
+      if (strcmp(v, "none") == 0) job.have_v2root = 0;
+      else bad = parse_u32(v, '\0', NULL, &job.v2root) < 0;
+    } else bad = 1;
+    if (bad) {
+      *eq = '=';
+      return bad_job(tok);
+    }
+  }
+  if (job.root == NULL) return bad_job("root= is missing");
+  qsort(job.uid.e, job.uid.n, sizeof *job.uid.e, cmp_extent);
+  qsort(job.gid.e, job.gid.n, sizeof *job.gid.e, cmp_extent);
+  return 0;
+}
+
+static void write_summary(void) {
+  char b[256];
+  int n = snprintf(b, sizeof b, "S\t%u\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t", worker_id, stats.seen, stats.changed,
+                   stats.hardlinks, stats.mountpoints, stats.errors, stats.unmapped);
+  put(b, (size_t)n);
+  if (stats.have_maxuid) put_u(stats.maxuid);
+  else put("-", 1);
+  put("\t", 1);
+  if (stats.have_maxgid) put_u(stats.maxgid);
+  else put("-", 1);
+  put("\n", 1);
+  flush_out();
+}
+
+int tree_walk_main(void) {
+  size_t len = 0, cap = 4096;
+  char *text = malloc(cap + 1);
+  if (text == NULL) return 1;
+  for (;;) {
+    if (len == cap) {
+      cap *= 2;
+      text = realloc(text, cap + 1);
+      if (text == NULL) return 1;
+    }
+    ssize_t r = read(0, text + len, cap - len);
+    if (r == 0) break;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    len += (size_t)r;
+  }
+  text[len] = '\0';
+  if (parse_job(text, len) != 0) return 1;
+
+  /* Deep trees hold one directory fd per level. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  struct blob *blobs[] = {&acl_access, &acl_default, &capability};
+  for (size_t i = 0; i < 3; i++) {
+    blobs[i]->cap = 256;
+    blobs[i]->data = malloc(blobs[i]->cap);
+    if (blobs[i]->data == NULL) return 1;
+  }
+  names_cap = 1024;
+  names_buf = malloc(names_cap);
+  if (names_buf == NULL) return 1;
+  path = malloc(256);
+  if (path == NULL) return 1;
+  path_cap = 256;
+  path[0] = '\0';
+  int rootfd = open(job.root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (rootfd < 0) {
+    record_error("open", errno);
+  } else {
+    struct stat st;
+    if (fstat(rootfd, &st) < 0) {
+      record_error("lstat", errno);
+    } else {
+      root_dev = st.st_dev;
+      if (job.count) {
+        /* A new open file description: a dup would share (and exhaust) the directory offset. */
+        int again = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        unsigned long long total = again >= 0 ? count_dir(again, 0) + 1 : 0;
+        puts_("T\t");
+        put_u(total);
+        put("\n", 1);
+        flush_out();
+      }
+      pid_t children[16];
+      unsigned forked = 0;
+      flush_out(); /* nothing buffered may be written twice */
+      for (unsigned w = 1; w < job.workers; w++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+          record_error("fork", errno);
+          break;
+        }
+        if (pid == 0) {
+          worker_id = w;
+          forked = 0;
+          prctl(PR_SET_PDEATHSIG, SIGKILL);
+          /* Its own open file description of the root: the offset of a shared one moves for all. */
+          int own = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+          if (own < 0) {
+            record_error("open", errno);
+            write_summary();
+            _exit(0);
+          }
+          close(rootfd);
+          rootfd = own;
+          break;
+        }
+        children[forked++] = pid;
+      }
+      /* The root itself belongs to worker 0. */
+      if (worker_id == 0 ? visit(rootfd, NULL, &st) : 1) {
+        walk_dir(rootfd, 0);
+        rootfd = -1;
+      }
+      if (rootfd >= 0) close(rootfd);
+      rootfd = -1;
+      write_summary();
+      for (unsigned c = 0; c < forked; c++) {
+        int status;
+        while (waitpid(children[c], &status, 0) < 0 && errno == EINTR) {
+        }
+      }
+      return 0;
+    }
+    if (rootfd >= 0) close(rootfd);
+  }
+  /* No walk at all: one (empty) summary per worker, as the reader expects. */
+  for (worker_id = 0; worker_id < job.workers; worker_id++) write_summary();
+  return 0;
+}

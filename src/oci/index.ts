@@ -1,0 +1,341 @@
+/**
+ * ID maps for OCI bundles (runc, crun, podman) and Kubernetes per-pod userns records:
+ * `userns oci` and its API.
+ *
+ *   import { fillOciConfig, checkOciConfig } from 'userns/oci';
+ *   await fillOciConfig('bundle/config.json', { allocate: 'size=65536', idmapMounts: ['/data'] });
+ *   await checkOciConfig('bundle/config.json');   // throws OciError naming the JSON path
+ *
+ * The maps are resolved as `userns run` resolves them (modes, podman syntax, the allocation
+ * registry), cut at this namespace's own extents (a nested caller), checked as the kernel, the
+ * runtime and newuidmap would, and written atomically into the file, which keeps every other
+ * byte (see json-edit.ts).
+ */
+import { chmodSync, chownSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { UsernsError } from '../errors.js';
+import type { Extent } from '../idmap/extent.js';
+import { byKind } from '../idmap/formats/kinds.js';
+import { parseKubernetesUserns } from '../idmap/formats/kubernetes.js';
+import { IdMap } from '../idmap/idmap.js';
+import type { MapSpec } from '../spawn/modes.js';
+import type { SpawnOptions } from '../spawn/spawn.js';
+import { isPrivileged, ownMap, pageSize } from '../spawn/system.js';
+import { writeFileAtomic } from '../store/atomic.js';
+import {
+  type BundleFormat,
+  type CheckEnvironment,
+  type CheckReport,
+  checkConfigText,
+  fillConfigText,
+  newKubernetesRecord,
+  OciError,
+} from './config.js';
+
+export * from './config.js';
+
+export interface OciOptions {
+  /** The file's format (default: detected; required to create a Kubernetes record). */
+  format?: BundleFormat;
+  /** Cut the maps at this namespace's extents (default true), as `userns run` does. */
+  noSplit?: boolean;
+}
+
+export interface OciFillOptions extends OciOptions {
+  /** A mode ('auto' by default, 'self', 'keep-id', 'identity') or 'auto:size=N,…' (= allocate). */
+  userns?: SpawnOptions['userns'];
+  /** podman syntax, a mode, or an IdMap; outside IDs = IDs of the namespace the runtime runs in. */
+  uidMap?: MapSpec;
+  /** Default: the uid map's spec. */
+  gidMap?: MapSpec;
+  /** The maps of a Kubernetes userns record (a file path). */
+  fromKubernetes?: string;
+  /**
+   * Take the maps from the allocation registry: true, or podman's auto options
+   * `size=N[,policy=P][,uidmapping=M][,gidmapping=M]`. The allocation is named `allocationName`
+   * (default: the bundle's directory name); an allocation of that name is reused, so filling a
+   * bundle again keeps its IDs. It stays until `userns alloc release NAME`.
+   */
+  allocate?: boolean | string;
+  allocationName?: string;
+  /** State root of the allocation registry. */
+  stateRoot?: string;
+  /** Mount destinations to idmap with the container's maps (mount uidMappings/gidMappings + `idmap`). */
+  idmapMounts?: readonly string[];
+  /** Validate only: compute and check the result, write nothing, allocate nothing. */
+  check?: boolean;
+  /** Unprivileged modes without subordinate IDs: map only the caller (with a warning). */
+  fallback?: 'none' | 'single';
+}
+
+export interface OciResult {
+  /** The file (a bundle directory resolves to its config.json). */
+  file: string;
+  format: BundleFormat;
+  /** The file was (or, with check, would be) changed. */
+  changed: boolean;
+  written: boolean;
+  /** What was filled, e.g. "linux.uidMappings", "user namespace added", "idmapped mount /data". */
+  changes: string[];
+  report: CheckReport;
+  /** The allocation the maps came from, and whether it existed already. */
+  allocation: { id: string; name: string; size: number; reused: boolean } | null;
+  warnings: string[];
+}
+
+/** A bundle directory means its config.json. */
+export function configPath(path: string): string {
+  try {
+    if (statSync(path).isDirectory()) return join(path, 'config.json');
+  } catch {
+    // a file that does not exist yet (Kubernetes record) or an error reported on reading
+  }
+  return path;
+}
+
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new OciError('OCI_READ_FAILED', `cannot read ${file}: ${(error as Error).message}`, {
+      hint:
+        code === 'ENOENT'
+          ? "give BUNDLE/config.json (make one with 'runc spec --rootless'), or --format kubernetes to create a Kubernetes record"
+          : 'check the path and its permissions',
+      data: { file, errno: code },
+    });
+  }
+}
+
+/** The environment maps are checked in: this namespace, this caller. */
+async function checkEnvironment(privileged: boolean): Promise<CheckEnvironment> {
+  const env: CheckEnvironment = {
+    parent: { uid: ownMap('uid'), gid: ownMap('gid') },
+    privileged,
+    pageSize: pageSize(),
+    uid: process.geteuid?.() ?? 0,
+    gid: process.getegid?.() ?? 0,
+  };
+  if (!privileged) {
+    const { currentUser, subordinateRanges } = await import('../spawn/system.js');
+    const user = await currentUser();
+    const [u, g] = await Promise.all([subordinateRanges(user, 'uid'), subordinateRanges(user, 'gid')]);
+    env.subuid = u.ranges;
+    env.subgid = g.ranges;
+  }
+  return env;
+}
+
+/** Checks a config.json or Kubernetes record as it is (see checkConfigText). */
+export async function checkOciConfig(path: string, options: OciOptions = {}): Promise<CheckReport> {
+  const file = configPath(path);
+  const text = readText(file);
+  return checkConfigText(text, file, await checkEnvironment(isPrivileged()), options.format);
+}
+
+interface Resolved {
+  uid: IdMap;
+  gid: IdMap;
+  allocation: OciResult['allocation'];
+  release: () => Promise<void>;
+  warnings: string[];
+}
+
+function allocationNameFor(file: string, explicit: string | undefined): string {
+  if (explicit !== undefined) return explicit;
+  let dir: string;
+  try {
+    dir = dirname(realpathSync(file));
+  } catch {
+    dir = dirname(file);
+  }
+  return basename(dir);
+}
+
+async function fromRegistry(file: string, options: OciFillOptions, autoOptions: string): Promise<Resolved> {
+  const alloc = await import('../alloc/index.js');
+  const { validateName } = await import('../store/names.js');
+  const request = alloc.parseAutoUserns(autoOptions === '' ? 'auto' : `auto:${autoOptions}`)!;
+  const name = allocationNameFor(file, options.allocationName);
+  try {
+    validateName(name, 'allocation name');
+  } catch (error) {
+    throw new OciError('OCI_INVALID_NAME', `${(error as Error).message} (the bundle's directory name)`, {
+      hint: 'name the allocation yourself: --name NAME',
+      data: { file, name },
+    });
+  }
+  const location = options.stateRoot === undefined ? {} : { root: options.stateRoot };
+  const toResult = (
+    a: { id: string; name: string; size: number; uidMap: Extent[]; gidMap: Extent[] },
+    reused: boolean,
+  ) => ({
+    uid: new IdMap(a.uidMap),
+    gid: new IdMap(a.gidMap),
+    allocation: { id: a.id, name: a.name, size: a.size, reused },
+    warnings: [],
+  });
+  try {
+    const a = await alloc.allocate({ ...request, ...location, name });
+    return {
+      ...toResult(a, false),
+      release: async () => void (await alloc.releaseAllocation(a.id, location)),
+    };
+  } catch (error) {
+    if (!(error instanceof UsernsError) || error.code !== alloc.ALLOC_NAME_TAKEN) throw error;
+  }
+  const existing = (await alloc.listAllocations(location)).find((a) => a.name === name);
+  if (existing === undefined)
+    throw new OciError('OCI_ALLOCATION_GONE', `allocation ${name} vanished while it was looked up`);
+  if (request.size !== undefined && request.size !== existing.size) {
+    throw new OciError(
+      'OCI_ALLOCATION_MISMATCH',
+      `allocation ${name} (${existing.id}) exists with ${existing.size} IDs, not the ${request.size} asked for`,
+      {
+        hint: `release it first (userns alloc release ${name}), or ask for its size`,
+        data: { name, id: existing.id, size: existing.size },
+      },
+    );
+  }
+  return { ...toResult(existing, true), release: async () => {} };
+}
+
+async function resolveMaps(file: string, options: OciFillOptions, privileged: boolean): Promise<Resolved> {
+  const mode = options.userns;
+  if (options.allocate !== undefined && options.allocate !== false) {
+    return fromRegistry(file, options, options.allocate === true ? '' : options.allocate);
+  }
+  if (mode?.startsWith('auto:')) return fromRegistry(file, options, mode.slice(5));
+  if (options.fromKubernetes !== undefined) {
+    const source = options.fromKubernetes;
+    const { uid, gid } = byKind(parseKubernetesUserns(readText(source), { source }));
+    return {
+      uid: new IdMap(uid),
+      gid: new IdMap(gid),
+      allocation: null,
+      release: async () => {},
+      warnings: [],
+    };
+  }
+  const { modeContext, needsSubordinate, resolveMapSpec, isMode } = await import('../spawn/modes.js');
+  const uidSpec = options.uidMap;
+  const gidSpec = options.gidMap ?? options.uidMap;
+  const ctx = await modeContext({ subordinate: needsSubordinate([uidSpec, gidSpec], privileged) });
+  ctx.privileged = privileged;
+  ctx.fallback = options.fallback ?? 'none';
+  ctx.warnings = [];
+  const fallbackMode = mode !== undefined && isMode(mode) ? mode : 'auto';
+  const [uid, gid] = await Promise.all([
+    resolveMapSpec(uidSpec, 'uid', ctx, fallbackMode),
+    resolveMapSpec(gidSpec, 'gid', ctx, fallbackMode),
+  ]);
+  return { uid, gid, allocation: null, release: async () => {}, warnings: ctx.warnings };
+}
+
+/**
+ * Fills the ID maps of an OCI config.json (or a Kubernetes userns record) and writes it
+ * atomically, keeping every other field, its order and the file's layout. Throws (writing
+ * nothing, and releasing an allocation it made) when the maps or the resulting file would be
+ * refused: OciError, MapError NOT_MAPPED_IN_PARENT, NewIdmapError, AllocError, ParseError.
+ */
+export async function fillOciConfig(path: string, options: OciFillOptions = {}): Promise<OciResult> {
+  const file = configPath(path);
+  const privileged = isPrivileged();
+  let original: string | undefined;
+  try {
+    original = readText(file);
+  } catch (error) {
+    // A Kubernetes record may be created.
+    if (!(options.format === 'kubernetes' && (error as UsernsError).data?.errno === 'ENOENT')) throw error;
+  }
+  if (options.check && (options.allocate || options.userns?.startsWith('auto:'))) {
+    throw new OciError('OCI_CHECK_ALLOCATE', '--check validates only; it does not allocate', {
+      hint: 'allocate without --check, or check the file as it is',
+    });
+  }
+  const resolved = await resolveMaps(file, options, privileged);
+  try {
+    const { planMaps } = await import('../spawn/write-maps.js');
+    // Split and validated as `userns run` would write them (throws MAP_WRITE_FAILED, NOT_MAPPED_IN_PARENT).
+    const plan = await planMaps(resolved.uid, resolved.gid, {
+      privileged,
+      ...(options.noSplit ? { noSplit: true } : {}),
+    });
+    const maps = {
+      uid: plan.uidMap.extents,
+      gid: plan.gidMap.extents,
+      idmapMounts: options.idmapMounts ?? [],
+    };
+    let text: string;
+    let changes: string[];
+    if (original === undefined) {
+      if ((options.idmapMounts ?? []).length > 0) {
+        throw new OciError(
+          'OCI_MOUNT_NOT_FOUND',
+          `${file}: a Kubernetes userns record has no mounts to idmap`,
+          {
+            hint: '--idmap-mount is for OCI config.json files',
+            data: { file },
+          },
+        );
+      }
+      text = newKubernetesRecord(maps);
+      changes = ['uidMappings', 'gidMappings', 'created'];
+    } else {
+      ({ text, changes } = fillConfigText(original, maps, file, options.format));
+    }
+    const report = checkConfigText(text, file, await checkEnvironment(privileged), options.format);
+    const changed = text !== original;
+    let written = false;
+    if (changed && !options.check) {
+      writeConfig(file, text);
+      written = true;
+    }
+    return {
+      file,
+      format: report.format,
+      changed,
+      written,
+      changes,
+      report,
+      allocation: resolved.allocation,
+      warnings: [...resolved.warnings, ...report.warnings],
+    };
+  } catch (error) {
+    await resolved.release().catch(() => {});
+    throw error;
+  }
+}
+
+/** Atomic replace (temp + fsync + rename), keeping the file's mode and owner. */
+function writeConfig(file: string, text: string): void {
+  let target = file;
+  let mode = 0o644;
+  let owner: { uid: number; gid: number } | undefined;
+  try {
+    target = realpathSync(file); // a symlinked config.json: replace the file it points to
+    const st = statSync(target);
+    mode = st.mode & 0o7777;
+    owner = { uid: st.uid, gid: st.gid };
+  } catch {
+    // a new file
+  }
+  try {
+    writeFileAtomic(target, text, mode);
+    const st = statSync(target);
+    if ((st.mode & 0o7777) !== mode) chmodSync(target, mode); // the umask
+    if (owner !== undefined && (st.uid !== owner.uid || st.gid !== owner.gid)) {
+      try {
+        chownSync(target, owner.uid, owner.gid);
+      } catch {
+        // not permitted (unprivileged): the file is ours now, as any editor would leave it
+      }
+    }
+  } catch (error) {
+    throw new OciError('OCI_WRITE_FAILED', `cannot write ${target}: ${(error as Error).message}`, {
+      hint: 'the directory must be writable (the file is replaced by a rename)',
+      data: { file: target, errno: (error as NodeJS.ErrnoException).code ?? null },
+    });
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * Re-executing the running Node program inside a user namespace (buildah's
+ * `MaybeReexecUsingUserNamespace`), so that the whole program runs as root over the caller's
+ * subordinate IDs:
+ *
+ *   import { reexecInUserNamespace } from 'userns/reexec';
+ *   const ns = await reexecInUserNamespace();   // outside: never returns (exits like the child)
+ *   // from here on: inside, uid 0, ns.uidMap = the maps in force
+ *
+ * Outside, the program is run again — `process.execPath` with the same `execArgv`, arguments,
+ * environment, working directory and stdio — by `spawn()` in a new user and mount namespace (or,
+ * with `namespace`, by joining a named namespace), signals are forwarded, and the process exits
+ * like the child. Inside, the call returns at once.
+ *
+ * "Inside" is told by an environment marker AND the namespace itself: the marker records the
+ * inode of the user namespace the program was re-executed FROM, so a marker that leaked into a
+ * process outside (same user namespace as the one it names) is ignored and the program is
+ * re-executed again. A program in the named namespace it asks to join is inside too.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { readlinkSync, statSync } from 'node:fs';
+import { constants } from 'node:os';
+import { UsernsError } from '../errors.js';
+import type { IdMap } from '../idmap/idmap.js';
+import type { Namespace } from '../native/helper.js';
+import type { MapSpec } from '../spawn/modes.js';
+import type { SpawnOptions } from '../spawn/spawn.js';
+import { isPrivileged, readProcMap, readSetgroups } from '../spawn/system.js';
+
+/** The environment variable that marks a re-executed program. */
+export const REEXEC_ENV = 'USERNS_REEXEC';
+
+/** Signals forwarded to the re-executed program (as `userns run` does). */
+export const FORWARDED_SIGNALS = [
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGQUIT',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGWINCH',
+] as const;
+
+/**
+ * Code REEXEC_UNSUPPORTED: the program was read from standard input and cannot be run again.
+ * Failures to set up the namespace keep their own types and codes (SpawnError, NewIdmapError,
+ * MapError, NamespaceError, AllocError: e.g. NO_SUBORDINATE_IDS, NEWUIDMAP_MISSING, NS_STALE).
+ */
+export class ReexecError extends UsernsError {}
+
+export interface ReexecOptions {
+  /**
+   * How to map IDs (as `spawn()`): 'auto' (default; root: every ID, others: 0 = you, 1… = your
+   * subordinate ranges), 'self', 'keep-id', 'identity', or 'auto:size=N[,…]' for a range from the
+   * allocation registry (released when the program ends).
+   */
+  userns?: SpawnOptions['userns'];
+  uidMap?: MapSpec;
+  gidMap?: MapSpec;
+  /** Namespaces created besides the user namespace (default ['mount']; [] for none). */
+  namespaces?: readonly Exclude<Namespace, 'user'>[];
+  setgroups?: 'allow' | 'deny';
+  noSplit?: boolean;
+  fallback?: 'none' | 'single';
+  newuidmap?: string;
+  newgidmap?: string;
+  /** State root of the allocation registry (auto:…) or of the named namespace (`namespace`). */
+  stateRoot?: string;
+  /** Join this named namespace (`userns create NAME`) instead of creating one. */
+  namespace?: string;
+  /**
+   * What the launcher does when the program is killed by a signal: 'exit' (default) exits with
+   * 128 + the signal number, as shells and `userns run` report it; 'reraise' kills itself with
+   * the same signal (default action), so that its own parent sees the signal, falling back to
+   * 128 + N when the signal does not terminate Node (e.g. SIGPIPE, which Node ignores).
+   */
+  onSignal?: 'exit' | 'reraise';
+  /** As root, run on in place (no user namespace) instead of re-executing. Default false. */
+  skipIfPrivileged?: boolean;
+  /** Extra environment for the re-executed program (added to process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Called with each warning of the map setup (fallbacks); default: printed to stderr. */
+  onWarning?: (message: string) => void;
+  /**
+   * Called in the launcher once the child ended, before exiting; default process.exit. The
+   * launcher's promise never settles when exit returns (tests pass a recorder).
+   */
+  exit?: (code: number, signal: NodeJS.Signals | null) => void;
+  helperPath?: string;
+}
+
+/** What the program knows once inside. */
+export interface ReexecInfo {
+  /** True: this process runs in the user namespace it was re-executed into. */
+  inside: boolean;
+  /** False when `skipIfPrivileged` let a privileged program run on without a namespace. */
+  reexecuted: boolean;
+  /** The maps in force (/proc/self/{uid,gid}_map: outside = IDs of the launcher's namespace). */
+  uidMap: IdMap;
+  gidMap: IdMap;
+  setgroups: 'allow' | 'deny';
+  /** The launcher ran without CAP_SETUID/CAP_SETGID (maps came through newuidmap/newgidmap). */
+  rootless: boolean;
+  /** The launcher's effective uid and gid (IDs of its namespace; buildah's GetRootlessUID). */
+  launcherUid: number;
+  launcherGid: number;
+  /** The launcher's PID (in its namespace), or null when unknown. */
+  launcherPid: number | null;
+  /** The named namespace joined, or null. */
+  namespace: string | null;
+  /** Inode of the user namespace this process runs in. */
+  userNamespace: number;
+}
+
+/** The marker's content (JSON in $USERNS_REEXEC). */
+interface Marker {
+  v: 1;
+  /** Inode of the launcher's user namespace. */
+  from: number;
+  uid: number;
+  gid: number;
+  rootless: boolean;
+  pid: number;
+  ns: string | null;
+}
+
+function userNamespaceInode(): number {
+  return statSync('/proc/self/ns/user').ino;
+}
+
+function parseMarker(text: string | undefined): Marker | undefined {
+  if (text === undefined || text === '') return undefined;
+  try {
+    const m = JSON.parse(text) as Partial<Marker>;
+    if (
+      m.v === 1 &&
+      typeof m.from === 'number' &&
+      typeof m.uid === 'number' &&
+      typeof m.gid === 'number' &&
+      typeof m.rootless === 'boolean' &&
+      typeof m.pid === 'number' &&
+      (m.ns === null || typeof m.ns === 'string')
+    )
+      return m as Marker;
+  } catch {
+    // not ours: treated as absent
+  }
+  return undefined;
+}
+
+function info(marker: Marker | undefined, inode: number, reexecuted: boolean): ReexecInfo {
+  const euid = process.geteuid?.() ?? 0;
+  const egid = process.getegid?.() ?? 0;
+  return {
+    inside: reexecuted,
+    reexecuted,
+    uidMap: readProcMap('self', 'uid'),
+    gidMap: readProcMap('self', 'gid'),
+    setgroups: readSetgroups('self'),
+    rootless: marker?.rootless ?? !isPrivileged(),
+    launcherUid: marker?.uid ?? euid,
+    launcherGid: marker?.gid ?? egid,
+    launcherPid: marker?.pid ?? null,
+    namespace: marker?.ns ?? null,
+    userNamespace: inode,
+  };
+}
+
+/**
+ * Whether this process already runs inside (a re-executed program): its marker, checked
+ * against the user namespace it runs in. Undefined outside. Synchronous and cheap (one stat,
+ * and the maps read only when inside).
+ */
+export function reexecInfo(env: NodeJS.ProcessEnv = process.env): ReexecInfo | undefined {
+  const marker = parseMarker(env[REEXEC_ENV]);
+  if (marker === undefined) return undefined;
+  const inode = userNamespaceInode();
+  // The marker names the namespace we were launched FROM: still being there means it leaked.
+  if (inode === marker.from) return undefined;
+  return info(marker, inode, true);
+}
+
+/** The command line that runs this program again: node, its flags, the script and its arguments. */
+export function reexecArgv(): string[] {
+  const script = process.argv[1];
+  const evaluated = process.execArgv.some((a) => /^(-e|--eval|-p|--print)(=|$)/.test(a));
+  if (!evaluated && (script === undefined || script === '-')) {
+    throw new ReexecError(
+      'REEXEC_UNSUPPORTED',
+      'this program was read from standard input and cannot be run again',
+      {
+        hint: 'run it from a file (node program.js) or with -e',
+      },
+    );
+  }
+  return [...process.execArgv, ...process.argv.slice(1)];
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  return constants.signals[signal] ?? 0;
+}
+
+/** The launcher's exit: the child's status, or 128 + N / the same signal when it was killed. */
+function finish(
+  options: ReexecOptions,
+  exitCode: number | null,
+  signal: NodeJS.Signals | null,
+  handlers: Map<string, () => void>,
+): void {
+  for (const [s, h] of handlers) process.off(s, h);
+  const code = signal === null ? (exitCode ?? 1) : 128 + signalNumber(signal);
+  if (options.exit !== undefined) {
+    options.exit(code, signal);
+    return;
+  }
+  if (signal !== null && options.onSignal === 'reraise' && signal !== 'SIGKILL' && signal !== 'SIGSTOP') {
+    // Default action restored by removing our handlers above; Node keeps SIGPIPE ignored.
+    try {
+      process.kill(process.pid, signal);
+    } catch {
+      // fall through to the exit status
+    }
+    // A terminating signal is delivered before kill() returns to us; if we are still here, it did not.
+  } else if (signal === 'SIGKILL' && options.onSignal === 'reraise') {
+    process.kill(process.pid, 'SIGKILL');
+  }
+  process.exit(code);
+}
+
+async function namedUserNamespace(name: string, root: string | undefined): Promise<number | undefined> {
+  const { inspectNamespace } = await import('../store/namespaces.js');
+  const state = (await inspectNamespace(name, root === undefined ? {} : { root })).state;
+  return state?.namespaces.find((n) => n.type === 'user')?.inode;
+}
+
+type Child = ChildProcess & Promise<{ exitCode: number | null; signal: NodeJS.Signals | null }>;
+
+/** Starts the program again: in a named namespace, or by spawn() in new namespaces. */
+async function startChild(
+  options: ReexecOptions,
+  argv: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ child: Child }> {
+  if (options.namespace !== undefined) {
+    const { spawnInNamespace } = await import('../store/namespaces.js');
+    const child = spawnInNamespace(options.namespace, process.execPath, argv, {
+      env,
+      stdio: 'inherit',
+      ...(options.stateRoot === undefined ? {} : { root: options.stateRoot }),
+      ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+    });
+    return { child };
+  }
+  const { spawn } = await import('../spawn/spawn.js');
+  const spawnOptions: SpawnOptions = {
+    namespaces: options.namespaces ?? ['mount'],
+    env,
+    stdio: 'inherit',
+    onWarning: options.onWarning ?? ((m) => process.stderr.write(`userns: warning: ${m}\n`)),
+  };
+  for (const key of PASSED_ON) {
+    if (options[key] !== undefined) (spawnOptions as Record<string, unknown>)[key] = options[key];
+  }
+  return { child: spawn(process.execPath, argv, spawnOptions) };
+}
+
+/** ReexecOptions handed to spawn() unchanged. */
+const PASSED_ON = [
+  'userns',
+  'uidMap',
+  'gidMap',
+  'setgroups',
+  'noSplit',
+  'fallback',
+  'newuidmap',
+  'newgidmap',
+  'stateRoot',
+  'helperPath',
+] as const;
+
+/**
+ * Runs this Node program again inside a user namespace, unless it already is there.
+ *
+ * Inside (a re-executed program, or one already in the named namespace `namespace`): resolves
+ * at once with what it knows. Outside: starts the program again in a new user (and mount)
+ * namespace with the `auto` maps or the given ones (or in the named namespace), forwards
+ * SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH, and exits with the child's
+ * status (128 + N when killed by signal N, or the same signal with `onSignal: 'reraise'`); the
+ * returned promise then never settles. Rejects with the typed error of the setup (SpawnError,
+ * NewIdmapError, MapError, NamespaceError, AllocError, each with its stable code) when the
+ * namespace cannot be set up; nothing has run then, and the program may carry on without it.
+ */
+export async function reexecInUserNamespace(options: ReexecOptions = {}): Promise<ReexecInfo> {
+  const inside = reexecInfo();
+  if (inside !== undefined) return inside;
+  const inode = userNamespaceInode();
+  const privileged = isPrivileged();
+  if (options.namespace !== undefined) {
+    const target = await namedUserNamespace(options.namespace, options.stateRoot).catch(() => undefined);
+    if (target === inode) {
+      // Already in it (e.g. started by `userns exec NAME`): nothing to do.
+      return { ...info(undefined, inode, true), namespace: options.namespace };
+    }
+  } else if (privileged && options.skipIfPrivileged) {
+    return info(undefined, inode, false);
+  }
+
+  const marker: Marker = {
+    v: 1,
+    from: inode,
+    uid: process.geteuid?.() ?? 0,
+    gid: process.getegid?.() ?? 0,
+    rootless: !privileged,
+    pid: process.pid,
+    ns: options.namespace ?? null,
+  };
+  const env = { ...process.env, ...options.env, [REEXEC_ENV]: JSON.stringify(marker) };
+  const argv = reexecArgv();
+  const handlers = new Map<string, () => void>();
+  // Wrapped: the ChildProcess is itself a promise, which `await` would unwrap.
+  const { child } = await startChild(options, argv, env);
+  const received: { signal: NodeJS.Signals | null } = { signal: null };
+  for (const signal of FORWARDED_SIGNALS) {
+    const handler = () => {
+      received.signal = signal;
+      child.kill(signal);
+    };
+    handlers.set(signal, handler);
+    process.on(signal, handler);
+  }
+  let result: { exitCode: number | null; signal: NodeJS.Signals | null };
+  try {
+    result = await child;
+  } catch (error) {
+    if (received.signal !== null) {
+      // Killed during setup by a signal we forwarded: exit as if the program had been.
+      finish(options, null, received.signal, handlers);
+      return new Promise<never>(() => {});
+    }
+    for (const [s, h] of handlers) process.off(s, h);
+    throw error;
+  }
+  finish(options, result.exitCode, result.signal, handlers);
+  return new Promise<never>(() => {});
+}
+
+/** For diagnostics: the user namespace of a process as `user:[INODE]`. */
+export function userNamespaceOf(pid: number | 'self' = 'self'): string {
+  return readlinkSync(`/proc/${pid}/ns/user`);
+}

@@ -1,0 +1,100 @@
+/**
+ * The arithmetic of a shift (pure): which outside ID every outside ID becomes, the protective
+ * user namespace the walk runs in, and the tables the walk looks IDs up in, expressed in the
+ * IDs the walk sees from inside that namespace.
+ */
+import { UsernsError } from '../errors.js';
+import { compose } from '../idmap/compose.js';
+import { type Extent, extent } from '../idmap/extent.js';
+import type { IdMap } from '../idmap/idmap.js';
+import { normalize } from '../idmap/normalize.js';
+import { type IdRange, outsideRanges, unionRanges } from '../idmap/ranges.js';
+import type { Translation } from './tree-walk.js';
+
+/** The kernel's limit of lines in one uid_map/gid_map write (linux-idmap-rules.md §1). */
+export const MAX_MAP_EXTENTS = 340;
+const ID_LIMIT = 4294967295; // (u32)-1 is never an ID
+
+export class ShiftPlanError extends UsernsError {}
+
+/**
+ * Outside→outside translation of a shift: an ID that `from` shows as inside ID i becomes the
+ * outside ID that `to` gives i. IDs `from` does not map, or whose inside ID `to` does not map,
+ * have no entry. Inside = old outside ID, outside = new outside ID.
+ */
+export function shiftTranslation(from: IdMap, to: IdMap): IdMap {
+  return normalize(compose(from.invert(), to));
+}
+
+/**
+ * The map of the protective user namespace: exactly the outside IDs in `ranges`, packed into
+ * inside IDs from 1 up, skipping the inside IDs in `avoid`. Inside 0 stays unmapped, so a
+ * v1/v2 file capability (root ID 0 of an ancestor) is told apart from every mapped root ID, and
+ * the overflow IDs stay unmapped, so an owner shown as the overflow ID is always "outside the
+ * ranges" (the kernel shows every unmapped owner that way).
+ */
+export function protectiveMap(ranges: readonly IdRange[], avoid: readonly number[]): IdMap {
+  const skip = [...new Set([0, ...avoid])].sort((a, b) => a - b);
+  const out: Extent[] = [];
+  let inside = 0;
+  let skipAt = 0;
+  const nextFree = () => {
+    while (skipAt < skip.length && skip[skipAt]! < inside) skipAt++;
+    while (skipAt < skip.length && skip[skipAt] === inside) {
+      inside++;
+      skipAt++;
+    }
+  };
+  for (const r of unionRanges(ranges)) {
+    let start = r.start;
+    let left = r.count;
+    while (left > 0) {
+      nextFree();
+      const limit = skipAt < skip.length ? skip[skipAt]! : ID_LIMIT;
+      const count = Math.min(left, limit - inside);
+      if (count <= 0) {
+        throw new ShiftPlanError(
+          'PROTECTIVE_MAP_TOO_LARGE',
+          'the source and target ranges together are too large for a protective user namespace',
+          { hint: 'shift with --no-userns (as root), or with smaller ranges' },
+        );
+      }
+      out.push(extent(inside, start, count));
+      inside += count;
+      start += count;
+      left -= count;
+    }
+  }
+  const map = normalize(out);
+  if (map.length > MAX_MAP_EXTENTS) {
+    throw new ShiftPlanError(
+      'PROTECTIVE_MAP_TOO_LARGE',
+      `the source and target ranges need ${map.length} map lines; the kernel takes at most ${MAX_MAP_EXTENTS}`,
+      { hint: 'shift with --no-userns (as root), or with fewer, larger ranges' },
+    );
+  }
+  return map;
+}
+
+/** A map (inside → outside) as the walk's translation table. */
+export function tableOf(map: IdMap): Translation[] {
+  return map.extents.map((e) => ({ from: e.inside, to: e.outside, count: e.count }));
+}
+
+/**
+ * The translation as the walk sees it from inside the protective namespace `view` (inside =
+ * what stat shows there, outside = the caller's IDs): view ID → caller ID → new caller ID →
+ * view ID.
+ */
+export function viewTranslation(translation: IdMap, view: IdMap): IdMap {
+  return normalize(compose(compose(view, translation), view.invert()));
+}
+
+/** Every outside ID a shift reads or writes: the outside ranges of both maps. */
+export function touchedRanges(from: IdMap, to: IdMap, extra: readonly number[] = []): IdRange[] {
+  return unionRanges(
+    outsideRanges(from),
+    outsideRanges(to),
+    extra.map((id) => ({ start: id, count: 1 })),
+  );
+}

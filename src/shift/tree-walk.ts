@@ -1,0 +1,306 @@
+/**
+ * Driver of the helper's walk mode (src/native/tree-walk.c): starts the helper, inside a user
+ * namespace with the given maps or in the caller's view, sends the job, and parses the records
+ * it streams back. Pure policy (which tables, what an unmapped ID becomes) is decided by the
+ * callers (shift.ts, fit.ts); this file only speaks the protocol.
+ */
+import { availableParallelism } from 'node:os';
+import { UsernsError } from '../errors.js';
+import type { IdMap } from '../idmap/idmap.js';
+import { launchHelper } from '../native/helper.js';
+import { SpawnError } from '../spawn/errors.js';
+import { type MapWriteOptions, planMaps, writeMaps } from '../spawn/write-maps.js';
+
+/** One extent of a translation table: IDs [from, from+count) become [to, to+count). */
+export interface Translation {
+  from: number;
+  to: number;
+  count: number;
+}
+
+export type UnmappedPolicy = 'error' | 'skip' | 'overflow';
+
+export interface WalkJob {
+  root: string;
+  apply: boolean;
+  list: boolean;
+  uid: readonly Translation[];
+  gid: readonly Translation[];
+  unmapped: UnmappedPolicy;
+  overflow?: { uid: number; gid: number };
+  /** The IDs the walk's namespace shows for owners it does not map (such entries are left alone). */
+  outside?: { uid: number; gid: number };
+  /** The user ID a v1/v2 file capability (no root ID) stands for; null: none is mapped. */
+  v2root: number | null;
+  crossFilesystems: boolean;
+  /** A progress record every N entries (0: none). */
+  progress: number;
+  /** Count the entries first (for an estimate of the time left). */
+  count: boolean;
+  /** Processes walking in parallel (1-16); entries are shared out by inode number. */
+  workers?: number;
+}
+
+export type FileType = 'file' | 'directory' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
+const FILE_TYPES: Record<string, FileType> = {
+  f: 'file',
+  d: 'directory',
+  l: 'symlink',
+  c: 'char',
+  b: 'block',
+  p: 'fifo',
+  s: 'socket',
+};
+
+export type UnmappedKind = 'uid' | 'gid' | 'acl-uid' | 'acl-gid' | 'cap-root';
+
+export type WalkRecord =
+  | { type: 'total'; total: number }
+  /** Totals over all workers so far. */
+  | { type: 'progress'; seen: number; changed: number }
+  | {
+      type: 'change';
+      path: string;
+      fileType: FileType;
+      old: { uid: number; gid: number };
+      new: { uid: number; gid: number };
+      /** What changes: owner, ACL, capability, mode (set-ID bits restored after chown). */
+      what: ('owner' | 'acl' | 'capability' | 'mode')[];
+    }
+  /** id null: a v1/v2 file capability whose root (the initial namespace's root) is not mapped. */
+  | { type: 'unmapped'; kind: UnmappedKind; id: number | null; path: string }
+  | { type: 'error'; op: string; errno: string; path: string }
+  | { type: 'mountpoint'; path: string }
+  | { type: 'hardlink'; path: string };
+
+export interface WalkSummary {
+  seen: number;
+  changed: number;
+  hardlinks: number;
+  mountpoints: number;
+  errors: number;
+  unmapped: number;
+  /** Highest user and group IDs seen (owners, ACL entries, capability roots), null when none. */
+  maxUid: number | null;
+  maxGid: number | null;
+}
+
+export class WalkError extends UsernsError {}
+
+/** Undoes the C side's escaping of paths (\\, \t, \n, \xHH). */
+export function unescapePath(text: string): string {
+  if (!text.includes('\\')) return text;
+  const bytes: number[] = [];
+  const raw = Buffer.from(text, 'utf8');
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (c !== 0x5c || i + 1 >= raw.length) {
+      bytes.push(c);
+      continue;
+    }
+    const next = raw[++i]!;
+    if (next === 0x74) bytes.push(0x09);
+    else if (next === 0x6e) bytes.push(0x0a);
+    else if (next === 0x78 && i + 2 < raw.length) {
+      bytes.push(Number.parseInt(raw.subarray(i + 1, i + 3).toString('latin1'), 16));
+      i += 2;
+    } else bytes.push(next);
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+const WHAT = { o: 'owner', a: 'acl', c: 'capability', m: 'mode' } as const;
+
+type WorkerProgress = { type: 'worker-progress'; worker: number; seen: number; changed: number };
+type WorkerSummary = WalkSummary & { worker: number };
+
+/** Parses one record line; "P" and "S" lines are per worker. */
+export function parseRecord(line: string): WalkRecord | WorkerProgress | WorkerSummary | undefined {
+  const f = line.split('\t');
+  switch (f[0]) {
+    case 'T':
+      return { type: 'total', total: Number(f[1]) };
+    case 'P':
+      return { type: 'worker-progress', worker: Number(f[1]), seen: Number(f[2]), changed: Number(f[3]) };
+    case 'C':
+      return {
+        type: 'change',
+        path: unescapePath(f[1]!),
+        fileType: FILE_TYPES[f[2]!] ?? 'file',
+        old: { uid: Number(f[3]), gid: Number(f[4]) },
+        new: { uid: Number(f[5]), gid: Number(f[6]) },
+        what: [...(f[7] ?? '')].map((c) => WHAT[c as keyof typeof WHAT]).filter((w) => w !== undefined),
+      };
+    case 'U':
+      return {
+        type: 'unmapped',
+        kind: f[1] as UnmappedKind,
+        id: f[2] === '-' ? null : Number(f[2]),
+        path: unescapePath(f[3]!),
+      };
+    case 'E':
+      return { type: 'error', op: f[1]!, errno: f[2]!, path: unescapePath(f[3] ?? '') };
+    case 'M':
+      return { type: 'mountpoint', path: unescapePath(f[1]!) };
+    case 'H':
+      return { type: 'hardlink', path: unescapePath(f[1]!) };
+    case 'S': {
+      const num = (s: string | undefined) => (s === undefined || s === '-' ? null : Number(s));
+      return {
+        worker: Number(f[1]),
+        seen: Number(f[2]),
+        changed: Number(f[3]),
+        hardlinks: Number(f[4]),
+        mountpoints: Number(f[5]),
+        errors: Number(f[6]),
+        unmapped: Number(f[7]),
+        maxUid: num(f[8]),
+        maxGid: num(f[9]),
+      };
+    }
+    default:
+      return undefined;
+  }
+}
+
+function combineSummaries(list: readonly WalkSummary[]): WalkSummary {
+  const max = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : Math.max(a, b));
+  return list.reduce((a, b) => ({
+    seen: a.seen + b.seen,
+    changed: a.changed + b.changed,
+    hardlinks: a.hardlinks + b.hardlinks,
+    mountpoints: a.mountpoints + b.mountpoints,
+    errors: a.errors + b.errors,
+    unmapped: a.unmapped + b.unmapped,
+    maxUid: max(a.maxUid, b.maxUid),
+    maxGid: max(a.maxGid, b.maxGid),
+  }));
+}
+
+/** The default number of walk processes: the CPUs, at most 4 (the disk is shared). */
+export function defaultWorkers(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
+
+/** The job as the helper reads it: NUL-terminated key=value tokens. */
+export function encodeJob(job: WalkJob): Buffer {
+  const tokens = [
+    `root=${job.root}`,
+    `apply=${job.apply ? 1 : 0}`,
+    `list=${job.list ? 1 : 0}`,
+    `unmapped=${job.unmapped}`,
+    `v2root=${job.v2root ?? 'none'}`,
+    `xdev=${job.crossFilesystems ? 1 : 0}`,
+    `progress=${job.progress}`,
+    `count=${job.count ? 1 : 0}`,
+    `workers=${job.workers ?? 1}`,
+  ];
+  if (job.overflow) tokens.push(`overflow=${job.overflow.uid}:${job.overflow.gid}`);
+  if (job.outside) tokens.push(`outside=${job.outside.uid}:${job.outside.gid}`);
+  for (const t of job.uid) tokens.push(`uid=${t.from}:${t.to}:${t.count}`);
+  for (const t of job.gid) tokens.push(`gid=${t.from}:${t.to}:${t.count}`);
+  return Buffer.from(`${tokens.join('\0')}\0`, 'utf8');
+}
+
+export interface WalkNamespace {
+  /** Maps of the walk's user namespace (outside = the caller's IDs). */
+  uid: IdMap;
+  gid: IdMap;
+  mapWrite?: MapWriteOptions;
+}
+
+export interface WalkOptions {
+  /** null: walk in the caller's own view, without a namespace. */
+  namespace: WalkNamespace | null;
+  onRecord?: (record: WalkRecord) => void;
+  helperPath?: string;
+  signal?: AbortSignal;
+}
+
+/** Runs one walk to its end and returns the summary line. */
+export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkSummary> {
+  const ns = options.namespace;
+  // Plan first: a map the kernel (or newuidmap) would refuse is reported before anything starts.
+  const plan = ns ? await planMaps(ns.uid, ns.gid, { noSplit: false, ...ns.mapWrite }) : undefined;
+  const handle = await launchHelper({
+    namespaces: [],
+    command: [],
+    walk: true,
+    noUserns: ns === null,
+    user: null,
+    setgroupsCall: false,
+    stdio: ['pipe', 'pipe', 'ignore'],
+    ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+  });
+  const child = handle.child;
+  const exited = new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode);
+    else child.once('exit', (code) => resolve(code));
+  });
+  try {
+    if (plan) await writeMaps(handle.pid, plan, ns?.mapWrite);
+    await handle.go();
+  } catch (error) {
+    await handle.abort();
+    throw error;
+  }
+  const onAbort = () => child.kill('SIGKILL');
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const summaries: WorkerSummary[] = [];
+  const progress = new Map<number, { seen: number; changed: number }>();
+  let jobError: string | undefined;
+  const stdout = child.stdout!;
+  stdout.setEncoding('utf8');
+  let pending = '';
+  const onLine = (line: string) => {
+    const record = parseRecord(line);
+    if (record === undefined) return;
+    if (!('type' in record)) {
+      summaries.push(record);
+      return;
+    }
+    if (record.type === 'worker-progress') {
+      progress.set(record.worker, { seen: record.seen, changed: record.changed });
+      let seen = 0;
+      let changed = 0;
+      for (const p of progress.values()) {
+        seen += p.seen;
+        changed += p.changed;
+      }
+      options.onRecord?.({ type: 'progress', seen, changed });
+      return;
+    }
+    if (record.type === 'error' && record.op === 'job') jobError = record.path;
+    options.onRecord?.(record);
+  };
+  stdout.on('data', (chunk: string) => {
+    pending += chunk;
+    let start = 0;
+    let nl = pending.indexOf('\n', start);
+    while (nl >= 0) {
+      onLine(pending.slice(start, nl));
+      start = nl + 1;
+      nl = pending.indexOf('\n', start);
+    }
+    pending = pending.slice(start);
+  });
+  const ended = new Promise<void>((resolve) => stdout.once('close', resolve));
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(encodeJob(job));
+  const [code] = await Promise.all([exited, ended]);
+  options.signal?.removeEventListener('abort', onAbort);
+  if (pending !== '') onLine(pending);
+  if (jobError !== undefined) {
+    throw new WalkError('WALK_JOB_INVALID', `the tree walk rejected its job: ${jobError}`);
+  }
+  if (summaries.length !== (job.workers ?? 1)) {
+    throw new SpawnError(
+      'WALK_FAILED',
+      options.signal?.aborted
+        ? 'the tree walk was stopped'
+        : `the tree walk ended early (exit status ${code})`,
+    );
+  }
+  return combineSummaries(summaries);
+}

@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { lchownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { IdMap } from '../../src/idmap/idmap.js';
+import { fitTree } from '../../src/shift/fit.js';
+
+const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
+const map = (count: number) => new IdMap([{ inside: 0, outside: 100000, count }]);
+
+describe('fitTree', { skip: rootOnly }, () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'userns-fit-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  function image(name: string): string {
+    const dir = join(work, name);
+    mkdirSync(join(dir, 'etc'), { recursive: true });
+    mkdirSync(join(dir, 'home/app'), { recursive: true });
+    writeFileSync(
+      join(dir, 'etc/passwd'),
+      'root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n',
+    );
+    writeFileSync(join(dir, 'etc/group'), 'root:x:0:\nshadow:x:42:\napp:x:1000:\nnogroup:x:65534:\n');
+    writeFileSync(join(dir, 'etc/shadow'), '');
+    lchownSync(join(dir, 'etc/shadow'), 0, 42);
+    writeFileSync(join(dir, 'home/app/data'), '');
+    lchownSync(join(dir, 'home/app'), 1000, 1000);
+    lchownSync(join(dir, 'home/app/data'), 1000, 1000);
+    execFileSync('setfacl', ['-m', 'u:2000:r', join(dir, 'home/app/data')]);
+    return dir;
+  }
+
+  test('lists owners, ACL entries and passwd/group IDs the map cannot represent, with examples', async () => {
+    const dir = image('img');
+    const result = await fitTree(dir, map(1000));
+    assert.equal(result.fits, false);
+    const summary = result.missing.map((u) => [u.kind, u.id, u.sources.sort().join('+'), u.count]);
+    assert.deepEqual(summary, [
+      ['uid', 1000, 'owner+passwd', 2],
+      ['uid', 2000, 'acl', 1],
+      ['gid', 1000, 'group+owner', 2],
+    ]);
+    assert.deepEqual(result.missing[0]!.examples, ['etc/passwd:2 (app)', 'home/app', 'home/app/data']);
+    // nobody/nogroup are only listed, and do not make the map unfit
+    assert.deepEqual(
+      result.ignored.map((u) => [u.kind, u.id]),
+      [
+        ['uid', 65534],
+        ['gid', 65534],
+      ],
+    );
+    assert.equal(result.smallestSize, 2001);
+    assert.deepEqual(result.highest, { uid: 2000, gid: 1000 });
+
+    const fits = await fitTree(dir, map(2001));
+    assert.equal(fits.fits, true);
+    assert.deepEqual(fits.missing, []);
+  });
+
+  test('/etc/passwd is read inside the tree even through an absolute link', async () => {
+    const dir = image('linked');
+    rmSync(join(dir, 'etc/passwd'));
+    mkdirSync(join(dir, 'usr/lib'), { recursive: true });
+    writeFileSync(join(dir, 'usr/lib/passwd'), 'svc:x:3000:3000::/:/bin/false\n');
+    symlinkSync('/usr/lib/passwd', join(dir, 'etc/passwd'));
+    const result = await fitTree(dir, map(2001));
+    assert.deepEqual(
+      result.missing.map((u) => [u.kind, u.id, u.examples]),
+      [['uid', 3000, ['etc/passwd:1 (svc)']]],
+    );
+  });
+
+  test('a file capability root ID counts as a uid', async () => {
+    const dir = join(work, 'cap');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'ping'), '');
+    execFileSync('setcap', ['-n', '5000', 'cap_net_raw+ep', join(dir, 'ping')]);
+    const result = await fitTree(dir, map(1000));
+    assert.deepEqual(
+      result.missing.map((u) => [u.kind, u.id, u.sources]),
+      [['uid', 5000, ['capability']]],
+    );
+  });
+
+  test('the answer matches a model on random owners (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 3000 }), fc.integer({ min: 0, max: 3000 })), {
+          minLength: 1,
+          maxLength: 20,
+        }),
+        fc.integer({ min: 1, max: 3001 }),
+        async (owners, size) => {
+          const dir = mkdtempSync(join(work, 'prop-'));
+          owners.forEach(([uid, gid], i) => {
+            writeFileSync(join(dir, `f${i}`), '');
+            lchownSync(join(dir, `f${i}`), uid, gid);
+          });
+          const result = await fitTree(dir, map(size));
+          const expected = new Set<string>();
+          for (const [uid, gid] of [...owners, [0, 0] as [number, number]]) {
+            if (uid >= size) expected.add(`uid:${uid}`);
+            if (gid >= size) expected.add(`gid:${gid}`);
+          }
+          assert.deepEqual(new Set(result.missing.map((u) => `${u.kind}:${u.id}`)), expected);
+          const top = Math.max(0, ...owners.flat());
+          assert.equal(result.smallestSize, top + 1);
+          rmSync(dir, { recursive: true, force: true });
+        },
+      ),
+      { numRuns: 20 },
+    );
+  });
+
+  test('not a directory', async () => {
+    writeFileSync(join(work, 'file'), '');
+    await assert.rejects(fitTree(join(work, 'file'), map(1)), { code: 'FIT_NOT_A_DIRECTORY' });
+  });
+});

@@ -1,0 +1,277 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { IdMap } from '../../src/idmap/idmap.js';
+import { type KindMaps, ShiftError, shiftTree } from '../../src/shift/shift.js';
+import { buildTree, normalizeSnapshot, shifted, snapshot } from './tree-fixture.js';
+
+const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
+const both = (map: IdMap): KindMaps => ({ uid: map, gid: map });
+const SIZE = 65536;
+const ROUNDS = 100;
+const range = (base: number) => both(new IdMap([{ inside: 0, outside: base, count: SIZE }]));
+
+describe('shiftTree', { skip: rootOnly }, () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'userns-shift-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  for (const userns of [true, false]) {
+    test(`shift then reverse returns every owner, mode, ACL and capability (${userns ? 'protective namespace' : '--no-userns'})`, async () => {
+      const dir = join(work, `tree-${userns}`);
+      const outside = join(work, `outside-${userns}`);
+      buildTree(dir, { base: 0, size: SIZE, outside });
+      const original = snapshot(dir);
+      const outsideBefore = snapshot(outside);
+
+      const result = await shiftTree(dir, { from: range(0), to: range(100000), userns });
+      assert.equal(result.errorCount, 0);
+      assert.equal(result.protectiveNamespace, userns);
+      // every entry but the two extra hard links to notes changed
+      assert.equal(result.hardlinks, 2);
+      assert.equal(result.changed, original.size - 2);
+      const expected = shifted(original, 100000, (id) => id < SIZE);
+      assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(expected));
+      // the set-ID bits survived the chown, the links' targets outside were not touched
+      assert.equal(lstatSync(join(dir, 'usr/bin/su')).mode & 0o7777, 0o4755);
+      assert.equal(lstatSync(join(dir, 'usr/bin/wall')).mode & 0o7777, 0o2755);
+      assert.deepEqual(normalizeSnapshot(snapshot(outside)), normalizeSnapshot(outsideBefore));
+
+      await shiftTree(dir, { from: range(0), to: range(100000), reverse: true, userns });
+      assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+    });
+  }
+
+  test('a shift between two non-zero ranges, then back', async () => {
+    const dir = join(work, 'ranges');
+    buildTree(dir, { base: 200000, size: SIZE, outside: join(work, 'outside-ranges') });
+    const original = snapshot(dir);
+    await shiftTree(dir, { from: range(200000), to: range(300000) });
+    const expected = shifted(original, 100000, (id) => id >= 200000 && id < 200000 + SIZE);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(expected));
+    const cap = snapshot(dir).get('usr/bin/ping')!.capability!;
+    assert.equal(cap.revision, 3);
+    assert.equal(cap.rootid, 300000);
+    await shiftTree(dir, { from: range(300000), to: range(200000) });
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+  });
+
+  test('a dry run changes nothing and reports what would change', async () => {
+    const dir = join(work, 'dry');
+    buildTree(dir, { base: 0, size: SIZE, outside: join(work, 'outside-dry') });
+    const original = snapshot(dir);
+    const changes: string[] = [];
+    const result = await shiftTree(dir, {
+      from: range(0),
+      to: range(100000),
+      dryRun: true,
+      onChange: (c) => changes.push(c.path),
+    });
+    assert.equal(result.dryRun, true);
+    assert.equal(result.changed, original.size - 2);
+    assert.equal(changes.length, result.changed);
+    assert.ok(changes.includes('usr/bin/ping'));
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+  });
+
+  for (const userns of [true, false]) {
+    test(`an unmapped owner: error changes nothing, skip keeps it, overflow makes it the overflow ID (${userns ? 'protective namespace' : '--no-userns'})`, async () => {
+      const dir = join(work, `unmapped-${userns}`);
+      const { unmappedPath } = buildTree(dir, {
+        base: 0,
+        size: SIZE,
+        outside: join(work, `outside-unmapped-${userns}`),
+        withUnmapped: true,
+      });
+      const original = snapshot(dir);
+      await assert.rejects(
+        shiftTree(dir, { from: range(0), to: range(100000), userns }),
+        (error: unknown) => {
+          assert.ok(error instanceof ShiftError);
+          assert.equal(error.code, 'SHIFT_UNMAPPED_IDS');
+          assert.match(error.message, /uid 65546 \(1 entry, e\.g\. home\/user\/foreign\)/);
+          return true;
+        },
+      );
+      assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+
+      const skipped = await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'skip', userns });
+      assert.deepEqual(skipped.unmapped, [
+        { kind: 'uid', where: 'owner', id: SIZE + 10, count: 1, examples: [unmappedPath] },
+      ]);
+      const foreign = lstatSync(join(dir, unmappedPath!));
+      assert.equal(foreign.uid, SIZE + 10);
+      // Without the namespace the mapped group moves; inside it the kernel cannot change a file
+      // whose owner is outside the ranges at all, so the whole entry stays as it was.
+      assert.equal(foreign.gid, userns ? 1000 : 101000);
+      assert.equal(lstatSync(join(dir, 'home/user/notes')).uid, 101000);
+      await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'skip', reverse: true, userns });
+      assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+
+      if (!userns) {
+        await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'overflow', userns });
+        assert.equal(lstatSync(join(dir, unmappedPath!)).uid, 65534);
+      }
+    });
+  }
+
+  test('the set of changed owners is exactly the model (random owners, random maps)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 999 }), fc.integer({ min: 0, max: 999 })), {
+          minLength: 1,
+          maxLength: 30,
+        }),
+        fc.integer({ min: 1, max: 600 }),
+        fc.integer({ min: 1, max: 5000 }),
+        fc.integer({ min: 1, max: 4 }),
+        async (owners, split, offset, workers) => {
+          const dir = mkdtempSync(join(work, 'prop-'));
+          owners.forEach(([uid, gid], i) => {
+            const path = join(dir, `f${i}`);
+            writeFileSync(path, '');
+            lchownSync(path, 10000 + uid, 10000 + gid);
+          });
+          lchownSync(dir, 10000, 10000);
+          // from: two extents; to: the same two inside ranges at other outside IDs, in swapped order
+          const from = new IdMap([
+            { inside: 0, outside: 10000, count: split },
+            { inside: split, outside: 10000 + split, count: 1000 - split },
+          ]);
+          const to = new IdMap([
+            { inside: 0, outside: 50000 + offset + 1000, count: split },
+            { inside: split, outside: 50000 + offset, count: 1000 - split },
+          ]);
+          await shiftTree(dir, { from: both(from), to: both(to), workers });
+          for (const [i, [uid, gid]] of owners.entries()) {
+            const st = lstatSync(join(dir, `f${i}`));
+            assert.equal(st.uid, to.toOutside(from.toInside(10000 + uid)!));
+            assert.equal(st.gid, to.toOutside(from.toInside(10000 + gid)!));
+          }
+          rmSync(dir, { recursive: true, force: true });
+        },
+      ),
+      { numRuns: 15 },
+    );
+  });
+
+  test('a process racing the walk (swapping directories and files for links) changes nothing outside the tree', async (t) => {
+    const dir = join(work, 'race');
+    const outside = join(work, 'race-outside');
+    mkdirSync(outside, { recursive: true });
+    const attackerBinary = join(work, 'race-attacker');
+    const source = fileURLToPath(new URL('../../../test/fixtures/race-attacker.c', import.meta.url));
+    execFileSync(process.env.CC || 'cc', ['-O2', '-o', attackerBinary, source]);
+    const pairs: string[] = [];
+    for (let v = 0; v < 4; v++) {
+      // A directory (and a file) in the tree, each swapped atomically with a link to outside.
+      mkdirSync(join(dir, `victim${v}`), { recursive: true });
+      for (let i = 0; i < 20; i++) writeFileSync(join(dir, `victim${v}`, `f${i}`), '');
+      symlinkSync(outside, join(dir, `victim${v}-link`));
+      writeFileSync(join(dir, `suid${v}`), '');
+      chmodSync(join(dir, `suid${v}`), 0o4755);
+      symlinkSync(join(outside, 'in-range'), join(dir, `suid${v}-link`));
+      pairs.push(
+        join(dir, `victim${v}`),
+        join(dir, `victim${v}-link`),
+        join(dir, `suid${v}`),
+        join(dir, `suid${v}-link`),
+      );
+    }
+    // Outside: owned by IDs in the source range (root and 5), which the kernel alone would let
+    // the protective namespace change: only the walk's own care keeps them as they are.
+    for (const name of ['in-range', 'root-owned']) writeFileSync(join(outside, name), '');
+    lchownSync(join(outside, 'in-range'), 5, 5);
+    chmodSync(join(outside, 'in-range'), 0o644);
+    const outsideBefore = normalizeSnapshot(snapshot(outside));
+    const attacker = spawn(attackerBinary, pairs, { stdio: 'ignore' });
+    let raced = 0;
+    try {
+      for (let round = 0; round < ROUNDS; round++) {
+        const forward = round % 2 === 0;
+        try {
+          await shiftTree(dir, {
+            from: range(forward ? 0 : 100000),
+            to: range(forward ? 100000 : 0),
+            unmapped: 'skip',
+            userns: round % 4 < 2,
+          });
+        } catch (error) {
+          // Entries replaced under the walk are reported as errors; that is expected here.
+          assert.ok(error instanceof ShiftError, String(error));
+          assert.equal(error.code, 'SHIFT_INCOMPLETE');
+          raced++;
+        }
+      }
+    } finally {
+      attacker.kill('SIGKILL');
+      await new Promise((resolve) => attacker.once('exit', resolve));
+    }
+    t.diagnostic(`${raced} of ${ROUNDS} walks noticed an entry replaced under them`);
+    assert.deepEqual(normalizeSnapshot(snapshot(outside)), outsideBefore);
+  });
+
+  test('other filesystems under the tree are skipped and reported', async (t) => {
+    const dir = join(work, 'mounts');
+    mkdirSync(join(dir, 'mnt'), { recursive: true });
+    if (spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', join(dir, 'mnt')]).status !== 0) {
+      t.skip('cannot mount a tmpfs here');
+      return;
+    }
+    try {
+      writeFileSync(join(dir, 'mnt', 'inner'), '');
+      const result = await shiftTree(dir, { from: range(0), to: range(100000) });
+      assert.deepEqual(result.mountpoints, ['mnt']);
+      assert.equal(lstatSync(join(dir, 'mnt', 'inner')).uid, 0);
+      assert.equal(lstatSync(dir).uid, 100000);
+    } finally {
+      spawnSync('umount', [join(dir, 'mnt')]);
+    }
+  });
+
+  test('progress: counted first, summed over the workers', async () => {
+    const dir = join(work, 'progress');
+    mkdirSync(dir);
+    for (let i = 0; i < 300; i++) writeFileSync(join(dir, `f${i}`), '');
+    const seen: { seen: number; total: number | null }[] = [];
+    const result = await shiftTree(dir, {
+      from: range(0),
+      to: range(100000),
+      unmapped: 'skip',
+      countFirst: true,
+      progressEvery: 50,
+      workers: 3,
+      onProgress: (p) => seen.push({ seen: p.seen, total: p.total }),
+    });
+    assert.equal(result.seen, 301);
+    assert.ok(seen.length >= 3, JSON.stringify(seen));
+    assert.ok(seen.every((p) => p.total === 301));
+    assert.ok(seen.every((p, i) => i === 0 || p.seen >= seen[i - 1]!.seen));
+  });
+
+  test('errors: not a directory, a symbolic link, a missing path', async () => {
+    writeFileSync(join(work, 'plain'), '');
+    await assert.rejects(shiftTree(join(work, 'plain'), { from: range(0), to: range(1) }), {
+      code: 'SHIFT_NOT_A_DIRECTORY',
+    });
+    await assert.rejects(shiftTree(join(work, 'missing'), { from: range(0), to: range(1) }), {
+      code: 'SHIFT_DIR_UNREADABLE',
+    });
+  });
+});
