@@ -1,4 +1,5 @@
 import { type Extent, extent, formatTriple } from './extent.js';
+import { StartIndex } from './start-index.js';
 
 /** Anything the algebra accepts as a map: an IdMap or a plain list of extents. */
 export type MapLike = IdMap | readonly Extent[];
@@ -9,11 +10,13 @@ export function extentsOf(map: MapLike): readonly Extent[] {
 
 /**
  * One side's lookup index: extents sorted by that side's start, as parallel typed arrays so a
- * binary search touches only numbers. `overlapping` maps (which the kernel rejects) fall back to
- * a linear scan in written order, which is what the kernel itself does for small maps.
+ * search touches only numbers, with a StartIndex (O(1) for spread-out maps). `overlapping` maps
+ * (which the kernel rejects) fall back to a linear scan in written order, which is what the
+ * kernel itself does for small maps.
  */
 class SideIndex {
   constructor(
+    readonly index: StartIndex,
     readonly starts: Float64Array,
     readonly ends: Float64Array, // exclusive
     readonly targets: Float64Array, // the other side's start
@@ -28,30 +31,22 @@ class SideIndex {
     const ends = new Float64Array(n);
     const targets = new Float64Array(n);
     let overlapping = false;
+    let high = 0;
     for (let k = 0; k < n; k++) {
       const e = extents[order[k]!]!;
       starts[k] = e[side];
       ends[k] = e[side] + e.count;
       targets[k] = e[other];
       if (k > 0 && starts[k]! < ends[k - 1]!) overlapping = true;
+      high = Math.max(high, ends[k]!);
     }
-    return new SideIndex(starts, ends, targets, overlapping);
+    return new SideIndex(new StartIndex(starts, high), starts, ends, targets, overlapping);
   }
 
-  /** Binary search without data-dependent branches (the compiler emits a conditional move). */
   find(id: number): number | undefined {
-    const { starts } = this;
-    let base = 0;
-    let len = starts.length;
-    if (len === 0) return undefined;
-    while (len > 1) {
-      const half = len >>> 1;
-      base = starts[base + half]! <= id ? base + half : base;
-      len -= half;
-    }
-    const start = starts[base]!;
-    if (id < start || id >= this.ends[base]!) return undefined;
-    return this.targets[base]! + (id - start);
+    const k = this.index.lastAtOrBefore(id);
+    if (k < 0 || id >= this.ends[k]!) return undefined;
+    return this.targets[k]! + (id - this.starts[k]!);
   }
 }
 

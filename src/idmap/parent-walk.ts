@@ -1,5 +1,6 @@
 import type { Extent } from './extent.js';
 import { extentsOf, IdMap, type MapLike } from './idmap.js';
+import { StartIndex } from './start-index.js';
 
 /**
  * A parent map's extents sorted by their inside start, for cutting requests at parent-extent
@@ -9,6 +10,9 @@ export interface SortedParent {
   readonly extents: readonly Extent[];
   readonly starts: Float64Array;
   readonly ends: Float64Array; // exclusive
+  readonly index: StartIndex;
+  /** Some extents intersect (not a map the kernel accepted). */
+  readonly overlapping: boolean;
 }
 
 const sortedCache = new WeakMap<IdMap, SortedParent>();
@@ -17,11 +21,15 @@ function buildSorted(parent: readonly Extent[]): SortedParent {
   let sorted = true;
   for (let i = 1; i < parent.length && sorted; i++) sorted = parent[i - 1]!.inside <= parent[i]!.inside;
   const extents = sorted ? parent : [...parent].sort((a, b) => a.inside - b.inside);
-  return {
-    extents,
-    starts: Float64Array.from(extents, (e) => e.inside),
-    ends: Float64Array.from(extents, (e) => e.inside + e.count),
-  };
+  const starts = Float64Array.from(extents, (e) => e.inside);
+  const ends = Float64Array.from(extents, (e) => e.inside + e.count);
+  let overlapping = false;
+  let high = 0;
+  for (let k = 0; k < starts.length; k++) {
+    if (starts[k]! < high) overlapping = true;
+    high = Math.max(high, ends[k]!);
+  }
+  return { extents, starts, ends, index: new StartIndex(starts, high), overlapping };
 }
 
 /** The sorted form of a parent map; built once per IdMap (parents are reused across requests). */
@@ -37,20 +45,7 @@ export function sortParent(parent: MapLike): SortedParent {
 
 /** Index of the last parent extent starting at or before `id` (-1 if none). */
 export function lastStartingAtOrBefore(parent: SortedParent, id: number): number {
-  const { starts } = parent;
-  let lo = 0;
-  let hi = starts.length - 1;
-  let found = -1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1;
-    if (starts[mid]! <= id) {
-      found = mid;
-      lo = mid + 1;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return found;
+  return parent.index.lastAtOrBefore(id);
 }
 
 /** The parent extent that contains all of [start, start+count), or undefined. O(log n). */

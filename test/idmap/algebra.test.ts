@@ -23,6 +23,32 @@ describe('lookup', () => {
     );
   });
 
+  test('clustered extents (many starting in one bucket of the index) and a span up to 2^32', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 2, maxLength: 300 }),
+        fc.integer({ min: 0, max: 4294967294 - 2000 }),
+        (counts, far) => {
+          // Tiny extents packed at 0…, one more far away: all but the last share a few buckets.
+          const extents: Extent[] = [];
+          let at = 0;
+          counts.forEach((count, i) => {
+            extents.push({ inside: at, outside: 4294967295 - 1000 - at - count, count });
+            at += count + (i % 2);
+          });
+          const last = Math.max(at + 1, far);
+          extents.push({ inside: last, outside: 5000, count: Math.min(500, 4294967295 - last) });
+          const map = new IdMap(extents);
+          for (const id of [...probeIds(extents, 'inside'), far, 4294967294, 4294967295]) {
+            assert.equal(map.toOutside(id), linearLookup(extents, id, 'inside'));
+          }
+          for (const id of probeIds(extents, 'outside'))
+            assert.equal(map.toInside(id), linearLookup(extents, id, 'outside'));
+        },
+      ),
+    );
+  });
+
   test('overlapping (invalid) maps resolve like the kernel: first extent in written order', () => {
     fc.assert(
       fc.property(anyExtents(), fc.integer({ min: 0, max: 260 }), (extents, id) => {
