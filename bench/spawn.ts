@@ -1,6 +1,7 @@
 /**
  * Spawn benchmarks: the cost of a new user namespace, side by side with the alternatives.
- * Variants run round-robin (one of each per round) so machine noise hits all of them alike;
+ * Variants run round-robin (one of each per round, the order rotating) so machine noise hits all
+ * of them alike;
  * the figures are medians in milliseconds, null when a variant cannot run here.
  *
  *   spawn_true_ms                  child_process.spawn('/bin/true')
@@ -114,8 +115,13 @@ export async function benchSpawn(): Promise<Record<string, number | null>> {
     samples[name] = [];
     await fn(); // warm-up (page cache, JIT)
   }
+  // The order rotates every round, so that no variant always runs right after the same one
+  // (a Node start-up just before a spawn slows that spawn measurably).
   for (let round = 0; round < ROUNDS; round++) {
-    for (const [name, fn] of active) samples[name]!.push(await time(fn));
+    for (let k = 0; k < active.length; k++) {
+      const [name, fn] = active[(round + k) % active.length]!;
+      samples[name]!.push(await time(fn));
+    }
   }
   const out: Record<string, number | null> = {};
   for (const name of Object.keys(variants)) out[name] = samples[name] ? median(samples[name]!) : null;

@@ -43,12 +43,18 @@ const flags = [
   `${output}.tmp`,
   ...sources.filter((source) => source.endsWith('.c')),
 ];
+// Linked statically when the C library allows it: no dynamic loader at every start saves about
+// 0.3 ms per spawn (bench/spawn.ts). Falls back to a dynamic link (e.g. without libc.a).
 try {
-  execFileSync(cc, flags, { stdio: 'inherit' });
+  execFileSync(cc, [...flags, '-static'], { stdio: ['ignore', 'ignore', 'pipe'] });
 } catch {
-  console.error(
-    `userns: building the native helper with '${cc}' failed; install a C compiler (Debian: apt-get install gcc).`,
-  );
-  process.exit(1);
+  try {
+    execFileSync(cc, flags, { stdio: 'inherit' });
+  } catch {
+    console.error(
+      `userns: building the native helper with '${cc}' failed; install a C compiler (Debian: apt-get install gcc).`,
+    );
+    process.exit(1);
+  }
 }
 execFileSync('mv', ['-f', `${output}.tmp`, output]);

@@ -14,7 +14,7 @@ import { IdMap } from '../idmap/idmap.js';
 import type { HelperMount } from '../native/helper.js';
 import { MountError } from './errors.js';
 import { formatMountSpec, type MountSpec, toMap } from './spec.js';
-import { type UsernsFdLease, type UsernsFdOptions, usernsFd } from './userns-fd.js';
+import type { UsernsFdLease, UsernsFdOptions } from './userns-fd.js';
 
 export interface PlannedMount {
   source: string;
@@ -171,6 +171,8 @@ export async function mountNamespacePaths(
   planned: readonly PlannedMount[],
   options: UsernsFdOptions = {},
 ): Promise<{ paths: string[]; release: () => void }> {
+  // Loaded only when a mount is idmapped: `userns run` without --mount starts faster.
+  const { usernsFd } = await import('./userns-fd.js');
   const leases: UsernsFdLease[] = [];
   const release = () => {
     for (const l of leases) l.release();
