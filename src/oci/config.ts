@@ -518,6 +518,15 @@ function sameDestination(a: string, b: string): boolean {
   return norm(a) === norm(b);
 }
 
+/** A Kubernetes per-pod userns record has no mounts: --idmap-mount cannot apply to it. */
+export function refuseKubernetesIdmapMounts(maps: Pick<FillMaps, 'idmapMounts'>, file: string): void {
+  if ((maps.idmapMounts ?? []).length === 0) return;
+  throw new OciError('OCI_MOUNT_NOT_FOUND', `${file}: a Kubernetes userns record has no mounts to idmap`, {
+    hint: '--idmap-mount is for OCI config.json files',
+    data: { file },
+  });
+}
+
 /**
  * Writes `maps` into a document's mapping fields, changing nothing else: OCI linux.uidMappings
  * and gidMappings (replaced or added), a user namespace in linux.namespaces (added when
@@ -547,16 +556,7 @@ export function fillConfigText(
         style,
       ),
     );
-    if ((maps.idmapMounts ?? []).length > 0) {
-      throw new OciError(
-        'OCI_MOUNT_NOT_FOUND',
-        `${file}: a Kubernetes userns record has no mounts to idmap`,
-        {
-          hint: '--idmap-mount is for OCI config.json files',
-          data: { file },
-        },
-      );
-    }
+    refuseKubernetesIdmapMounts(maps, file);
     changes.push('uidMappings', 'gidMappings');
     return { text: applyEdits(text, edits), format: 'kubernetes', changes };
   }

@@ -30,6 +30,7 @@ import {
   fillConfigText,
   newKubernetesRecord,
   OciError,
+  refuseKubernetesIdmapMounts,
 } from './config.js';
 
 export * from './config.js';
@@ -270,16 +271,7 @@ export async function fillOciConfig(path: string, options: OciFillOptions = {}):
     let text: string;
     let changes: string[];
     if (original === undefined) {
-      if ((options.idmapMounts ?? []).length > 0) {
-        throw new OciError(
-          'OCI_MOUNT_NOT_FOUND',
-          `${file}: a Kubernetes userns record has no mounts to idmap`,
-          {
-            hint: '--idmap-mount is for OCI config.json files',
-            data: { file },
-          },
-        );
-      }
+      refuseKubernetesIdmapMounts(maps, file);
       text = newKubernetesRecord(maps);
       changes = ['uidMappings', 'gidMappings', 'created'];
     } else {

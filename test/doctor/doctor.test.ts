@@ -14,9 +14,9 @@ import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
 import { findProgram } from '../../src/system/exec.js';
 import { runCli } from '../cli/run-cli.js';
 import {
+  holdThrowawayUser,
   type ThrowawayUser,
   throwawayUserUnavailable,
-  withThrowawayUser,
 } from '../fixtures/throwaway-user.js';
 import { type DoctorJson, errors, find, summary } from './helpers.js';
 
@@ -109,25 +109,14 @@ describe('healthy machine, as root', { skip: root ? false : 'needs root' }, () =
 describe('a throwaway user (--user NAME, probe run as that user)', {
   skip: throwawayUserUnavailable() ?? false,
 }, () => {
+  const held = holdThrowawayUser();
   let user: ThrowawayUser;
-  let release: () => void;
-  let done: Promise<unknown>;
   let tmp: string;
   let copy: string;
 
   before(async () => {
-    let ready: (u: ThrowawayUser) => void;
-    const got = new Promise<ThrowawayUser>((resolve) => {
-      ready = resolve;
-    });
-    done = withThrowawayUser(
-      (u) =>
-        new Promise<void>((resolve) => {
-          release = resolve;
-          ready(u);
-        }),
-    );
-    user = await got;
+    await held.open();
+    user = held.user;
     tmp = mkdtempSync(join(tmpdir(), 'userns-doctor-'));
     chmodSync(tmp, 0o755);
     copy = join(tmp, 'newuidmap');
@@ -135,8 +124,7 @@ describe('a throwaway user (--user NAME, probe run as that user)', {
     chmodSync(copy, 0o755); // no setuid bit
   });
   after(async () => {
-    release?.();
-    await done;
+    await held.close();
     rmSync(tmp, { recursive: true, force: true });
   });
 

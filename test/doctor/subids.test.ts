@@ -8,11 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { runDoctor } from '../../src/doctor/index.js';
 import { runCli } from '../cli/run-cli.js';
-import {
-  type ThrowawayUser,
-  throwawayUserUnavailable,
-  withThrowawayUser,
-} from '../fixtures/throwaway-user.js';
+import { holdThrowawayUser, throwawayUserUnavailable } from '../fixtures/throwaway-user.js';
 import {
   addSubidLines,
   type DoctorJson,
@@ -24,38 +20,9 @@ import {
   summary,
 } from './helpers.js';
 
-/** Holds a throwaway user open across tests. */
-function holdUser(options: { noSubids?: boolean } = {}) {
-  let release: () => void = () => {};
-  let done: Promise<unknown> = Promise.resolve();
-  const holder = {
-    user: undefined as unknown as ThrowawayUser,
-    async open() {
-      let ready: (u: ThrowawayUser) => void;
-      const got = new Promise<ThrowawayUser>((resolve) => {
-        ready = resolve;
-      });
-      done = withThrowawayUser(
-        (u) =>
-          new Promise<void>((resolve) => {
-            release = resolve;
-            ready(u);
-          }),
-        options,
-      );
-      holder.user = await got;
-    },
-    async close() {
-      release();
-      await done;
-    },
-  };
-  return holder;
-}
-
 describe('subordinate IDs, for real', { skip: throwawayUserUnavailable() ?? false }, () => {
-  const a = holdUser();
-  const b = holdUser({ noSubids: true });
+  const a = holdThrowawayUser();
+  const b = holdThrowawayUser({ noSubids: true });
   before(async () => {
     await Promise.all([a.open(), b.open()]);
   });

@@ -13,10 +13,10 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createNamespace, removeNamespace } from '../../src/store/namespaces.js';
 import {
+  holdThrowawayUser,
   runAs,
   type ThrowawayUser,
   throwawayUserUnavailable,
-  withThrowawayUser,
 } from '../fixtures/throwaway-user.js';
 
 const REEXEC = fileURLToPath(new URL('../../src/reexec/index.js', import.meta.url));
@@ -263,26 +263,14 @@ describe('reexecInUserNamespace as root', { skip: root ? false : 'needs root' },
 describe('reexecInUserNamespace as an unprivileged user', {
   skip: throwawayUserUnavailable() ?? false,
 }, () => {
+  const held = holdThrowawayUser();
   let user: ThrowawayUser;
-  let release: () => void;
-  let done: Promise<unknown>;
   before(async () => {
-    let ready: (u: ThrowawayUser) => void;
-    const got = new Promise<ThrowawayUser>((resolve) => {
-      ready = resolve;
-    });
-    done = withThrowawayUser(
-      (u) =>
-        new Promise<void>((resolve) => {
-          release = resolve;
-          ready(u);
-        }),
-    );
-    user = await got;
+    await held.open();
+    user = held.user;
   });
   after(async () => {
-    release?.();
-    await done;
+    await held.close();
   });
 
   const asUser = async (args: string[], opts: object = {}) =>

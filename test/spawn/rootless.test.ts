@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { REPO, rootlessSkipReason, runAs, type ThrowawayUser, withThrowawayUser } from './user-fixture.js';
+import { holdThrowawayUser } from '../fixtures/throwaway-user.js';
+import { REPO, rootlessSkipReason, runAs, type ThrowawayUser } from './user-fixture.js';
 
 const skip = rootlessSkipReason();
 const SPAWN = fileURLToPath(new URL('../../src/spawn/index.js', import.meta.url));
@@ -32,30 +33,18 @@ const procMap = (text: string) =>
     .join(',');
 
 describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false }, () => {
+  const held = holdThrowawayUser();
   let user: ThrowawayUser;
-  let release: () => void;
-  let done: Promise<unknown>;
   let tmp: string;
 
   before(async () => {
-    let ready: (u: ThrowawayUser) => void;
-    const got = new Promise<ThrowawayUser>((resolve) => {
-      ready = resolve;
-    });
-    done = withThrowawayUser(
-      (u) =>
-        new Promise<void>((resolve) => {
-          release = resolve;
-          ready(u);
-        }),
-    );
-    user = await got;
+    await held.open();
+    user = held.user;
     tmp = mkdtempSync(join(tmpdir(), 'userns-rootless-'));
     chmodSync(tmp, 0o755);
   });
   after(async () => {
-    release?.();
-    await done;
+    await held.close();
     rmSync(tmp, { recursive: true, force: true });
   });
 
