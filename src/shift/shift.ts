@@ -134,6 +134,12 @@ const KIND_OF: Record<UnmappedKind, Pick<UnmappedId, 'kind' | 'where'>> = {
   'cap-root': { kind: 'uid', where: 'capability' },
 };
 
+/** An ID as the walk saw it (in the protective namespace `view`, if any) as the caller's ID. */
+function callerId(view: KindMaps | null, kind: 'uid' | 'gid', id: number | null): number | null {
+  if (id === null || view === null) return id;
+  return view[kind].toOutside(id) ?? null;
+}
+
 /** Collects what a walk reports, translating IDs from the walk's view to the caller's. */
 class Collector {
   readonly unmapped = new Map<string, UnmappedId>();
@@ -145,15 +151,10 @@ class Collector {
     private readonly examples: number,
   ) {}
 
-  toCaller(kind: 'uid' | 'gid', id: number | null): number | null {
-    if (id === null || this.view === null) return id;
-    return this.view[kind].toOutside(id) ?? null;
-  }
-
   add(record: WalkRecord): void {
     if (record.type === 'unmapped') {
       const { kind, where } = KIND_OF[record.kind];
-      let id = this.toCaller(kind, record.id);
+      let id = callerId(this.view, kind, record.id);
       // Outside the protective namespace's ranges the kernel shows the overflow ID; the real
       // owner can still be read from here (for messages only).
       if (id === null && record.id !== null && where === 'owner') id = this.ownerFromHere(record.path, kind);
@@ -284,8 +285,6 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   };
   const examples = options.examples ?? 3;
-  const toCaller = (kind: 'uid' | 'gid', id: number) =>
-    view === null ? id : (view[kind].toOutside(id) ?? null);
   const onRecord =
     (collector: Collector, total: number | null, report: boolean) =>
     (record: WalkRecord): void => {
@@ -297,8 +296,8 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
           options.onChange?.({
             path: record.path === '' ? '.' : record.path,
             fileType: record.fileType,
-            old: { uid: toCaller('uid', record.old.uid), gid: toCaller('gid', record.old.gid) },
-            new: { uid: toCaller('uid', record.new.uid), gid: toCaller('gid', record.new.gid) },
+            old: { uid: callerId(view, 'uid', record.old.uid), gid: callerId(view, 'gid', record.old.gid) },
+            new: { uid: callerId(view, 'uid', record.new.uid), gid: callerId(view, 'gid', record.new.gid) },
             what: record.what,
           });
       } else collector.add(record);
