@@ -104,6 +104,8 @@ function changeLine(c: ShiftChange): string {
 function summaryText(r: ShiftResult): string {
   const lines = [
     `${r.dryRun ? 'would shift' : 'shifted'} ${r.dir}: ${formatCount(r.seen)} entries seen, ${formatCount(r.changed)} ${r.dryRun ? 'to change' : 'changed'}` +
+      (r.skipped > 0 ? `, ${formatCount(r.skipped)} skipped (IDs without translation)` : '') +
+      (r.errorCount > 0 ? `, ${formatCount(r.errorCount)} errors` : '') +
       (r.hardlinks > 0 ? `, ${formatCount(r.hardlinks)} hard links handled once` : '') +
       ` (${(r.elapsedMs / 1000).toFixed(2)} s${r.protectiveNamespace ? ', protective user namespace' : ''})`,
   ];

@@ -51,8 +51,10 @@
  *   E op errno path                           a failed system call (errno as a name when known)
  *   M path                                    a mount point not descended into (xdev=0)
  *   H path                                    a hard link to an inode already handled
- *   S worker seen changed hardlinks mountpoints errors unmapped maxuid maxgid   one per worker,
- *                                             each worker's last line
+ *   S worker seen changed hardlinks mountpoints errors unmapped skipped maxuid maxgid
+ *                                             one per worker, each worker's last line; unmapped
+ *                                             counts IDs without translation, skipped the entries
+ *                                             that kept (some of) them (all but unmapped=overflow)
  *     (maxuid/maxgid: the highest IDs seen in owners, ACL entries and capability root IDs, or -)
  * Exit status 0 when the walk ran to its end (even with E records), 1 on a bad job.
  */
@@ -114,7 +116,7 @@ static struct {
 static unsigned worker_id;
 
 static struct {
-  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped;
+  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped, skipped;
   uint32_t maxuid, maxgid;
   int have_maxuid, have_maxgid;
 } stats;
@@ -256,8 +258,11 @@ static void record_error(const char *op, int err) {
   put("\n", 1);
 }
 
+static int entry_unmapped; /* the entry being handled has an ID without translation */
+
 static void record_unmapped(const char *kind, uint32_t id, int has_id) {
   stats.unmapped++;
+  entry_unmapped = 1;
   puts_("U\t");
   puts_(kind);
   put("\t", 1);
@@ -558,11 +563,13 @@ static int visit(int fd, const char *name, struct stat *st) {
   }
 
   uint32_t uid = (uint32_t)st->st_uid, gid = (uint32_t)st->st_gid, nuid, ngid;
+  entry_unmapped = 0;
   int owner_ok = translate(uid, 1, "uid", &nuid);
   owner_ok = translate(gid, 0, "gid", &ngid) && owner_ok;
   int access_change = acl_access.len >= 0 ? shift_acl(&acl_access) : 0;
   int default_change = acl_default.len >= 0 ? shift_acl(&acl_default) : 0;
   int cap_change = capability.len >= 0 ? shift_capability(&capability) : 0;
+  if (entry_unmapped && job.unmapped != UNMAPPED_OVERFLOW) stats.skipped++;
   /* With unmapped=error, an entry with any ID that has no translation is left alone entirely;
      so is an entry the namespace cannot change (an owner outside it). */
   if (!owner_ok || access_change < 0 || default_change < 0 || cap_change < 0) {
@@ -784,8 +791,8 @@ static int parse_job(char *text, size_t len) {
 
 static void write_summary(void) {
   char b[256];
-  int n = snprintf(b, sizeof b, "S\t%u\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t", worker_id, stats.seen, stats.changed,
-                   stats.hardlinks, stats.mountpoints, stats.errors, stats.unmapped);
+  int n = snprintf(b, sizeof b, "S\t%u\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t", worker_id, stats.seen,
+                   stats.changed, stats.hardlinks, stats.mountpoints, stats.errors, stats.unmapped, stats.skipped);
   put(b, (size_t)n);
   if (stats.have_maxuid) put_u(stats.maxuid);
   else put("-", 1);

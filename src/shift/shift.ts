@@ -103,6 +103,8 @@ export interface ShiftResult {
   protectiveNamespace: boolean;
   seen: number;
   changed: number;
+  /** Entries that kept (some of) their IDs because they had no translation (error or skip). */
+  skipped: number;
   hardlinks: number;
   mountpoints: string[];
   unmapped: UnmappedId[];
@@ -309,6 +311,7 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     protectiveNamespace: useNamespace,
     seen: summary.seen,
     changed: summary.changed,
+    skipped: summary.skipped,
     hardlinks: summary.hardlinks,
     mountpoints: collector.mountpoints,
     unmapped: collector.sortedUnmapped(),

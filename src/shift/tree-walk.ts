@@ -79,7 +79,10 @@ export interface WalkSummary {
   hardlinks: number;
   mountpoints: number;
   errors: number;
+  /** IDs without translation (each occurrence). */
   unmapped: number;
+  /** Entries that kept (some of) their IDs because they had no translation. */
+  skipped: number;
   /** Highest user and group IDs seen (owners, ACL entries, capability roots), null when none. */
   maxUid: number | null;
   maxGid: number | null;
@@ -154,8 +157,9 @@ export function parseRecord(line: string): WalkRecord | WorkerProgress | WorkerS
         mountpoints: Number(f[5]),
         errors: Number(f[6]),
         unmapped: Number(f[7]),
-        maxUid: num(f[8]),
-        maxGid: num(f[9]),
+        skipped: Number(f[8]),
+        maxUid: num(f[9]),
+        maxGid: num(f[10]),
       };
     }
     default:
@@ -172,6 +176,7 @@ function combineSummaries(list: readonly WalkSummary[]): WalkSummary {
     mountpoints: a.mountpoints + b.mountpoints,
     errors: a.errors + b.errors,
     unmapped: a.unmapped + b.unmapped,
+    skipped: a.skipped + b.skipped,
     maxUid: max(a.maxUid, b.maxUid),
     maxGid: max(a.maxGid, b.maxGid),
   }));

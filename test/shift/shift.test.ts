@@ -112,6 +112,7 @@ describe('shiftTree', { skip: rootOnly }, () => {
       assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
 
       const skipped = await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'skip', userns });
+      assert.equal(skipped.skipped, 1);
       assert.deepEqual(skipped.unmapped, [
         { kind: 'uid', where: 'owner', id: SIZE + 10, count: 1, examples: [unmappedPath] },
       ]);
