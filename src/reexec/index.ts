@@ -72,7 +72,8 @@ export interface ReexecOptions {
    * What the launcher does when the program is killed by a signal: 'exit' (default) exits with
    * 128 + the signal number, as shells and `userns run` report it; 'reraise' kills itself with
    * the same signal (default action), so that its own parent sees the signal, falling back to
-   * 128 + N when the signal does not terminate Node (e.g. SIGPIPE, which Node ignores).
+   * 128 + N for signals Node keeps for itself (SIGUSR1 would open the inspector, SIGPIPE is
+   * ignored).
    */
   onSignal?: 'exit' | 'reraise';
   /** As root, run on in place (no user namespace) instead of re-executing. Default false. */
@@ -200,6 +201,13 @@ function signalNumber(signal: NodeJS.Signals): number {
   return constants.signals[signal] ?? 0;
 }
 
+/**
+ * Signals the launcher never raises on itself: SIGKILL/SIGSTOP (handled apart), and those Node
+ * intercepts instead of dying: SIGUSR1 would open the inspector's debugging port, SIGPIPE is
+ * ignored. For these the launcher exits with 128 + N.
+ */
+const NOT_RERAISED = new Set<NodeJS.Signals>(['SIGKILL', 'SIGSTOP', 'SIGUSR1', 'SIGPIPE']);
+
 /** The launcher's exit: the child's status, or 128 + N / the same signal when it was killed. */
 function finish(
   options: ReexecOptions,
@@ -213,7 +221,7 @@ function finish(
     options.exit(code, signal);
     return;
   }
-  if (signal !== null && options.onSignal === 'reraise' && signal !== 'SIGKILL' && signal !== 'SIGSTOP') {
+  if (signal !== null && options.onSignal === 'reraise' && !NOT_RERAISED.has(signal)) {
     // Default action restored by removing our handlers above; Node keeps SIGPIPE ignored.
     try {
       process.kill(process.pid, signal);
