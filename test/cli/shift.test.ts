@@ -12,6 +12,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { progressLine } from '../../src/cli/shift.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
 import { BIN, runCli } from './run-cli.js';
 
@@ -31,6 +32,14 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
     lchownSync(join(dir, 'etc/shadow'), 0, 42);
     return dir;
   }
+
+  test('the progress line: entries, rate, and time left once the total is known', () => {
+    assert.equal(progressLine({ seen: 5000, changed: 10, total: null }, 500), '5,000 entries, 10,000/s');
+    assert.equal(
+      progressLine({ seen: 5000, changed: 10, total: 35000 }, 500),
+      '5,000 / 35,000 entries, 10,000/s, 3 s left',
+    );
+  });
 
   test('--help, and usage errors exit 2', async () => {
     for (const command of ['shift', 'fit']) {
