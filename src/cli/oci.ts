@@ -32,7 +32,8 @@ Options:
   --gidmap MAP           gid map (default: the same as --uidmap)
   --from-kubernetes FILE the maps of a Kubernetes userns record
   --allocate[=OPTIONS]   a range from the allocation registry ('userns alloc'), named after the
-                         bundle's directory (--name to choose); OPTIONS as podman's auto:
+                         bundle (its directory's name and a hash of its path, so each bundle
+                         has its own; --name to choose); OPTIONS as podman's auto:
                          size=N, policy=first-fit|slot[:SIZE]|base:N, uidmapping=M, gidmapping=M.
                          An allocation of that name is reused, so filling again keeps the IDs;
                          'userns alloc release NAME' frees it

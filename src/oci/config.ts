@@ -558,7 +558,7 @@ export function fillConfigText(
     );
     refuseKubernetesIdmapMounts(maps, file);
     changes.push('uidMappings', 'gidMappings');
-    return { text: applyEdits(text, edits), format: 'kubernetes', changes };
+    return { text: applyEditsOrFail(text, edits, file), format: 'kubernetes', changes };
   }
   const ns = p.view.userNamespace;
   if (ns !== undefined && ns.path !== null) {
@@ -590,6 +590,9 @@ export function fillConfigText(
     }
     edits.push(...setMembers(text, p.linux, entries, style));
   }
+  // Destinations are matched as paths (`/data` = `/data/`), so two of them may name one mount:
+  // each mount is edited once, or its members and `idmap` would be written twice.
+  const idmapped = new Set<number>();
   for (const dest of new Set(maps.idmapMounts ?? [])) {
     const matches = p.view.mounts.filter(
       (m) => m.destination !== undefined && sameDestination(m.destination, dest),
@@ -602,6 +605,8 @@ export function fillConfigText(
       });
     }
     for (const m of matches) {
+      if (idmapped.has(m.index)) continue;
+      idmapped.add(m.index);
       const node = p.mountNodes[m.index]!;
       const entries: [string, unknown][] = [
         ['uidMappings', ociList(maps.uid)],
@@ -616,7 +621,19 @@ export function fillConfigText(
       changes.push(`idmapped mount ${m.destination}`);
     }
   }
-  return { text: applyEdits(text, edits), format: 'oci', changes };
+  return { text: applyEditsOrFail(text, edits, file), format: 'oci', changes };
+}
+
+/** applyEdits, whose only failure (overlapping edits) is a bug here: reported as an OciError. */
+function applyEditsOrFail(text: string, edits: readonly Edit[], file: string): string {
+  try {
+    return applyEdits(text, edits);
+  } catch (error) {
+    throw new OciError('OCI_INTERNAL', `${file}: cannot edit the file: ${(error as Error).message}`, {
+      hint: 'this is a bug in userns: please report it with the file',
+      data: { file },
+    });
+  }
 }
 
 /** A new Kubernetes userns record, compact as the kubelet writes it. */

@@ -11,8 +11,20 @@
  * runtime and newuidmap would, and written atomically into the file, which keeps every other
  * byte (see json-edit.ts).
  */
-import { chmodSync, chownSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { UsernsError } from '../errors.js';
 import type { Extent } from '../idmap/extent.js';
 import { byKind } from '../idmap/formats/kinds.js';
@@ -54,8 +66,9 @@ export interface OciFillOptions extends OciOptions {
   /**
    * Take the maps from the allocation registry: true, or podman's auto options
    * `size=N[,policy=P][,uidmapping=M][,gidmapping=M]`. The allocation is named `allocationName`
-   * (default: the bundle's directory name); an allocation of that name is reused, so filling a
-   * bundle again keeps its IDs. It stays until `userns alloc release NAME`.
+   * (default: the bundle's directory name and a hash of its real path, `userdata-0123456789ab`,
+   * so each bundle has its own); an allocation of that name is reused, so filling a bundle again
+   * keeps its IDs. It stays until `userns alloc release NAME`.
    */
   allocate?: boolean | string;
   allocationName?: string;
@@ -94,18 +107,66 @@ export function configPath(path: string): string {
   return path;
 }
 
+function readError(file: string, error: unknown): OciError {
+  const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
+  return new OciError('OCI_READ_FAILED', `cannot read ${file}: ${(error as Error).message}`, {
+    hint:
+      code === 'ENOENT'
+        ? "give BUNDLE/config.json (make one with 'runc spec --rootless'), or --format kubernetes to create a Kubernetes record"
+        : 'check the path and its permissions',
+    data: { file, errno: code },
+  });
+}
+
 function readText(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new OciError('OCI_READ_FAILED', `cannot read ${file}: ${(error as Error).message}`, {
-      hint:
-        code === 'ENOENT'
-          ? "give BUNDLE/config.json (make one with 'runc spec --rootless'), or --format kubernetes to create a Kubernetes record"
-          : 'check the path and its permissions',
-      data: { file, errno: code },
-    });
+    throw readError(file, error);
+  }
+}
+
+function symlinkError(file: string): OciError {
+  return new OciError(
+    'OCI_CONFIG_SYMLINK',
+    `${file} is a symbolic link: the file to fill is replaced, so it must be the file itself`,
+    {
+      hint: 'give the real file (the path the link points to), or replace the link with a copy',
+      data: { file },
+    },
+  );
+}
+
+/** The file to fill: its text, and the mode and owner its replacement keeps. */
+interface ConfigFile {
+  text: string;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Reads the file to fill, never through a symbolic link (refused: OCI_CONFIG_SYMLINK). Its mode
+ * and owner come from the descriptor read, not from a path that could be swapped meanwhile.
+ */
+function readConfigFile(file: string, at = file): ConfigFile {
+  let fd: number;
+  try {
+    if (lstatSync(at).isSymbolicLink()) throw symlinkError(file);
+    fd = openSync(at, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    if (error instanceof OciError) throw error;
+    // O_NOFOLLOW: a link put there after the lstat.
+    if ((error as NodeJS.ErrnoException).code === 'ELOOP') throw symlinkError(file);
+    throw readError(file, error);
+  }
+  try {
+    const st = fstatSync(fd);
+    return { text: readFileSync(fd, 'utf8'), mode: st.mode, uid: st.uid, gid: st.gid };
+  } catch (error) {
+    throw readError(file, error);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -143,23 +204,32 @@ interface Resolved {
   warnings: string[];
 }
 
-function allocationNameFor(file: string, explicit: string | undefined): string {
-  if (explicit !== undefined) return explicit;
-  let dir: string;
+/**
+ * The allocation's name: the explicit one, or `<bundle directory name>-<12 hex digits of the
+ * SHA-256 of the directory's real path>`, so a bundle filled again gets its own allocation back
+ * and another bundle with the same directory name (podman's …/<id>/userdata) never shares it.
+ */
+function allocationNameFor(file: string, explicit: string | undefined): { name: string; base: string } {
+  if (explicit !== undefined) return { name: explicit, base: explicit };
+  let dir = resolve(dirname(file));
   try {
-    dir = dirname(realpathSync(file));
+    dir = realpathSync(dir);
   } catch {
-    dir = dirname(file);
+    // a directory that does not exist: reported on writing
   }
-  return basename(dir);
+  const hash = createHash('sha256').update(dir).digest('hex').slice(0, 12);
+  // At most 128 characters in all (store/names.ts): the directory name is cut, the hash kept.
+  const base = basename(dir).slice(0, 128 - 1 - hash.length);
+  return { name: `${base}-${hash}`, base };
 }
 
 async function fromRegistry(file: string, options: OciFillOptions, autoOptions: string): Promise<Resolved> {
   const alloc = await import('../alloc/index.js');
   const { validateName } = await import('../store/names.js');
   const request = alloc.parseAutoUserns(autoOptions === '' ? 'auto' : `auto:${autoOptions}`)!;
-  const name = allocationNameFor(file, options.allocationName);
+  const { name, base } = allocationNameFor(file, options.allocationName);
   try {
+    validateName(base, 'allocation name');
     validateName(name, 'allocation name');
   } catch (error) {
     throw new OciError('OCI_INVALID_NAME', `${(error as Error).message} (the bundle's directory name)`, {
@@ -242,14 +312,31 @@ async function resolveMaps(file: string, options: OciFillOptions, privileged: bo
  */
 export async function fillOciConfig(path: string, options: OciFillOptions = {}): Promise<OciResult> {
   const file = configPath(path);
-  const privileged = isPrivileged();
-  let original: string | undefined;
+  // The bundle directory is pinned for the whole fill: the read and the atomic replace go
+  // through /proc/self/fd/N, so a directory swapped for a link in between cannot redirect them.
+  let dirFd: number;
   try {
-    original = readText(file);
+    dirFd = openSync(dirname(file), constants.O_RDONLY | constants.O_DIRECTORY);
+  } catch (error) {
+    throw readError(file, error);
+  }
+  try {
+    return await fillPinned(file, join(`/proc/self/fd/${dirFd}`, basename(file)), options);
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
+async function fillPinned(file: string, at: string, options: OciFillOptions): Promise<OciResult> {
+  const privileged = isPrivileged();
+  let source: ConfigFile | undefined;
+  try {
+    source = readConfigFile(file, at);
   } catch (error) {
     // A Kubernetes record may be created.
     if (!(options.format === 'kubernetes' && (error as UsernsError).data?.errno === 'ENOENT')) throw error;
   }
+  const original = source?.text;
   if (options.check && (options.allocate || options.userns?.startsWith('auto:'))) {
     throw new OciError('OCI_CHECK_ALLOCATE', '--check validates only; it does not allocate', {
       hint: 'allocate without --check, or check the file as it is',
@@ -281,7 +368,7 @@ export async function fillOciConfig(path: string, options: OciFillOptions = {}):
     const changed = text !== original;
     let written = false;
     if (changed && !options.check) {
-      writeConfig(file, text);
+      writeConfig(file, text, source, at);
       written = true;
     }
     return {
@@ -300,34 +387,34 @@ export async function fillOciConfig(path: string, options: OciFillOptions = {}):
   }
 }
 
-/** Atomic replace (temp + fsync + rename), keeping the file's mode and owner. */
-function writeConfig(file: string, text: string): void {
-  let target = file;
-  let mode = 0o644;
-  let owner: { uid: number; gid: number } | undefined;
+/**
+ * Atomic replace (temp + fsync + rename) of the file itself (never a link's target: refused on
+ * reading), keeping the original's permission bits (never setuid, setgid or sticky) and owner.
+ * Both are set on the temp file by its descriptor before the rename; nothing is done by path
+ * after it, so a file swapped in meanwhile is never chmodded or chowned.
+ */
+function writeConfig(file: string, text: string, source: ConfigFile | undefined, at = file): void {
+  const mode = source === undefined ? 0o644 : source.mode & 0o777;
   try {
-    target = realpathSync(file); // a symlinked config.json: replace the file it points to
-    const st = statSync(target);
-    mode = st.mode & 0o7777;
-    owner = { uid: st.uid, gid: st.gid };
-  } catch {
-    // a new file
-  }
-  try {
-    writeFileAtomic(target, text, mode);
-    const st = statSync(target);
-    if ((st.mode & 0o7777) !== mode) chmodSync(target, mode); // the umask
-    if (owner !== undefined && (st.uid !== owner.uid || st.gid !== owner.gid)) {
-      try {
-        chownSync(target, owner.uid, owner.gid);
-      } catch {
-        // not permitted (unprivileged): the file is ours now, as any editor would leave it
-      }
-    }
+    writeFileAtomic(at, text, mode, {
+      beforeRename: (fd) => {
+        if (source !== undefined) {
+          const st = fstatSync(fd);
+          if (st.uid !== source.uid || st.gid !== source.gid) {
+            try {
+              fchownSync(fd, source.uid, source.gid);
+            } catch {
+              // not permitted (unprivileged): the file is ours now, as any editor would leave it
+            }
+          }
+        }
+        fchmodSync(fd, mode); // the umask; after the chown, which may clear mode bits
+      },
+    });
   } catch (error) {
-    throw new OciError('OCI_WRITE_FAILED', `cannot write ${target}: ${(error as Error).message}`, {
+    throw new OciError('OCI_WRITE_FAILED', `cannot write ${file}: ${(error as Error).message}`, {
       hint: 'the directory must be writable (the file is replaced by a rename)',
-      data: { file: target, errno: (error as NodeJS.ErrnoException).code ?? null },
+      data: { file, errno: (error as NodeJS.ErrnoException).code ?? null },
     });
   }
 }

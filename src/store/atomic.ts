@@ -14,18 +14,33 @@ export function fsyncDirectory(path: string): void {
   }
 }
 
+export interface WriteFileAtomicOptions {
+  /**
+   * Called with the temp file's fd after the data is written and before the fsync and the
+   * rename: set its mode or owner here (fchmod, fchown), never by path. A throw removes the
+   * temp file and leaves the target as it was.
+   */
+  beforeRename?: (fd: number) => void;
+}
+
 /**
  * Writes a file atomically: a fresh temp file beside it (created exclusively, never through a
  * link), written, fsynced, renamed over the target, and the directory fsynced. A reader sees the
  * old content or the new, never a mix; a crash leaves at most a stray temp file.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): void {
+export function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+  options: WriteFileAtomicOptions = {},
+): void {
   const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   const fd = openSync(temp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, mode);
   try {
     const buffer = typeof data === 'string' ? Buffer.from(data) : data;
     let offset = 0;
     while (offset < buffer.length) offset += writeSync(fd, buffer, offset, buffer.length - offset);
+    options.beforeRename?.(fd);
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);

@@ -7,11 +7,13 @@ import assert from 'node:assert/strict';
 import {
   chmodSync,
   chownSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -172,6 +174,43 @@ describe('fillConfigText: only the mapping fields change', () => {
     // Filling again changes nothing more (idempotent).
     const again = fillConfigText(r.text, { uid: MAP, gid: MAP, idmapMounts: ['/dev/shm', '/data'] });
     assert.equal(again.text, r.text);
+  });
+
+  test('idmapped mounts: one mount named twice (/data and /data/) is edited once', () => {
+    const count = (s: string, sub: string) => s.split(sub).length - 1;
+    // A mount with no mappings yet: the members and the option are added once.
+    const r = fillConfigText(RUNC_SPEC, { uid: MAP, gid: MAP, idmapMounts: ['/data', '/data/'] });
+    const parsed = JSON.parse(r.text);
+    assert.deepEqual(parsed.mounts[2].options, ['idmap']);
+    assert.deepEqual(parsed.mounts[2].uidMappings, [{ containerID: 0, hostID: 100000, size: 65536 }]);
+    const mountText = (t: string) => t.slice(t.indexOf('"/data"'), t.indexOf('"linux"'));
+    assert.equal(count(mountText(r.text), '"uidMappings"'), 1, mountText(r.text));
+    assert.equal(count(mountText(r.text), '"gidMappings"'), 1, mountText(r.text));
+    assert.equal(count(r.text, '"idmap"'), 1);
+    assert.deepEqual(
+      r.changes.filter((c) => c.startsWith('idmapped mount')),
+      ['idmapped mount /data'],
+    );
+  });
+
+  test('idmapped mounts: a mount that has its maps already, named twice, is replaced once', () => {
+    const count = (s: string, sub: string) => s.split(sub).length - 1;
+    const mountText = (t: string) => t.slice(t.indexOf('"/data"'), t.indexOf('"linux"'));
+    const filled = fillConfigText(RUNC_SPEC, { uid: MAP, gid: MAP, idmapMounts: ['/data'] }).text;
+    const other = [{ inside: 0, outside: 200000, count: 65536 }];
+    let again: ReturnType<typeof fillConfigText>;
+    try {
+      again = fillConfigText(filled, { uid: other, gid: other, idmapMounts: ['/data/', '/data'] });
+    } catch (error) {
+      assert.ok(error instanceof OciError, `not an OciError: ${String(error)}`);
+      throw error;
+    }
+    const p2 = JSON.parse(again.text);
+    assert.deepEqual(p2.mounts[2].uidMappings, [{ containerID: 0, hostID: 200000, size: 65536 }]);
+    assert.deepEqual(p2.mounts[2].gidMappings, [{ containerID: 0, hostID: 200000, size: 65536 }]);
+    assert.deepEqual(p2.mounts[2].options, ['idmap']);
+    assert.equal(count(mountText(again.text), '"uidMappings"'), 1, mountText(again.text));
+    assert.equal(count(again.text, '"idmap"'), 1);
   });
 
   test('a user namespace joined by path is refused', () => {
@@ -523,7 +562,7 @@ describe('userns oci (CLI)', () => {
     const a = await runCli(['oci', '--allocate=size=65536', '--root', root, dir, '--json']);
     assert.equal(a.code, 0, a.stdout + a.stderr);
     const first = JSON.parse(a.stdout);
-    assert.equal(first.allocation.name, 'web1');
+    assert.match(first.allocation.name, /^web1-[0-9a-f]{12}$/);
     assert.equal(first.allocation.reused, false);
     const b = await runCli(['oci', '--allocate', '--root', root, dir, '--json']);
     assert.equal(b.code, 0, b.stderr);
@@ -531,7 +570,10 @@ describe('userns oci (CLI)', () => {
     assert.equal(second.allocation.reused, true);
     assert.deepEqual(second.uidMappings, first.uidMappings);
     const list = JSON.parse((await runCli(['alloc', 'list', '--root', root, '--json'])).stdout);
-    assert.equal(list.allocations.filter((x: { name: string }) => x.name === 'web1').length, 1);
+    assert.equal(
+      list.allocations.filter((x: { name: string }) => x.name === first.allocation.name).length,
+      1,
+    );
     // A failure after allocating (no such mount) releases the new allocation.
     const failed = await runCli([
       'oci',
@@ -553,6 +595,94 @@ describe('userns oci (CLI)', () => {
     );
     const mismatch = await runCli(['oci', '--allocate=size=1024', '--root', root, dir, '--json']);
     assert.equal(JSON.parse(mismatch.stdout).code, 'OCI_ALLOCATION_MISMATCH');
+  });
+
+  test('--allocate: bundles with the same directory name get their own IDs; each keeps its own', async () => {
+    const root = join(base, 'state-same-name');
+    const dirs = ['a', 'b'].map((x) => {
+      const d = join(base, 'same-name', x, 'userdata'); // podman: …/<id>/userdata/config.json
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'config.json'), RUNC_SPEC);
+      return d;
+    });
+    const fill = async (target: string) => {
+      const r = await runCli(['oci', '--allocate=size=65536', '--root', root, target, '--json']);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      return JSON.parse(r.stdout) as {
+        allocation: { name: string; reused: boolean };
+        uidMappings: [number, number, number][];
+        gidMappings: [number, number, number][];
+      };
+    };
+    const a = await fill(dirs[0]!);
+    const b = await fill(dirs[1]!);
+    for (const r of [a, b]) {
+      assert.match(r.allocation.name, /^userdata-[0-9a-f]{12}$/);
+      assert.equal(r.allocation.reused, false);
+    }
+    assert.notEqual(a.allocation.name, b.allocation.name);
+    const overlaps = (x: [number, number, number][], y: [number, number, number][]) =>
+      x.some(([, xo, xn]) => y.some(([, yo, yn]) => xo < yo + yn && yo < xo + xn));
+    assert.equal(overlaps(a.uidMappings, b.uidMappings), false, JSON.stringify([a, b]));
+    assert.equal(overlaps(a.gidMappings, b.gidMappings), false, JSON.stringify([a, b]));
+    // The same bundle again (through another path to it): its own allocation, reused.
+    const linked = join(base, 'same-name', 'link-to-a');
+    symlinkSync(dirs[0]!, linked);
+    const again = await fill(join(linked, 'config.json'));
+    assert.equal(again.allocation.name, a.allocation.name);
+    assert.equal(again.allocation.reused, true);
+    assert.deepEqual(again.uidMappings, a.uidMappings);
+  });
+
+  test('a symlinked config.json is refused; the file it points to is untouched', async () => {
+    const dir = join(base, `b${n++}`);
+    mkdirSync(dir, { mode: 0o755 });
+    const target = join(base, `link-target-${n}`);
+    writeFileSync(target, RUNC_SPEC, { mode: 0o600 });
+    const link = join(dir, 'config.json');
+    symlinkSync(target, link);
+    const before = statSync(target);
+    for (const path of [dir, link]) {
+      const r = await runCli(['oci', '--uidmap', '0:100000:65536', path, '--json']);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const err = JSON.parse(r.stdout);
+      assert.equal(err.code, 'OCI_CONFIG_SYMLINK');
+      assert.ok(err.message.includes(link), err.message);
+    }
+    const human = await runCli(['oci', '--uidmap', '0:100000:65536', dir]);
+    assert.match(human.stderr, /symbolic link/);
+    assert.doesNotMatch(human.stderr, /\n\s+at /);
+    assert.equal(readFileSync(target, 'utf8'), RUNC_SPEC);
+    const after = statSync(target);
+    assert.equal(after.mode, before.mode);
+    assert.equal(after.uid, before.uid);
+    assert.equal(after.gid, before.gid);
+    assert.equal(after.ino, before.ino);
+    assert.ok(lstatSync(link).isSymbolicLink());
+  });
+
+  test('owner and permission bits are kept; setuid, setgid and sticky are not', {
+    skip: process.geteuid?.() === 0 ? false : 'needs root (chown)',
+  }, async () => {
+    const dir = bundle();
+    const file = join(dir, 'config.json');
+    chownSync(file, 1234, 1234);
+    chmodSync(file, 0o640);
+    const r = await runCli(['oci', '--uidmap', '0:100000:65536', dir, '--json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(JSON.parse(r.stdout).written, true);
+    const st = statSync(file);
+    assert.equal(st.uid, 1234);
+    assert.equal(st.gid, 1234);
+    assert.equal(st.mode & 0o7777, 0o640);
+    // Special bits of the original are never carried to the new file.
+    const dir2 = bundle();
+    const file2 = join(dir2, 'config.json');
+    chmodSync(file2, 0o7755);
+    const r2 = await runCli(['oci', '--uidmap', '0:100000:65536', dir2, '--json']);
+    assert.equal(r2.code, 0, r2.stdout + r2.stderr);
+    assert.equal(statSync(file2).mode & 0o7777, 0o755);
+    assert.equal(statSync(file2).uid, 0);
   });
 
   test('Kubernetes: create a record, read one as the source of a bundle', async () => {
