@@ -128,9 +128,13 @@ function hold(
   control.on('error', () => {});
   report.on('error', () => {});
   if (lease !== undefined) control.write(`userns ${lease.path}\n`);
+  // 'exit', or 'error' when it could not be started (then no 'exit' follows).
   const exited = new Promise<void>((res) => {
     if (child.exitCode !== null || child.signalCode !== null) res();
-    else child.once('exit', () => res());
+    else {
+      child.once('exit', () => res());
+      child.once('error', () => res());
+    }
   });
   return new Promise<DetachedMount>((resolvePromise, reject) => {
     let buffered = '';
@@ -143,9 +147,16 @@ function hold(
       control.destroy();
       void exited.then(() => reject(error));
     };
-    child.on('error', (error) =>
-      fail(new SpawnError('HELPER_DIED', `cannot start the userns helper: ${error.message}`)),
-    );
+    // Not started (EACCES, ENOENT, …): there is nothing to wait for, reject at once.
+    child.on('error', (error) => {
+      if (settled) return;
+      settled = true;
+      report.destroy();
+      control.destroy();
+      reject(
+        new SpawnError('HELPER_DIED', `cannot start the userns helper: ${error.message}`, { cause: error }),
+      );
+    });
     report.setEncoding('utf8');
     report.on('data', (chunk: string) => {
       buffered += chunk;

@@ -1,15 +1,15 @@
 /**
  * Mount errors, in words: what the kernel's errno means for this mount (linux-idmap-rules.md §6.1).
  *
- * Codes: MOUNT_SPEC_INVALID, MOUNT_SOURCE_MISSING, MOUNT_TARGET_MISSING, MOUNT_TYPE_MISMATCH,
- * MOUNT_NOT_PRIVILEGED, MOUNT_FAILED, IDMAP_UNSUPPORTED_FS, IDMAP_KERNEL_TOO_OLD,
+ * Codes: MOUNT_SPEC_INVALID, MOUNT_SOURCE_MISSING, MOUNT_TARGET_MISSING, MOUNT_TARGET_SYMLINK,
+ * MOUNT_TYPE_MISMATCH, MOUNT_NOT_PRIVILEGED, MOUNT_FAILED, IDMAP_UNSUPPORTED_FS, IDMAP_KERNEL_TOO_OLD,
  * IDMAP_NOT_PRIVILEGED, IDMAP_ALREADY_IDMAPPED, IDMAP_MAP_EMPTY, IDMAP_ID_NOT_MAPPED, IDMAP_FAILED.
  * `data` carries `source`, `target`, `fsType`, `errno` and `step` when known.
  */
-import { readFileSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import type { ErrorDetails } from '../errors.js';
 import { SpawnError } from '../spawn/errors.js';
+import { type MountInfo, mountOf } from '../system/mounts.js';
 
 /**
  * A mount could not be made. A SpawnError (it fails the start of a command in the same way), with
@@ -21,50 +21,11 @@ export class MountError extends SpawnError {
   }
 }
 
-export interface MountInfo {
-  mountPoint: string;
-  fsType: string;
-  /** Per-mount options (e.g. "rw,relatime,idmapped"). */
-  options: string[];
-  source: string;
-}
+export type { MountInfo } from '../system/mounts.js';
 
-function unescapeMountinfo(text: string): string {
-  return text.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
-}
-
-/** The mount `path` is on (this process's view of /proc/self/mountinfo), or undefined. */
+/** The mount `path` is on (this process's view of /proc/self/mountinfo; symbolic links resolved), or undefined. */
 export function mountInfoOf(path: string): MountInfo | undefined {
-  let text: string;
-  let dev: { major: number; minor: number };
-  try {
-    const st = statSync(path);
-    // Linux dev_t: major in bits 8-19 (and 32+), minor in bits 0-7 and 20-31.
-    const d = st.dev;
-    dev = { major: (d >> 8) & 0xfff, minor: (d & 0xff) | ((d >> 12) & 0xfff00) };
-    text = readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return undefined;
-  }
-  let best: MountInfo | undefined;
-  for (const line of text.split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (left === undefined || right === undefined) continue;
-    const f = left.split(' ');
-    const [maj, min] = (f[2] ?? '').split(':').map(Number);
-    if (maj !== dev.major || min !== dev.minor) continue;
-    const mountPoint = unescapeMountinfo(f[4] ?? '');
-    const inside = path === mountPoint || path.startsWith(mountPoint === '/' ? '/' : `${mountPoint}/`);
-    if (!inside || (best !== undefined && best.mountPoint.length > mountPoint.length)) continue;
-    const r = right.split(' ');
-    best = {
-      mountPoint,
-      fsType: r[0] ?? '?',
-      source: unescapeMountinfo(r[1] ?? ''),
-      options: (f[5] ?? '').split(','),
-    };
-  }
-  return best;
+  return mountOf(path);
 }
 
 /** The filesystem type of `path` ("ext4", "tmpfs", …), or "unknown". */

@@ -8,7 +8,8 @@
  * namespace), `idmap` uses U = C (on-disk d appears inside as d) and `idmap=M` (inside → on
  * disk) uses U = compose(M⁻¹, C) (on-disk M(i) appears inside as i).
  */
-import { lstatSync, statSync } from 'node:fs';
+import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { compose } from '../idmap/compose.js';
 import { IdMap } from '../idmap/idmap.js';
 import type { HelperMount } from '../native/helper.js';
@@ -66,6 +67,18 @@ export function helperMountsFor(specs: readonly MountSpec[]): HelperMount[] {
             data: { source },
           });
     }
+    // move_mount does not follow a symbolic link in the last component of the target (the
+    // kernel says EINVAL): refuse it here, in words, with the path to use instead.
+    const targetLink = symlinkTarget(spec.target);
+    if (targetLink !== undefined)
+      throw new MountError(
+        'MOUNT_TARGET_SYMLINK',
+        `mount target ${spec.target} is a symbolic link (to ${targetLink}); a mount target cannot be one`,
+        {
+          hint: `give the real path as the target: ${targetLink}`,
+          data: { target: spec.target, realTarget: targetLink },
+        },
+      );
     const targetKind = kindOf(spec.target);
     if (targetKind === undefined && !safeLstat(spec.target))
       throw new MountError('MOUNT_TARGET_MISSING', `mount target ${spec.target} does not exist`, {
@@ -88,6 +101,27 @@ export function helperMountsFor(specs: readonly MountSpec[]): HelperMount[] {
     if (spec.idmap) mount.userns = next++;
     return mount;
   });
+}
+
+/**
+ * When `path` is a symbolic link: the path it leads to (fully resolved, or, for a dangling link,
+ * its target made absolute). undefined when it is not a link (or does not exist).
+ */
+function symlinkTarget(path: string): string | undefined {
+  try {
+    if (!lstatSync(path).isSymbolicLink()) return undefined;
+  } catch {
+    return undefined;
+  }
+  try {
+    return realpathSync(path);
+  } catch {
+    try {
+      return resolve(dirname(path), readlinkSync(path));
+    } catch {
+      return '?';
+    }
+  }
 }
 
 function safeLstat(path: string): boolean {
@@ -171,7 +205,8 @@ export async function mountNamespacePaths(
   planned: readonly PlannedMount[],
   options: UsernsFdOptions = {},
 ): Promise<{ paths: string[]; release: () => void }> {
-  // Loaded only when a mount is idmapped: `userns run` without --mount starts faster.
+  // Loaded only when a mount is idmapped: `userns run` without idmapped mounts starts faster.
+  if (planned.every((m) => m.userns === null)) return { paths: [], release: () => {} };
   const { usernsFd } = await import('./userns-fd.js');
   const leases: UsernsFdLease[] = [];
   const release = () => {

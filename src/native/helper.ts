@@ -148,6 +148,14 @@ export function helperPath(explicit?: string): string {
 
 /** Builds the helper's argv (without the binary). Exported for --dry-run and tests. */
 export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBase = 5): string[] {
+  if (options.join !== undefined && (options.mounts?.length ?? 0) > 0)
+    throw new SpawnError(
+      'USAGE',
+      'mounts cannot be made when joining existing namespaces (--mount with --join)',
+      {
+        hint: 'give the mounts when the namespaces are created',
+      },
+    );
   const args = [`--ppid=${ppid}`];
   if (options.join !== undefined) {
     const byType = new Map(options.join.namespaces.map((n) => [n.type, n.inode]));
@@ -174,7 +182,7 @@ export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBa
   if (options.cwd !== undefined) args.push(`--cwd=${options.cwd}`);
   if (options.cwdFallback !== undefined) args.push(`--cwd-fallback=${options.cwdFallback}`);
   if (options.mountProc && options.join === undefined) args.push('--mount-proc');
-  if (options.join === undefined) for (const m of options.mounts ?? []) args.push(mountArg(m));
+  for (const m of options.mounts ?? []) args.push(mountArg(m));
   const stdio = normalizeStdio(options.stdio);
   let source = extraFdBase;
   for (let target = 3; target < stdio.length; target++, source++) {
@@ -316,9 +324,13 @@ export function helperFailure(
   }
 }
 
+/** Resolves once the child has exited, or could not be started ('error' and no 'exit' then). */
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  });
 }
 
 /**

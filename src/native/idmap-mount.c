@@ -113,6 +113,8 @@ int idmap_mount_option(const char *arg) {
 
 int idmap_mount_detach_mode(void) { return detach; }
 
+int idmap_mount_requested(void) { return nspecs > 0 || detach; }
+
 static int failed(struct idmap_mount_error *e, const char *step, int err, int index, const char *path) {
   e->step = step;
   e->err = err;

@@ -16,6 +16,9 @@ int idmap_mount_option(const char *arg);
 /* Whether --detach-mounts was given (then the helper takes no command). */
 int idmap_mount_detach_mode(void);
 
+/* Whether any --mount=SPEC or --detach-mounts was given (they need a namespace of our own). */
+int idmap_mount_requested(void);
+
 /*
  * Called just before the helper unshares its namespaces, with the clone flags it will use.
  * Reads the "userns …" line from control_fd when a mount needs a user namespace (EOF or anything

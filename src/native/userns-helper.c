@@ -591,7 +591,8 @@ int main(int argc, char **argv) {
     int has_user = 0;
     for (int k = 0; k < njoins; k++) has_user |= joins[k].type->flag == CLONE_NEWUSER;
     if (!has_user) fail("usage", EINVAL, "--join needs --ns with the user namespace");
-    if (have_unshare || hold || mount_proc) fail("usage", EINVAL, "--join excludes --unshare, --hold and --mount-proc");
+    if (have_unshare || hold || mount_proc || idmap_mount_requested())
+      fail("usage", EINVAL, "--join excludes --unshare, --hold, --mount-proc, --mount and --detach-mounts");
   } else if (no_wait) {
     fail("usage", EINVAL, "--no-wait needs --join");
   } else if (njoins > 0) {

@@ -288,6 +288,9 @@ export function spawn(
     // Planning runs while the helper starts; its failure is handled below, after `ready`.
     planning.catch(() => {});
     let releaseMountNamespaces = () => {};
+    // Set once the helper has opened the namespaces or the start failed: leases that arrive
+    // later are released at once (else they would pin their cache entries for ever).
+    let mountNamespacesDone = false;
     if (options.mounts?.length) {
       const mounts = options.mounts;
       planning
@@ -297,7 +300,8 @@ export function spawn(
             privileged,
             ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
           });
-          releaseMountNamespaces = release;
+          if (mountNamespacesDone) release();
+          else releaseMountNamespaces = release;
           namespacesForMounts.resolve(paths);
         })
         .catch((error: unknown) => {
@@ -312,6 +316,7 @@ export function spawn(
       // The helper was killed because planning or the mounts' namespaces failed: say why.
       throw mountFailure ?? error;
     } finally {
+      mountNamespacesDone = true;
       releaseMountNamespaces();
     }
     let applied: Awaited<ReturnType<typeof writeMaps>>;

@@ -1,4 +1,5 @@
-/** The system layer: /proc, subordinate IDs, users and groups, newuidmap/newgidmap. */
+/** The system layer: /proc, mounts, subordinate IDs, users and groups, newuidmap/newgidmap. */
+export * from './mounts.js';
 export * from './newidmap.js';
 export * from './proc.js';
 export * from './subordinate.js';

@@ -1,6 +1,7 @@
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { findProgram, run } from './exec.js';
+import { mountOf } from './mounts.js';
 
 /**
  * Is newuidmap/newgidmap installed so that an unprivileged user can use it? It must be setuid
@@ -110,33 +111,10 @@ export function capabilityFlags(text: string, cap: string): CapFlags | undefined
   return { effective: flags.e, permitted: flags.p, inheritable: flags.i };
 }
 
-/** Decodes a mount point as /proc/PID/mountinfo escapes it (\040 space, \011 tab, \012 newline, \134 backslash). */
-function unescapeMountinfo(text: string): string {
-  return text.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8)));
-}
-
 /** The mount point holding `path` if that mount has the `nosuid` option, else undefined. */
 export function nosuidMountOf(path: string, mountinfo?: string): string | undefined {
-  let real: string;
-  let text: string;
-  try {
-    real = realpathSync(path);
-    text = mountinfo ?? readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return undefined;
-  }
-  let best: { point: string; nosuid: boolean } | undefined;
-  for (const line of text.split('\n')) {
-    const f = line.split(' ');
-    if (f.length < 6) continue;
-    const point = unescapeMountinfo(f[4]!);
-    const inside = point === '/' || real === point || real.startsWith(`${point}/`);
-    // Later lines are mounted on top of earlier ones at the same point: >= keeps the last.
-    if (inside && (best === undefined || point.length >= best.point.length)) {
-      best = { point, nosuid: f[5]!.split(',').includes('nosuid') };
-    }
-  }
-  return best?.nosuid ? best.point : undefined;
+  const mount = mountOf(path, mountinfo);
+  return mount?.options.includes('nosuid') ? mount.mountPoint : undefined;
 }
 
 function readNoNewPrivs(): boolean {

@@ -4,8 +4,18 @@
  * run on, and rootless on a tmpfs the user's own namespace mounted.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn as spawnChild, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,14 +24,20 @@ import type { IdMap } from '../../src/idmap/idmap.js';
 import {
   clearIdmapProbeCache,
   clearUsernsFdCache,
+  helperMountsFor,
   MountError,
+  mountInfoOf,
+  openDetachedMount,
   openIdmappedMount,
   parseMountSpec,
   probeIdmapSupport,
   usernsFd,
   usernsFdCacheStats,
 } from '../../src/mount/index.js';
+import { helperArgs, helperPath } from '../../src/native/helper.js';
+import { SpawnError } from '../../src/spawn/errors.js';
 import { run } from '../../src/spawn/spawn.js';
+import { mountOf, nosuidMountOf } from '../../src/system/index.js';
 import { readableRepo } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
 
@@ -79,6 +95,126 @@ describe('--mount specs', () => {
     const r = cli(['run', '--mount', '/tmp:/mnt:bogus', '--', 'true']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /unknown option 'bogus'/);
+  });
+});
+
+/** Rejects with Error('timed out') when `p` has not settled within `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+describe('mount checks (no privileges needed)', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'userns-mountcheck-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('a target that is a symbolic link is refused with MOUNT_TARGET_SYMLINK, naming the real path', () => {
+    const real = join(dir, 'real');
+    mkdirSync(real);
+    const link = join(dir, 'link');
+    symlinkSync(real, link);
+    const dangling = join(dir, 'dangling');
+    symlinkSync(join(dir, 'nowhere'), dangling);
+    for (const [target, resolved] of [
+      [link, realpathSync(real)],
+      [dangling, join(dir, 'nowhere')],
+    ] as const) {
+      assert.throws(
+        () => helperMountsFor([{ source: dir, target }]),
+        (e: unknown) =>
+          e instanceof MountError &&
+          e.code === 'MOUNT_TARGET_SYMLINK' &&
+          /symbolic link/.test(e.message) &&
+          e.message.includes(resolved) &&
+          (e.hint ?? '').includes(resolved),
+        target,
+      );
+    }
+    // A symbolic link in a directory above the target is fine (move_mount follows those).
+    const viaLink = join(dir, 'via');
+    symlinkSync(dir, viaLink);
+    assert.equal(helperMountsFor([{ source: dir, target: join(viaLink, 'real') }]).length, 1);
+  });
+
+  test('openDetachedMount rejects promptly when the helper cannot be started', async () => {
+    // A directory passes the X_OK check, but spawning it fails (EACCES): 'error', never 'exit'.
+    const notAProgram = join(dir, 'helper-dir');
+    mkdirSync(notAProgram, { recursive: true });
+    await assert.rejects(within(openDetachedMount(dir, { helperPath: notAProgram }), 5000), (e: unknown) => {
+      assert.ok(e instanceof SpawnError, String(e));
+      assert.equal(e.code, 'HELPER_DIED');
+      return true;
+    });
+  });
+
+  test('mounts are refused with join (helperArgs), and the helper refuses --mount with --join', async () => {
+    const join_ = { pid: process.pid, namespaces: [{ type: 'user' as const, inode: 1 }] };
+    assert.throws(
+      () =>
+        helperArgs({
+          namespaces: [],
+          command: ['true'],
+          join: join_,
+          mounts: [{ source: '/tmp', target: '/mnt' }],
+        }),
+      (e: unknown) => e instanceof SpawnError && /--mount|mounts/.test(e.message),
+    );
+    // The helper itself: --join with --mount is a usage error, not a mount silently left out.
+    const ino = statSync('/proc/self/ns/user').ino;
+    const child = spawnChild(
+      helperPath(),
+      [`--join=${process.pid}`, `--ns=user:${ino}`, '--mount=-:-:4:/tmp:/mnt', '--', 'true'],
+      { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] },
+    );
+    const report = child.stdio[3] as NodeJS.ReadableStream;
+    (child.stdio[4] as NodeJS.WritableStream & { destroy(): void }).destroy();
+    let out = '';
+    report.setEncoding('utf8');
+    report.on('data', (d: string) => {
+      out += d;
+    });
+    const code = await within(
+      new Promise<number | null>((res) => child.once('close', (c) => res(c))),
+      5000,
+    ).catch((error) => {
+      child.kill('SIGKILL');
+      throw error;
+    });
+    assert.match(out, /^error usage EINVAL .*--join excludes .*--mount/m, out);
+    assert.notEqual(code, 0);
+  });
+
+  test('mountOf / mountInfoOf follow symbolic links; nosuidMountOf keeps its answers', () => {
+    const link = join(dir, 'shm-link');
+    symlinkSync('/dev/shm', link);
+    const direct = mountOf('/dev/shm');
+    assert.ok(direct !== undefined);
+    assert.deepEqual(mountOf(link), direct);
+    assert.equal(mountInfoOf(link)?.mountPoint, direct.mountPoint);
+    assert.equal(mountInfoOf(link)?.fsType, direct.fsType);
+    assert.equal(mountOf('/nonexistent/path'), undefined);
+    const mountinfo = [
+      '27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,errors=remount-ro',
+      '28 27 0:25 / /opt/tools ro,nosuid,nodev,relatime shared:5 - tmpfs x ro',
+      '29 27 0:26 / /opt/my\\040tools rw,nosuid - tmpfs y rw',
+    ].join('\n');
+    assert.deepEqual(mountOf('/', mountinfo), {
+      mountPoint: '/',
+      fsType: 'ext4',
+      source: '/dev/vda',
+      options: ['rw', 'relatime'],
+      superOptions: ['rw', 'errors=remount-ro'],
+    });
+    assert.equal(nosuidMountOf('/', mountinfo), undefined);
+    assert.equal(nosuidMountOf('/nonexistent/path', mountinfo), undefined);
+    // The real path decides: a link to / is on /.
+    assert.equal(mountOf(join(dir, 'shm-link'), mountinfo)?.mountPoint, '/');
   });
 });
 
@@ -241,11 +377,70 @@ describe('mounts as root', { skip: root ? false : 'needs root' }, () => {
     const after = usernsFdCacheStats();
     assert.equal(after.created - before.created, 2);
     assert.equal(after.hits - before.hits, 1);
-    // The fd is a user namespace with exactly that map.
-    const r = spawnSync('nsenter', [`--user=${a.path}`, 'true']);
-    assert.equal(r.status, 0);
+    // The fd is a user namespace with exactly that map (uid and gid: the same string given once).
+    for (const file of ['uid_map', 'gid_map']) {
+      const r = spawnSync('nsenter', [`--user=${a.path}`, 'cat', `/proc/self/${file}`], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(
+        r.stdout
+          .trim()
+          .split('\n')
+          .map((l) => l.trim().split(/\s+/).join(' ')),
+        ['0 300000 1000'],
+        file,
+      );
+    }
+    const rc = spawnSync('nsenter', [`--user=${c.path}`, 'cat', '/proc/self/uid_map'], { encoding: 'utf8' });
+    assert.equal(rc.stdout.trim().split(/\s+/).join(' '), '0 400000 1000', rc.stderr);
     t.diagnostic(`userns fd: cold ${cold.toFixed(2)} ms, cached ${warm.toFixed(3)} ms`);
     for (const l of [a, b, c]) l.release();
+  });
+
+  test('a symbolic-link target fails before the helper runs (MOUNT_TARGET_SYMLINK), not at mount-attach', async () => {
+    const src = source('/dev/shm');
+    const link = join(mkdtempSync(join(tmpdir(), 'userns-link-')), 'link');
+    dirs.push(join(link, '..'));
+    symlinkSync(target, link);
+    await assert.rejects(
+      run('true', [], { mounts: [parseMountSpec(`${src}:${link}`)] }),
+      (e: unknown) =>
+        e instanceof MountError && e.code === 'MOUNT_TARGET_SYMLINK' && e.message.includes(target),
+    );
+    const r = cli(['run', '--mount', `${src}:${link}`, '--', 'true']);
+    assert.equal(r.code, 125);
+    assert.match(r.stderr, /symbolic link/);
+    assert.doesNotMatch(r.stderr, /mount-attach/);
+  });
+
+  test('a failed start releases the user-namespace fds of its idmapped mounts', async () => {
+    const src = source('/dev/shm');
+    // A helper that dies at once when asked for mounts (the namespace launch fails), and is slow
+    // otherwise (the user namespace for the idmapped mount is made after the launch failed).
+    const wrapDir = mkdtempSync(join(tmpdir(), 'userns-wrap-'));
+    dirs.push(wrapDir);
+    const wrapper = join(wrapDir, 'helper');
+    writeFileSync(
+      wrapper,
+      `#!/bin/sh\ncase "$*" in *--mount=*) exit 3 ;; esac\nsleep 0.3\nexec ${helperPath()} "$@"\n`,
+      { mode: 0o755 },
+    );
+    clearUsernsFdCache();
+    const created = usernsFdCacheStats().created;
+    await assert.rejects(
+      run('true', [], {
+        helperPath: wrapper,
+        uidMap: '0:510000:1000',
+        mounts: [parseMountSpec(`${src}:${target}:idmap`)],
+      }),
+      (e: unknown) => e instanceof SpawnError,
+    );
+    const deadline = Date.now() + 5000;
+    while (usernsFdCacheStats().created === created && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(usernsFdCacheStats().created, created + 1, 'the user namespace was made after the failure');
+    await new Promise((r) => setTimeout(r, 50));
+    clearUsernsFdCache();
+    assert.equal(usernsFdCacheStats().size, 0, 'no lease is left pinning a cache entry');
   });
 
   test('create + exec see the mount', () => {
