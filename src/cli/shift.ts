@@ -14,7 +14,8 @@ once; symbolic links are never followed (the link itself is changed).
 
 By default the walk runs in a protective user namespace that maps only the IDs of the two
 ranges: whatever a process racing the walk does (renames, planted links), the kernel refuses to
-change any file owned by another ID. Other filesystems mounted under DIR are skipped.
+change any file owned by another ID. Mounts under DIR (other filesystems, bind
+mounts) are skipped and listed.
 
 MAP: inline triples inside:outside:count[,…], a file in any format userns reads (kernel,
 OCI/Kubernetes JSON, podman, LXC, subuid…), 'self' or 'pid:N'. The gid map is the MAP's gid
@@ -30,7 +31,7 @@ Options:
   --unmapped MODE         an ID --from does not translate: error (default: nothing is changed
                           at all), skip (that ID is kept), overflow (it becomes the overflow ID)
   --no-userns             walk without the protective namespace (root only)
-  --cross-filesystems     also shift filesystems mounted under DIR
+  --cross-filesystems     also shift what is mounted under DIR
   -v, --verbose           list every entry that changes (or would)
   -q, --quiet             no progress line
   --newuidmap PATH        newuidmap to use (rootless; default from PATH); --newgidmap likewise

@@ -69,6 +69,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <limits.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -471,6 +472,25 @@ static int shift_capability(struct blob *b) {
 
 /* ---- one entry ------------------------------------------------------------------------------ */
 
+/* lstat of `name` in `fd` (or of `fd` itself when name == NULL) that also tells whether the entry
+   is the root of a mount: another filesystem, or a bind mount of a file or directory from this
+   one (same device, so only statx's STATX_ATTR_MOUNT_ROOT shows it; Linux >= 5.8). */
+static int stat_entry(int fd, const char *name, struct stat *st, int *mount_root) {
+  struct statx x;
+  if (statx(fd, name ? name : "", AT_SYMLINK_NOFOLLOW | (name ? 0 : AT_EMPTY_PATH), STATX_BASIC_STATS, &x) < 0)
+    return -1;
+  memset(st, 0, sizeof *st);
+  st->st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+  st->st_ino = x.stx_ino;
+  st->st_mode = x.stx_mode;
+  st->st_nlink = x.stx_nlink;
+  st->st_uid = x.stx_uid;
+  st->st_gid = x.stx_gid;
+  *mount_root = (x.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (x.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+  return 0;
+}
+
+
 static char type_letter(mode_t m) {
   if (S_ISREG(m)) return 'f';
   if (S_ISDIR(m)) return 'd';
@@ -487,8 +507,8 @@ static int chmod_entry(int dirfd, const char *name, const struct stat *st) {
   int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return -1;
   struct stat now;
-  int rc = -1;
-  if (fstat(fd, &now) == 0) {
+  int rc = -1, mount_root;
+  if (stat_entry(fd, NULL, &now, &mount_root) == 0) {
     if (now.st_dev != st->st_dev || now.st_ino != st->st_ino || S_ISLNK(now.st_mode)) {
       errno = ESTALE;
     } else {
@@ -521,11 +541,14 @@ static int visit(int fd, const char *name, struct stat *st) {
     put("\n", 1);
     flush_out();
   }
-  if ((name ? fstatat(fd, name, st, AT_SYMLINK_NOFOLLOW) : fstat(fd, st)) < 0) {
+  int mount_root = 0;
+  if (stat_entry(fd, name, st, &mount_root) < 0) {
     record_error("lstat", errno);
     return 0;
   }
-  if (name && st->st_dev != root_dev && S_ISDIR(st->st_mode) && !job.xdev) {
+  /* A mount inside the tree: another filesystem, or a file or directory bind-mounted (perhaps
+     from outside the tree: never shifted through it without xdev=1). */
+  if (name && (st->st_dev != root_dev || mount_root) && !job.xdev) {
     stats.mountpoints++;
     puts_("M\t");
     put_path(path, path_len);
@@ -650,15 +673,18 @@ static void walk_dir(int dfd, int depth) {
     size_t saved = path_push(d->d_name);
     struct stat st;
     /* Another worker handles this entry; every worker descends into every directory. */
+    int mount_root = 0;
     int descend = mine ? visit(dfd, d->d_name, &st)
-                       : fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
-                             (job.xdev || st.st_dev == root_dev);
+                       : stat_entry(dfd, d->d_name, &st, &mount_root) == 0 && S_ISDIR(st.st_mode) &&
+                             (job.xdev || (st.st_dev == root_dev && !mount_root));
     if (descend) {
       int child = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       struct stat now;
+      int now_mount_root;
       if (child < 0) {
         record_error("open", errno);
-      } else if (fstat(child, &now) < 0 || now.st_dev != st.st_dev || now.st_ino != st.st_ino) {
+      } else if (stat_entry(child, NULL, &now, &now_mount_root) < 0 || now.st_dev != st.st_dev ||
+                 now.st_ino != st.st_ino) {
         /* Replaced between the stat and the open: not the directory that was handled. */
         record_error("open", ESTALE);
         close(child);
@@ -684,18 +710,15 @@ static unsigned long long count_dir(int dfd, int depth) {
     if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
     total++;
     int is_dir = d->d_type == DT_DIR;
-    if (d->d_type == DT_UNKNOWN) {
-      struct stat st;
-      is_dir = fstatat(dfd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
-               (job.xdev || st.st_dev == root_dev);
+    struct stat st;
+    int mount_root = 0;
+    if (d->d_type == DT_UNKNOWN || (is_dir && !job.xdev)) {
+      is_dir = stat_entry(dfd, d->d_name, &st, &mount_root) == 0 && S_ISDIR(st.st_mode) &&
+               (job.xdev || (st.st_dev == root_dev && !mount_root));
     }
     if (is_dir && depth < MAX_DEPTH) {
       int child = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (child >= 0) {
-        struct stat st;
-        if (!job.xdev && (fstat(child, &st) < 0 || st.st_dev != root_dev)) close(child);
-        else total += count_dir(child, depth + 1);
-      }
+      if (child >= 0) total += count_dir(child, depth + 1);
     }
   }
   closedir(dir);
@@ -849,7 +872,8 @@ int tree_walk_main(void) {
     record_error("open", errno);
   } else {
     struct stat st;
-    if (fstat(rootfd, &st) < 0) {
+    int root_mount_root; /* the root may well be a mount itself: that is allowed */
+    if (stat_entry(rootfd, NULL, &st, &root_mount_root) < 0) {
       record_error("lstat", errno);
     } else {
       root_dev = st.st_dev;

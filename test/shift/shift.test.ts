@@ -246,6 +246,38 @@ describe('shiftTree', { skip: rootOnly }, () => {
     }
   });
 
+  test('bind mounts from the same filesystem (a file, a directory) are skipped, their sources untouched', async (t) => {
+    const dir = join(work, 'binds');
+    const outside = join(work, 'binds-outside');
+    mkdirSync(join(dir, 'etc'), { recursive: true });
+    mkdirSync(join(dir, 'volume'), { recursive: true });
+    mkdirSync(join(outside, 'data'), { recursive: true });
+    writeFileSync(join(dir, 'etc/resolv.conf'), '');
+    writeFileSync(join(outside, 'resolv.conf'), 'nameserver 127.0.0.1\n');
+    writeFileSync(join(outside, 'data/file'), '');
+    const binds: [string, string][] = [
+      [join(outside, 'resolv.conf'), join(dir, 'etc/resolv.conf')],
+      [join(outside, 'data'), join(dir, 'volume')],
+    ];
+    const mounted: string[] = [];
+    try {
+      for (const [source, target] of binds) {
+        if (spawnSync('mount', ['--bind', source, target]).status !== 0) {
+          t.skip('cannot bind-mount here');
+          return;
+        }
+        mounted.push(target);
+      }
+      const before = normalizeSnapshot(snapshot(outside));
+      const result = await shiftTree(dir, { from: range(0), to: range(100000) });
+      assert.deepEqual(result.mountpoints.sort(), ['etc/resolv.conf', 'volume']);
+      assert.deepEqual(normalizeSnapshot(snapshot(outside)), before);
+      assert.equal(lstatSync(join(dir, 'etc')).uid, 100000);
+    } finally {
+      for (const target of mounted.reverse()) spawnSync('umount', [target]);
+    }
+  });
+
   test('progress: counted first, summed over the workers', async () => {
     const dir = join(work, 'progress');
     mkdirSync(dir);
