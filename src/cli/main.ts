@@ -12,7 +12,8 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   },
   run: {
     summary: 'run a command in new user (and other) namespaces',
-    load: async () => (await import('./run.js')).main,
+    // The spawn modules are fetched beside run.js, not after it: one round of file reads less.
+    load: async () => (await Promise.all([import('./run.js'), import('../spawn/spawn.js')]))[0].main,
   },
   create: {
     summary: 'create named namespaces that outlive a command',
