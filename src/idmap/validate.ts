@@ -261,10 +261,14 @@ export function validateMap(map: MapLike, options: ValidateOptions = {}): Verdic
   // only when the page could be too small for it.
   const mayBeTooLarge = extents.length * 33 >= pageSize;
   let bytes = 0;
+  // One pass: a value that is no u32 anywhere is refused before anything else; the first line
+  // with a value problem (checked in the kernel's order below) is remembered.
+  let valid = extents.length;
+  let lineError: Verdict | undefined;
   for (let i = 0; i < extents.length; i++) {
     const e = extents[i]!;
     if (!isU32(e.inside) || !isU32(e.outside) || !isU32(e.count)) {
-      // Not representable in the kernel's text at all: refuse before anything else.
+      // Not representable in the kernel's text at all.
       return fail(
         'EINVAL',
         `line ${i + 1} (${formatTriple(e)}): every value must be an integer from 0 to 4294967295`,
@@ -273,17 +277,12 @@ export function validateMap(map: MapLike, options: ValidateOptions = {}): Verdic
     }
     if (mayBeTooLarge)
       bytes += decimalDigits(e.inside) + decimalDigits(e.outside) + decimalDigits(e.count) + 3;
-  }
-  if (bytes >= pageSize) return tooLarge(bytes, pageSize);
-  let lineError: Verdict | undefined;
-  let valid = extents.length;
-  for (let i = 0; i < extents.length; i++) {
-    lineError = lineValueProblem(extents[i]!, i + 1);
-    if (lineError) {
-      valid = i;
-      break;
+    if (lineError === undefined) {
+      lineError = lineValueProblem(e, i + 1);
+      if (lineError !== undefined) valid = i;
     }
   }
+  if (bytes >= pageSize) return tooLarge(bytes, pageSize);
   return checkParsed(
     valid === extents.length ? extents : extents.slice(0, valid),
     extents.length,
