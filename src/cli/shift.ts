@@ -113,12 +113,9 @@ function summaryText(r: ShiftResult): string {
   for (const m of r.mountpoints) lines.push(`  skipped mount point: ${m} (--cross-filesystems to shift it)`);
   for (const u of r.unmapped) {
     const where = u.where === 'owner' ? '' : ` in ${u.where === 'acl' ? 'an ACL' : 'a file capability'}`;
-    lines.push(
-      `  not translated: ${u.id === null ? `a ${u.kind} outside the ranges` : `${u.kind} ${u.id}`}${where} (${u.count} × ; e.g. ${u.examples.join(', ')})`.replace(
-        ' × ;',
-        u.count === 1 ? ' entry;' : ' entries;',
-      ),
-    );
+    const id = u.id === null ? `a ${u.kind} outside the ranges` : `${u.kind} ${u.id}`;
+    const count = `${u.count} entr${u.count === 1 ? 'y' : 'ies'}`;
+    lines.push(`  not translated: ${id}${where} (${count}; e.g. ${u.examples.join(', ')})`);
   }
   for (const e of r.errors) lines.push(`  error: ${e.op} ${e.path || '.'}: ${e.errno}`);
   if (r.errorCount > r.errors.length) lines.push(`  … and ${r.errorCount - r.errors.length} more errors`);

@@ -10,13 +10,7 @@ import type { IdMap } from '../idmap/idmap.js';
 import { insideRanges } from '../idmap/ranges.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
 import { treeRoot } from './shift.js';
-import {
-  defaultWorkers,
-  runWalk,
-  type Translation,
-  type UnmappedKind,
-  type WalkRecord,
-} from './tree-walk.js';
+import { defaultWorkers, runWalk, type Translation, UNMAPPED_KINDS, type WalkRecord } from './tree-walk.js';
 
 /** Users and groups every image has, that a namespace shows as the overflow ID when unmapped. */
 const IGNORABLE_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
@@ -63,14 +57,6 @@ export interface FitOptions {
   helperPath?: string;
 }
 
-const KIND_OF: Record<UnmappedKind, { kind: 'uid' | 'gid'; source: FitSource }> = {
-  uid: { kind: 'uid', source: 'owner' },
-  gid: { kind: 'gid', source: 'owner' },
-  'acl-uid': { kind: 'uid', source: 'acl' },
-  'acl-gid': { kind: 'gid', source: 'acl' },
-  'cap-root': { kind: 'uid', source: 'capability' },
-};
-
 /** A table that maps every inside ID of `map` to itself: membership is all the walk needs. */
 function membershipTable(map: IdMap): Translation[] {
   return insideRanges(map).map((r) => ({ from: r.start, to: r.start, count: r.count }));
@@ -112,7 +98,7 @@ export async function fitTree(dir: string, map: IdMap, options: FitOptions = {})
       ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
       onRecord: (record: WalkRecord) => {
         if (record.type === 'unmapped') {
-          const { kind, source } = KIND_OF[record.kind];
+          const { kind, where: source } = UNMAPPED_KINDS[record.kind];
           // A v1/v2 capability's root is ID 0.
           note(kind, record.id ?? 0, source, record.path === '' ? '.' : record.path, true);
         } else if (record.type === 'error' && errors.length < 100) {

@@ -20,7 +20,7 @@ import { protectiveMap, shiftTranslation, tableOf, touchedRanges, viewTranslatio
 import {
   defaultWorkers,
   runWalk,
-  type UnmappedKind,
+  UNMAPPED_KINDS,
   type UnmappedPolicy,
   type WalkJob,
   type WalkNamespace,
@@ -128,14 +128,6 @@ export class ShiftError extends UsernsError {
 const MAX_ERRORS_KEPT = 100;
 const MAX_MOUNTPOINTS_KEPT = 100;
 
-const KIND_OF: Record<UnmappedKind, Pick<UnmappedId, 'kind' | 'where'>> = {
-  uid: { kind: 'uid', where: 'owner' },
-  gid: { kind: 'gid', where: 'owner' },
-  'acl-uid': { kind: 'uid', where: 'acl' },
-  'acl-gid': { kind: 'gid', where: 'acl' },
-  'cap-root': { kind: 'uid', where: 'capability' },
-};
-
 /** An ID as the walk saw it (in the protective namespace `view`, if any) as the caller's ID. */
 function callerId(view: KindMaps | null, kind: 'uid' | 'gid', id: number | null): number | null {
   if (id === null || view === null) return id;
@@ -155,7 +147,7 @@ class Collector {
 
   add(record: WalkRecord): void {
     if (record.type === 'unmapped') {
-      const { kind, where } = KIND_OF[record.kind];
+      const { kind, where } = UNMAPPED_KINDS[record.kind];
       let id = callerId(this.view, kind, record.id);
       // Outside the protective namespace's ranges the kernel shows the overflow ID; the real
       // owner can still be read from here (for messages only).

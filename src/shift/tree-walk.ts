@@ -54,6 +54,18 @@ const FILE_TYPES: Record<string, FileType> = {
 
 export type UnmappedKind = 'uid' | 'gid' | 'acl-uid' | 'acl-gid' | 'cap-root';
 
+/** What an "U" record's kind says: which kind of ID, and where it was found. */
+export const UNMAPPED_KINDS: Record<
+  UnmappedKind,
+  { kind: 'uid' | 'gid'; where: 'owner' | 'acl' | 'capability' }
+> = {
+  uid: { kind: 'uid', where: 'owner' },
+  gid: { kind: 'gid', where: 'owner' },
+  'acl-uid': { kind: 'uid', where: 'acl' },
+  'acl-gid': { kind: 'gid', where: 'acl' },
+  'cap-root': { kind: 'uid', where: 'capability' },
+};
+
 export type WalkRecord =
   | { type: 'total'; total: number }
   /** Totals over all workers so far. */
