@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   constants,
+  existsSync,
   fdatasyncSync,
   fstatSync,
   ftruncateSync,
@@ -14,7 +15,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { MapError, UsernsError } from '../errors.js';
+import { AllocError, MapError } from '../errors/index.js';
 import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
@@ -26,10 +27,11 @@ import {
   subtractRanges,
 } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
-import { writeFileAtomic } from '../store/atomic.js';
-import { acquireLock, processStartTime } from '../store/lock.js';
-import { validateName } from '../store/names.js';
-import { ensurePrivateDir } from '../store/state-root.js';
+import { writeFileAtomic } from '../state/atomic.js';
+import { acquireLock } from '../state/lock.js';
+import { validateName } from '../state/names.js';
+import { ensurePrivateDir } from '../state/state-root.js';
+import { runningStartTime } from '../system/proc.js';
 import { FreeSpace } from './free-space.js';
 import { blockShape, formatPolicy, type Policy, pickBlock } from './policy.js';
 import { formatPool, type Pool, type Pools } from './pool.js';
@@ -38,7 +40,7 @@ import { SystemTaken, type SystemTakenOptions } from './system-taken.js';
 /**
  * The allocation registry: `<root>/alloc/`.
  *
- *   lock           cross-process lock (store/lock.ts: survives SIGKILL of its holder)
+ *   lock           cross-process lock (src/state/lock.ts: survives SIGKILL of its holder)
  *   snapshot.json  every live allocation as of generation G (written atomically)
  *   journal        a header line for generation G, then one line per allocate/release since
  *
@@ -112,8 +114,6 @@ export interface RegistryOptions {
   systemTaken?: SystemTakenOptions | null;
   lockTimeoutMs?: number;
 }
-
-export class AllocError extends UsernsError {}
 
 export const ALLOC_EXHAUSTED = 'ALLOC_EXHAUSTED';
 export const ALLOC_NAME_TAKEN = 'ALLOC_NAME_TAKEN';
@@ -501,7 +501,7 @@ export class Registry {
       if (/^(journal|snapshot\.json)\.tmp-/.test(name)) stray = true;
       // Temp files of the lock itself: stray once the process that made them is gone.
       const m = /^lock(?:\.break)?\.new-([0-9]+)-[0-9a-f]+$/.exec(name);
-      if (m && processStartTime(Number(m[1])) === undefined) stray = true;
+      if (m && runningStartTime(Number(m[1])) === undefined) stray = true;
       if (/^lock\.break\.stale-/.test(name)) stray = true;
       if (!stray) continue;
       try {
@@ -676,8 +676,7 @@ export class Registry {
     return { map, reserved: normalizeRanges(reserved) };
   }
 
-  /** Allocates uid and gid ranges for one container. */
-  async allocate(request: AllocationRequest): Promise<Allocation> {
+  #checkRequest(request: AllocationRequest): void {
     if (request.name !== undefined) validateName(request.name, 'allocation name');
     if (request.namespace !== undefined) validateName(request.namespace, 'namespace name');
     if (!Number.isSafeInteger(request.size) || request.size < 1) {
@@ -686,52 +685,72 @@ export class Registry {
         `cannot allocate ${request.size} IDs: the size must be at least 1`,
       );
     }
+  }
+
+  /** The allocation `request` gets now (not recorded). Call with the state up to date. */
+  #place(request: AllocationRequest): Allocation {
+    const name = request.name;
+    if (name !== undefined && (this.#byName.has(name) || this.#byId.has(name))) {
+      const other = this.#byName.get(name) ?? this.#byId.get(name)!;
+      throw new AllocError(
+        ALLOC_NAME_TAKEN,
+        `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
+        {
+          hint: `choose another name, or release it first: userns alloc release ${name}`,
+          data: { name, id: other.id },
+        },
+      );
+    }
+    const uidIx = this.#index('uid', request.pools.uid.ranges);
+    const gidIx = this.#index('gid', request.pools.gid.ranges);
+    const uidStart = pickBlock(uidIx.free, request.policy, request.size);
+    if (uidStart === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
+    const gidStart = pickBlock(gidIx.free, request.policy, request.size, uidStart);
+    if (gidStart === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
+    const uid = this.#buildMap('uid', uidStart, request, request.pools.uid, uidIx);
+    const gid = this.#buildMap('gid', gidStart, request, request.pools.gid, gidIx);
+    let id = randomBytes(6).toString('hex');
+    while (this.#byId.has(id) || this.#byName.has(id)) id = randomBytes(6).toString('hex');
+    const allocation: Allocation = {
+      id,
+      name: name ?? id,
+      owner: process.geteuid?.() ?? 0,
+      created: new Date().toISOString(),
+      policy: formatPolicy(request.policy),
+      size: request.size,
+      uidMap: uid.map,
+      gidMap: gid.map,
+      uids: uid.reserved,
+      gids: gid.reserved,
+      seq: this.#seq + 1,
+    };
+    if (request.namespace !== undefined) allocation.namespace = request.namespace;
+    if (request.holder !== undefined) allocation.holder = { ...request.holder };
+    return allocation;
+  }
+
+  /** Allocates uid and gid ranges for one container. */
+  async allocate(request: AllocationRequest): Promise<Allocation> {
+    this.#checkRequest(request);
     return this.#locked(() => {
-      const name = request.name;
-      if (name !== undefined && (this.#byName.has(name) || this.#byId.has(name))) {
-        const other = this.#byName.get(name) ?? this.#byId.get(name)!;
-        throw new AllocError(
-          ALLOC_NAME_TAKEN,
-          `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
-          {
-            hint: `choose another name, or release it first: userns alloc release ${name}`,
-            data: { name, id: other.id },
-          },
-        );
-      }
-      const uidIx = this.#index('uid', request.pools.uid.ranges);
-      const gidIx = this.#index('gid', request.pools.gid.ranges);
-      const uidStart = pickBlock(uidIx.free, request.policy, request.size);
-      if (uidStart === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
-      const gidStart = pickBlock(gidIx.free, request.policy, request.size, uidStart);
-      if (gidStart === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
-      const uid = this.#buildMap('uid', uidStart, request, request.pools.uid, uidIx);
-      const gid = this.#buildMap('gid', gidStart, request, request.pools.gid, gidIx);
-      let id = randomBytes(6).toString('hex');
-      while (this.#byId.has(id) || this.#byName.has(id)) id = randomBytes(6).toString('hex');
-      const seq = this.#seq + 1;
-      const allocation: Allocation = {
-        id,
-        name: name ?? id,
-        owner: process.geteuid?.() ?? 0,
-        created: new Date().toISOString(),
-        policy: formatPolicy(request.policy),
-        size: request.size,
-        uidMap: uid.map,
-        gidMap: gid.map,
-        uids: uid.reserved,
-        gids: gid.reserved,
-        seq,
-      };
-      if (request.namespace !== undefined) allocation.namespace = request.namespace;
-      if (request.holder !== undefined) allocation.holder = { ...request.holder };
-      this.#append({ s: seq, op: 'add', a: store(allocation) });
-      this.#seq = seq;
+      const allocation = this.#place(request);
+      this.#append({ s: allocation.seq, op: 'add', a: store(allocation) });
+      this.#seq = allocation.seq;
       this.#journalRecords++;
       this.#add(allocation);
       this.#maybeCompact();
       return allocation;
     });
+  }
+
+  /**
+   * What allocate() would return now, recording nothing (a dry run): the same checks and the
+   * same range. A registry that does not exist yet is not created (it is empty).
+   */
+  async preview(request: AllocationRequest): Promise<Allocation> {
+    this.#checkRequest(request);
+    if (!existsSync(this.dir)) return this.#place(request);
+    return this.#locked(() => this.#place(request));
   }
 
   #find(idOrName: string): Allocation | undefined {
@@ -796,7 +815,7 @@ export class Registry {
       for (const a of [...this.#byId.values()]) {
         let gone = false;
         if (a.holder !== undefined) {
-          const start = processStartTime(a.holder.pid);
+          const start = runningStartTime(a.holder.pid);
           gone = start === undefined || start !== a.holder.startTime;
         }
         if (!gone && a.namespace !== undefined) gone = !(await isNamespaceAlive(a.namespace));

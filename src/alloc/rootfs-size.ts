@@ -1,6 +1,7 @@
-import { lstatSync, opendirSync, readFileSync, readlinkSync } from 'node:fs';
-import { join, posix } from 'node:path';
-import { UsernsError } from '../errors.js';
+import { lstatSync, opendirSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsernsError } from '../errors/index.js';
+import { readInside } from '../system/rootfs.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
 
 /**
@@ -27,48 +28,6 @@ export interface RootfsOptions {
 }
 
 const IGNORED_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
-
-/** Resolves `rel` (like "etc/passwd") inside `root`, following links within the tree only (also used by `userns fit`). */
-export function resolveInside(root: string, rel: string): string | undefined {
-  let parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-  const done: string[] = [];
-  let hops = 0;
-  while (parts.length > 0) {
-    const part = parts.shift()!;
-    if (part === '..') {
-      done.pop();
-      continue;
-    }
-    const path = join(root, ...done, part);
-    let st: ReturnType<typeof lstatSync>;
-    try {
-      st = lstatSync(path);
-    } catch {
-      return undefined;
-    }
-    if (st.isSymbolicLink()) {
-      if (++hops > 40) return undefined;
-      const target = readlinkSync(path);
-      const rest = target.split('/').filter((p) => p !== '' && p !== '.');
-      if (posix.isAbsolute(target)) done.length = 0;
-      parts = [...rest, ...parts];
-      continue;
-    }
-    done.push(part);
-  }
-  return join(root, ...done);
-}
-
-export function readInside(root: string, rel: string): string {
-  const path = resolveInside(root, rel);
-  if (path === undefined) return '';
-  try {
-    if (!lstatSync(path).isFile()) return '';
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
 
 export function estimateRootfsSize(root: string, options: RootfsOptions = {}): RootfsEstimate {
   let top: ReturnType<typeof lstatSync>;

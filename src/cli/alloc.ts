@@ -1,9 +1,12 @@
 /**
  * `userns alloc`: allocate non-overlapping uid/gid ranges for containers, list, release, gc.
  */
-import { UsageError } from '../errors.js';
+
+import * as alloc from '../alloc/index.js';
+import { UsageError } from '../errors/index.js';
 import { formatRange, formatTriple } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
+import { gcAllocations } from '../namespaces/index.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
 
 export const HELP = `Usage: userns alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]
@@ -84,7 +87,7 @@ function ranges(rs: readonly IdRange[]): string {
   return rs.map((r) => formatRange(r.start, r.count)).join(',');
 }
 
-function allocationJson(a: import('../alloc/registry.js').Allocation & { estimate?: unknown }) {
+function allocationJson(a: alloc.Allocation & { estimate?: unknown }) {
   const { seq: _seq, ...rest } = a;
   return {
     ...rest,
@@ -114,7 +117,6 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   if (values.size !== undefined && values['for-rootfs'] !== undefined) {
     throw new UsageError('--size and --for-rootfs cannot be combined', { hint: 'give one or the other' });
   }
-  const alloc = await import('../alloc/index.js');
   const poolArg = (list: string[] | undefined, option: string) =>
     list?.map((t) => alloc.parsePoolArgument(t, option));
   const pool = poolArg(values.pool, '--pool');
@@ -158,7 +160,6 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
   const location = values.root === undefined ? {} : { root: values.root };
   const list = await alloc.listAllocations(location);
   let usage: Awaited<ReturnType<typeof alloc.allocationUsage>> | undefined;
@@ -228,7 +229,6 @@ async function doRelease(argv: string[], io: CliIo): Promise<number> {
       },
     );
   }
-  const alloc = await import('../alloc/index.js');
   const released = await alloc.release(
     positionals[0]!,
     values.root === undefined ? {} : { root: values.root },
@@ -248,8 +248,7 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
-  const released = await alloc.gc(values.root === undefined ? {} : { root: values.root });
+  const released = await gcAllocations(values.root === undefined ? {} : { root: values.root });
   if (values.json) writeJson(io, { ok: true, released: released.map(allocationJson) });
   else if (released.length === 0) io.stdout.write('nothing to release\n');
   else {

@@ -1,5 +1,6 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { UsageError, UsernsError } from '../errors.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import { exitStatusForSignal } from '../system/signals.js';
 
 /** Streams a command writes to; replaced by buffers in tests. */
 export interface CliIo {
@@ -75,4 +76,14 @@ export function reportError(error: unknown, io: CliIo, json: boolean): number {
   }
   if (error instanceof UsageError) return 2;
   return known ? 1 : 70;
+}
+
+/** The exit status of a command that ran: its own, or 128 + N when signal N killed it. */
+export function exitStatus(result: { exitCode: number | null; signal: NodeJS.Signals | null }): number {
+  return result.signal !== null ? exitStatusForSignal(result.signal) : (result.exitCode ?? 125);
+}
+
+/** The exit status when the command could not be started: 127 not found, 126 not executable, else 125. */
+export function failureStatus(error: UsernsError): number {
+  return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
 }

@@ -1,7 +1,8 @@
 /** `userns create NAME`: named namespaces kept alive by a keeper process, with their state on disk. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
+import { createNamespace } from '../namespaces/index.js';
 import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
-import { MAPPING_OPTIONS, parseMappingOptions } from './run.js';
+import { MAPPING_OPTIONS, parseMappingOptions } from './mapping-options.js';
 
 export const HELP = `Usage: userns create [options] NAME
 
@@ -57,7 +58,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const name = positionals[0]!;
   const warnings: string[] = [];
   const mapping = parseMappingOptions(values, { command: 'create', json, io, warnings });
-  const { createNamespace } = await import('../store/namespaces.js');
   const state = await createNamespace(name, {
     ...mapping,
     ...(values.root === undefined ? {} : { root: values.root }),

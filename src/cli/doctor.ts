@@ -1,7 +1,10 @@
 /**
  * `userns doctor`: find and explain what blocks user namespaces here.
  */
+
+import { runDoctor } from '../doctor/doctor.js';
 import type { Check, DoctorReport, Evidence } from '../doctor/types.js';
+import { UsageError } from '../errors/index.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 
 export const HELP = `Usage: userns doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--no-probe] [--json]
@@ -132,10 +135,8 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     return 0;
   }
   if (positionals.length > 0) {
-    const { UsageError } = await import('../errors.js');
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns doctor --help'" });
   }
-  const { runDoctor } = await import('../doctor/doctor.js');
   const report = await runDoctor({
     ...(values.user === undefined ? {} : { user: values.user }),
     ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),

@@ -1,7 +1,16 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
-import { UsageError, UsernsError } from '../errors.js';
-import { type CliIo, type Command, parseCommandLine, reportError } from './common.js';
-import { parseUserOption } from './run.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import { spawnInNamespace } from '../namespaces/index.js';
+import { forwardSignals } from '../system/signals.js';
+import {
+  type CliIo,
+  type Command,
+  exitStatus,
+  failureStatus,
+  parseCommandLine,
+  reportError,
+} from './common.js';
+import { parseUserOption } from './mapping-options.js';
 
 export const HELP = `Usage: userns exec [options] NAME [--] COMMAND [ARGS...]
 
@@ -28,7 +37,6 @@ const OPTIONS = {
   root: { type: 'string' },
 } as const;
 const VALUE_OPTIONS = new Set(['--user', '--cwd', '--root']);
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
 
 /** Options and NAME, then the command: after `--`, or from the first word after NAME. */
 export function splitExec(argv: string[]): { options: string[]; command: string[] } {
@@ -60,8 +68,7 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     });
   }
   const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
-  const { spawnInNamespace } = await import('../store/namespaces.js');
-  const handlers = new Map<string, () => void>();
+  let stopForwarding = () => {};
   try {
     const [command, ...args] = split.command as [string, ...string[]];
     const child = spawnInNamespace(positionals[0]!, command, args, {
@@ -70,24 +77,13 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
       ...(values.root === undefined ? {} : { root: values.root }),
     });
-    for (const signal of FORWARDED) {
-      const handler = () => {
-        child.kill(signal);
-      };
-      handlers.set(signal, handler);
-      process.on(signal, handler);
-    }
-    const result = await child;
-    if (result.signal !== null) {
-      const { constants } = await import('node:os');
-      return 128 + (constants.signals[result.signal] ?? 0);
-    }
-    return result.exitCode ?? 125;
+    stopForwarding = forwardSignals(child);
+    return exitStatus(await child);
   } catch (error) {
     if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
     reportError(error, io, json);
-    return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
+    return failureStatus(error);
   } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler);
+    stopForwarding();
   }
 };

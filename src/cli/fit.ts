@@ -1,6 +1,7 @@
 /** `userns fit`: which IDs of a tree a map cannot represent. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import type { FitResult, UnfitId } from '../shift/fit.js';
+import { fitTree } from '../shift/fit.js';
 import { type Command, parseCommandLine, reportError, writeJson } from './common.js';
 import { readKindMaps } from './shift.js';
 
@@ -88,7 +89,6 @@ export const main: Command = async (argv, io) => {
       }
     }
     const maps = await readKindMaps(positionals[0]!, values.gidmap, io);
-    const { fitTree } = await import('../shift/fit.js');
     const result = await fitTree(positionals[1]!, maps.uid, {
       gid: maps.gid,
       examples,

@@ -1,5 +1,6 @@
 /** `userns inspect NAME`: one named namespace in detail. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
+import { inspectNamespace } from '../namespaces/index.js';
 import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
 
 export const HELP = `Usage: userns inspect [--root DIR] [--json] NAME
@@ -27,7 +28,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       hint: "usage: userns inspect [--json] NAME; see 'userns inspect --help'",
     });
   }
-  const { inspectNamespace } = await import('../store/namespaces.js');
   const r = await inspectNamespace(positionals[0]!, values.root === undefined ? {} : { root: values.root });
   if (values.json) {
     writeJson(io, { ok: true, ...r });

@@ -1,4 +1,7 @@
 /** `userns list`: the named namespaces and whether they still run. */
+
+import { UsageError } from '../errors/index.js';
+import { listNamespaces } from '../namespaces/index.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 
 export const HELP = `Usage: userns list [--root DIR] [--json]
@@ -34,10 +37,8 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     return 0;
   }
   if (positionals.length > 0) {
-    const { UsageError } = await import('../errors.js');
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns list --help'" });
   }
-  const { listNamespaces } = await import('../store/namespaces.js');
   const entries = await listNamespaces(values.root === undefined ? {} : { root: values.root });
   if (values.json) {
     writeJson(io, { ok: true, namespaces: entries });

@@ -1,4 +1,4 @@
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import { type CliIo, type Command, processIo, reportError } from './common.js';
 
 /**

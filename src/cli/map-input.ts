@@ -1,13 +1,11 @@
 import { readFile } from 'node:fs/promises';
-import { UsageError, UsernsError } from '../errors.js';
-import type { Extent, KindedExtent } from '../idmap/extent.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import type { Extent, IdKind, KindedExtent } from '../idmap/extent.js';
 import { detectFormat } from '../idmap/formats/detect.js';
 import { FORMATS, type FormatName } from '../idmap/formats/index.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
-
-export type Kind = 'uid' | 'gid';
 
 /** A MAP argument after reading: where it came from, its raw text (if any) and its extents. */
 export interface MapInput {
@@ -21,7 +19,7 @@ export interface MapInput {
 
 const INLINE = /^\d+:\d+:\d+(,\d+:\d+:\d+)*$/;
 
-export function parseKind(value: string | undefined): Kind {
+export function parseKind(value: string | undefined): IdKind {
   if (value === undefined || value === 'uid' || value === 'gid') return value ?? 'uid';
   throw new UsageError(`--kind must be uid or gid, not '${value}'`);
 }
@@ -42,14 +40,14 @@ async function readStdin(stdin: NodeJS.ReadableStream): Promise<string> {
 }
 
 /** The extents of `entries` that apply to `kind` (entries marked `both` apply to either). */
-export function entriesForKind(entries: readonly (Extent | KindedExtent)[], kind: Kind): Extent[] {
+export function entriesForKind(entries: readonly (Extent | KindedExtent)[], kind: IdKind): Extent[] {
   return entries
     .filter((e) => !('kind' in e) || e.kind === 'both' || e.kind === kind)
     .map((e) => ({ inside: e.inside, outside: e.outside, count: e.count }));
 }
 
 export interface ResolveOptions {
-  kind: Kind;
+  kind: IdKind;
   from?: FormatName | undefined;
   parent?: IdMap | undefined;
   stdin?: NodeJS.ReadableStream;

@@ -1,6 +1,6 @@
-import { UsageError, UsernsError } from '../errors.js';
+import { UsageError, UsernsError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
-import { U32_MAX } from '../idmap/extent.js';
+import { type IdKind, INVALID_ID } from '../idmap/extent.js';
 import { FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
@@ -10,7 +10,6 @@ import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js
 import { pageSize } from '../system/proc.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 import {
-  type Kind,
   parseFormatName,
   parseKind,
   parseMapInput,
@@ -115,7 +114,7 @@ function needPositionals(positionals: string[], min: number, sub: string, max = 
 }
 
 function parseId(text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) > U32_MAX)
+  if (!/^\d+$/.test(text) || Number(text) > INVALID_ID)
     throw new UsageError(`'${text}' is not an ID (0 to 4294967295)`);
   return Number(text);
 }
@@ -123,7 +122,7 @@ function parseId(text: string): number {
 /** The --parent MAP of a subcommand, when given. */
 async function optionalParent(
   argument: string | undefined,
-  kind: Kind,
+  kind: IdKind,
   io: CliIo,
 ): Promise<IdMap | undefined> {
   return argument === undefined
@@ -136,7 +135,7 @@ function pageSizeOption(value: string | undefined): number {
   return value === undefined ? pageSize() : parseId(value);
 }
 
-function printVerdict(io: CliIo, json: boolean, verdict: Verdict, kind: Kind, lines: number): number {
+function printVerdict(io: CliIo, json: boolean, verdict: Verdict, kind: IdKind, lines: number): number {
   if (json) writeJson(io, verdict);
   else if (verdict.ok)
     io.stdout.write(

@@ -2,10 +2,11 @@
  * `userns oci`: fill an OCI bundle's config.json (or a Kubernetes userns record) with validated
  * ID maps, or check one.
  */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
+import * as oci from '../oci/index.js';
 import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
-import { checkUsernsMode } from './run.js';
+import { checkUsernsMode } from './mapping-options.js';
 
 export const HELP = `Usage: userns oci [--userns MODE] [--uidmap MAP]... [--gidmap MAP]...
                  [--allocate[=size=N,...]] [--name NAME] [--idmap-mount DEST]...
@@ -124,7 +125,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   }
   const json = values.json === true;
   const file = positionals[0]!;
-  const oci = await import('../oci/index.js');
   const onlyCheck =
     values.check === true &&
     mode === undefined &&

@@ -1,11 +1,18 @@
-/**
- * `userns run`: run a command in new user (and other) namespaces.
- * Imports only what running needs; the spawn modules load when a command actually runs.
- */
-import { UsageError, UsernsError } from '../errors.js';
-import type { MountSpec } from '../mount/spec.js';
-import { parseMountSpec } from '../mount/spec.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+/** `userns run`: run a command in new user (and other) namespaces. */
+import { withAutoUserns } from '../alloc/auto.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import { planSpawn, spawn } from '../spawn/spawn.js';
+import { forwardSignals } from '../system/signals.js';
+import {
+  type CliIo,
+  type Command,
+  exitStatus,
+  failureStatus,
+  parseCommandLine,
+  reportError,
+  writeJson,
+} from './common.js';
+import { MAPPING_OPTIONS, parseMappingOptions } from './mapping-options.js';
 
 export const HELP = `Usage: userns run [options] [--] COMMAND [ARGS...]
 
@@ -92,143 +99,7 @@ export function splitCommand(argv: string[]): { options: string[]; command: stri
   return { options: argv, command: [] };
 }
 
-/** The mapping and namespace options shared by `run` and `create` (parsed by parseMappingOptions). */
-export const MAPPING_OPTIONS = {
-  userns: { type: 'string' },
-  uidmap: { type: 'string', multiple: true },
-  gidmap: { type: 'string', multiple: true },
-  unshare: { type: 'string' },
-  setgroups: { type: 'string' },
-  user: { type: 'string' },
-  'no-split': { type: 'boolean' },
-  fallback: { type: 'string' },
-  newuidmap: { type: 'string' },
-  newgidmap: { type: 'string' },
-  mount: { type: 'string', multiple: true },
-} as const;
-
 const OPTIONS = { ...MAPPING_OPTIONS, 'dry-run': { type: 'boolean' } } as const;
-
-const ALL_EXTRA = ['mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'] as const;
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
-
-function parseId(text: string, what: string, command: string): number {
-  if (!/^\d+$/.test(text) || Number(text) > 4294967294) {
-    throw new UsageError(`${what} must be a number from 0 to 4294967294, not '${text}'`, {
-      hint: `see 'userns ${command} --help'`,
-    });
-  }
-  return Number(text);
-}
-
-/** `--user UID[:GID]` (GID defaults to UID). */
-export function parseUserOption(text: string, command = 'run'): { user: number; group: number } {
-  const [u, g] = text.split(':');
-  const user = parseId(u!, '--user UID', command);
-  return { user, group: g === undefined || g === '' ? user : parseId(g, '--user GID', command) };
-}
-
-type MappingValues = {
-  [K in keyof typeof MAPPING_OPTIONS]?: (typeof MAPPING_OPTIONS)[K] extends { multiple: true }
-    ? string[]
-    : (typeof MAPPING_OPTIONS)[K] extends { type: 'boolean' }
-      ? boolean
-      : string;
-};
-
-/** The spawn options that MAPPING_OPTIONS give (what `run` and `create` share). */
-export interface MappingOptions {
-  userns?: 'auto' | 'self' | 'keep-id' | 'identity' | `auto:${string}`;
-  uidMap?: string;
-  gidMap?: string;
-  namespaces: (typeof ALL_EXTRA)[number][];
-  setgroups?: 'allow' | 'deny';
-  user?: number;
-  group?: number;
-  noSplit: boolean;
-  fallback: 'single' | 'none';
-  newuidmap?: string;
-  newgidmap?: string;
-  /** --mount SRC:DST[:OPTIONS] (src/mount/spec.ts). */
-  mounts?: MountSpec[];
-  onWarning: (message: string) => void;
-}
-
-/**
- * Checks and converts the MAPPING_OPTIONS values (UsageError on bad ones). Warnings go to
- * `warnings` and, unless `json`, to stderr.
- */
-/** Refuses an unknown --userns MODE (`auto:OPTIONS` is checked by the allocator itself). */
-export function checkUsernsMode(mode: string | undefined, hint: string): void {
-  if (
-    mode !== undefined &&
-    !['auto', 'self', 'keep-id', 'identity'].includes(mode) &&
-    !mode.startsWith('auto:')
-  ) {
-    throw new UsageError(`unknown --userns mode '${mode}' (auto, auto:size=N,…, self, keep-id, identity)`, {
-      hint,
-    });
-  }
-}
-
-export function parseMappingOptions(
-  values: MappingValues,
-  context: { command: string; json: boolean; io: CliIo; warnings: string[] },
-): MappingOptions {
-  const { command, json, io, warnings } = context;
-  const help = `see 'userns ${command} --help'`;
-  const mode = values.userns;
-  checkUsernsMode(mode, help);
-  const namespaces: (typeof ALL_EXTRA)[number][] = [];
-  for (const name of (values.unshare ?? '').split(',').filter((n) => n !== '')) {
-    if (name === 'all') namespaces.push(...ALL_EXTRA);
-    else if ((ALL_EXTRA as readonly string[]).includes(name))
-      namespaces.push(name as (typeof ALL_EXTRA)[number]);
-    else if (name !== 'user') {
-      throw new UsageError(
-        `unknown namespace '${name}' in --unshare (mount, pid, uts, ipc, net, cgroup, all)`,
-        {
-          hint: help,
-        },
-      );
-    }
-  }
-  if (values.setgroups !== undefined && values.setgroups !== 'allow' && values.setgroups !== 'deny') {
-    throw new UsageError(`--setgroups must be allow or deny, not '${values.setgroups}'`);
-  }
-  if (values.fallback !== undefined && values.fallback !== 'single' && values.fallback !== 'none') {
-    throw new UsageError(`--fallback must be single (or none), not '${values.fallback}'`);
-  }
-  const ids = values.user === undefined ? undefined : parseUserOption(values.user, command);
-  const mounts = values.mount?.map((text) => {
-    try {
-      return parseMountSpec(text);
-    } catch (error) {
-      if (!(error instanceof UsernsError)) throw error;
-      throw new UsageError(error.message, {
-        hint: error.hint ?? help,
-        ...(error.data ? { data: error.data } : {}),
-      });
-    }
-  });
-  return {
-    ...(mode === undefined ? {} : { userns: mode as NonNullable<MappingOptions['userns']> }),
-    ...(values.uidmap === undefined ? {} : { uidMap: values.uidmap.join(',') }),
-    ...(values.gidmap === undefined ? {} : { gidMap: values.gidmap.join(',') }),
-    namespaces,
-    ...(values.setgroups === undefined ? {} : { setgroups: values.setgroups as 'allow' | 'deny' }),
-    ...(ids === undefined ? {} : ids),
-    noSplit: values['no-split'] === true,
-    fallback: (values.fallback ?? 'none') as 'single' | 'none',
-    ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),
-    ...(values.newgidmap === undefined ? {} : { newgidmap: values.newgidmap }),
-    ...(mounts === undefined ? {} : { mounts }),
-    onWarning: (message: string) => {
-      warnings.push(message);
-      if (!json) io.stderr.write(`userns: warning: ${message}\n`);
-    },
-  };
-}
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const split = splitCommand(argv);
@@ -248,8 +119,9 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const [command, ...args] = split.command as [string, ...string[]];
 
   if (values['dry-run']) {
-    const { planSpawn } = await import('../spawn/spawn.js');
-    const plan = await planSpawn(split.command, options);
+    // `auto:…`: the range a run would get now, previewed (the registry is not written).
+    const auto = await withAutoUserns(options, { preview: true });
+    const plan = await planSpawn(split.command, auto.options);
     if (json) {
       writeJson(io, {
         ok: true,
@@ -309,29 +181,22 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     return 0;
   }
 
-  const { spawn } = await import('../spawn/spawn.js');
-  const handlers = new Map<string, () => void>();
+  let stopForwarding = () => {};
+  // `auto:…`: a range held by this process, released once the command has ended.
+  let release = async () => {};
   try {
-    const child = spawn(command, args, { ...options, stdio: 'inherit' });
-    for (const signal of FORWARDED) {
-      const handler = () => {
-        child.kill(signal);
-      };
-      handlers.set(signal, handler);
-      process.on(signal, handler);
-    }
-    const result = await child;
-    if (result.signal !== null) {
-      const { constants } = await import('node:os');
-      return 128 + (constants.signals[result.signal] ?? 0);
-    }
-    return result.exitCode ?? 125;
+    const auto = await withAutoUserns(options);
+    release = auto.release;
+    const child = spawn(command, args, { ...auto.options, stdio: 'inherit' });
+    stopForwarding = forwardSignals(child);
+    return exitStatus(await child);
   } catch (error) {
     if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
     reportError(error, io, json);
-    return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
+    return failureStatus(error);
   } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler);
+    stopForwarding();
+    await release().catch(() => {});
   }
 };
 

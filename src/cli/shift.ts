@@ -1,8 +1,10 @@
 /** `userns shift`: rewrite a tree's owners from one ID map to another. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
 import type { ShiftChange, ShiftOptions, ShiftProgress, ShiftResult } from '../shift/shift.js';
+import { shiftTree } from '../shift/shift.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import { parseMapInput, readMapArgument } from './map-input.js';
 
 export const HELP = `Usage: userns shift --from MAP --to MAP [options] DIR
 
@@ -69,7 +71,6 @@ export async function readKindMaps(
   gidArgument: string | undefined,
   io: CliIo,
 ): Promise<{ uid: IdMap; gid: IdMap }> {
-  const { readMapArgument, parseMapInput } = await import('./map-input.js');
   const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin });
   const uid = parseMapInput(raw, { kind: 'uid' });
   let gid: IdMap;
@@ -147,7 +148,6 @@ export const main: Command = async (argv, io) => {
     }
     const from = await readKindMaps(values.from, values['from-gid'], io);
     const to = await readKindMaps(values.to, values['to-gid'], io);
-    const { shiftTree } = await import('../shift/shift.js');
 
     const showProgress = !json && values.quiet !== true && io.stderr.isTTY === true;
     const started = performance.now();

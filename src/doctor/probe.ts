@@ -8,11 +8,10 @@
  * separate Node process started with setpriv (or su), because that is what the user experiences.
  */
 import { execFile } from 'node:child_process';
-import { UsernsError } from '../errors.js';
+import { DOCTOR_HINT, UsernsError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
-import { DOCTOR_HINT } from '../spawn/errors.js';
 import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
 import { findProgram } from '../system/exec.js';
 import { type Check, check } from './types.js';

@@ -5,17 +5,16 @@
  * malformed lines, and (nested) ranges this namespace cannot map.
  */
 import { readFileSync } from 'node:fs';
-import { formatRange } from '../idmap/extent.js';
+import { formatRange, type IdKind } from '../idmap/extent.js';
 import type { SubidEntry } from '../idmap/formats/subid.js';
 import { subidOwnerMatches } from '../idmap/formats/subid.js';
 import { type IdRange, insideRanges, intersectRanges, rangesSize, subtractRanges } from '../idmap/ranges.js';
-import { usablePool } from '../spawn/modes.js';
+import { usablePool } from '../maps/modes.js';
 import { nesting } from '../system/knobs.js';
 import {
   getSubordinateRanges,
   listAllSubordinateRanges,
   type SubidFile,
-  type SubidKind,
   type SubordinateOptions,
   type SubordinateRanges,
 } from '../system/subordinate.js';
@@ -29,7 +28,7 @@ interface LoginDefs {
 }
 
 /** SUB_UID_MIN/MAX/COUNT (or SUB_GID_*) from /etc/login.defs, with shadow's defaults. */
-function loginDefs(kind: SubidKind, file = '/etc/login.defs'): LoginDefs {
+function loginDefs(kind: IdKind, file = '/etc/login.defs'): LoginDefs {
   const prefix = kind === 'uid' ? 'SUB_UID_' : 'SUB_GID_';
   const out = { min: 100000, max: 600100000, count: 65536, file };
   let text = '';
@@ -66,7 +65,7 @@ function overlaps(a: IdRange, b: IdRange): boolean {
 }
 
 interface KindData {
-  kind: SubidKind;
+  kind: IdKind;
   file: string;
   mine: SubordinateRanges;
   all: SubidFile;
@@ -244,7 +243,7 @@ function sizeCheck(ctx: DoctorContext, uid: KindData, gid: KindData, fixRange: I
 }
 
 interface Clash {
-  kind: SubidKind;
+  kind: IdKind;
   file: string;
   a: SubidEntry;
   b: SubidEntry;
@@ -311,7 +310,7 @@ function overlapCheck(ctx: DoctorContext, uid: KindData, gid: KindData, defsTake
 
 function ownIdCheck(ctx: DoctorContext, uid: KindData, gid: KindData, defsTaken: IdRange[]): Check {
   const user = ctx.target;
-  const hits: { kind: SubidKind; file: string; id: number; entry: SubidEntry }[] = [];
+  const hits: { kind: IdKind; file: string; id: number; entry: SubidEntry }[] = [];
   for (const d of [uid, gid]) {
     const own = d.kind === 'uid' ? user.uid : user.gid;
     for (const e of d.mine.entries) {

@@ -1,4 +1,4 @@
-import { type Extent, formatTriple } from './extent.js';
+import { type Extent, formatTriple, type IdKind } from './extent.js';
 
 /**
  * Who writes a map, as far as the kernel's new_idmap_permitted() cares (linux-idmap-rules.md
@@ -45,7 +45,7 @@ export type PermissionVerdict =
  */
 export function predictPermission(
   extents: readonly Extent[],
-  kind: 'uid' | 'gid',
+  kind: IdKind,
   writer: WriterSituation,
 ): PermissionVerdict {
   // verify_root_map(): mapping the parent's uid 0 needs CAP_SETFCAP (Linux 5.12+).

@@ -1,5 +1,5 @@
-import { MapError } from '../errors.js';
-import { type Extent, extent, formatRange, formatTriple } from './extent.js';
+import { MapError } from '../errors/index.js';
+import { type Extent, extent, formatRange, formatTriple, type IdKind } from './extent.js';
 import { extentsOf, IdMap, type MapLike } from './idmap.js';
 import { containingExtent, piecesAcrossParent, sortParent } from './parent-walk.js';
 import { insideRanges } from './ranges.js';
@@ -15,7 +15,7 @@ import { insideRanges } from './ranges.js';
  *
  * Throws MapError NOT_MAPPED_IN_PARENT naming the first requested range the parent does not map.
  */
-export function splitAcrossParent(request: MapLike, parent: MapLike, kind: 'uid' | 'gid' = 'uid'): IdMap {
+export function splitAcrossParent(request: MapLike, parent: MapLike, kind: IdKind = 'uid'): IdMap {
   const sorted = sortParent(parent);
   const out: Extent[] = [];
   for (const e of extentsOf(request)) {

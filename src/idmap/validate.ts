@@ -1,4 +1,12 @@
-import { type Extent, formatRange, formatTriple, INVALID_ID, isU32, MAX_EXTENTS } from './extent.js';
+import {
+  type Extent,
+  formatRange,
+  formatTriple,
+  type IdKind,
+  INVALID_ID,
+  isU32,
+  MAX_EXTENTS,
+} from './extent.js';
 import { kernelLines, parseKernelLine } from './formats/kernel.js';
 import { extentsOf, type MapLike } from './idmap.js';
 import {
@@ -25,7 +33,7 @@ export interface Verdict {
 }
 
 export interface ValidateOptions {
-  kind?: 'uid' | 'gid';
+  kind?: IdKind;
   /**
    * The map of the namespace the outside IDs belong to (the current namespace's own map, as read
    * from /proc/self/uid_map inside it). Omit when writing under the initial namespace.

@@ -48,7 +48,7 @@
  *   U kind id path                            an ID without translation; kind: uid gid acl-uid
  *                                             acl-gid cap-root ("cap-root -" for a v2 capability
  *                                             with v2root=none)
- *   E op errno path                           a failed system call (errno as a name when known)
+ *   E op errno path                           a failed system call (errno as a number)
  *   M path                                    a mount point not descended into (xdev=0)
  *   H path                                    a hard link to an inode already handled
  *   S worker seen changed hardlinks mountpoints errors unmapped skipped maxuid maxgid
@@ -221,39 +221,12 @@ static void path_pop(size_t old) {
   if (path) path[path_len] = '\0';
 }
 
-static const char *errno_text(int e) {
-  switch (e) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EACCES: return "EACCES";
-    case EEXIST: return "EEXIST";
-    case ENOTDIR: return "ENOTDIR";
-    case EINVAL: return "EINVAL";
-    case ENOSPC: return "ENOSPC";
-    case EROFS: return "EROFS";
-    case ELOOP: return "ELOOP";
-    case ENAMETOOLONG: return "ENAMETOOLONG";
-    case EOVERFLOW: return "EOVERFLOW";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case EMFILE: return "EMFILE";
-    case ENOMEM: return "ENOMEM";
-    case EIO: return "EIO";
-    case ESTALE: return "ESTALE";
-    case EBUSY: return "EBUSY";
-    case ENODATA: return "ENODATA";
-    case E2BIG: return "E2BIG";
-    default: return NULL;
-  }
-}
-
 static void record_error(const char *op, int err) {
   stats.errors++;
   puts_("E\t");
   puts_(op);
   put("\t", 1);
-  const char *name = errno_text(err);
-  if (name) puts_(name);
-  else put_u((unsigned long long)err);
+  put_u((unsigned long long)err);
   put("\t", 1);
   put_path(path, path_len);
   put("\n", 1);
@@ -752,7 +725,9 @@ static int add_extent(struct table *t, const char *s) {
 }
 
 static int bad_job(const char *what) {
-  puts_("E\tjob\tEINVAL\t");
+  puts_("E\tjob\t");
+  put_u(EINVAL);
+  put("\t", 1);
   put_path(what, strlen(what));
   put("\n", 1);
   flush_out();

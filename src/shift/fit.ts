@@ -5,9 +5,11 @@
  * owners, ACL entries, file-capability root IDs, and the users and groups of the tree's own
  * /etc/passwd and /etc/group. A read-only walk by the helper, in the caller's view.
  */
-import { readInside } from '../alloc/rootfs-size.js';
+
+import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { insideRanges } from '../idmap/ranges.js';
+import { readInside } from '../system/rootfs.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
 import { treeRoot } from './shift.js';
 import { defaultWorkers, runWalk, type Translation, UNMAPPED_KINDS, type WalkRecord } from './tree-walk.js';
@@ -19,7 +21,7 @@ const NOBODY_ID = 65534;
 export type FitSource = 'owner' | 'acl' | 'capability' | 'passwd' | 'group';
 
 export interface UnfitId {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   id: number;
   /** Where the ID is used. */
   sources: FitSource[];
@@ -67,7 +69,7 @@ export async function fitTree(dir: string, map: IdMap, options: FitOptions = {})
   const maps = { uid: map, gid: options.gid ?? map };
   const examples = options.examples ?? 3;
   const found = new Map<string, UnfitId>();
-  const note = (kind: 'uid' | 'gid', id: number, source: FitSource, example: string, counts: boolean) => {
+  const note = (kind: IdKind, id: number, source: FitSource, example: string, counts: boolean) => {
     const key = `${kind}:${id}`;
     let entry = found.get(key);
     if (entry === undefined) {
@@ -111,7 +113,7 @@ export async function fitTree(dir: string, map: IdMap, options: FitOptions = {})
   // The tree's own users and groups (resolved inside the tree, never through a host link).
   const ignored = new Set<string>();
   let highestListed = -1;
-  const listed = (kind: 'uid' | 'gid', id: number, name: string, where: string) => {
+  const listed = (kind: IdKind, id: number, name: string, where: string) => {
     const ignorable = IGNORABLE_NAMES.has(name) || id === NOBODY_ID;
     if (!ignorable) highestListed = Math.max(highestListed, id);
     if (maps[kind].toOutside(id) !== undefined) return;

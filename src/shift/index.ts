@@ -1,26 +1,10 @@
-/** Directory trees and ID maps: shift a tree's ownership, check which IDs a map cannot represent. */
-export {
-  ACL_UNDEFINED_ID,
-  type AclEntry,
-  AclFormatError,
-  AclTag,
-  decodeAcl,
-  encodeAcl,
-  shiftAcl,
-} from './acl-xattr.js';
-export {
-  CapabilityFormatError,
-  decodeCapability,
-  encodeCapability,
-  type FileCapability,
-  shiftCapability,
-} from './capability-xattr.js';
+/** Directory trees and ID maps (`userns/shift`): shift a tree's ownership, list the IDs a map cannot represent. */
+export { ShiftError, ShiftPlanError } from '../errors/index.js';
 export { type FitOptions, type FitResult, type FitSource, fitTree, type UnfitId } from './fit.js';
 export {
   describeUnmapped,
   type KindMaps,
   type ShiftChange,
-  ShiftError,
   type ShiftIssue,
   type ShiftOptions,
   type ShiftProgress,
@@ -28,5 +12,5 @@ export {
   shiftTree,
   type UnmappedId,
 } from './shift.js';
-export { protectiveMap, ShiftPlanError, shiftTranslation, viewTranslation } from './translation.js';
+export { protectiveMap, shiftTranslation, viewTranslation } from './translation.js';
 export { defaultWorkers, type UnmappedPolicy } from './tree-walk.js';

@@ -12,9 +12,10 @@
  */
 import { lstatSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
+import { ShiftError } from '../errors/index.js';
+import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
-import type { MapWriteOptions } from '../spawn/write-maps.js';
+import type { MapWriteOptions } from '../maps/write-maps.js';
 import { overflowIds } from '../system/knobs.js';
 import { protectiveMap, shiftTranslation, tableOf, touchedRanges, viewTranslation } from './translation.js';
 import {
@@ -80,7 +81,7 @@ export interface ShiftOptions {
 }
 
 export interface UnmappedId {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   /** Where the ID was found. */
   where: 'owner' | 'acl' | 'capability';
   /** The ID (caller's view); null when it is outside every range the walk could see. */
@@ -113,23 +114,11 @@ export interface ShiftResult {
   elapsedMs: number;
 }
 
-export class ShiftError extends UsernsError {
-  readonly result: ShiftResult | undefined;
-  constructor(
-    code: string,
-    message: string,
-    details: ConstructorParameters<typeof UsernsError>[2] & { result?: ShiftResult } = {},
-  ) {
-    super(code, message, details);
-    this.result = details.result;
-  }
-}
-
 const MAX_ERRORS_KEPT = 100;
 const MAX_MOUNTPOINTS_KEPT = 100;
 
 /** An ID as the walk saw it (in the protective namespace `view`, if any) as the caller's ID. */
-function callerId(view: KindMaps | null, kind: 'uid' | 'gid', id: number | null): number | null {
+function callerId(view: KindMaps | null, kind: IdKind, id: number | null): number | null {
   if (id === null || view === null) return id;
   return view[kind].toOutside(id) ?? null;
 }
@@ -168,7 +157,7 @@ class Collector {
     }
   }
 
-  private ownerFromHere(path: string, kind: 'uid' | 'gid'): number | null {
+  private ownerFromHere(path: string, kind: IdKind): number | null {
     try {
       return lstatSync(join(this.dir, path))[kind];
     } catch {

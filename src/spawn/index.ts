@@ -1,12 +1,5 @@
-/** Running commands in new user namespaces: the public API. */
-export {
-  type HelperHandle,
-  type HelperOptions,
-  launchHelper,
-  NAMESPACES,
-  type Namespace,
-} from '../native/helper.js';
-export { DOCTOR_HINT, NewIdmapError, SpawnError } from './errors.js';
+/** Running commands in new user namespaces: the public API (`userns/spawn`). */
+export { DOCTOR_HINT, NewIdmapError, SpawnError } from '../errors/index.js';
 export {
   isMode,
   type MapSpec,
@@ -16,7 +9,17 @@ export {
   modeContext,
   resolveMapSpec,
   type UsernsMode,
-} from './modes.js';
+} from '../maps/modes.js';
+export {
+  type AppliedMaps,
+  type MapPlan,
+  type MapWriteOptions,
+  newidmapArgv,
+  planMaps,
+  singleMap,
+  writeMaps,
+} from '../maps/write-maps.js';
+export { NAMESPACES, type Namespace } from '../native/helper.js';
 export {
   planSpawn,
   type RunResult,
@@ -27,12 +30,3 @@ export {
   spawn,
   type UsernsChildProcess,
 } from './spawn.js';
-export {
-  type AppliedMaps,
-  type MapPlan,
-  type MapWriteOptions,
-  newidmapArgv,
-  planMaps,
-  singleMap,
-  writeMaps,
-} from './write-maps.js';

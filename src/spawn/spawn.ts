@@ -9,7 +9,23 @@
  * rejects with a typed error (SpawnError, NewIdmapError, MapError, ParseError) when setup fails.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
-import { IdMap } from '../idmap/idmap.js';
+import { SpawnError, UsageError } from '../errors/index.js';
+import type { IdMap } from '../idmap/idmap.js';
+import {
+  isMode,
+  type MapSpec,
+  modeContext,
+  needsSubordinate,
+  resolveMapSpec,
+  type UsernsMode,
+} from '../maps/modes.js';
+import {
+  type MapPlan,
+  type MapWriteOptions,
+  planMaps,
+  writeMaps,
+  writeProcFile,
+} from '../maps/write-maps.js';
 import { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from '../mount/prepare.js';
 import type { MountSpec } from '../mount/spec.js';
 import {
@@ -19,27 +35,17 @@ import {
   type Namespace,
   startHelper,
 } from '../native/helper.js';
-import { SpawnError } from './errors.js';
-import {
-  isMode,
-  type MapSpec,
-  modeContext,
-  needsSubordinate,
-  resolveMapSpec,
-  type UsernsMode,
-} from './modes.js';
-import { isPrivileged } from './system.js';
-import { type MapPlan, type MapWriteOptions, planMaps, writeMaps, writeProcFile } from './write-maps.js';
+import { isPrivileged } from '../system/self.js';
+import { explainSpawnFailure } from './explain.js';
+import { closed, promiseChild } from './promise-child.js';
 
 export interface SpawnOptions extends MapWriteOptions {
   /**
-   * How to map IDs when uidMap/gidMap are not given (default 'auto'). `auto:size=N[,…]` (podman's
-   * --userns=auto options: size, uidmapping, gidmapping, policy) takes a fresh range from the
-   * allocation registry instead, released when the command ends.
+   * How to map IDs when uidMap/gidMap are not given (default 'auto'). spawn() allocates nothing:
+   * for a fresh range from the allocation registry (`auto:size=N`, podman's --userns=auto),
+   * get the maps with withAutoUserns() from userns/alloc and pass them here.
    */
-  userns?: UsernsMode | `auto:${string}`;
-  /** State root of the allocation registry, for `auto:…` (default: /run/userns or $XDG_RUNTIME_DIR/userns). */
-  stateRoot?: string;
+  userns?: UsernsMode;
   /** The uid map: an IdMap, a mode, or podman --uidmap syntax. Outside IDs = current namespace. */
   uidMap?: MapSpec;
   /** The gid map; defaults to the uid map's spec when only that is given (as podman does). */
@@ -113,6 +119,7 @@ export function helperOptionsFor(
   return {
     namespaces: [...namespaces],
     command,
+    explain: explainSpawnFailure,
     user: { uid, gid },
     setgroupsCall: options.setgroups === 'deny' ? false : 'try',
     mountProc,
@@ -151,31 +158,14 @@ function cacheKey(options: SpawnOptions, privileged: boolean, subordinate: boole
   ]);
 }
 
-export /**
- * `userns: 'auto:…'`: allocates a range for this run and returns the options with its maps, and
- * the release to call when the command has ended (the allocation is also tied to this process,
- * so `userns alloc gc` frees it if we die first). The allocator is loaded only when used.
- */
-async function withAllocation(
-  options: SpawnOptions,
-): Promise<{ options: SpawnOptions; release: () => Promise<void> }> {
-  const mode = options.userns;
-  if (mode === undefined || !mode.startsWith('auto:')) return { options, release: async () => {} };
-  const alloc = await import('../alloc/index.js');
-  const request = alloc.parseAutoUserns(mode)!;
-  const location = options.stateRoot === undefined ? {} : { root: options.stateRoot };
-  const allocation = await alloc.allocateForRun({ ...request, ...location });
-  return {
-    options: {
-      ...options,
-      userns: 'auto',
-      uidMap: new IdMap(allocation.uidMap),
-      gidMap: new IdMap(allocation.gidMap),
-    },
-    release: async () => {
-      await alloc.releaseAllocation(allocation.id, location);
-    },
-  };
+/** spawn() and planSpawn() map by modes and maps only; an `auto:…` mode (JavaScript callers) is refused. */
+function refuseAllocation(options: SpawnOptions): void {
+  const mode = options.userns as string | undefined;
+  if (mode?.startsWith('auto:')) {
+    throw new UsageError(`userns ${mode}: spawn() does not allocate ID ranges`, {
+      hint: "get the maps from the allocation registry first: withAutoUserns() in 'userns/alloc'",
+    });
+  }
 }
 
 async function resolveMaps(options: SpawnOptions): Promise<MapPlan> {
@@ -205,7 +195,6 @@ async function computePlan(
   ctx.privileged = privileged;
   ctx.fallback = options.fallback ?? 'none';
   ctx.warnings = [];
-  // `auto:…` has become explicit maps (withAllocation) before planning.
   const mode = options.userns !== undefined && isMode(options.userns) ? options.userns : 'auto';
   const [uid, gid] = await Promise.all([
     resolveMapSpec(uidSpec, 'uid', ctx, mode),
@@ -215,16 +204,14 @@ async function computePlan(
   return ctx.warnings.length === 0 ? plan : { ...plan, warnings: ctx.warnings };
 }
 
-/** Everything spawn() would do, without doing it (for --dry-run). */
-export async function planSpawn(command: string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
-  // An `auto:` allocation is made and released at once: the plan shows the range a run now gets.
-  const { options, release } = await withAllocation(requested);
-  let maps: MapPlan;
-  try {
-    maps = await resolveMaps(options);
-  } finally {
-    await release();
-  }
+/**
+ * Everything spawn() would do, without doing it (for --dry-run): the maps as they would be
+ * written (split, validated: throws as spawn() would), the method, the helper's argv. No side
+ * effects.
+ */
+export async function planSpawn(command: string[], options: SpawnOptions = {}): Promise<SpawnPlan> {
+  refuseAllocation(options);
+  const maps = await resolveMaps(options);
   const helper = helperOptionsFor(command, options, maps.privileged);
   return {
     ...maps,
@@ -250,22 +237,18 @@ function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(e
   return { promise, resolve, reject };
 }
 
-function closed(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve) => {
-    child.once('close', (code, signal) => resolve({ code, signal }));
-  });
-}
-
 /**
  * Starts `command` in new namespaces. Returns the ChildProcess at once (its stdio can be used
  * immediately); it is also a promise of the SpawnResult. Throws synchronously only when the
- * native helper is not built.
+ * native helper is not built (SpawnError HELPER_MISSING) or `userns` is an `auto:…` mode
+ * (UsageError: allocate with withAutoUserns() first).
  */
 export function spawn(
   command: string,
   args: readonly string[] = [],
   options: SpawnOptions = {},
 ): UsernsChildProcess {
+  refuseAllocation(options);
   const privileged = options.privileged ?? isPrivileged();
   const argv = [command, ...args];
   // Idmapped mounts: their user namespaces are known once the maps are planned; the helper waits.
@@ -277,14 +260,7 @@ export function spawn(
   });
   const done = closed(child);
   const setup = async (): Promise<SpawnResult> => {
-    const allocating = withAllocation(options);
-    allocating.catch(() => {});
-    const planning = allocating.then((a) => resolveMaps({ ...a.options, privileged }));
-    // An allocation is released once the command has ended, whatever happened; a successful
-    // spawn resolves only after that.
-    const released = done.then(async () =>
-      (await allocating.catch(() => undefined))?.release().catch(() => {}),
-    );
+    const planning = resolveMaps({ ...options, privileged });
     // Planning runs while the helper starts; its failure is handled below, after `ready`.
     planning.catch(() => {});
     let releaseMountNamespaces = () => {};
@@ -351,7 +327,6 @@ export function spawn(
     }
     await handle.go();
     const { code, signal } = await done;
-    await released;
     return {
       exitCode: code,
       signal,
@@ -362,20 +337,7 @@ export function spawn(
       warnings: applied.warnings,
     };
   };
-  const result = setup();
-  result.catch((error: unknown) => {
-    // Like child_process: a setup failure is also an 'error' event, when someone listens.
-    if (child.listenerCount('error') > 0) child.emit('error', error);
-  });
-  const thenable = child as UsernsChildProcess;
-  Object.defineProperties(thenable, {
-    // biome-ignore lint/suspicious/noThenProperty: the ChildProcess is deliberately a promise too (like execa)
-    then: { value: result.then.bind(result), configurable: true },
-    catch: { value: result.catch.bind(result), configurable: true },
-    finally: { value: result.finally.bind(result), configurable: true },
-    [Symbol.toStringTag]: { value: 'UsernsChildProcess', configurable: true },
-  });
-  return thenable;
+  return promiseChild(child, setup(), 'UsernsChildProcess');
 }
 
 export interface RunResult extends SpawnResult {

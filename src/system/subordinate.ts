@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { ParseError, UsernsError } from '../errors.js';
+import { ParseError, UsernsError } from '../errors/index.js';
+import type { IdKind } from '../idmap/extent.js';
 import { parseSubid, type SubidEntry, subidOwnerMatches } from '../idmap/formats/subid.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { findProgram, run } from './exec.js';
@@ -17,8 +18,6 @@ import { findProgram, run } from './exec.js';
  *    the same UID). getsubids not installed, or "Error fetching ranges": no ranges. (Skipped when
  *    the caller substituted the file but not getsubids, which always reads the real one.)
  */
-
-export type SubidKind = 'uid' | 'gid';
 
 export interface SubordinateOptions {
   subuidPath?: string;
@@ -56,7 +55,7 @@ export interface SubidFile {
   problems: ParseError[];
 }
 
-function fileFor(kind: SubidKind, options: SubordinateOptions): string {
+function fileFor(kind: IdKind, options: SubordinateOptions): string {
   return kind === 'uid' ? (options.subuidPath ?? '/etc/subuid') : (options.subgidPath ?? '/etc/subgid');
 }
 
@@ -103,7 +102,7 @@ async function readSubidFile(file: string): Promise<SubidFile> {
 
 /** Every entry of /etc/subuid or /etc/subgid (all owners), e.g. for overlap checks. */
 export async function listAllSubordinateRanges(
-  kind: SubidKind,
+  kind: IdKind,
   options: SubordinateOptions = {},
 ): Promise<SubidFile> {
   return readSubidFile(fileFor(kind, options));
@@ -151,7 +150,7 @@ interface GetsubidsAnswer {
 
 async function askGetsubids(
   user: { name: string; uid: number },
-  kind: SubidKind,
+  kind: IdKind,
   options: SubordinateOptions,
 ): Promise<GetsubidsAnswer> {
   const program = options.getsubidsPath ?? findProgram('getsubids');
@@ -171,7 +170,7 @@ async function askGetsubids(
  */
 export async function getSubordinateRanges(
   user: { name: string; uid: number },
-  kind: SubidKind,
+  kind: IdKind,
   options: SubordinateOptions = {},
 ): Promise<SubordinateRanges> {
   const module = await nssModule(options);

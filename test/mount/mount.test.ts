@@ -20,22 +20,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { MountError, SpawnError } from '../../src/errors/index.js';
 import type { IdMap } from '../../src/idmap/idmap.js';
+import { clearIdmapProbeCache } from '../../src/mount/detached.js';
 import {
-  clearIdmapProbeCache,
-  clearUsernsFdCache,
-  helperMountsFor,
-  MountError,
   mountInfoOf,
   openDetachedMount,
   openIdmappedMount,
   parseMountSpec,
   probeIdmapSupport,
   usernsFd,
-  usernsFdCacheStats,
 } from '../../src/mount/index.js';
+import { helperMountsFor } from '../../src/mount/prepare.js';
+import { clearUsernsFdCache, usernsFdCacheStats } from '../../src/mount/userns-fd.js';
 import { helperArgs, helperPath } from '../../src/native/helper.js';
-import { SpawnError } from '../../src/spawn/errors.js';
 import { run } from '../../src/spawn/spawn.js';
 import { mountOf, nosuidMountOf } from '../../src/system/index.js';
 import { readableRepo } from '../fixtures/readable-repo.js';

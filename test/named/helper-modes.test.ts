@@ -30,7 +30,7 @@ async function hold(namespaces: ('pid' | 'mount')[] = []) {
   const h = await launchHelper({
     namespaces,
     command: [],
-    hold: true,
+    mode: 'hold',
     reportNamespaces: true,
     mountProc: namespaces.includes('pid'),
     user: null,
@@ -44,7 +44,7 @@ async function hold(namespaces: ('pid' | 'mount')[] = []) {
   return { h, keeper };
 }
 
-describe('helper --hold and --join', { skip: isRoot ? false : 'needs root' }, () => {
+describe('helper modes hold and join', { skip: isRoot ? false : 'needs root' }, () => {
   test('usage errors: a command with --hold, --join without the user namespace, --no-wait without --join', async () => {
     await assert.rejects(launchHelper({ namespaces: [], command: [], stdio: 'ignore' }), {
       code: 'SETUP_FAILED',
@@ -75,7 +75,7 @@ describe('helper --hold and --join', { skip: isRoot ? false : 'needs root' }, ()
     const stat = readFileSync(`/proc/${keeper}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     assert.equal(fields[3], String(keeper), 'session leader (setsid)');
-    assert.equal(readFileSync(`/proc/${keeper}/cmdline`, 'latin1').includes('--hold'), true);
+    assert.equal(readFileSync(`/proc/${keeper}/cmdline`, 'latin1').includes('--mode=hold'), true);
     for (const fd of ['0', '1', '2'])
       assert.equal(readFileSync(`/proc/${keeper}/fdinfo/${fd}`, 'latin1') !== '', true);
     process.kill(keeper, 'SIGHUP');

@@ -7,10 +7,14 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type HelperOptions, launchHelper } from '../../src/native/helper.js';
-import { SpawnError } from '../../src/spawn/errors.js';
+import { SpawnError } from '../../src/errors/index.js';
+import { type HelperOptions, launchHelper as launchPlain } from '../../src/native/helper.js';
+import { explainSpawnFailure } from '../../src/spawn/explain.js';
 
 const isRoot = process.geteuid?.() === 0;
+
+/** The driver with spawn()'s explanation of failures (the driver alone reports plain ones). */
+const launchHelper = (options: HelperOptions) => launchPlain({ explain: explainSpawnFailure, ...options });
 const MAP = '0 100000 65536\n';
 
 function collect(child: ChildProcess): {

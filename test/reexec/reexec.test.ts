@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createNamespace, removeNamespace } from '../../src/store/namespaces.js';
+import { createNamespace, removeNamespace } from '../../src/namespaces/index.js';
 import {
   holdThrowawayUser,
   runAs,

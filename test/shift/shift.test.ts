@@ -15,8 +15,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
+import { ShiftError } from '../../src/errors/index.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { type KindMaps, ShiftError, shiftTree } from '../../src/shift/shift.js';
+import { type KindMaps, shiftTree } from '../../src/shift/shift.js';
 import { buildTree, normalizeSnapshot, shifted, snapshot } from './tree-fixture.js';
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';

@@ -1,4 +1,4 @@
-import type { ParseError } from '../../errors.js';
+import type { ParseError } from '../../errors/index.js';
 import { decimalU32, isProblem } from './numbers.js';
 import { parseErrorAt } from './position.js';
 

@@ -1,5 +1,5 @@
-import { ParseError } from '../../errors.js';
-import { type Extent, extent, U32_MAX } from '../extent.js';
+import { ParseError } from '../../errors/index.js';
+import { type Extent, extent, INVALID_ID } from '../extent.js';
 
 /**
  * The kernel's /proc/PID/{uid,gid}_map text.
@@ -72,7 +72,7 @@ export function parseKernelLine(line: string): KernelLine {
         },
       };
     }
-    if (value > U32_MAX) {
+    if (value > INVALID_ID) {
       const digits = line.slice(start, pos);
       return {
         problem: {

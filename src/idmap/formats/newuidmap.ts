@@ -1,4 +1,4 @@
-import { UsernsError } from '../../errors.js';
+import { UsernsError } from '../../errors/index.js';
 import { type Extent, extent } from '../extent.js';
 import { assertWritable, base0U32, decimalU32, isProblem } from './numbers.js';
 import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';

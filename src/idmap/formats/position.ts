@@ -1,4 +1,4 @@
-import { type ErrorDetails, ParseError } from '../../errors.js';
+import { type ErrorDetails, ParseError } from '../../errors/index.js';
 
 /**
  * Positions and errors shared by the map-format parsers. Every parser reports problems as a

@@ -1,4 +1,4 @@
-import type { Extent, IdKind, KindedExtent } from '../extent.js';
+import type { Extent, ExtentKind, KindedExtent } from '../extent.js';
 import { byKind } from './kinds.js';
 import { assertWritable, decimalU32, isProblem } from './numbers.js';
 import { isCSpace, lineColumn, parseErrorAt, type Token, tokens } from './position.js';
@@ -21,7 +21,7 @@ import { isCSpace, lineColumn, parseErrorAt, type Token, tokens } from './positi
 export type UnshareKeyword = 'auto' | 'all' | 'subids';
 
 export interface UnshareKeywordEntry {
-  kind: IdKind;
+  kind: ExtentKind;
   keyword: UnshareKeyword;
   line: number;
   column: number;
@@ -32,11 +32,11 @@ export type UnshareEntry = KindedExtent | UnshareKeywordEntry;
 export interface UnshareParseOptions {
   source?: string;
   /** Kind of values given without an option name. Default 'both'. */
-  kind?: IdKind;
+  kind?: ExtentKind;
 }
 
 const KEYWORDS: readonly string[] = ['auto', 'all', 'subids'];
-const OPTIONS: Record<string, IdKind> = { '--map-users': 'uid', '--map-groups': 'gid' };
+const OPTIONS: Record<string, ExtentKind> = { '--map-users': 'uid', '--map-groups': 'gid' };
 const HINT = 'values are inner:outer:count (or the old outer,inner,count), auto, all or subids';
 
 type Input = { text: string; source?: string | undefined };
@@ -72,7 +72,7 @@ function threeNumbers(value: string, sep: string, names: readonly string[]): num
   return values;
 }
 
-function parseValue(token: Token, kind: IdKind, input: Input): UnshareEntry {
+function parseValue(token: Token, kind: ExtentKind, input: Input): UnshareEntry {
   const v = token.text;
   if (KEYWORDS.includes(v))
     return { kind, keyword: v as UnshareKeyword, ...lineColumn(input.text, token.offset) };

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { writeFileAtomic } from '../../src/store/atomic.js';
-import { acquireLock, withLock } from '../../src/store/lock.js';
-import { validateName } from '../../src/store/names.js';
+import { writeFileAtomic } from '../../src/state/atomic.js';
+import { acquireLock, withLock } from '../../src/state/lock.js';
+import { validateName } from '../../src/state/names.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'userns-store-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -10,11 +10,8 @@ import {
   writeSync,
 } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { UsernsError } from '../errors.js';
-import { processStartTimeSync } from '../system/proc.js';
-
-/** Start time of a process (field 22 of /proc/PID/stat), or undefined if it does not exist. */
-export { processStartTimeSync as processStartTime } from '../system/proc.js';
+import { LockTimeoutError } from '../errors/index.js';
+import { runningStartTime } from '../system/proc.js';
 
 /**
  * A cross-process lock that survives SIGKILL of its holder, without native code.
@@ -29,12 +26,10 @@ export { processStartTimeSync as processStartTime } from '../system/proc.js';
 
 const { O_CREAT, O_EXCL, O_WRONLY, O_NOFOLLOW } = constants;
 
-export class LockTimeoutError extends UsernsError {}
-
 let selfStart: string | undefined;
 /** "PID START TOKEN": the token tells apart two holders in one process (one after the other). */
 function ownIdentity(): string {
-  selfStart ??= processStartTimeSync('self') ?? '0';
+  selfStart ??= runningStartTime('self') ?? '0';
   return `${process.pid} ${selfStart} ${randomBytes(6).toString('hex')}\n`;
 }
 
@@ -42,7 +37,7 @@ function ownIdentity(): string {
 export function holderIsGone(content: string): boolean {
   const [pid, start] = content.trim().split(' ');
   if (!pid || !/^\d+$/.test(pid)) return true; // unreadable or half-written: treat as stale
-  const current = processStartTimeSync(Number(pid));
+  const current = runningStartTime(Number(pid));
   return current === undefined || (start !== undefined && start !== '0' && current !== start);
 }
 

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { splitCommand } from '../../src/cli/run.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { type ModeContext, mapForMode, usablePool } from '../../src/spawn/modes.js';
-import { newidmapArgv, singleMap } from '../../src/spawn/write-maps.js';
+import { type ModeContext, mapForMode, usablePool } from '../../src/maps/modes.js';
+import { newidmapArgv, singleMap } from '../../src/maps/write-maps.js';
 
 const rootless: ModeContext = {
   uid: 1001,

@@ -1,6 +1,6 @@
 import { existsSync, lstatSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
+import { StateRootError } from '../errors/index.js';
 
 /**
  * The state root: where named namespaces (`<root>/ns/<name>/`) and the ID allocation registry
@@ -11,8 +11,6 @@ import { UsernsError } from '../errors.js';
  *   directory exists, else /tmp/userns-<uid> (ensureStateRoot refuses it if someone else made it).
  * - `--root DIR` overrides all of these.
  */
-
-export class StateRootError extends UsernsError {}
 
 export function defaultStateRoot(
   env: NodeJS.ProcessEnv = process.env,

@@ -1,5 +1,8 @@
-import { UsernsError } from '../errors.js';
-import type { IdMap } from '../idmap/idmap.js';
+/**
+ * The tests' oracle for the xattr codecs: the helper's tree walk (src/native/tree-walk.c) owns
+ * the real ones; this TypeScript copy builds fixtures and checks what the walk wrote.
+ */
+import type { IdMap } from '../../../src/idmap/idmap.js';
 
 /**
  * File capabilities as stored in the `security.capability` xattr (include/uapi/linux/capability.h,
@@ -27,7 +30,15 @@ export interface FileCapability {
   rootid: number;
 }
 
-export class CapabilityFormatError extends UsernsError {}
+/** A malformed xattr value (the oracle's own error: userns itself has no TypeScript codec). */
+export class CapabilityFormatError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 export function decodeCapability(bytes: Uint8Array): FileCapability {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -6,25 +6,18 @@
  */
 import { spawn as spawnChild } from 'node:child_process';
 import { closeSync, openSync, statSync, writeSync } from 'node:fs';
-import { type Extent, extent, formatRange } from '../idmap/extent.js';
+import { DOCTOR_HINT, NewIdmapError } from '../errors/index.js';
+import { type Extent, extent, formatRange, type IdKind } from '../idmap/extent.js';
 import { formatKernelMap } from '../idmap/formats/kernel.js';
 import { IdMap } from '../idmap/idmap.js';
 import { splitAcrossParent } from '../idmap/split.js';
 import { validateMap } from '../idmap/validate.js';
-import { DOCTOR_HINT, NewIdmapError } from './errors.js';
-import {
-  currentUser,
-  findInPath,
-  isPrivileged,
-  type Kind,
-  ownMap,
-  ownSetgroups,
-  pageSize,
-  readProcMap,
-  readSetgroups,
-  subordinateRanges,
-  toolProblem,
-} from './system.js';
+import { findProgram } from '../system/exec.js';
+import { inspectNewIdmap } from '../system/newidmap.js';
+import { pageSize, readIdMapSync, readSetgroupsSync } from '../system/proc.js';
+import { isPrivileged, ownMap, ownSetgroups } from '../system/self.js';
+import { getSubordinateRanges } from '../system/subordinate.js';
+import { currentUser } from '../system/users.js';
 
 export interface MapWriteOptions {
   /** What /proc/PID/setgroups should say. Default: leave it (allow, unless inherited deny). */
@@ -101,7 +94,7 @@ export async function planMaps(
   // Unprivileged direct gid write: the kernel requires setgroups deny first.
   const setgroupsWrite =
     options.setgroups === 'deny' || (!privileged && gidMethod === 'direct') ? 'deny' : null;
-  const prepared: Record<Kind, IdMap> = { uid: uidRequest, gid: gidRequest };
+  const prepared: Record<IdKind, IdMap> = { uid: uidRequest, gid: gidRequest };
   for (const kind of ['uid', 'gid'] as const) {
     const request = prepared[kind];
     const parent = ownMap(kind);
@@ -138,7 +131,7 @@ export async function planMaps(
     prepared[kind] = map;
   }
   const tool = (name: 'newuidmap' | 'newgidmap', explicit: string | undefined) =>
-    explicit ?? findInPath(name) ?? name;
+    explicit ?? findProgram(name) ?? name;
   return {
     privileged,
     requested: { uid: uidRequest, gid: gidRequest },
@@ -173,7 +166,7 @@ export function writeProcFile(path: string, text: string): string | null {
   }
 }
 
-function writeMapDirect(pid: number, kind: Kind, map: IdMap): void {
+function writeMapDirect(pid: number, kind: IdKind, map: IdMap): void {
   const errno = writeProcFile(`/proc/${pid}/${kind}_map`, formatKernelMap(map.extents));
   if (errno === null) return;
   const verdict = validateMap(map, { kind, parent: ownMap(kind) });
@@ -219,7 +212,7 @@ function isSetuidRoot(path: string): boolean | undefined {
 }
 
 /** Runs newuidmap/newgidmap and turns its failures into typed errors. */
-async function writeWithTool(pid: number, kind: Kind, map: IdMap, toolPath: string): Promise<void> {
+async function writeWithTool(pid: number, kind: IdKind, map: IdMap, toolPath: string): Promise<void> {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
   const TOOL = tool.toUpperCase();
   const argv = newidmapArgv(toolPath, pid, map);
@@ -248,13 +241,14 @@ async function writeWithTool(pid: number, kind: Kind, map: IdMap, toolPath: stri
       number,
     ];
     const user = await currentUser();
-    const sub = await subordinateRanges(user, kind);
+    const sub = await getSubordinateRanges(user, kind);
+    const file = sub.file ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
     const has = sub.ranges.length
       ? `${user.name} has ${sub.ranges.map((x) => formatRange(x.start, x.count)).join(', ')}`
       : `${user.name} has no subordinate ${kind}s there`;
     throw new NewIdmapError(
       'RANGE_NOT_ALLOWED',
-      `${kind}s ${formatRange(outside, outsideEnd - outside)} (inside ${formatRange(inside, insideEnd - inside)}) are not in ${sub.file} for ${user.name}; ${has} (and may map its own ${kind} ${kind === 'uid' ? user.uid : (process.getgid?.() ?? user.gid)})`,
+      `${kind}s ${formatRange(outside, outsideEnd - outside)} (inside ${formatRange(inside, insideEnd - inside)}) are not in ${file} for ${user.name}; ${has} (and may map its own ${kind} ${kind === 'uid' ? user.uid : (process.getgid?.() ?? user.gid)})`,
       {
         hint: `ask an administrator to add a range (usermod --add-sub${kind}s START-END ${user.name}), or map only your ranges; ${DOCTOR_HINT}`,
         data: {
@@ -270,7 +264,10 @@ async function writeWithTool(pid: number, kind: Kind, map: IdMap, toolPath: stri
   }
   const setuid = isSetuidRoot(toolPath);
   if (setuid === false) {
-    const reason = await toolProblem(tool, toolPath).catch(() => undefined);
+    const reason = await inspectNewIdmap(tool, { path: toolPath }).then(
+      (info) => (info.usable ? undefined : info.reason),
+      () => undefined,
+    );
     throw new NewIdmapError(
       `${TOOL}_NOT_SETUID`,
       `${toolPath} is not setuid root (and has no usable file capabilities), so it cannot write ${kind}_map: ${stderr || `exit ${r.code}`}`,
@@ -346,7 +343,7 @@ export async function writeMaps(
   if (plan.setgroupsWrite !== null) setgroups(plan.setgroupsWrite);
 
   /** Writes one kind's map directly or through its tool; on a tool failure, maybe falls back. */
-  const writeKind = async (kind: Kind) => {
+  const writeKind = async (kind: IdKind) => {
     const uid = kind === 'uid';
     const map = uid ? plan.uidMap : plan.gidMap;
     if ((uid ? plan.uidMethod : plan.gidMethod) === 'direct') return writeMapDirect(pid, kind, map);
@@ -366,7 +363,7 @@ export async function writeMaps(
         `${error.message}; falling back to a single-ID ${kind} map ${single}${deny} (only ${kind} ${own} is mapped)`,
       );
       // An unprivileged single-ID gid map needs setgroups deny first.
-      if (!uid && readSetgroups(pid) !== 'deny') setgroups('deny');
+      if (!uid && readSetgroupsSync(pid) !== 'deny') setgroups('deny');
       writeMapDirect(pid, kind, single);
     }
   };
@@ -381,7 +378,7 @@ export async function writeMaps(
 
   // Nothing wrote setgroups: a new namespace inherits its parent's (ours), read once per process.
   const untouched = plan.setgroupsWrite === null && plan.gidMethod === 'direct' && warnings.length === 0;
-  const inForce = untouched ? ownSetgroups() : readSetgroups(pid);
+  const inForce = untouched ? ownSetgroups() : readSetgroupsSync(pid);
   if (options.setgroups === 'allow' && inForce === 'deny') {
     throw new NewIdmapError(
       'SETGROUPS_DENIED',
@@ -392,7 +389,12 @@ export async function writeMaps(
       { hint: `map gids from /etc/subgid, or use setgroups deny; ${DOCTOR_HINT}` },
     );
   }
-  return { uidMap: readProcMap(pid, 'uid'), gidMap: readProcMap(pid, 'gid'), setgroups: inForce, warnings };
+  return {
+    uidMap: readIdMapSync(pid, 'uid'),
+    gidMap: readIdMapSync(pid, 'gid'),
+    setgroups: inForce,
+    warnings,
+  };
 }
 
 /** For messages: a map as kernel text lines. */

@@ -5,19 +5,14 @@
  * `mapForMode` is pure (given the caller's IDs, privilege, own maps and subordinate ranges);
  * `modeContext` gathers those inputs.
  */
-import { type Extent, extent } from '../idmap/extent.js';
+import { DOCTOR_HINT, NewIdmapError } from '../errors/index.js';
+import { type Extent, extent, type IdKind } from '../idmap/extent.js';
+import { parsePodmanMap } from '../idmap/formats/podman.js';
 import { IdMap } from '../idmap/idmap.js';
 import { type IdRange, insideRanges, subtractRanges, unionRanges } from '../idmap/ranges.js';
-import { DOCTOR_HINT, NewIdmapError } from './errors.js';
-import {
-  currentUser,
-  isPrivileged,
-  type Kind,
-  ownMap,
-  parseMapText,
-  subordinateRanges,
-  type UserInfo,
-} from './system.js';
+import { isPrivileged, ownMap } from '../system/self.js';
+import { getSubordinateRanges } from '../system/subordinate.js';
+import { currentUser, type UserInfo } from '../system/users.js';
 
 export type UsernsMode = 'auto' | 'self' | 'keep-id' | 'identity';
 export const MODES: readonly UsernsMode[] = ['auto', 'self', 'keep-id', 'identity'];
@@ -53,7 +48,7 @@ export interface ModeContext {
  * caller silently is what leads to "potentially insufficient UIDs or GIDs" much later, so it is
  * an error unless the caller asked for the fallback.
  */
-function withoutSubordinateIds(mode: UsernsMode, kind: Kind, ctx: ModeContext, single: IdMap): IdMap {
+function withoutSubordinateIds(mode: UsernsMode, kind: IdKind, ctx: ModeContext, single: IdMap): IdMap {
   const own = kind === 'uid' ? ctx.uid : ctx.gid;
   const who = ctx.user?.name ?? `uid ${ctx.uid}`;
   const message = `${who} has no subordinate ${kind}s (/etc/sub${kind} or libsubid), so mode ${mode} can map only ${kind} ${own}`;
@@ -113,7 +108,7 @@ function layOut(pool: readonly IdRange[], insideStart: number, skip?: number): E
  *   (podman `--userns=keep-id`). Privileged: identity.
  * - `identity`: inside = outside for every ID the caller can map.
  */
-export function mapForMode(mode: UsernsMode, kind: Kind, ctx: ModeContext): IdMap {
+export function mapForMode(mode: UsernsMode, kind: IdKind, ctx: ModeContext): IdMap {
   const own = kind === 'uid' ? ctx.uid : ctx.gid;
   const available = insideRanges(kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap);
   const sub = usablePool(kind === 'uid' ? ctx.subuid : ctx.subgid, own);
@@ -156,7 +151,7 @@ export async function modeContext(options: { subordinate?: boolean } = {}): Prom
   };
   if (options.subordinate ?? !privileged) {
     const user = await currentUser();
-    const [u, g] = await Promise.all([subordinateRanges(user, 'uid'), subordinateRanges(user, 'gid')]);
+    const [u, g] = await Promise.all([getSubordinateRanges(user, 'uid'), getSubordinateRanges(user, 'gid')]);
     ctx.user = user;
     ctx.subuid = u.ranges;
     ctx.subgid = g.ranges;
@@ -171,7 +166,7 @@ export async function modeContext(options: { subordinate?: boolean } = {}): Prom
  */
 export async function resolveMapSpec(
   spec: MapSpec | undefined,
-  kind: Kind,
+  kind: IdKind,
   ctx: ModeContext,
   fallbackMode: UsernsMode = 'auto',
 ): Promise<IdMap> {
@@ -181,5 +176,9 @@ export async function resolveMapSpec(
   if (typeof spec !== 'string') {
     throw new NewIdmapError('INVALID_MAP', `--${kind}map must be an IdMap, a mode or a map string`);
   }
-  return parseMapText(spec, kind, kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap, `--${kind}map`);
+  return parsePodmanMap(spec, {
+    kind,
+    parent: kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap,
+    source: `--${kind}map`,
+  });
 }

@@ -1,0 +1,2 @@
+/** Every error code userns uses (filled in below). */
+export type ErrorCode = string;
