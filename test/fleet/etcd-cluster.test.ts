@@ -12,50 +12,11 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ExponentialBackoff, handleWhen, noop, retry, TimeoutStrategy, timeout, wrap } from 'cockatiel';
-import { Etcd3, isRecoverableError } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { connectEtcd, connectMember, leaderIndex } from '../fixtures/etcd-client.js';
 import { EtcdCluster, etcdUnavailable, removeStaleRuns } from '../fixtures/etcd-cluster.js';
 
 const skip = etcdUnavailable();
-
-/**
- * The client as docs/etcd-notes.md recommends: every unary call bounded (2 s a try, 10 s in all),
- * retried on another member with backoff, and no per-member circuit breaker (etcd3's default
- * breaker, tripped by a few timeouts during an election, refuses every call for 5 s).
- */
-function connect(endpoints: string[]): Etcd3 {
-  return new Etcd3({
-    hosts: endpoints,
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + 2000 }),
-    faultHandling: {
-      host: () => noop,
-      global: wrap(
-        timeout(10_000, TimeoutStrategy.Aggressive),
-        retry(handleWhen(isRecoverableError), {
-          maxAttempts: 8,
-          backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }),
-        }),
-      ),
-    },
-  });
-}
-
-/** Index of the member that is the raft leader (asked of each running member). */
-async function leaderIndex(cluster: EtcdCluster): Promise<number> {
-  for (const [i, m] of cluster.members.entries()) {
-    if (m.process === undefined) continue;
-    const one = new Etcd3({ hosts: m.clientUrl, faultHandling: { host: () => noop, global: noop } });
-    try {
-      const status = await one.maintenance.status({ deadline: Date.now() + 2000 });
-      if (status.leader === status.header.member_id) return i;
-    } catch {
-      /* down or electing: ask the next */
-    } finally {
-      one.close();
-    }
-  }
-  throw new Error('no member says it is the leader');
-}
 
 describe('etcd cluster (3 members on loopback)', { skip, timeout: 90_000 }, () => {
   let cluster: EtcdCluster;
@@ -63,7 +24,7 @@ describe('etcd cluster (3 members on loopback)', { skip, timeout: 90_000 }, () =
 
   before(async () => {
     cluster = await EtcdCluster.start();
-    client = connect(cluster.endpoints);
+    client = connectEtcd(cluster.endpoints);
   });
 
   after(async () => {
@@ -77,8 +38,8 @@ describe('etcd cluster (3 members on loopback)', { skip, timeout: 90_000 }, () =
     assert.ok(cluster.members.every((m) => m.clientPort !== 2379 && m.peerPort !== 2380));
     await client.put('smoke/a').value('1');
     assert.equal(await client.get('smoke/a').string(), '1');
-    for (const m of cluster.members) {
-      const one = new Etcd3({ hosts: m.clientUrl });
+    for (const [i, m] of cluster.members.entries()) {
+      const one = connectMember(cluster, i);
       try {
         assert.equal(await one.get('smoke/a').string(), '1', `read through ${m.name}`);
       } finally {
@@ -157,6 +118,7 @@ describe('etcd cluster (3 members on loopback)', { skip, timeout: 90_000 }, () =
 
   test('killing and restarting the leader keeps the cluster usable', { timeout: 60_000 }, async () => {
     const leader = await leaderIndex(cluster);
+    assert.notEqual(leader, -1, 'no member says it is the leader');
     await client.put('smoke/before').value('1');
     await cluster.kill(leader);
     // Writes and compare-revision transactions go on with two members (through a new leader).
@@ -172,7 +134,7 @@ describe('etcd cluster (3 members on loopback)', { skip, timeout: 90_000 }, () =
     assert.notEqual(newLeader, leader);
     await cluster.restart(leader);
     // The restarted member caught up: a serializable read answered by it alone sees the writes.
-    const one = new Etcd3({ hosts: cluster.members[leader]!.clientUrl });
+    const one = connectMember(cluster, leader);
     try {
       let seen: string | null = null;
       for (let tries = 0; tries < 50 && seen !== '9'; tries++) {

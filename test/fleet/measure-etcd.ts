@@ -8,8 +8,8 @@
  * and read the figures beside the machine's load (printed first): these 2-core machines are shared.
  */
 import { loadavg } from 'node:os';
-import { ExponentialBackoff, handleWhen, noop, retry, TimeoutStrategy, timeout, wrap } from 'cockatiel';
-import { Etcd3, isRecoverableError } from 'etcd3';
+import { Etcd3 } from 'etcd3';
+import { connectEtcd as connect, leaderIndex } from '../fixtures/etcd-client.js';
 import {
   EtcdCluster,
   type EtcdClusterOptions,
@@ -23,40 +23,6 @@ const ms = (x: number) => `${x.toFixed(x < 10 ? 1 : 0)} ms`;
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? Number.NaN;
-}
-
-/** The client configuration docs/etcd-notes.md recommends (also in test/fleet/etcd-cluster.test.ts). */
-function connect(endpoints: string[], perTryMs = 2000, totalMs = 10_000): Etcd3 {
-  return new Etcd3({
-    hosts: endpoints,
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + perTryMs }),
-    faultHandling: {
-      host: () => noop,
-      global: wrap(
-        timeout(totalMs, TimeoutStrategy.Aggressive),
-        retry(handleWhen(isRecoverableError), {
-          maxAttempts: 8,
-          backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 1000 }),
-        }),
-      ),
-    },
-  });
-}
-
-async function leaderIndex(cluster: EtcdCluster): Promise<number> {
-  for (const [i, m] of cluster.members.entries()) {
-    if (m.process === undefined) continue;
-    const one = new Etcd3({ hosts: m.clientUrl, faultHandling: { host: () => noop, global: noop } });
-    try {
-      const s = await one.maintenance.status({ deadline: Date.now() + 1000 });
-      if (s.leader === s.header.member_id) return i;
-    } catch {
-      /* next */
-    } finally {
-      one.close();
-    }
-  }
-  return -1;
 }
 
 const TIMINGS: Record<string, EtcdClusterOptions> = {
