@@ -214,7 +214,7 @@ function isSetuidRoot(path: string): boolean | undefined {
 /** Runs newuidmap/newgidmap and turns its failures into typed errors. */
 async function writeWithTool(pid: number, kind: IdKind, map: IdMap, toolPath: string): Promise<void> {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
-  const TOOL = tool.toUpperCase();
+  const TOOL = kind === 'uid' ? 'NEWUIDMAP' : 'NEWGIDMAP';
   const argv = newidmapArgv(toolPath, pid, map);
   const r = await runTool(argv);
   if (r.code === 0) return;

@@ -11,7 +11,7 @@
  * fields (json-edit.ts), so every other byte of the file stays as it was.
  */
 
-import { OciError } from '../errors/index.js';
+import { OciError, type OciErrorCode } from '../errors/index.js';
 import type { Extent, IdKind } from '../idmap/extent.js';
 import { formatTriple } from '../idmap/extent.js';
 import { type JsonArray, type JsonNode, type JsonObject, parseJsonTree } from '../idmap/formats/json-tree.js';
@@ -88,7 +88,7 @@ class Reader {
     readonly file: string,
   ) {}
 
-  fail(code: string, path: string, reason: string, node?: JsonNode, hint?: string): OciError {
+  fail(code: OciErrorCode, path: string, reason: string, node?: JsonNode, hint?: string): OciError {
     const at = node === undefined ? undefined : lineColumn(this.text, node.offset);
     const where = at === undefined ? '' : ` (line ${at.line}, column ${at.column})`;
     return new OciError(code, `${this.file}: ${path}: ${reason}${where}`, {

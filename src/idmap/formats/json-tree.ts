@@ -1,4 +1,4 @@
-import type { ParseError } from '../../errors/index.js';
+import type { ParseError, ParseErrorCode } from '../../errors/index.js';
 import { decimalU32, isProblem } from './numbers.js';
 import { parseErrorAt } from './position.js';
 
@@ -220,7 +220,7 @@ export class JsonDoc {
     return this.text.slice(node.offset, node.offset + 40);
   }
 
-  fail(code: string, reason: string, node: JsonNode, hint?: string): ParseError {
+  fail(code: ParseErrorCode, reason: string, node: JsonNode, hint?: string): ParseError {
     return parseErrorAt(code, reason, this, node.offset, this.snippet(node), hint);
   }
 

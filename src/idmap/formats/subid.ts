@@ -1,4 +1,4 @@
-import { ParseError, UsernsError } from '../../errors/index.js';
+import { ParseError, type ParseErrorCode, UsernsError } from '../../errors/index.js';
 import { INVALID_ID } from '../extent.js';
 
 /**
@@ -78,7 +78,7 @@ function shadowReading(digits: string): string {
 }
 
 interface LineProblem {
-  code: string;
+  code: ParseErrorCode;
   reason: string;
   column: number; // 1-based
   text: string;

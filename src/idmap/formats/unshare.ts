@@ -1,3 +1,4 @@
+import type { ParseErrorCode } from '../../errors/index.js';
 import type { Extent, ExtentKind, KindedExtent } from '../extent.js';
 import { byKind } from './kinds.js';
 import { assertWritable, decimalU32, isProblem } from './numbers.js';
@@ -46,7 +47,7 @@ export function isUnshareKeyword(entry: UnshareEntry): entry is UnshareKeywordEn
 }
 
 interface FieldProblem {
-  code: string;
+  code: ParseErrorCode;
   reason: string;
   at: number;
 }
