@@ -52,7 +52,10 @@ export function writeJson(io: CliIo, value: unknown): void {
   io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** Whether to colour output: a TTY, NO_COLOR unset (https://no-color.org), and TERM not dumb. */
+/**
+ * Whether to colour output: a TTY, NO_COLOR unset or empty (the common convention: any value
+ * turns colour off), FORCE_COLOR set and not 0 turns it on, and TERM not dumb.
+ */
 export function useColour(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean {
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
   if (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== '' && env.FORCE_COLOR !== '0') return true;

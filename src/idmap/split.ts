@@ -10,7 +10,8 @@ import { insideRanges } from './ranges.js';
  * `request`'s outside IDs are IDs of the current namespace, whose own map is `parent` (as read
  * from /proc/self/uid_map inside it: column 1 = the current namespace's IDs). The kernel requires
  * every line of the request to lie inside ONE line of the parent map and will not split it
- * (linux-idmap-rules.md §1.7), so each requested extent is cut at every parent-extent boundary.
+ * (docs/kernel-rules.md, "Lines inside the parent's lines"), so each requested extent is cut at
+ * every parent-extent boundary.
  * Pieces keep the request's order and are never merged, even when contiguous.
  *
  * Throws MapError NOT_MAPPED_IN_PARENT naming the first requested range the parent does not map.

@@ -221,7 +221,7 @@ function tooLarge(bytes: number, pageSize: number): Verdict {
 
 /**
  * Validates map text exactly as the kernel's map_write() would, in the kernel's order of checks
- * (linux-idmap-rules.md §1.2): size of the write, then each line (syntax, (u32)-1, count 0 or
+ * (docs/kernel-rules.md, "Writing a map"): size of the write, then each line (syntax, (u32)-1, count 0 or
  * wrap, overlap with earlier lines, the 340-line limit), an empty map, permission, and finally
  * containment of every line in ONE extent of the parent map.
  */

@@ -1,15 +1,8 @@
 /*
- * Bind mounts, read-only and idmapped, for userns-helper (see src/native/protocol.md, "Mounts").
- * Only system calls here: which sources, which maps and how to explain a failure are decided in
- * src/mount/.
- *
- *   --mount=FLAGS:NS:SRCLEN:SRC:DST   (repeatable)
- *       FLAGS  "-" or letters: r = read-only, R = recursive (rbind), d = SRC is a detached mount
- *              (a /proc/PID/fd/N link): clone it, or attach it itself when the kernel cannot
- *       NS     "-" (no idmap) or "@K": idmap with the K-th user namespace of the "userns" line
- *       SRCLEN length of SRC in bytes; SRC and DST are paths (DST is the rest of the argument)
- *   --mode=mount      make the mounts but attach none: report "mount <index> <fd>", "held",
- *                     wait for EOF on the report fd, exit 0
+ * Bind mounts, read-only and idmapped, for userns-helper: the --mount=SPEC option of run and hold
+ * mode, and mount mode (--mode=mount). The format of SPEC and the sequence are in
+ * src/native/protocol.md, "Mounts". Only system calls here: which sources, which maps and how to
+ * explain a failure are decided in src/mount/.
  *
  * The setup runs before the helper creates its user namespace, with the caller's capabilities:
  * mount_setattr(MOUNT_ATTR_IDMAP) needs CAP_SYS_ADMIN over the source's superblock.

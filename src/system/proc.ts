@@ -89,7 +89,8 @@ function readProc(pid: ProcPid, file: string): { path: string; text: string } {
 /**
  * The UID or GID map of a process's user namespace, as THIS process sees it: column 2 is in the
  * reader's namespace (or the parent's, when the reader is inside the target namespace), and
- * 4294967295 there means "not mappable from here" — kept as is (linux-idmap-rules.md §1.9).
+ * 4294967295 there means "not mappable from here" — kept as is (docs/kernel-rules.md, "Reading a
+ * map back").
  * An empty map (not written yet) gives an IdMap with no extents.
  */
 export function readIdMapSync(pid: ProcPid, kind: IdKind): IdMap {

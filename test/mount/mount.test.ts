@@ -151,7 +151,7 @@ describe('mount checks (no privileges needed)', () => {
     });
   });
 
-  test('mounts are refused with join (helperArgs), and the helper refuses --mount with --join', async () => {
+  test('mounts are refused with join (helperArgs), and the helper refuses --mount in join mode', async () => {
     const join_ = { pid: process.pid, namespaces: [{ type: 'user' as const, inode: 1 }] };
     assert.throws(
       () =>
@@ -167,7 +167,7 @@ describe('mount checks (no privileges needed)', () => {
     const ino = statSync('/proc/self/ns/user').ino;
     const child = spawnChild(
       helperPath(),
-      [`--join=${process.pid}`, `--ns=user:${ino}`, '--mount=-:-:4:/tmp:/mnt', '--', 'true'],
+      ['--mode=join', `--target=${process.pid}`, `--ns=user:${ino}`, '--mount=-:-:4:/tmp:/mnt', '--', 'true'],
       { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] },
     );
     const report = child.stdio[3] as NodeJS.ReadableStream;
@@ -184,7 +184,8 @@ describe('mount checks (no privileges needed)', () => {
       child.kill('SIGKILL');
       throw error;
     });
-    assert.match(out, /^error usage EINVAL .*--join excludes .*--mount/m, out);
+    // Join mode takes no --mount (the option table): a usage error (EINVAL = 22) naming it.
+    assert.match(out, /^error usage 22 .*--mount=/m, out);
     assert.notEqual(code, 0);
   });
 

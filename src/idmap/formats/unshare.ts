@@ -5,7 +5,7 @@ import { assertWritable, decimalU32, isProblem } from './numbers.js';
 import { isCSpace, lineColumn, parseErrorAt, type Token, tokens } from './position.js';
 
 /**
- * util-linux unshare `--map-users` / `--map-groups` values (linux-idmap-rules.md §3):
+ * util-linux unshare `--map-users` / `--map-groups` values (docs/kernel-rules.md, "util-linux unshare"):
  * - `inner:outer:count` (v2.39+; unshare tries this form first),
  * - `outer,inner,count` (v2.38, deprecated; note the swapped order),
  * - keywords `auto` (first subid block at inner 0), `all` (v2.40: copy the current map as
