@@ -14,13 +14,19 @@
 import { OciError, type OciErrorCode } from '../errors/index.js';
 import type { Extent, IdKind } from '../idmap/extent.js';
 import { formatTriple } from '../idmap/extent.js';
-import { type JsonArray, type JsonNode, type JsonObject, parseJsonTree } from '../idmap/formats/json-tree.js';
+import {
+  type JsonArray,
+  type JsonNode,
+  type JsonObject,
+  lastMember,
+  parseJsonTree,
+} from '../idmap/formats/json-tree.js';
 import { decimalU32, isProblem } from '../idmap/formats/numbers.js';
 import { lineColumn } from '../idmap/formats/position.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
-import { appendItem, applyEdits, detectStyle, type Edit, lastMember, setMembers } from './json-edit.js';
+import { appendItem, applyEdits, detectStyle, type Edit, setMembers } from './json-edit.js';
 
 export type BundleFormat = 'oci' | 'kubernetes';
 
