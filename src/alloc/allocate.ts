@@ -157,17 +157,21 @@ export async function previewAllocation(options: AllocateOptions = {}): Promise<
   return estimate === undefined ? allocation : { ...allocation, estimate };
 }
 
-/** Releases an allocation by id or name (ALLOC_NOT_FOUND when there is none). */
+/**
+ * Releases an allocation by id or name and returns it. Throws AllocError ALLOC_NOT_FOUND when
+ * there is none, ALLOC_NOT_OWNER for another user's (unless root).
+ */
 export async function release(idOrName: string, location: RegistryLocation = {}): Promise<Allocation> {
   const result = await openRegistry(location).release(idOrName);
   return result!.allocation;
 }
 
+/** Every live allocation of the registry, in creation order. */
 export async function listAllocations(location: RegistryLocation = {}): Promise<Allocation[]> {
   return openRegistry(location).list();
 }
 
-/** Free and used IDs of the pools (the default pools unless given). */
+/** Free and used IDs of each pool, counted in IDs (the default pools unless given). */
 export async function allocationUsage(
   options: RegistryLocation & { pools?: Pools; pool?: readonly IdRange[] } = {},
 ): Promise<{ uid: KindUsage; gid: KindUsage }> {

@@ -94,7 +94,10 @@ export function spawnInNamespace(
   return promiseChild(child, result);
 }
 
-/** Runs a command in the namespaces `name` to completion, capturing its output. */
+/**
+ * Runs `argv` in the namespaces `name` to completion, stdin empty, stdout and stderr captured
+ * as UTF-8 text. Throws as spawnInNamespace does, and NamespaceError USAGE for an empty argv.
+ */
 export async function execInNamespace(
   name: string,
   argv: readonly string[],

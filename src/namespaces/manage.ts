@@ -102,7 +102,12 @@ function rangeChanges(kind: IdKind, before: IdRange[], now: IdRange[]): SubidCha
   return added.length === 0 && removed.length === 0 ? undefined : { kind, added, removed };
 }
 
-/** One namespace in detail, with the live maps and changes of the subordinate ranges since creation. */
+/**
+ * One namespace in detail: its status and recorded state, the maps in force now (from
+ * /proc/KEEPER, null unless running), and how the caller's subordinate ranges changed since it
+ * was created (the namespace keeps its maps). Throws NamespaceError NS_NOT_FOUND,
+ * InvalidNameError INVALID_NAME.
+ */
 export async function inspectNamespace(name: string, options: RootOption = {}): Promise<InspectResult> {
   validateName(name, 'namespace name');
   const root = namespaceRoot(options, false);
@@ -151,7 +156,8 @@ export async function inspectNamespace(name: string, options: RootOption = {}): 
 /**
  * Removes a named namespace: stops its keeper (SIGTERM, then SIGKILL) and deletes the entry.
  * Stale and abandoned entries are removed too; broken and unsafe ones (never following a link)
- * and absent names only with `force`.
+ * and absent names only with `force`. A registry allocation it owned is released. Throws
+ * NamespaceError NS_NOT_FOUND, NS_CREATING, NS_BROKEN, NS_UNSAFE; LockTimeoutError LOCK_TIMEOUT.
  */
 export async function removeNamespace(name: string, options: RemoveOptions = {}): Promise<RemoveResult> {
   validateName(name, 'namespace name');

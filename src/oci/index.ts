@@ -192,7 +192,12 @@ async function checkEnvironment(privileged: boolean): Promise<CheckEnvironment> 
   return env;
 }
 
-/** Checks a config.json or Kubernetes record as it is (see checkConfigText). */
+/**
+ * Checks a config.json (or a bundle directory's) or a Kubernetes userns record as it is, in this
+ * namespace and for this caller (see checkConfigText): the report lists the maps and warnings.
+ * Throws OciError (OCI_READ_FAILED, OCI_INVALID with the JSON path and line, OCI_MAP_REJECTED,
+ * RANGE_NOT_ALLOWED, …) for what the runtime or the kernel would refuse.
+ */
 export async function checkOciConfig(path: string, options: OciOptions = {}): Promise<CheckReport> {
   const file = configPath(path);
   const text = readText(file);

@@ -64,6 +64,12 @@ function membershipTable(map: IdMap): Translation[] {
   return insideRanges(map).map((r) => ({ from: r.start, to: r.start, count: r.count }));
 }
 
+/**
+ * Which IDs used by the tree `dir` (owners, ACL entries, capability root IDs, its /etc/passwd and
+ * /etc/group) the map (inside IDs = the IDs the tree uses) cannot represent, and the smallest map
+ * from 0 that would. Reads only; no namespace. Throws ShiftError FIT_NOT_A_DIRECTORY or
+ * FIT_DIR_UNREADABLE, SpawnError when the walk cannot start.
+ */
 export async function fitTree(dir: string, map: IdMap, options: FitOptions = {}): Promise<FitResult> {
   const root = treeRoot(dir, 'FIT');
   const maps = { uid: map, gid: options.gid ?? map };

@@ -208,6 +208,18 @@ export function treeRoot(dir: string, prefix: 'SHIFT' | 'FIT'): string {
   return root;
 }
 
+/**
+ * Rewrites the owners, POSIX ACL entries and file-capability root IDs of every entry of the tree
+ * `dir` from the map `options.from` to `options.to` (IDs are the caller's: outside IDs of both
+ * maps), never following a symbolic link, in a protective user namespace by default. Unless
+ * `unmapped` says otherwise, a first pass checks everything and nothing changes when some ID has
+ * no translation. Resolves with the counts of what changed (or would, with dryRun).
+ *
+ * Throws ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
+ * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
+ * changed), SHIFT_INCOMPLETE (some entries left as they were); ShiftPlanError when the maps do
+ * not fit one namespace; NewIdmapError / SpawnError when the walk cannot start.
+ */
 export async function shiftTree(dir: string, options: ShiftOptions): Promise<ShiftResult> {
   const started = performance.now();
   const root = treeRoot(dir, 'SHIFT');

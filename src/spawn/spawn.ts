@@ -346,7 +346,10 @@ export interface RunResult extends SpawnResult {
   stderr: string;
 }
 
-/** Runs a command to completion, capturing its output (stdio 'pipe' by default; stdin is empty). */
+/**
+ * Runs a command to completion (as spawn()), stdin empty, stdout and stderr captured as UTF-8
+ * text when they are pipes (the default). Rejects as spawn() does.
+ */
 export async function run(
   command: string,
   args: readonly string[] = [],
