@@ -1,6 +1,7 @@
 import { lstatSync, opendirSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsernsError } from '../errors/index.js';
+import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import { readInside } from '../system/rootfs.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
 
@@ -52,7 +53,7 @@ export function estimateRootfsSize(root: string, options: RootfsOptions = {}): R
   const uid = { highest: -1, where: null as string | null };
   const gid = { highest: -1, where: null as string | null };
   const see = (slot: typeof uid, id: number, where: string) => {
-    if (id === NOBODY_ID || id > 4294967294) return;
+    if (id === NOBODY_ID || id > MAX_MAPPABLE_ID) return;
     if (id > slot.highest) {
       slot.highest = id;
       slot.where = where;

@@ -4,7 +4,7 @@
 
 import * as alloc from '../alloc/index.js';
 import { UsageError } from '../errors/index.js';
-import { formatRange, formatTriple } from '../idmap/extent.js';
+import { formatRange, formatTriple, INVALID_ID } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { gcAllocations } from '../namespaces/index.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
@@ -97,7 +97,7 @@ function allocationJson(a: alloc.Allocation & { estimate?: unknown }) {
 }
 
 function parseSize(text: string): number {
-  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > 4294967295) {
+  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > INVALID_ID) {
     throw new UsageError(`--size ${JSON.stringify(text)}: expected a number of IDs from 1 to 4294967295`);
   }
   return Number(text);

@@ -1,5 +1,6 @@
 /** The mapping and namespace options of `userns run` and `userns create`, and `--user`. */
 import { UsageError, UsernsError } from '../errors/index.js';
+import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import { type MountSpec, parseMountSpec } from '../mount/spec.js';
 import type { CliIo } from './common.js';
 
@@ -21,7 +22,7 @@ export const MAPPING_OPTIONS = {
 } as const;
 
 function parseId(text: string, what: string, command: string): number {
-  if (!/^\d+$/.test(text) || Number(text) > 4294967294) {
+  if (!/^\d+$/.test(text) || Number(text) > MAX_MAPPABLE_ID) {
     throw new UsageError(`${what} must be a number from 0 to 4294967294, not '${text}'`, {
       hint: `see 'userns ${command} --help'`,
     });

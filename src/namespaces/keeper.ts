@@ -22,30 +22,11 @@ import { PROC_NS, stopKeeper } from './liveness.js';
 import { type Paths, removeEntry } from './paths.js';
 import type { Examined, NamespaceState, StoredOptions } from './state.js';
 
-/** What startKeeper needs: the spawn options of the maps (explicit) and of the namespaces. */
-export interface KeeperOptions
-  extends Pick<
-    SpawnOptions,
-    | 'userns'
-    | 'uidMap'
-    | 'gidMap'
-    | 'setgroups'
-    | 'user'
-    | 'group'
-    | 'noSplit'
-    | 'fallback'
-    | 'newuidmap'
-    | 'newgidmap'
-    | 'privileged'
-    | 'onWarning'
-    | 'helperPath'
-    | 'mounts'
-    | 'mountProc'
-  > {
-  namespaces?: SpawnOptions['namespaces'];
-  /** What state.json records as the options (the caller's, before an `auto:…` was resolved). */
-  stored: StoredOptions;
-}
+/**
+ * What startKeeper needs: the spawn options of the maps (explicit: an `auto:…` mode already
+ * resolved) and of the namespaces, and what state.json records as the options (the caller's).
+ */
+export type KeeperOptions = SpawnOptions & { stored: StoredOptions };
 
 /** The caller's subordinate ranges now (recorded at creation; inspect compares them later). */
 export async function currentSubids(): Promise<{ uid: IdRange[]; gid: IdRange[] }> {
