@@ -402,8 +402,15 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
           handle: ns[3] === '-' ? null : ns[3]!,
         });
       }
-      if (mode === 'hold' && line === 'held' && state === 'going') {
-        // The keeper is set up; only failures before this line fail go().
+      // Hold: the keeper writes "held" and the helper "keeper <pid>", from two processes, in
+      // either order. Both there = the keeper is set up; only failures before fail go().
+      if (
+        mode === 'hold' &&
+        state === 'going' &&
+        (line === 'held' || line.startsWith('keeper ')) &&
+        handle.reports.includes('held') &&
+        handle.reports.some((l) => l.startsWith('keeper '))
+      ) {
         const settle = settleGo;
         settleGo = undefined;
         settle?.(failure);
