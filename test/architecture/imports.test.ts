@@ -54,13 +54,12 @@ export function importsOf(file: string, text: string): ImportUse[] {
     }
     let comment = '';
     if (kind === 'dynamic') {
-      // The comments before the import() and its holders, up to the statement that holds it
-      // (an object member of a table, the table's declaration).
+      // The comments before the import() and everything that holds it: the statement, an
+      // object member of a table, the table's declaration, the function it is in.
       const comments: string[] = [];
       for (let at: ts.Node | undefined = node; at !== undefined && !ts.isSourceFile(at); at = at.parent) {
         for (const r of ts.getLeadingCommentRanges(text, at.getFullStart()) ?? [])
           comments.push(text.slice(r.pos, r.end));
-        if (ts.isStatement(at)) break;
       }
       comment = comments.join('\n');
     }
