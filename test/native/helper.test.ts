@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type HelperOptions, launchHelper } from '../../src/native/helper.js';
+import { packagedHelperPath } from '../../src/native/helper-binary.js';
 import { SpawnError } from '../../src/spawn/errors.js';
 
 const isRoot = process.geteuid?.() === 0;
@@ -241,9 +242,6 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
 
 describe('native helper without root', () => {
   test('the helper binary is built', () => {
-    assert.ok(
-      existsSync(fileURLToPath(new URL('../../../build/userns-helper', import.meta.url))),
-      "run 'npm run build'",
-    );
+    assert.ok(existsSync(packagedHelperPath()), "run 'npm run build'");
   });
 });
