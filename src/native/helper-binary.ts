@@ -45,24 +45,27 @@ export interface HelperBinaryQuery {
  * Throws SpawnError:
  *   - `PLATFORM_UNSUPPORTED` on a system other than Linux (no user namespaces), unless an
  *     explicit path or USERNS_HELPER names a helper;
- *   - `HELPER_MISSING` when the chosen file is not executable: for a shipped platform the
- *     package was built without it (run `npm run build`); for another Linux architecture none
- *     is shipped (build one from source with `cc`, or set USERNS_HELPER).
+ *   - `HELPER_MISSING` when the chosen file is not an executable file: for a shipped platform
+ *     the package was built without it; for another Linux architecture none is shipped. The
+ *     hint says how to build one from source with `cc` (scripts/build-native.mjs, which an
+ *     installed package has too), or to set USERNS_HELPER.
  */
 export function resolveHelperBinary(query: HelperBinaryQuery = {}): string {
   const env = query.env ?? process.env;
   const platform = query.platform ?? process.platform;
   const arch = query.arch ?? process.arch;
-  const build = `'npm run build' in ${PACKAGE_ROOT} (it needs a C compiler: apt-get install gcc libc6-dev)`;
+  const root = PACKAGE_ROOT.replace(/\/$/, '');
+  // An installed package has no TypeScript compiler, so the native build alone (shipped in scripts/).
+  const build = `with a C compiler (apt-get install gcc libc6-dev): 'node scripts/build-native.mjs' in ${root} ('npm run build' in a checkout)`;
   if (query.explicit !== undefined) {
     return checkExecutable(query.explicit, `the native helper ${query.explicit} is not an executable file`, {
-      hint: `give the path of a built userns-helper, or leave helperPath unset to use the package's own (run ${build})`,
+      hint: "give the path of a built userns-helper, or leave helperPath unset to use the package's own",
     });
   }
   const fromEnv = env.USERNS_HELPER;
   if (fromEnv) {
     return checkExecutable(fromEnv, `USERNS_HELPER=${fromEnv} is not an executable file`, {
-      hint: `point USERNS_HELPER at a built userns-helper, or unset it to use the package's own (run ${build})`,
+      hint: "point USERNS_HELPER at a built userns-helper, or unset it to use the package's own",
     });
   }
   if (platform !== 'linux') {
@@ -79,15 +82,13 @@ export function resolveHelperBinary(query: HelperBinaryQuery = {}): string {
   const key = `${platform}-${arch}`;
   if (PREBUILT_HELPER_PLATFORMS.includes(key)) {
     return checkExecutable(path, `the native helper ${path} is not built`, {
-      hint: `run ${build}, or set USERNS_HELPER to a built userns-helper`,
+      hint: `build it ${build}; or set USERNS_HELPER to a built userns-helper`,
     });
   }
   return checkExecutable(
     path,
     `no native helper for ${key}: the package ships helpers for ${PREBUILT_HELPER_PLATFORMS.join(' and ')} only`,
-    {
-      hint: `build one for this machine from source: run ${build}; or set USERNS_HELPER to a userns-helper built for ${key}`,
-    },
+    { hint: `build one for this machine ${build}; or set USERNS_HELPER to a userns-helper built for ${key}` },
   );
 }
 
