@@ -403,8 +403,16 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
           handle: ns[3] === '-' ? null : ns[3]!,
         });
       }
-      if (options.hold && line === 'held' && state === 'going') {
-        // The keeper is set up; only failures before this line fail go().
+      // Hold mode: the keeper is set up once "held" (written by the keeper) and "keeper <pid>"
+      // (written by the helper after its fork) both arrived: the two processes race, so either
+      // may come first. Only failures before then fail go().
+      if (
+        options.hold &&
+        state === 'going' &&
+        (line === 'held' || line.startsWith('keeper ')) &&
+        handle.reports.includes('held') &&
+        handle.reports.some((l) => l.startsWith('keeper '))
+      ) {
         const settle = settleGo;
         settleGo = undefined;
         settle?.(failure);

@@ -3,7 +3,9 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -243,5 +245,31 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
 describe('native helper without root', () => {
   test('the helper binary is built', () => {
     assert.ok(existsSync(packagedHelperPath()), "run 'npm run build'");
+  });
+
+  test('hold mode: go() waits for both "held" and "keeper <pid>", whichever comes first', async () => {
+    // The keeper (child) and the helper (parent) write these two lines after the fork: on a busy
+    // machine "held" can come first. A stand-in helper writes them in that order, apart.
+    const dir = mkdtempSync(join(tmpdir(), 'userns-hold-order-'));
+    try {
+      const fake = join(dir, 'helper');
+      writeFileSync(
+        fake,
+        '#!/bin/sh\necho "ready $$" >&3\ncat <&4 >/dev/null\necho held >&3\nsleep 0.2\necho "keeper 4242" >&3\nexec sleep 5\n',
+        { mode: 0o755 },
+      );
+      const h = await launchHelper({
+        namespaces: [],
+        command: [],
+        hold: true,
+        stdio: 'ignore',
+        helperPath: fake,
+      });
+      await h.go();
+      assert.deepEqual(h.reports, ['held', 'keeper 4242']);
+      await h.abort();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
