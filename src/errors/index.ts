@@ -121,7 +121,8 @@ export interface StepDetails extends ErrorDetails {
  * Starting a command in new namespaces failed: the helper could not be started, a namespace could
  * not be created, the IDs could not be switched, or the command could not be executed.
  *
- * Codes: HELPER_MISSING, HELPER_DIED, HELPER_PROTOCOL, UNSHARE_FAILED, SETGROUPS_FAILED,
+ * Codes: HELPER_MISSING, PLATFORM_UNSUPPORTED (not Linux), HELPER_DIED, HELPER_PROTOCOL,
+ * UNSHARE_FAILED, SETGROUPS_FAILED,
  * ID_NOT_MAPPED, SETID_FAILED, MOUNT_PROC_FAILED, CWD_FAILED, COMMAND_NOT_FOUND,
  * COMMAND_NOT_EXECUTABLE, EXEC_FAILED, JOIN_FAILED, NS_STALE, KEEPER_FAILED, SETUP_FAILED,
  * HOOK_FAILED, WALK_FAILED, USAGE. `data.step` and `data.errno` carry the helper's report when

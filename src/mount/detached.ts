@@ -3,7 +3,7 @@
  * tells whether a filesystem supports idmapped mounts.
  *
  * Node cannot call open_tree/mount_setattr/move_mount, nor receive a descriptor from another
- * process, so the helper makes the detached mount (--detach-mounts) and keeps it open; this
+ * process, so the helper makes the detached mount (its mount mode) and keeps it open; this
  * process opens it again through /proc/<helper>/fd/<n> (an O_PATH descriptor on the same mount).
  * The helper must live while the mount is detached (closing its descriptor dissolves a detached
  * mount): it stays until close(), or until this process exits (it dies with its parent). Pass
