@@ -37,10 +37,10 @@ import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { SpawnError } from '../../src/errors/index.js';
 import { launchHelper } from '../../src/native/helper.js';
 import { packagedHelperPath } from '../../src/native/helper-binary.js';
 import { runWalk, type WalkJob, type WalkRecord } from '../../src/shift/tree-walk.js';
-import { SpawnError } from '../../src/errors/index.js';
 import { run } from '../../src/spawn/spawn.js';
 
 const CI = process.env.CI === 'true';
