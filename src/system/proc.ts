@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { ParseError, UsernsError } from '../errors.js';
@@ -221,4 +221,84 @@ export function processStartTimeSync(pid: ProcPid): string | undefined {
   const state = fields[0];
   if (state === 'Z' || state === 'X' || state === 'x') return undefined;
   return fields[22 - 3];
+}
+
+/**
+ * The PID namespace whose PIDs this mount namespace's /proc shows, as the inode number of its
+ * nsfs file; undefined when that cannot be told from here. A PID read from /proc (or recorded by
+ * a process that read it there) means something only in that namespace: records that name a
+ * process keep this beside the PID, and a check from another namespace is "cannot check from
+ * here", never "gone".
+ *
+ * /proc/self resolves only when this process is visible in the namespace of /proc; the `NSpid`
+ * line of its status then lists this process's PID in that namespace first and in each nested
+ * one after it. One entry: /proc is of this process's own PID namespace (/proc/self/ns/pid).
+ * More: /proc is of an ancestor, whose inode is that of /proc/1/ns/pid (its init; readable with
+ * ptrace access to it, so as root).
+ */
+export function procPidNamespace(): number | undefined {
+  try {
+    const status = readFileSync('/proc/self/status', 'latin1');
+    const nspid = /^NSpid:\s*(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+    if (nspid.length === 1) return statSync('/proc/self/ns/pid').ino;
+    if (nspid.length > 1) return statSync('/proc/1/ns/pid').ino;
+  } catch {
+    // /proc of an unrelated PID namespace, or not mounted, or init not accessible
+  }
+  return undefined;
+}
+
+/**
+ * This process as /proc shows it: its PID there (which differs from process.pid when /proc is
+ * of an ancestor PID namespace), its start time and the PID namespace of /proc
+ * (procPidNamespace). Undefined when this process is not visible in this /proc.
+ */
+export function selfInProc(): { pid: number; startTime: string; pidNamespace: number } | undefined {
+  try {
+    const pid = Number(readlinkSync('/proc/self'));
+    const startTime = processStartTimeSync(pid);
+    const pidNamespace = procPidNamespace();
+    if (!Number.isInteger(pid) || startTime === undefined || pidNamespace === undefined) return undefined;
+    return { pid, startTime, pidNamespace };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the process `pid`, started at `startTime` (field 22 of its stat), still runs, as far
+ * as this /proc can tell: 'dead' only when /proc says there is no such process or the PID now
+ * belongs to a process that started at another time (a zombie counts as dead); 'unknown' when
+ * /proc cannot be read for another reason (hidepid, permissions). The caller must have checked
+ * that /proc is of the PID namespace the PID belongs to (procPidNamespace).
+ */
+export function processLiveness(pid: number, startTime: string): 'alive' | 'dead' | 'unknown' {
+  if (!Number.isInteger(pid) || pid <= 0) return 'unknown';
+  if (pid > 4194304) return 'dead'; // above PID_MAX_LIMIT: no such process can exist
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch (error) {
+    return isGone(error) ? 'dead' : 'unknown';
+  }
+  const { fields } = parseProcStat(text);
+  const state = fields[0];
+  if (state === 'Z' || state === 'X' || state === 'x') return 'dead';
+  return fields[22 - 3] === startTime ? 'alive' : 'dead';
+}
+
+let cachedBootId: string | undefined;
+/**
+ * This boot's random id (/proc/sys/kernel/random/boot_id; the same in every namespace). A record
+ * of a process made during another boot names a process that is certainly gone.
+ */
+export function bootId(): string | undefined {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId = readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim() || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return cachedBootId;
 }
