@@ -1,7 +1,7 @@
 /**
  * A process that allocates and releases in a loop (for the concurrency and crash tests).
  *   cycle DIR N SEED   N allocate/release rounds; prints its log (one JSON per line) at the end
- *   loop DIR           forever, with frequent compaction; prints "ready" after its first operation
+ *   loop DIR           forever, with a short release log; prints "ready" after its first operation
  */
 
 import type { Policy } from '../../src/alloc/policy.js';
@@ -26,7 +26,7 @@ const policies: Policy[] = [
 
 const registry = new Registry(dir!, {
   systemTaken: null,
-  compactEvery: mode === 'loop' ? 8 : 64,
+  releaseLog: mode === 'loop' ? 8 : 64,
   lockTimeoutMs: 60_000,
 });
 const live: string[] = [];

@@ -87,7 +87,7 @@ describe('registry across processes', () => {
 
   test('SIGKILL at random moments (also mid-compaction) leaves the registry consistent and usable', async () => {
     const dir = join(base, 'crash', 'alloc');
-    const probe = new Registry(dir, { systemTaken: null, compactEvery: 8 });
+    const probe = new Registry(dir, { systemTaken: null, releaseLog: 8 });
     const pools = {
       uid: { ranges: [{ start: 100_000, count: 3_000_000 }], source: 'test' },
       gid: { ranges: [{ start: 1_000_000, count: 2_500_000 }], source: 'test' },
