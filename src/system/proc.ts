@@ -233,19 +233,44 @@ export function processStartTimeSync(pid: ProcPid): string | undefined {
  * /proc/self resolves only when this process is visible in the namespace of /proc; the `NSpid`
  * line of its status then lists this process's PID in that namespace first and in each nested
  * one after it. One entry: /proc is of this process's own PID namespace (/proc/self/ns/pid).
- * More: /proc is of an ancestor, whose inode is that of /proc/1/ns/pid (its init; readable with
- * ptrace access to it, so as root).
+ * More: /proc is of an ancestor. Its inode is that of the first process up our chain of parents
+ * that /proc shows with a one-entry NSpid (so a member of that namespace) and whose ns/pid we may
+ * read (ptrace access: our own parent usually; its init /proc/1 needs privilege over it).
  */
 export function procPidNamespace(): number | undefined {
+  const nspidOf = (pid: string) =>
+    /^NSpid:\s*(.*)$/m
+      .exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1]
+      ?.trim()
+      .split(/\s+/) ?? [];
   try {
-    const status = readFileSync('/proc/self/status', 'latin1');
-    const nspid = /^NSpid:\s*(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
-    if (nspid.length === 1) return statSync('/proc/self/ns/pid').ino;
-    if (nspid.length > 1) return statSync('/proc/1/ns/pid').ino;
+    const own = nspidOf('self');
+    if (own.length === 1) return statSync('/proc/self/ns/pid').ino;
+    if (own.length === 0) return undefined;
   } catch {
-    // /proc of an unrelated PID namespace, or not mounted, or init not accessible
+    return undefined; // /proc of an unrelated PID namespace, or none
   }
-  return undefined;
+  let pid = 'self';
+  for (let depth = 0; depth < 64; depth++) {
+    let ppid: string;
+    try {
+      ppid = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'latin1')).fields[4 - 3] ?? '0';
+    } catch {
+      return undefined;
+    }
+    if (!/^[1-9][0-9]*$/.test(ppid)) break;
+    pid = ppid;
+    try {
+      if (nspidOf(pid).length === 1) return statSync(`/proc/${pid}/ns/pid`).ino;
+    } catch {
+      // gone or not readable: try its parent
+    }
+  }
+  try {
+    return statSync('/proc/1/ns/pid').ino;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

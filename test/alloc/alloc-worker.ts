@@ -2,6 +2,7 @@
  * A process that allocates and releases in a loop (for the concurrency and crash tests).
  *   cycle DIR N SEED   N allocate/release rounds; prints its log (one JSON per line) at the end
  *   loop DIR           forever, with a short release log; prints "ready" after its first operation
+ *   once DIR N SEED    N allocations, kept; prints each as JSON
  */
 
 import type { Policy } from '../../src/alloc/policy.js';
@@ -50,7 +51,12 @@ async function step(): Promise<void> {
   }
 }
 
-if (mode === 'cycle') {
+if (mode === 'once') {
+  for (let i = 0; i < Number(count); i++) {
+    const a = await registry.allocate({ size: 1 + rand(100_000), policy: { kind: 'first-fit' }, pools });
+    process.stdout.write(`${JSON.stringify({ id: a.id, seq: a.seq, uids: a.uids, gids: a.gids })}\n`);
+  }
+} else if (mode === 'cycle') {
   // Start together, so the processes really interleave.
   const wait = Number(startAt ?? 0) - Date.now();
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
@@ -59,5 +65,10 @@ if (mode === 'cycle') {
 } else {
   await step();
   process.stdout.write('ready\n');
-  for (;;) await step();
+  // A breath between operations (0-2 ms) so that several of these share the lock fairly (SQLite's
+  // busy handler polls; a writer that never pauses would starve the others).
+  for (;;) {
+    await step();
+    await new Promise((resolve) => setTimeout(resolve, rand(3)));
+  }
 }
