@@ -21,6 +21,7 @@
  * Never open the database file with node:fs while a connection is open in this process:
  * closing any descriptor of a file drops every fcntl lock this process holds on it.
  */
+import { closeSync, constants, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { StateFileError } from '../errors.js';
 import { checkFileOrMissing, isNoSpace, stateFileError } from './files.js';
@@ -164,6 +165,22 @@ export function databaseFiles(path: string): string[] {
 export function openDatabase(options: OpenOptions): SqliteDatabase {
   for (const file of databaseFiles(options.path)) checkFileOrMissing(file, options.what);
   const Database = sqlite();
+  if (!options.readonly) {
+    // Created 0600 here (SQLite would make it 0644; its -wal and -shm copy the mode), never
+    // through a link. Closed before SQLite opens it: this process holds no lock on it yet.
+    try {
+      closeSync(
+        openSync(
+          options.path,
+          constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW,
+          0o600,
+        ),
+      );
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST')
+        throw stateFileError(error, options.path, options.what);
+    }
+  }
   let db: SqliteDatabase;
   const context = { ...options, timeoutMs: options.timeoutMs ?? 30_000 };
   try {

@@ -7,7 +7,7 @@ import { after, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Registry } from '../../src/alloc/registry.js';
-import type { IdRange } from '../../src/idmap/ranges.js';
+import { type Entry, replay } from './replay.js';
 
 const worker = fileURLToPath(new URL('./alloc-worker.js', import.meta.url));
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-conc-'));
@@ -26,14 +26,6 @@ function start(args: string[]): {
   });
   const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, output: exit.then(() => out), exit };
-}
-
-type Entry =
-  | { op: 'add'; w: string; id: string; seq: number; uids: IdRange[]; gids: IdRange[] }
-  | { op: 'del'; w: string; id: string; seq: number };
-
-function overlaps(a: IdRange[], b: IdRange[]): boolean {
-  return a.some((x) => b.some((y) => x.start < y.start + y.count && y.start < x.start + x.count));
 }
 
 describe('registry across processes', () => {
@@ -55,33 +47,15 @@ describe('registry across processes', () => {
         } else entries.push(e);
       }
     }
-    // The sequence numbers are a total order of every operation of every process.
-    entries.sort((a, b) => a.seq - b.seq);
-    assert.deepEqual(
-      entries.map((e) => e.seq),
-      entries.map((_, i) => i + 1),
-      'every operation has a distinct, gap-free sequence number',
-    );
-    const live = new Map<string, Entry & { op: 'add' }>();
-    let maxLive = 0;
-    for (const e of entries) {
-      if (e.op === 'add') {
-        for (const other of live.values()) {
-          assert.ok(!overlaps(e.uids, other.uids), `uids of ${e.id} and ${other.id} overlap`);
-          assert.ok(!overlaps(e.gids, other.gids), `gids of ${e.id} and ${other.id} overlap`);
-        }
-        live.set(e.id, e);
-        maxLive = Math.max(maxLive, live.size);
-      } else assert.ok(live.delete(e.id), `released ${e.id} which was not live`);
-    }
-    assert.deepEqual(new Set(live.keys()), stillLive);
+    const { live, maxLive, ordered } = replay(entries);
+    assert.deepEqual(live, stillLive);
     const check = await new Registry(dir, { systemTaken: null }).verify();
     assert.deepEqual(check.problems, []);
     assert.deepEqual(new Set(check.allocations.map((a) => a.id)), stillLive);
     assert.ok(entries.length >= 1600 - exhausted, `${entries.length} operations`);
     assert.ok(maxLive > 8, `allocations were held concurrently (max ${maxLive})`);
     let switches = 0;
-    for (let i = 1; i < entries.length; i++) if (entries[i]!.w !== entries[i - 1]!.w) switches++;
+    for (let i = 1; i < ordered.length; i++) if (ordered[i]!.w !== ordered[i - 1]!.w) switches++;
     assert.ok(switches > 20, `the processes interleaved (${switches} switches)`);
   });
 
