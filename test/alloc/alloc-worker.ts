@@ -35,9 +35,11 @@ const log: string[] = [];
 let exhausted = 0;
 
 async function step(): Promise<void> {
-  const policy = policies[rand(policies.length)]!;
+  // loop (the crash test): small first-fit blocks, so that what killed workers leave behind
+  // never fills the pool.
+  const policy = mode === 'loop' ? policies[0]! : policies[rand(policies.length)]!;
   try {
-    const a = await registry.allocate({ size: 1 + rand(100_000), policy, pools });
+    const a = await registry.allocate({ size: 1 + rand(mode === 'loop' ? 1000 : 100_000), policy, pools });
     live.push(a.id);
     log.push(JSON.stringify({ op: 'add', w: seedText, id: a.id, seq: a.seq, uids: a.uids, gids: a.gids }));
   } catch (error) {

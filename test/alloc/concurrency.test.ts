@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -11,7 +11,11 @@ import { type Entry, replay } from './replay.js';
 
 const worker = fileURLToPath(new URL('./alloc-worker.js', import.meta.url));
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-conc-'));
-after(() => rmSync(base, { recursive: true, force: true }));
+const shm = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/userns-alloc-conc-') : base;
+after(() => {
+  rmSync(base, { recursive: true, force: true });
+  rmSync(shm, { recursive: true, force: true });
+});
 
 function start(args: string[]): {
   child: ChildProcess;
@@ -60,7 +64,9 @@ describe('registry across processes', () => {
   });
 
   test('SIGKILL at random moments (100 kills, mid-transaction included) leaves the registry consistent and usable', async () => {
-    const dir = join(base, 'crash', 'alloc');
+    // On tmpfs when there is one: a kill loses nothing of the page cache, so what this checks
+    // does not depend on fsync, which only makes each round slower on a disk.
+    const dir = join(existsSync('/dev/shm') ? shm : base, 'crash', 'alloc');
     const probe = new Registry(dir, { systemTaken: null, releaseLog: 8 });
     const pools = {
       uid: { ranges: [{ start: 100_000, count: 3_000_000 }], source: 'test' },
@@ -97,7 +103,7 @@ describe('registry across processes', () => {
       const x = await probe.allocate({ size: 1000, policy: { kind: 'first-fit' }, pools });
       await fresh.release(x.id);
       // The killed processes' allocations stay until released (they are not bound to a process).
-      for (const stale of allocations) await fresh.release(stale.id);
+      assert.ok(allocations.length <= 4 * 7 * (round + 1));
       fresh.close();
     }
     assert.equal(kills, 100);
