@@ -324,7 +324,11 @@ export async function allocateForRun(options: AllocateOptions = {}): Promise<All
   // This process as /proc shows it, with the PID namespace of /proc: gc can then tell from
   // anywhere whether its PID means this process. Not visible in this /proc (a PID namespace
   // /proc does not show): recorded without a namespace, which gc never judges.
-  const self = selfInProc() ?? { pid: process.pid, startTime: processStartTimeSync('self') ?? '0' };
+  const self = selfInProc() ?? {
+    pid: process.pid,
+    startTime: processStartTimeSync('self') ?? '0',
+    pidNamespace: null,
+  };
   return allocate({ ...options, holder: options.holder ?? self });
 }
 

@@ -109,8 +109,11 @@ export interface Holder {
   pid: number;
   /** Field 22 of /proc/PID/stat when the allocation was made (tells a reused PID apart). */
   startTime: string;
-  /** Absent for records the old registry wrote (their namespace was not recorded). */
-  pidNamespace?: number;
+  /**
+   * Absent for records the old registry wrote (their namespace was not recorded). In a request,
+   * absent means "the namespace of this process's /proc" and null "unknown" (never judged).
+   */
+  pidNamespace?: number | null;
   /** The boot it was recorded in (system/proc.ts bootId): a holder of another boot is gone. */
   boot?: string;
 }
@@ -656,9 +659,10 @@ export class Registry {
     }
     let holder: Holder | undefined;
     if (request.holder !== undefined) {
-      const pidNamespace = request.holder.pidNamespace ?? procPidNamespace();
+      const given = request.holder.pidNamespace;
+      const pidNamespace = given === undefined ? procPidNamespace() : given;
       holder = { pid: request.holder.pid, startTime: request.holder.startTime };
-      if (pidNamespace !== undefined) holder.pidNamespace = pidNamespace;
+      if (typeof pidNamespace === 'number') holder.pidNamespace = pidNamespace;
       const boot = request.holder.boot ?? bootId();
       if (boot !== undefined) holder.boot = boot;
     }
@@ -956,10 +960,10 @@ export function holderLiveness(
 ): { liveness: Liveness; reason?: string } {
   const boot = bootId();
   if (holder.boot !== undefined && boot !== undefined && holder.boot !== boot) return { liveness: 'dead' };
-  if (holder.pidNamespace === undefined) {
+  if (typeof holder.pidNamespace !== 'number') {
     return {
       liveness: 'unknown',
-      reason: `its process ${holder.pid} was recorded without its PID namespace (by an older userns): cannot check it; release it by hand once that process is gone`,
+      reason: `its process ${holder.pid} was recorded without its PID namespace (by an older userns, or from where /proc did not show it): cannot check it; release it by hand once that process is gone`,
     };
   }
   if (here === undefined || here !== holder.pidNamespace) {
@@ -996,7 +1000,7 @@ function importAllocations(
     // start time is that very process.
     if (
       a.holder !== undefined &&
-      (a.holder as Holder).pidNamespace === undefined &&
+      typeof (a.holder as Holder).pidNamespace !== 'number' &&
       here !== undefined &&
       processLiveness(a.holder.pid, a.holder.startTime) === 'alive'
     )

@@ -168,11 +168,15 @@ describe('registry', () => {
       JSON.stringify({ name: 'x', start: 100100, size: 65536 }),
     );
     writeFileSync(join(etc, 'nsr', 'g300000.userns'), '{');
+    writeFileSync(join(etc, 'subuid'), '');
+    writeFileSync(join(etc, 'subgid'), '');
     const r = new Registry(freshDir(), {
       systemTaken: {
         passwdPath: join(etc, 'passwd'),
         groupPath: join(etc, 'group'),
         nsresourceDir: join(etc, 'nsr'),
+        subuidPath: join(etc, 'subuid'),
+        subgidPath: join(etc, 'subgid'),
         getent: false,
       },
     });
