@@ -14,31 +14,17 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StateFileError } from '../errors.js';
-import { type Extent, extent } from '../idmap/extent.js';
-import type { IdRange } from '../idmap/ranges.js';
+import { extent } from '../idmap/extent.js';
 import { stateFileError } from '../state/files.js';
+import type { Allocation } from './registry.js';
 
 export const LEGACY_SNAPSHOT = 'snapshot.json';
 export const LEGACY_JOURNAL = 'journal';
 /** What snapshot.json says once its registry lives in the database (see registry.ts). */
 export const LEGACY_TOMBSTONE_FORMAT = 'userns-alloc-moved-to-sqlite';
 
-/** An allocation as the old files stored it. */
-export interface LegacyAllocation {
-  id: string;
-  name: string;
-  owner: number;
-  created: string;
-  policy: string;
-  size: number;
-  uidMap: Extent[];
-  gidMap: Extent[];
-  uids: IdRange[];
-  gids: IdRange[];
-  namespace?: string;
-  holder?: { pid: number; startTime: string };
-  seq: number;
-}
+/** An allocation as the old files stored it: a holder was a PID and start time only. */
+export type LegacyAllocation = Omit<Allocation, 'holder'> & { holder?: { pid: number; startTime: string } };
 
 export interface LegacyRegistry {
   /** Live allocations in creation order. */
