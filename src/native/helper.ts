@@ -414,8 +414,14 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
           handle: ns[3] === '-' ? null : ns[3]!,
         });
       }
-      if (options.hold && line === 'held' && state === 'going') {
-        // The keeper is set up; only failures before this line fail go().
+      if (
+        options.hold &&
+        state === 'going' &&
+        handle.reports.includes('held') &&
+        handle.reports.some((l) => l.startsWith('keeper '))
+      ) {
+        // The keeper is set up and its PID known ("held" comes from the keeper, "keeper PID" from
+        // the helper after its fork: either may arrive first); only failures before fail go().
         const settle = settleGo;
         settleGo = undefined;
         settle?.(failure);
