@@ -16,8 +16,9 @@ import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { DOCTOR_HINT } from '../spawn/errors.js';
 import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
-import { firstUnreachable, PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
+import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
 import { findProgram } from '../system/exec.js';
+import { firstUnreachable, unreachableData } from '../system/reachability.js';
 import { type Check, check } from './types.js';
 
 export interface ProbeOptions {
@@ -272,7 +273,8 @@ export async function probeAsUser(
     accessor,
   );
   if (unreachableTool !== undefined) {
-    const { blocked, data } = unreachableTool;
+    const blocked = unreachableTool;
+    const data = unreachableData(blocked, accessor);
     return check(
       'probe',
       'userns',
@@ -301,13 +303,13 @@ export async function probeAsUser(
         'userns',
         title,
         'error',
-        `cannot run the probe as ${user.name}: ${needsCopy.blocked.reason}; and ${(error as Error).message}`,
+        `cannot run the probe as ${user.name}: ${needsCopy.reason}; and ${(error as Error).message}`,
         {
           value: null,
           step: 'helper launch',
           ranAs: user.name,
           code: 'PATH_UNREACHABLE',
-          unreachable: needsCopy.data,
+          unreachable: unreachableData(needsCopy, accessor),
         },
         (error as UsernsError).hint,
       );
@@ -322,7 +324,7 @@ export async function probeAsUser(
           ...result,
           evidence: {
             ...result.evidence,
-            staged: { from: PACKAGE_ROOT, dir: staged.root, because: needsCopy!.data },
+            staged: { from: PACKAGE_ROOT, dir: staged.root, because: unreachableData(needsCopy!, accessor) },
           },
         };
   } finally {

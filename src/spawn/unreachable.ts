@@ -4,6 +4,7 @@ import type { IdMap } from '../idmap/idmap.js';
 import {
   type Accessor,
   findUnreachable,
+  firstUnreachable,
   type Need,
   namespaceAccessor,
   type Unreachable,
@@ -128,14 +129,10 @@ export function unreachableError(
   const groups = context.setgroups === 'allow' ? [] : (process.getgroups?.() ?? []);
   const accessor = namespaceAccessor(context, context.user, groups);
   if (accessor === undefined) return undefined;
-  for (const { path, need } of needs) {
-    let blocked: Unreachable | undefined;
-    try {
-      blocked = findUnreachable(path, accessor, need);
-    } catch {
-      continue;
-    }
-    if (blocked === undefined) continue;
+  const blocked = firstUnreachable(needs, accessor);
+  if (blocked !== undefined) {
+    const path = blocked.target;
+    const need = blocked.need;
     return new SpawnError(
       'PATH_UNREACHABLE',
       `${path} cannot be reached inside the namespace: ${blocked.reason}`,

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsernsError } from '../errors.js';
-import { type Accessor, findUnreachable, type Unreachable, unreachableData } from '../system/reachability.js';
+import { findUnreachable } from '../system/reachability.js';
 
 /**
  * A staged copy of this package, for code that must run as ANOTHER user (doctor's probe as
@@ -113,21 +113,4 @@ export function stagePackage(
     );
   }
   return { root, remove };
-}
-
-/** The first of `needs` that `accessor` cannot reach, with its record for messages and JSON. */
-export function firstUnreachable(
-  needs: readonly { path: string; need: 'read' | 'execute' | 'search' }[],
-  accessor: Accessor,
-): { blocked: Unreachable; data: ReturnType<typeof unreachableData> } | undefined {
-  for (const { path, need } of needs) {
-    let blocked: Unreachable | undefined;
-    try {
-      blocked = findUnreachable(path, accessor, need);
-    } catch {
-      continue;
-    }
-    if (blocked !== undefined) return { blocked, data: unreachableData(blocked, accessor) };
-  }
-  return undefined;
 }

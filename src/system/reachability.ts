@@ -231,3 +231,22 @@ export function unreachableData(u: Unreachable, accessor: Accessor, inside?: { u
     ...(inside === undefined ? {} : { inside }),
   };
 }
+
+/**
+ * The first of `needs` that `accessor` cannot reach, or undefined. A path the walk itself cannot
+ * look at (this process lacks permission) is passed over: the kernel will say.
+ */
+export function firstUnreachable(
+  needs: readonly { path: string; need: Need }[],
+  accessor: Accessor,
+): Unreachable | undefined {
+  for (const { path, need } of needs) {
+    try {
+      const blocked = findUnreachable(path, accessor, need);
+      if (blocked !== undefined) return blocked;
+    } catch {
+      // cannot look: leave it to the kernel
+    }
+  }
+  return undefined;
+}
