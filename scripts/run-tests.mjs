@@ -19,7 +19,7 @@
 //   scripts/install-test-deps installs) the CI machine must have.
 //
 // Usage: node scripts/run-tests.mjs [SUBSTRING…]   (only test files whose path contains one)
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   closeSync,
@@ -155,6 +155,10 @@ if (isRoot) {
   }
 }
 
+// Throwaway users are created only under the lock above, so a new /tmp entry owned by a UID
+// that no longer has a passwd entry afterwards was left by one of this run's users.
+const tmpBefore = isRoot ? new Set(readdirSync('/tmp')) : new Set();
+
 const started = Date.now();
 let timedOut = false;
 const exit = await new Promise((resolve) => {
@@ -239,6 +243,20 @@ if (exit.code !== 0 && failed.length === 0 && fileFailures.length === 0 && !time
 const leftovers = existsSync(testTmp) ? readdirSync(testTmp) : [];
 if (leftovers.length > 0)
   problems.push(`tests left files in their TMPDIR ${testTmp}: ${leftovers.join(', ')}`);
+if (isRoot) {
+  for (const name of readdirSync('/tmp')) {
+    if (tmpBefore.has(name)) continue;
+    let uid;
+    try {
+      uid = statSync(join('/tmp', name)).uid;
+    } catch {
+      continue;
+    }
+    if (uid === 0 || spawnSync('getent', ['passwd', String(uid)]).status !== 2) continue;
+    problems.push(`a throwaway user of this run (uid ${uid}, removed since) left /tmp/${name}: removed it`);
+    rmSync(join('/tmp', name), { recursive: true, force: true });
+  }
+}
 problems.push(...cleanup());
 rmSync(runDir, { recursive: true, force: true });
 
