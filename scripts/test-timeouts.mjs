@@ -5,6 +5,7 @@
 // on). The wrappers replace node:test's exports (syncBuiltinESMExports updates the bindings the
 // test files import); every property (test.skip, test.todo, …) is kept.
 import { createRequire, syncBuiltinESMExports } from 'node:module';
+import { Script } from 'node:vm';
 
 const require = createRequire(import.meta.url);
 const nodeTest = require('node:test');
@@ -16,6 +17,32 @@ function withOptions(options) {
     : { ...(options ?? {}), timeout: DEFAULT_TIMEOUT_MS };
 }
 
+// node:test records where test() was called (file, line) from the frame that calls it; from
+// here that would be this file. So the original is called through a tiny function compiled
+// with the caller's file name and position (vm.Script filename/lineOffset/columnOffset): the
+// reports keep naming the test file and line.
+const CALL = '(function (f, self, args) { return f.apply(self, args); })';
+const CALL_COLUMN = CALL.indexOf('f.apply');
+const callers = new Map();
+
+function callFromCaller(original, self, args) {
+  // [0] "Error", [1] this function, [2] the wrapper, [3] the test file
+  const frame = (new Error().stack ?? '').split('\n')[3] ?? '';
+  const m = /((?:file:\/\/)?\/[^\s()]*):(\d+):(\d+)\)?$/.exec(frame.trim());
+  if (m === null) return original.apply(self, args);
+  const key = `${m[1]}:${m[2]}:${m[3]}`;
+  let call = callers.get(key);
+  if (call === undefined) {
+    call = new Script(CALL, {
+      filename: m[1],
+      lineOffset: Number(m[2]) - 1,
+      columnOffset: Math.max(0, Number(m[3]) - 1 - CALL_COLUMN),
+    }).runInThisContext();
+    callers.set(key, call);
+  }
+  return call(original, self, args);
+}
+
 /** test([name], [options], [fn]) with a default timeout. */
 function wrapTest(original) {
   const wrapped = function (...args) {
@@ -25,7 +52,7 @@ function wrapTest(original) {
     const hasOptions = args[i] !== null && typeof args[i] === 'object';
     const options = withOptions(hasOptions ? args[i++] : undefined);
     const rest = args.slice(i);
-    return named ? original.call(this, name, options, ...rest) : original.call(this, options, ...rest);
+    return callFromCaller(original, this, named ? [name, options, ...rest] : [options, ...rest]);
   };
   for (const key of Object.keys(original)) wrapped[key] = original[key];
   return wrapped;
@@ -34,7 +61,7 @@ function wrapTest(original) {
 /** before(fn, [options]) with a default timeout. */
 function wrapHook(original) {
   return function (fn, options) {
-    return original.call(this, fn, withOptions(options));
+    return callFromCaller(original, this, [fn, withOptions(options)]);
   };
 }
 
