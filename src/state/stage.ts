@@ -28,8 +28,8 @@ export interface StagedPackage {
 /** The package this file belongs to (dist/src/state/stage.js → three levels up). */
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** Runtime dependencies of a package directory, resolved as Node would, with theirs (transitively). */
-function runtimeDependencies(root: string, seen = new Map<string, string>()): Map<string, string> {
+/** Runtime dependencies of a package directory (name → directory), resolved as Node would, with theirs (transitively). */
+export function runtimeDependencies(root: string, seen = new Map<string, string>()): Map<string, string> {
   let manifest: { dependencies?: Record<string, string> };
   try {
     manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
