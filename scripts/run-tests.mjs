@@ -178,7 +178,13 @@ const exit = await new Promise((resolve) => {
       `--test-reporter-destination=${eventsFile}`,
       ...files,
     ],
-    { stdio: 'inherit', detached: true, env: { ...process.env, TMPDIR: testTmp } },
+    {
+      // The lock's fd goes to node --test too (as fd 3): if this runner is killed, the lock stays
+      // held until the tests it started are gone, and only then can the next run restore.
+      stdio: lockFd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', lockFd],
+      detached: true,
+      env: { ...process.env, TMPDIR: testTmp },
+    },
   );
   const deadline = setTimeout(() => {
     timedOut = true;
