@@ -141,12 +141,20 @@ function stopChild() {
 if (isRoot) {
   try {
     lockFd = acquireLock();
-    const recovered = backup();
+    const { recovered, staleRunDir } = backup(runDir);
     guarding = true;
     if (recovered.length > 0)
       console.error(
         `run-tests: a test run that died left ${recovered.join(', ')} changed: restored them from its backup`,
       );
+    if (
+      typeof staleRunDir === 'string' &&
+      /\/userns-test-[^/]+$/.test(staleRunDir) &&
+      existsSync(staleRunDir)
+    ) {
+      rmSync(staleRunDir, { recursive: true, force: true });
+      console.error(`run-tests: removed ${staleRunDir}, left by a test run that died`);
+    }
   } catch (error) {
     for (const p of cleanup()) console.error(`run-tests: ${p}`);
     rmSync(runDir, { recursive: true, force: true });

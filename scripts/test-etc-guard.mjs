@@ -140,11 +140,20 @@ export function restore() {
 
 /**
  * Under the lock: restores what a dead previous holder left changed, then backs the files up.
- * Returns the files restored for the dead holder (usually none).
+ * `runDir` (the run's temporary directory) is recorded, so that the next run can remove it if
+ * this one dies. Returns the files restored for a dead holder and that holder's run directory.
  */
-export function backup() {
+export function backup(runDir = null) {
   let recovered = [];
-  if (existsSync(join(BACKUP_DIR, 'complete'))) recovered = restore();
+  let staleRunDir = null;
+  if (existsSync(join(BACKUP_DIR, 'complete'))) {
+    recovered = restore();
+    try {
+      staleRunDir = JSON.parse(readFileSync(manifestPath(), 'utf8')).runDir ?? null;
+    } catch {
+      // no record of it
+    }
+  }
   // A backup without its marker was cut short before any file changed: start afresh.
   rmSync(BACKUP_DIR, { recursive: true, force: true });
   mkdirSync(BACKUP_DIR, { recursive: true, mode: 0o700 });
@@ -174,11 +183,11 @@ export function backup() {
   const locks = NAMES.map((n) => join(ETC, `${n}.lock`)).filter((p) => existsSync(p));
   writeDurably(
     manifestPath(),
-    JSON.stringify({ pid: process.pid, started: new Date().toISOString(), files, locks }),
+    JSON.stringify({ pid: process.pid, started: new Date().toISOString(), runDir, files, locks }),
     0o600,
   );
   writeDurably(join(BACKUP_DIR, 'complete'), '', 0o600);
-  return recovered;
+  return { recovered, staleRunDir };
 }
 
 /** After the run: everything back, backup removed. Returns the files that had to be rewritten. */

@@ -30,7 +30,7 @@ const GUARD = new URL('../../../scripts/test-etc-guard.mjs', import.meta.url).hr
 
 interface Guard {
   acquireLock(waitSeconds?: number): number;
-  backup(): string[];
+  backup(runDir?: string): { recovered: string[]; staleRunDir: string | null };
   restoreAndClear(): string[];
   BACKUP_DIR: string;
   LOCK: string;
@@ -67,10 +67,11 @@ describe('the account-file guard', () => {
   test('a run that died with the files changed: the next run restores them from its backup first', () => {
     writeFileSync(join(etc, 'group'), 'root:x:0:\n');
     const before = readFileSync(join(etc, 'group'));
-    guard.backup(); // the run that will die
+    guard.backup('/tmp/userns-test-dead'); // the run that will die
     writeFileSync(join(etc, 'group'), 'root:x:0:\nuserns-t2:x:1234:\n');
-    const recovered = guard.backup(); // the next run, under the lock
-    assert.deepEqual(recovered, [join(etc, 'group')]);
+    const next = guard.backup('/tmp/userns-test-next'); // the next run, under the lock
+    assert.deepEqual(next.recovered, [join(etc, 'group')]);
+    assert.equal(next.staleRunDir, '/tmp/userns-test-dead');
     assert.deepEqual(readFileSync(join(etc, 'group')), before);
     assert.deepEqual(guard.restoreAndClear(), []);
   });
