@@ -296,7 +296,9 @@ export async function probeAsUser(
   );
   if (needsCopy !== undefined) {
     try {
-      staged = stagePackage();
+      // The probe's modules import no npm package (test/doctor/probe-graph.test.ts): copying
+      // node_modules too (megabytes) would only slow doctor down.
+      staged = stagePackage({ dependencies: false });
     } catch (error) {
       return check(
         'probe',

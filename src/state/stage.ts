@@ -82,7 +82,13 @@ export function sharedTempBase(): string {
  * relative to the package root; missing ones are skipped.
  */
 export function stagePackage(
-  options: { packageRoot?: string; parts?: readonly string[]; base?: string } = {},
+  options: {
+    packageRoot?: string;
+    parts?: readonly string[];
+    base?: string;
+    /** Copy the runtime dependencies too (default true; several MB for etcd3 and its own). */
+    dependencies?: boolean;
+  } = {},
 ): StagedPackage {
   const source = options.packageRoot ?? PACKAGE_ROOT;
   const base = options.base ?? sharedTempBase();
@@ -97,7 +103,9 @@ export function stagePackage(
       }
       cpSync(join(source, part), join(root, part), { recursive: true });
     }
-    for (const [name, dir] of runtimeDependencies(source))
+    const dependencies =
+      options.dependencies === false ? new Map<string, string>() : runtimeDependencies(source);
+    for (const [name, dir] of dependencies)
       cpSync(dir, join(root, 'node_modules', name), { recursive: true });
     openUp(root);
   } catch (error) {

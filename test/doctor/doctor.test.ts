@@ -15,6 +15,7 @@ import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
 import { runtimeDependencies } from '../../src/state/stage.js';
 import { findProgram } from '../../src/system/exec.js';
 import { runCli } from '../cli/run-cli.js';
+import { bareImportsUnder } from '../fixtures/imports.js';
 import { REPO_ROOT } from '../fixtures/readable-repo.js';
 import {
   holdThrowawayUser,
@@ -161,8 +162,9 @@ describe('a throwaway user (--user NAME, probe run as that user)', {
       const pkg = join(priv, 'userns');
       for (const part of ['package.json', 'bin', 'dist/src', 'build'])
         cpSync(join(REPO_ROOT, part), join(pkg, part), { recursive: true });
-      for (const [name, dir] of runtimeDependencies(REPO_ROOT))
-        cpSync(dir, join(pkg, 'node_modules', name), { recursive: true });
+      if (bareImportsUnder(join(REPO_ROOT, 'dist/src')).size > 0)
+        for (const [name, dir] of runtimeDependencies(REPO_ROOT))
+          cpSync(dir, join(pkg, 'node_modules', name), { recursive: true });
       const r = spawnSync(
         process.execPath,
         [join(pkg, 'bin/userns'), 'doctor', '--user', user.name, '--json'],
