@@ -31,7 +31,7 @@ import {
   rmSync,
   statSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { acquireLock, backup, restoreAndClear } from './test-etc-guard.mjs';
@@ -169,6 +169,13 @@ const tmpBefore = isRoot ? new Set(readdirSync('/tmp')) : new Set();
 
 // --test-force-exit (Node ≥ 20.14): a file whose tests are done ends even if a leftover holds it.
 const forceExit = spawnSync(process.execPath, ['--test-force-exit', '-e', '0']).status === 0;
+
+// Timeouts are sized for a machine that runs this suite alone; say so when it does not.
+const [load] = loadavg();
+if (load > 2 * availableParallelism())
+  console.error(
+    `run-tests: load average ${load.toFixed(1)} on ${availableParallelism()} CPUs: tests may hit their timeouts (USERNS_TEST_TIMEOUT_MS raises the default of 45000)`,
+  );
 
 const started = Date.now();
 let timedOut = false;

@@ -9,7 +9,8 @@ const base = mkdtempSync(join(tmpdir(), 'userns-alloc-cli-'));
 after(() => rmSync(base, { recursive: true, force: true }));
 
 describe('userns alloc (CLI)', () => {
-  test('allocate, list, release, gc with --json', async () => {
+  // About 20 CLI runs (a Node start each): ~10-20 s here, several times that on a loaded machine.
+  test('allocate, list, release, gc with --json', { timeout: 120_000 }, async () => {
     const root = join(base, 'state');
     const pool = ['--pool', '100000:200000', '--root', root];
     const a = await runCli(['alloc', '--name', 'web', '--size', '65536', ...pool, '--json']);

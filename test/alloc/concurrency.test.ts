@@ -37,7 +37,10 @@ function overlaps(a: IdRange[], b: IdRange[]): boolean {
 }
 
 describe('registry across processes', () => {
-  test('8 processes × 200 allocate/release in parallel: zero overlaps, consistent registry', async () => {
+  // 8 Node processes × 200 operations on one registry: ~10-25 s here; far longer under load.
+  test('8 processes × 200 allocate/release in parallel: zero overlaps, consistent registry', {
+    timeout: 120_000,
+  }, async () => {
     const dir = join(base, 'parallel', 'alloc');
     const startAt = String(Date.now() + 700);
     const workers = Array.from({ length: 8 }, (_, i) => start(['cycle', dir, '200', String(i + 1), startAt]));
@@ -85,7 +88,10 @@ describe('registry across processes', () => {
     assert.ok(switches > 20, `the processes interleaved (${switches} switches)`);
   });
 
-  test('SIGKILL at random moments (also mid-compaction) leaves the registry consistent and usable', async () => {
+  // Rounds of worker processes killed at random moments: ~10-17 s here.
+  test('SIGKILL at random moments (also mid-compaction) leaves the registry consistent and usable', {
+    timeout: 120_000,
+  }, async () => {
     const dir = join(base, 'crash', 'alloc');
     const probe = new Registry(dir, { systemTaken: null, compactEvery: 8 });
     const pools = {
