@@ -14,6 +14,7 @@ import { UsernsError } from '../errors.js';
 import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
+import { packagedHelperPath } from '../native/helper-binary.js';
 import { DOCTOR_HINT } from '../spawn/errors.js';
 import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
 import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
@@ -47,7 +48,7 @@ export function stepOf(error: unknown): ProbeStep {
   if (!(error instanceof UsernsError)) return 'plan';
   const code = error.code;
   const data = error.data ?? {};
-  if (code.startsWith('HELPER_')) return 'helper launch';
+  if (code.startsWith('HELPER_') || code === 'PLATFORM_UNSUPPORTED') return 'helper launch';
   if (code === 'UNSHARE_FAILED') return 'unshare';
   if (code.startsWith('NEWUIDMAP_')) return 'newuidmap';
   if (code.startsWith('NEWGIDMAP_')) return 'newgidmap';
@@ -334,9 +335,9 @@ export async function probeAsUser(
   }
 }
 
-/** The package's own helper binary (where helperPath() looks without USERNS_HELPER). */
+/** The package's own helper binary for this machine (where helperPath() looks by default). */
 function bundledHelper(): string {
-  return fileURLToPath(new URL('../../../build/userns-helper', import.meta.url));
+  return packagedHelperPath();
 }
 
 async function probeAs(
