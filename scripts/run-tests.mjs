@@ -190,7 +190,7 @@ const exit = await new Promise((resolve) => {
       '--test-reporter=spec',
       '--test-reporter-destination=stdout',
       `--test-reporter=${join(root, 'scripts/test-reporter.mjs')}`,
-      `--test-reporter-destination=${eventsFile}`,
+      '--test-reporter-destination=/dev/null', // it appends to USERNS_TEST_EVENTS itself
       ...files,
     ],
     {
@@ -198,7 +198,7 @@ const exit = await new Promise((resolve) => {
       // held until the tests it started are gone, and only then can the next run restore.
       stdio: lockFd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', lockFd],
       detached: true,
-      env: { ...process.env, TMPDIR: testTmp },
+      env: { ...process.env, TMPDIR: testTmp, USERNS_TEST_EVENTS: eventsFile },
     },
   );
   const deadline = setTimeout(() => {

@@ -1,7 +1,14 @@
-// A node:test reporter used by scripts/run-tests.mjs beside the spec reporter: writes one JSON
-// line per finished test or suite (name, file, skip reason, failure) to its destination, for the
-// runner's summary of skips and failures, and prints each failure to stderr the moment it happens
-// (the spec reporter shows a file's failures only once that whole file is done).
+// A node:test reporter used by scripts/run-tests.mjs beside the spec reporter: appends one JSON
+// line per started and finished test or suite (name, file, skip reason, failure) to the file
+// $USERNS_TEST_EVENTS, for the runner's summary of skips and failures, and prints each failure
+// to stderr the moment it happens (the spec reporter shows a file's failures only once that
+// whole file is done). The lines are written synchronously, not through the reporter's
+// destination stream: with --test-force-exit the runner process exits as soon as the tests are
+// done, and what a stream still buffered (the last files' results) would be lost.
+import { appendFileSync } from 'node:fs';
+
+const EVENTS = process.env.USERNS_TEST_EVENTS;
+
 export default async function* reporter(source) {
   for await (const event of source) {
     if (event.type !== 'test:pass' && event.type !== 'test:fail' && event.type !== 'test:start') continue;
@@ -28,6 +35,7 @@ export default async function* reporter(source) {
       if (record.kind !== 'suite' || error?.failureType !== 'subtestsFailed')
         process.stderr.write(`✗ FAILED: ${d.file ?? ''} › ${d.name}: ${record.error}\n`);
     }
-    yield `${JSON.stringify(record)}\n`;
+    if (EVENTS) appendFileSync(EVENTS, `${JSON.stringify(record)}\n`);
   }
+  yield '';
 }
