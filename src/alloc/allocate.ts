@@ -9,15 +9,20 @@ import type { Extent, IdKind } from '../idmap/extent.js';
 import { parsePodmanMap } from '../idmap/formats/podman.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { defaultStateRoot, ensureStateRoot } from '../state/state-root.js';
-import { runningStartTime } from '../system/proc.js';
+import { runningStartTime, selfInProc } from '../system/proc.js';
 import { type Policy, parsePolicy } from './policy.js';
-import { type Pools, resolvePools } from './pool.js';
+import { type PoolOptions, type Pools, resolvePools } from './pool.js';
 import {
   type Allocation,
   type AllocationRequest,
+  type GcResult,
+  type Holder,
   type KindUsage,
+  type Liveness,
+  type RecoverResult,
   Registry,
   type RegistryOptions,
+  recoverRegistry,
 } from './registry.js';
 import { estimateRootfsSize, type RootfsEstimate } from './rootfs-size.js';
 
@@ -25,10 +30,19 @@ import { estimateRootfsSize, type RootfsEstimate } from './rootfs-size.js';
 export const DEFAULT_SIZE = 65536;
 
 export interface RegistryLocation {
-  /** State root (default: /run/userns for root, $XDG_RUNTIME_DIR/userns otherwise). */
+  /** State root (default: src/state/state-root.ts defaultStateRoot). */
   root?: string;
   /** Options for the registry when this call opens it. */
   registry?: RegistryOptions;
+  /**
+   * Files read instead of the system's /etc/subuid, /etc/subgid, /etc/passwd and /etc/group,
+   * for the pools and for the IDs excluded from them (getent and getsubids, which read the
+   * system's, are then not asked).
+   */
+  subuidPath?: string;
+  subgidPath?: string;
+  passwdPath?: string;
+  groupPath?: string;
 }
 
 export interface AllocateOptions extends RegistryLocation {
@@ -47,8 +61,8 @@ export interface AllocateOptions extends RegistryLocation {
   name?: string;
   /** Bind to a named namespace: `gc` releases the allocation once it is gone. */
   namespace?: string;
-  /** Bind to a process: `gc` releases the allocation once it has exited. */
-  holder?: { pid: number; startTime: string };
+  /** Bind to a process (a PID as this /proc shows it): `gc` releases the allocation once it has exited. */
+  holder?: Holder;
   /** podman `uidmapping=`: INSIDE:HOST[:SIZE] (or extents), punched into the uid map. */
   uidMapping?: string | readonly Extent[];
   gidMapping?: string | readonly Extent[];
@@ -57,6 +71,8 @@ export interface AllocateOptions extends RegistryLocation {
 export interface AllocationResult extends Allocation {
   /** Present when the size was estimated from a root filesystem. */
   estimate?: RootfsEstimate;
+  /** What the pool lookup found wrong and worked around (Pools.warnings). */
+  warnings?: string[];
 }
 
 const registries = new Map<string, Registry>();
@@ -66,15 +82,58 @@ export function stateRoot(root?: string): string {
   return ensureStateRoot(root ?? defaultStateRoot());
 }
 
-/** The registry of a state root; one instance per process, so its in-memory index is reused. */
+function substitutedFiles(location: RegistryLocation) {
+  return {
+    ...(location.subuidPath === undefined ? {} : { subuidPath: location.subuidPath }),
+    ...(location.subgidPath === undefined ? {} : { subgidPath: location.subgidPath }),
+    ...(location.passwdPath === undefined ? {} : { passwdPath: location.passwdPath }),
+    ...(location.groupPath === undefined ? {} : { groupPath: location.groupPath }),
+  };
+}
+
+/**
+ * The registry of a state root; one instance per process and set of options, so its database
+ * connection and in-memory index are reused.
+ */
 export function openRegistry(location: RegistryLocation = {}): Registry {
   const dir = join(stateRoot(location.root), 'alloc');
-  let registry = registries.get(dir);
+  const files = substitutedFiles(location);
+  const options: RegistryOptions = { ...location.registry };
+  if (options.systemTaken !== null && Object.keys(files).length > 0)
+    options.systemTaken = { ...options.systemTaken, ...files };
+  const key = `${dir}\0${JSON.stringify(options)}`;
+  let registry = registries.get(key);
   if (registry === undefined) {
-    registry = new Registry(dir, location.registry);
-    registries.set(dir, registry);
+    registry = new Registry(dir, options);
+    registries.set(key, registry);
   }
   return registry;
+}
+
+/**
+ * Recovers a damaged registry database (REGISTRY_CORRUPT's hint): moves it aside, keeps what can
+ * still be read. Leaves a registry that is not damaged alone.
+ */
+export async function recoverAllocations(location: RegistryLocation = {}): Promise<RecoverResult> {
+  const dir = join(stateRoot(location.root), 'alloc');
+  for (const [key, registry] of registries) {
+    if (registry.dir !== dir) continue;
+    registry.close();
+    registries.delete(key);
+  }
+  return recoverRegistry(dir, location.registry);
+}
+
+/** resolvePools options for the files a location substitutes. */
+export function poolFiles(location: RegistryLocation): Pick<PoolOptions, 'subordinate' | 'passwdPath'> {
+  const subordinate = {
+    ...(location.subuidPath === undefined ? {} : { subuidPath: location.subuidPath }),
+    ...(location.subgidPath === undefined ? {} : { subgidPath: location.subgidPath }),
+  };
+  return {
+    ...(Object.keys(subordinate).length === 0 ? {} : { subordinate }),
+    ...(location.passwdPath === undefined ? {} : { passwdPath: location.passwdPath }),
+  };
 }
 
 /**
@@ -100,7 +159,7 @@ function passthrough(
 /** The registry request of allocate() options: size (or estimate), policy, pools, passthrough. */
 async function requestFor(
   options: AllocateOptions,
-): Promise<{ request: AllocationRequest; estimate: RootfsEstimate | undefined }> {
+): Promise<{ request: AllocationRequest; estimate: RootfsEstimate | undefined; pools: Pools }> {
   const policy =
     typeof options.policy === 'string'
       ? parsePolicy(options.policy)
@@ -119,6 +178,7 @@ async function requestFor(
       ...(options.uidPool === undefined ? {} : { uidPool: options.uidPool }),
       ...(options.gidPool === undefined ? {} : { gidPool: options.gidPool }),
       ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
+      ...poolFiles(options),
     }));
   const uidPassthrough = passthrough(options.uidMapping, 'uidmapping');
   const gidPassthrough = passthrough(options.gidMapping, 'gidmapping');
@@ -132,29 +192,44 @@ async function requestFor(
     ...(uidPassthrough === undefined ? {} : { uidPassthrough }),
     ...(gidPassthrough === undefined ? {} : { gidPassthrough }),
   };
-  return { request, estimate };
+  return { request, estimate, pools };
+}
+
+function resultOf(
+  allocation: Allocation,
+  estimate: RootfsEstimate | undefined,
+  pools: Pools,
+): AllocationResult {
+  const result: AllocationResult = estimate === undefined ? allocation : { ...allocation, estimate };
+  if (pools.warnings !== undefined) result.warnings = pools.warnings;
+  return result;
 }
 
 /**
  * Allocates uid and gid ranges for one container. Throws AllocError (ALLOC_EXHAUSTED,
- * ALLOC_NAME_TAKEN, …), UsageError for a bad policy, InvalidNameError, StateRootError.
+ * ALLOC_NAME_TAKEN, …), UsageError for a bad policy, InvalidNameError, StateRootError,
+ * StateFileError (NO_SPACE, REGISTRY_CORRUPT, …).
  */
 export async function allocate(options: AllocateOptions = {}): Promise<AllocationResult> {
-  const { request, estimate } = await requestFor(options);
-  const allocation = await openRegistry(options).allocate(request);
-  return estimate === undefined ? allocation : { ...allocation, estimate };
+  const { request, estimate, pools } = await requestFor(options);
+  return resultOf(await openRegistry(options).allocate(request), estimate, pools);
 }
 
 /**
- * What allocate() would give now, recording nothing and creating nothing (for dry runs): the
- * same range and the same errors, as long as nobody allocates in between.
+ * What allocate() would give now, recording nothing (for dry runs): the same range and the same
+ * errors, as long as nobody allocates in between. Creates nothing when the registry does not
+ * exist yet (it is then empty).
  */
 export async function previewAllocation(options: AllocateOptions = {}): Promise<AllocationResult> {
-  const { request, estimate } = await requestFor(options);
+  const { request, estimate, pools } = await requestFor(options);
   const dir = join(resolve(options.root ?? defaultStateRoot()), 'alloc');
-  const registry = registries.get(dir) ?? new Registry(dir, options.registry);
-  const allocation = await registry.preview(request);
-  return estimate === undefined ? allocation : { ...allocation, estimate };
+  const open = [...registries.values()].find((r) => r.dir === dir);
+  const registry = open ?? new Registry(dir, options.registry);
+  try {
+    return resultOf(await registry.preview(request), estimate, pools);
+  } finally {
+    if (open === undefined) registry.close();
+  }
 }
 
 /**
@@ -176,22 +251,35 @@ export async function allocationUsage(
   options: RegistryLocation & { pools?: Pools; pool?: readonly IdRange[] } = {},
 ): Promise<{ uid: KindUsage; gid: KindUsage }> {
   const pools =
-    options.pools ?? (await resolvePools(options.pool === undefined ? {} : { pool: options.pool }));
+    options.pools ??
+    (await resolvePools({
+      ...(options.pool === undefined ? {} : { pool: options.pool }),
+      ...poolFiles(options),
+    }));
   return openRegistry(options).usage(pools);
 }
 
 export interface GcOptions extends RegistryLocation {
   /**
-   * Whether the named namespace `name` still holds its IDs (the named-namespace layer knows:
-   * gcAllocations() in userns/namespaces passes its own check).
+   * Whether the named namespace `name` still holds its IDs, as far as can be told from here (the
+   * named-namespace layer knows: gcAllocations() in userns/namespaces passes its own check).
    */
-  isNamespaceAlive: (name: string) => Promise<boolean>;
+  isNamespaceAlive: (name: string) => Promise<boolean | Liveness | { liveness: Liveness; reason?: string }>;
 }
 
-/** Releases allocations whose named namespace is gone, or whose `userns run` process exited. */
-export async function gc(options: GcOptions): Promise<Allocation[]> {
+/**
+ * Releases, in one transaction, the allocations whose named namespace is gone or whose
+ * `userns run` process exited, as far as that can be proven from here; the others whose owner
+ * cannot be checked from here (another PID namespace) are kept and listed with the reason.
+ */
+export async function collectGarbage(options: GcOptions): Promise<GcResult> {
   const root = stateRoot(options.root);
-  return openRegistry({ ...options, root }).gc(options.isNamespaceAlive);
+  return openRegistry({ ...options, root }).collectGarbage(options.isNamespaceAlive);
+}
+
+/** As collectGarbage, returning the released allocations. */
+export async function gc(options: GcOptions): Promise<Allocation[]> {
+  return (await collectGarbage(options)).released;
 }
 
 /**
@@ -199,10 +287,15 @@ export async function gc(options: GcOptions): Promise<Allocation[]> {
  * process dies without releasing). Call releaseAllocation(id) when the namespace has ended.
  */
 export async function allocateForRun(options: AllocateOptions = {}): Promise<AllocationResult> {
-  return allocate({
-    ...options,
-    holder: options.holder ?? { pid: process.pid, startTime: runningStartTime('self') ?? '0' },
-  });
+  // This process as /proc shows it, with the PID namespace of /proc: gc can then tell from
+  // anywhere whether its PID means this process. Not visible in this /proc (a PID namespace
+  // /proc does not show): recorded without a namespace, which gc never judges.
+  const self = selfInProc() ?? {
+    pid: process.pid,
+    startTime: runningStartTime('self') ?? '0',
+    pidNamespace: null,
+  };
+  return allocate({ ...options, holder: options.holder ?? self });
 }
 
 /** Releases if it still exists; true when it did. Never throws ALLOC_NOT_FOUND. */

@@ -6,6 +6,7 @@ export {
   allocate,
   allocateForRun,
   allocationUsage,
+  collectGarbage,
   DEFAULT_SIZE,
   type GcOptions,
   gc,
@@ -14,6 +15,7 @@ export {
   parsePassthrough,
   previewAllocation,
   type RegistryLocation,
+  recoverAllocations,
   release,
   releaseAllocation,
 } from './allocate.js';
@@ -39,7 +41,11 @@ export {
   ALLOC_NAME_TAKEN,
   ALLOC_NOT_FOUND,
   type Allocation,
+  type GcResult,
+  type Holder,
   type KindUsage,
+  type Liveness,
+  type RecoverResult,
   type RegistryOptions,
 } from './registry.js';
 export {

@@ -66,6 +66,16 @@ ${Object.entries(commands)
 Run 'userns <command> --help' for the options of a command.
 Every command takes --json for machine-readable output and exits non-zero on failure
 (2 for usage errors).
+
+Environment:
+  USERNS_SUBUID_FILE, USERNS_SUBGID_FILE
+                 the subordinate ID files userns reads (default /etc/subuid, /etc/subgid);
+                 newuidmap, newgidmap and getsubids still read the real ones
+  USERNS_ALLOC_CONFIG
+                 the allocation pool configuration (default /etc/userns/alloc.json)
+  USERNS_HELPER  the native helper binary (default: the package's build/userns-helper)
+  TMPDIR         where 'doctor --user NAME' stages a copy of userns that NAME can read, when
+                 the install itself is private (falls back to /tmp)
 `;
 
 export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {

@@ -69,6 +69,7 @@ export type SpawnErrorCode =
   | 'MAP_READBACK_FAILED'
   | 'MOUNT_PROC_FAILED'
   | 'NS_STALE'
+  | 'PATH_UNREACHABLE'
   | 'PLATFORM_UNSUPPORTED'
   | 'SETGROUPS_FAILED'
   | 'SETID_FAILED'
@@ -107,8 +108,23 @@ export type NewIdmapErrorCode =
   | 'SETGROUPS_DENIED'
   | 'SETGROUPS_WRITE_FAILED';
 
-/** StateRootError, InvalidNameError, LockTimeoutError: the state root and what lives in it. */
-export type StateErrorCode = 'INVALID_NAME' | 'LOCK_TIMEOUT' | 'STATE_ROOT_UNSAFE' | 'STATE_ROOT_UNUSABLE';
+/**
+ * StateRootError, StateFileError, InvalidNameError, LockTimeoutError: the state root and the
+ * files that live in it.
+ */
+export type StateErrorCode =
+  | 'INVALID_NAME'
+  | 'LOCK_TIMEOUT'
+  | 'LOCK_UNAVAILABLE'
+  | 'NO_SPACE'
+  | 'REGISTRY_TOO_NEW'
+  | 'REGISTRY_UNAVAILABLE'
+  | 'STAGE_FAILED'
+  | 'STATE_FILE_ERROR'
+  | 'STATE_FILE_NOT_A_FILE'
+  | 'STATE_FILE_UNSAFE'
+  | 'STATE_ROOT_UNSAFE'
+  | 'STATE_ROOT_UNUSABLE';
 
 /** AllocError: the allocation registry. */
 export type AllocErrorCode =

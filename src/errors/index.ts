@@ -174,6 +174,15 @@ export class LockTimeoutError extends UsernsError {}
 /** The state root cannot be used. Codes: STATE_ROOT_UNUSABLE, STATE_ROOT_UNSAFE. */
 export class StateRootError extends UsernsError {}
 
+/**
+ * A file of the state root (a database, a lock, a state file) that cannot be used: a symbolic
+ * link or a directory planted where a file belongs, a full file system, a damaged or too new
+ * database. Codes: STATE_FILE_UNSAFE, STATE_FILE_NOT_A_FILE, NO_SPACE, STATE_FILE_ERROR,
+ * REGISTRY_CORRUPT, REGISTRY_TOO_NEW, REGISTRY_UNAVAILABLE, LOCK_TIMEOUT, LOCK_UNAVAILABLE.
+ * `data.path` names the file.
+ */
+export class StateFileError extends UsernsError {}
+
 /** A name that would become a path under the state root is not allowed. Code: INVALID_NAME. */
 export class InvalidNameError extends UsernsError {}
 

@@ -1,5 +1,5 @@
 /** `userns create`: named namespaces kept alive by a keeper, recorded on disk (see paths.ts). */
-import { closeSync, constants, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, lstatSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { withAutoUserns } from '../alloc/auto.js';
 import { DOCTOR_HINT, NamespaceError } from '../errors/index.js';
 import { IdMap } from '../idmap/idmap.js';
@@ -9,7 +9,7 @@ import type { HelperHandle, Namespace } from '../native/helper.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
 import { fsyncDirectory, writeFileAtomic } from '../state/atomic.js';
 import { validateName } from '../state/names.js';
-import { runningStartTime } from '../system/proc.js';
+import { procPidNamespace } from '../system/proc.js';
 import { cleanAbandoned, lockFor, releaseAllocationOf, startKeeper } from './keeper.js';
 import { staleReason, stopKeeper } from './liveness.js';
 import { namespaceRoot, pathsFor, type RootOption, removeEntry } from './paths.js';
@@ -96,7 +96,8 @@ export async function createNamespace(name: string, options: CreateOptions = {})
   validateName(name, 'namespace name');
   const root = namespaceRoot(options, true)!;
   const paths = pathsFor(name, root);
-  const release = await lockFor(paths, name, 30_000);
+  const lock = await lockFor(paths, name, 30_000);
+  let created = false;
   try {
     const existing = examine(name, paths, true);
     if (existing !== undefined) {
@@ -115,7 +116,11 @@ export async function createNamespace(name: string, options: CreateOptions = {})
     // The creator's identity, so that a later create/rm/list knows when it died unfinished.
     const fd = openSync(paths.marker, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0o600);
     try {
-      writeSync(fd, `${process.pid} ${runningStartTime('self') ?? '0'}\n`);
+      // For people only: liveness is the lock, never this PID (it may be of another PID namespace).
+      writeSync(
+        fd,
+        `by process ${process.pid} of pid:[${procPidNamespace() ?? '?'}] since ${new Date().toISOString()}\n`,
+      );
     } finally {
       closeSync(fd);
     }
@@ -140,6 +145,7 @@ export async function createNamespace(name: string, options: CreateOptions = {})
       // Commit point.
       unlinkSync(paths.marker);
       fsyncDirectory(paths.entry);
+      created = true;
       return state;
     } catch (error) {
       if (state !== undefined) await stopKeeper(state.keeperPid, state.keeperStartTime);
@@ -148,6 +154,7 @@ export async function createNamespace(name: string, options: CreateOptions = {})
       throw error;
     }
   } finally {
-    release();
+    // A failed create leaves no entry: its lock file goes too.
+    lock.release({ remove: !created && lstatSync(paths.entry, { throwIfNoEntry: false }) === undefined });
   }
 }

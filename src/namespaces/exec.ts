@@ -4,6 +4,7 @@ import { NamespaceError, SpawnError } from '../errors/index.js';
 import { startHelper } from '../native/helper.js';
 import { explainSpawnFailure } from '../spawn/explain.js';
 import { closed, promiseChild } from '../spawn/promise-child.js';
+import { explainUnreachableIn } from '../spawn/unreachable.js';
 import { validateName } from '../state/names.js';
 import { namespaceRoot, pathsFor, type RootOption } from './paths.js';
 import { examineForExec, notFound, unusable } from './state.js';
@@ -58,13 +59,14 @@ export function spawnInNamespace(
   const joinsMount = state.namespaces.some((n) => n.type === 'mount');
   const cwd = options.cwd ?? (joinsMount ? process.cwd() : undefined);
   const argv = [command, ...args];
+  const user = { uid: options.user ?? state.user.uid, gid: options.group ?? options.user ?? state.user.gid };
   const { child, ready } = startHelper({
     mode: 'join',
     namespaces: [],
     command: argv,
     explain: explainSpawnFailure,
     join: { pid: state.keeperPid, namespaces: state.namespaces },
-    user: { uid: options.user ?? state.user.uid, gid: options.group ?? options.user ?? state.user.gid },
+    user,
     setgroupsCall: 'try',
     ...(cwd === undefined ? {} : { cwd }),
     ...(options.cwd === undefined && joinsMount ? { cwdFallback: '/' } : {}),
@@ -86,7 +88,12 @@ export function spawnInNamespace(
           cause: error,
         });
       }
-      throw error;
+      throw explainUnreachableIn(error, state.keeperPid, {
+        command: argv,
+        ...(cwd === undefined ? {} : { cwd }),
+        ...(options.env === undefined ? {} : { env: options.env }),
+        user,
+      });
     }
     const { code, signal } = await done;
     return { exitCode: code, signal, pid: child.pid ?? -1 };

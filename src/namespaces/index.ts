@@ -1,6 +1,6 @@
 /** Named namespaces that outlive a command (`userns/namespaces`): create, exec, list, inspect, rm. */
 export { NamespaceError } from '../errors/index.js';
-export { gcAllocations, namespaceHoldsIds } from './allocations.js';
+export { collectAllocationGarbage, gcAllocations, namespaceLiveness } from './allocations.js';
 export { type CreateOptions, createNamespace } from './create.js';
 export {
   type ExecOptions,

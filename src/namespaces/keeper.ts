@@ -13,8 +13,14 @@ import { helperMountsFor, mountNamespacePaths } from '../mount/prepare.js';
 import { type HelperHandle, launchHelper, NAMESPACES } from '../native/helper.js';
 import { explainSpawnFailure } from '../spawn/explain.js';
 import { planSpawn, type SpawnOptions } from '../spawn/spawn.js';
-import { acquireLock } from '../state/lock.js';
-import { readIdMapSync, readSetgroupsSync, runningStartTime } from '../system/proc.js';
+import { acquireFileLock, type FileLock } from '../state/lock.js';
+import {
+  bootId,
+  procPidNamespace,
+  readIdMapSync,
+  readSetgroupsSync,
+  runningStartTime,
+} from '../system/proc.js';
 import { isPrivileged } from '../system/self.js';
 import { getSubordinateRanges } from '../system/subordinate.js';
 import { currentUser } from '../system/users.js';
@@ -122,6 +128,10 @@ export async function startKeeper(
       subids: await subids.catch(() => null),
       warnings: applied.warnings,
     };
+    const pidNamespace = procPidNamespace();
+    if (pidNamespace !== undefined) state.pidNamespace = pidNamespace;
+    const boot = bootId();
+    if (boot !== undefined) state.bootId = boot;
     return { handle, state };
   } catch (error) {
     // Before commit the keeper exits by itself once the report socket closes; make sure.
@@ -134,9 +144,12 @@ export async function startKeeper(
   }
 }
 
-/** The lock of entry `name` (create and rm hold it from start to end). */
-export function lockFor(paths: Paths, name: string, timeoutMs?: number): Promise<() => void> {
-  return acquireLock(paths.lock, {
+/**
+ * The flock(2) lock of entry `name` (create and rm hold it from start to end; the kernel drops it
+ * when its holder dies, which is how a dead creator is told apart from a live one).
+ */
+export function lockFor(paths: Paths, name: string, timeoutMs?: number): Promise<FileLock> {
+  return acquireFileLock(paths.lock, {
     what: `namespace ${name}`,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
   });

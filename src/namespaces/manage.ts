@@ -3,6 +3,7 @@ import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IdKind } from '../idmap/extent.js';
 import { type IdRange, subtractRanges } from '../idmap/ranges.js';
+import type { FileLock } from '../state/lock.js';
 import { validateName } from '../state/names.js';
 import { ensurePrivateDir } from '../state/state-root.js';
 import { readIdMapSync, readSetgroupsSync } from '../system/proc.js';
@@ -71,23 +72,25 @@ export async function listNamespaces(options: RootOption = {}): Promise<Namespac
     }
     let info = examine(entry, paths, false);
     if (info === undefined) continue;
-    if (info.status === 'abandoned' || (info.status === 'creating' && info.marker === undefined)) {
-      let release: (() => void) | undefined;
+    if (info.status === 'abandoned' || info.status === 'creating') {
+      let held: FileLock | undefined;
       try {
-        release = await lockFor(paths, entry, 100);
+        held = await lockFor(paths, entry, 100);
       } catch {
         // someone is working on it: report what we saw
       }
-      if (release !== undefined) {
+      if (held !== undefined) {
+        let gone = false;
         try {
           info = examine(entry, paths, true);
           if (info?.status === 'abandoned') {
             await cleanAbandoned(info, paths);
-            continue;
+            gone = true;
           }
         } finally {
-          release();
+          held.release({ remove: gone || info === undefined });
         }
+        if (gone) continue;
       }
       if (info === undefined) continue;
     }
@@ -169,7 +172,8 @@ export async function removeNamespace(name: string, options: RemoveOptions = {})
   if (root === undefined) return absent();
   ensurePrivateDir(join(root, 'ns', '@locks'), 'lock directory');
   const paths = pathsFor(name, root);
-  const release = await lockFor(paths, name);
+  const lock = await lockFor(paths, name);
+  let removed = false;
   try {
     const info = examine(name, paths, true);
     if (info === undefined) return absent();
@@ -189,9 +193,10 @@ export async function removeNamespace(name: string, options: RemoveOptions = {})
         break;
     }
     removeEntry(paths);
+    removed = true;
     if (info.state?.allocation !== undefined) await releaseAllocationOf(info.state.allocation, root);
     return { name, removed: true, status: info.status, keeperStopped };
   } finally {
-    release();
+    lock.release({ remove: removed });
   }
 }

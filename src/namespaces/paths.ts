@@ -2,8 +2,8 @@
  * Where a named namespace lives on disk, runc-style, under the state root:
  *
  *   <root>/ns/<name>/state.json   the state (NamespaceState), written atomically (temp + fsync + rename)
- *   <root>/ns/<name>/creating     "PID STARTTIME" of the creator, present until the create committed
- *   <root>/ns/@locks/<name>       the lock that serialises create and rm of <name> (src/state/lock.ts)
+ *   <root>/ns/<name>/creating     present until the create committed (who and when, for people)
+ *   <root>/ns/@locks/<name>       the flock(2) lock that serialises create and rm of <name> (src/state/lock.ts)
  *   <root>/ns/@trash.<name>.<hex> an entry being removed (renamed away first, so removal is atomic)
  *
  * ("@" is not allowed in names, so these never collide with an entry.) Names are validated

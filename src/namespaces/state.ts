@@ -7,7 +7,6 @@ import { lstatSync } from 'node:fs';
 import { NamespaceError } from '../errors/index.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { NAMESPACES, type Namespace, type NamespaceId } from '../native/helper.js';
-import { holderIsGone } from '../state/lock.js';
 import { staleReason } from './liveness.js';
 import { isMissing, type Paths, readNoFollow } from './paths.js';
 
@@ -38,6 +37,13 @@ export interface NamespaceState {
   warnings: string[];
   /** The registry allocation the maps came from (`--userns auto:…`), released by rm. */
   allocation?: string;
+  /**
+   * The PID namespace (nsfs inode) keeperPid belongs to: the one /proc showed at creation. A
+   * check from where /proc shows another cannot judge the keeper (alloc gc says so).
+   */
+  pidNamespace?: number;
+  /** The boot it was created in (/proc/sys/kernel/random/boot_id). */
+  bootId?: string;
 }
 
 export interface StoredOptions {
@@ -177,15 +183,10 @@ function examineEntry(name: string, paths: Paths, locked: boolean, cached: boole
     }
   }
   if (marker !== undefined) {
-    // Not committed: alive creator = creating; dead creator = abandoned.
-    if (!holderIsGone(marker))
-      return {
-        ...base,
-        state,
-        status: 'creating',
-        reason: `being created by process ${marker.split(' ')[0]}`,
-        marker,
-      };
+    // Not committed. A creator holds the entry's lock until it commits: when we hold it, the
+    // creator is gone (abandoned); otherwise it may still be at work (creating).
+    if (!locked)
+      return { ...base, state, status: 'creating', reason: `being created (${marker.trim()})`, marker };
     return { ...base, state, status: 'abandoned', reason: 'its creator died before finishing', marker };
   }
   if (text === undefined) {

@@ -19,6 +19,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readlinkSync, statSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { withAutoUserns } from '../alloc/auto.js';
 import { ReexecError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
@@ -27,6 +29,7 @@ import { inspectNamespace, spawnInNamespace } from '../namespaces/index.js';
 import type { Namespace } from '../native/helper.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
 import { spawn } from '../spawn/spawn.js';
+import { type Reach, unreachableError } from '../spawn/unreachable.js';
 import { readIdMapSync, readSetgroupsSync } from '../system/proc.js';
 import { isPrivileged } from '../system/self.js';
 import { FORWARDED_SIGNALS, forwardSignals, signalNumber } from '../system/signals.js';
@@ -237,6 +240,22 @@ async function startChild(
   env: NodeJS.ProcessEnv,
 ): Promise<{ child: Child; release: () => Promise<void> }> {
   if (options.namespace !== undefined) {
+    const root = options.stateRoot === undefined ? {} : { root: options.stateRoot };
+    const state = (await inspectNamespace(options.namespace, root).catch(() => undefined))?.state;
+    if (state) {
+      let unreachable: Error | undefined;
+      try {
+        unreachable = unreachableError(reexecNeeds(argv), {
+          uidMap: readIdMapSync(state.keeperPid, 'uid'),
+          gidMap: readIdMapSync(state.keeperPid, 'gid'),
+          user: state.user,
+          setgroups: readSetgroupsSync(state.keeperPid),
+        });
+      } catch {
+        // the keeper is gone: spawnInNamespace says so
+      }
+      if (unreachable !== undefined) throw unreachable;
+    }
     const child = spawnInNamespace(options.namespace, process.execPath, argv, {
       env,
       stdio: 'inherit',
@@ -250,6 +269,7 @@ async function startChild(
     env,
     stdio: 'inherit',
     onWarning: options.onWarning ?? ((m) => process.stderr.write(`userns: warning: ${m}\n`)),
+    mustReach: reexecNeeds(argv),
   };
   for (const key of PASSED_ON) {
     if (options[key] !== undefined) (spawnOptions as Record<string, unknown>)[key] = options[key];
@@ -264,6 +284,21 @@ async function startChild(
     await auto.release().catch(() => {});
     throw error;
   }
+}
+
+/**
+ * What the program needs inside, as the namespace's IDs: node itself, the script, and this
+ * package (which the script imports). A private install (a checkout under /root, mode 0700) run
+ * with maps that do not map its owner fails here with PATH_UNREACHABLE, before anything ran.
+ */
+function reexecNeeds(argv: readonly string[]): Reach[] {
+  const needs: Reach[] = [{ path: process.execPath, need: 'execute' }];
+  const evaluated = process.execArgv.some((a) => /^(-e|--eval|-p|--print)(=|$)/.test(a));
+  const script = process.argv[1];
+  if (!evaluated && script !== undefined && argv.includes(script) && isAbsolute(script))
+    needs.push({ path: script, need: 'read' });
+  needs.push({ path: fileURLToPath(import.meta.url), need: 'read' });
+  return needs;
 }
 
 /** ReexecOptions handed to spawn() unchanged. */

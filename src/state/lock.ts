@@ -1,148 +1,181 @@
-import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  linkSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { LockTimeoutError } from '../errors/index.js';
-import { runningStartTime } from '../system/proc.js';
-
 /**
- * A cross-process lock that survives SIGKILL of its holder, without native code.
+ * Kernel-enforced file locks, without a native addon: flock(2) on an open file description that
+ * this process keeps open.
  *
- * Node has no flock(), so a lock is a file created atomically (written under a temp name, then
- * link()ed into place: link fails with EEXIST if anyone holds it, and the file is never seen
- * half-written). It names its holder by PID and process start time (field 22 of /proc/PID/stat),
- * so a holder that died, or whose PID was reused, is recognised as stale and the lock is broken.
- * Breaking is itself guarded by a second lock file so two processes cannot both break the same
- * stale lock and then steal each other's fresh one.
+ * Node has no flock(). A lock is taken by a short-lived child, util-linux `flock -x FD`, that
+ * inherits our descriptor as its fd 3: flock(2) locks belong to the open file description, not
+ * to a process, so the lock stays after the child exits, held by the description our fd refers
+ * to. It is released when we close that fd, or by the kernel when this process dies however it
+ * dies (SIGKILL included). Nobody ever decides that a holder is gone by looking up a PID, so the
+ * lock works the same between processes of different PID namespaces (a PID read in the wrong
+ * namespace names another process or none) and between mount namespaces that see the same file.
+ * The descriptor is opened O_CLOEXEC (Node's default) and Node passes no other descriptor to the
+ * processes it starts, so no child inherits a lock by accident.
+ *
+ * A lock file may be removed by the holder (`release({ remove: true })`); a waiter that then
+ * gets the lock on the removed file notices (its fd no longer matches the path) and starts over.
  */
+import { spawn } from 'node:child_process';
+import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
+import { StateFileError } from '../errors/index.js';
+import { findProgram } from '../system/exec.js';
+import { stateFileError } from './files.js';
 
-const { O_CREAT, O_EXCL, O_WRONLY, O_NOFOLLOW } = constants;
+// (libuv opens every file O_CLOEXEC.)
+const { O_RDWR, O_CREAT, O_NOFOLLOW } = constants;
 
-let selfStart: string | undefined;
-/** "PID START TOKEN": the token tells apart two holders in one process (one after the other). */
-function ownIdentity(): string {
-  selfStart ??= runningStartTime('self') ?? '0';
-  return `${process.pid} ${selfStart} ${randomBytes(6).toString('hex')}\n`;
+export interface FileLock {
+  readonly path: string;
+  /** Closes the descriptor (which releases the lock); `remove` unlinks the file first. */
+  release(options?: { remove?: boolean }): void;
 }
 
-/** True when the holder recorded in a lock file's content no longer runs. */
-export function holderIsGone(content: string): boolean {
-  const [pid, start] = content.trim().split(' ');
-  if (!pid || !/^\d+$/.test(pid)) return true; // unreadable or half-written: treat as stale
-  const current = runningStartTime(Number(pid));
-  return current === undefined || (start !== undefined && start !== '0' && current !== start);
-}
-
-function createExclusive(path: string, content: string): boolean {
-  const temp = `${path}.new-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(temp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0o600);
-  try {
-    writeSync(fd, content);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    linkSync(temp, path);
-    return true;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw error;
-  } finally {
-    unlinkSync(temp);
-  }
-}
-
-function readOrUndefined(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'latin1');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-}
-
-/** Removes `path` if it still holds exactly `content` (a stale lock), under the breaker guard. */
-function breakStale(path: string, content: string): void {
-  const guard = `${path}.break`;
-  if (!createExclusive(guard, ownIdentity())) {
-    const holder = readOrUndefined(guard);
-    if (holder !== undefined && holderIsGone(holder)) {
-      // A breaker died mid-way; its guard is stale. Move it aside (only one mover succeeds).
-      const aside = `${guard}.stale-${randomBytes(4).toString('hex')}`;
-      try {
-        renameSync(guard, aside);
-        unlinkSync(aside);
-      } catch {
-        /* someone else did */
-      }
-    }
-    return;
-  }
-  try {
-    if (readOrUndefined(path) === content) unlinkSync(path);
-  } finally {
-    unlinkSync(guard);
-  }
-}
-
-export interface LockOptions {
-  /** Give up after this long (default 10 s). */
+export interface FileLockOptions {
+  /** Give up after this long (default 10 s); 0 = do not wait. */
   timeoutMs?: number;
-  /** What is being locked, for the error message. */
+  /** What is being locked, for messages. */
   what?: string;
 }
 
-/** Takes the lock at `path`, waiting (with backoff) while a live process holds it. */
-export async function acquireLock(path: string, options: LockOptions = {}): Promise<() => void> {
-  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
-  const identity = ownIdentity();
-  let wait = 1;
+let flockProgram: string | undefined;
+
+function flockPath(): string {
+  flockProgram ??= findProgram('flock');
+  if (flockProgram === undefined) {
+    throw new StateFileError(
+      'LOCK_UNAVAILABLE',
+      'cannot take a file lock: the flock program (util-linux) is not installed',
+      {
+        hint: 'install util-linux (Debian: apt-get install util-linux)',
+      },
+    );
+  }
+  return flockProgram;
+}
+
+/** Runs `flock -x (-n | -w SECONDS) 3` on `fd`: true when locked, false when the wait timed out. */
+function flockChild(fd: number, waitMs: number, path: string): Promise<boolean> {
+  const program = flockPath();
+  const wait = waitMs <= 0 ? ['-n'] : ['-w', (waitMs / 1000).toFixed(3)];
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, ['-x', ...wait, '3'], { stdio: ['ignore', 'ignore', 'pipe', fd] });
+    let stderr = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    child.once('error', (error) =>
+      reject(
+        new StateFileError('LOCK_UNAVAILABLE', `cannot run ${program} to lock ${path}: ${error.message}`, {
+          hint: 'install util-linux (it provides flock)',
+          data: { path },
+          cause: error,
+        }),
+      ),
+    );
+    child.once('close', (code) => {
+      if (code === 0) resolve(true);
+      else if (code === 1) resolve(false);
+      else
+        reject(
+          new StateFileError(
+            'LOCK_UNAVAILABLE',
+            `cannot lock ${path}: flock exited ${code}: ${stderr.trim()}`,
+            {
+              data: { path, status: code },
+            },
+          ),
+        );
+    });
+  });
+}
+
+function openLockFile(path: string, what: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, O_RDWR | O_CREAT | O_NOFOLLOW, 0o600);
+  } catch (error) {
+    throw stateFileError(error, path, `the lock file of ${what}`);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw stateFileError(
+      Object.assign(new Error('not a file'), { code: 'EISDIR' }),
+      path,
+      `the lock file of ${what}`,
+    );
+  }
+  return fd;
+}
+
+/** Whether `fd` is still the file at `path` (the holder before us may have removed it). */
+function stillLinked(fd: number, path: string): boolean {
+  const open = fstatSync(fd);
+  const now = lstatSync(path, { throwIfNoEntry: false });
+  return now !== undefined && now.ino === open.ino && now.dev === open.dev;
+}
+
+async function lock(path: string, options: FileLockOptions, wait: boolean): Promise<FileLock | undefined> {
+  const what = options.what ?? path;
+  const deadline = Date.now() + (wait ? (options.timeoutMs ?? 10_000) : 0);
   for (;;) {
-    if (createExclusive(path, identity)) {
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        if (readOrUndefined(path) === identity) unlinkSync(path);
-      };
+    const fd = openLockFile(path, what);
+    let locked = false;
+    try {
+      locked = await flockChild(fd, wait ? Math.max(0, deadline - Date.now()) : 0, path);
+      if (locked && stillLinked(fd, path)) {
+        let open = true;
+        return {
+          path,
+          release({ remove = false } = {}) {
+            if (!open) return;
+            open = false;
+            try {
+              if (remove && stillLinked(fd, path)) unlinkSync(path);
+            } finally {
+              closeSync(fd);
+            }
+          },
+        };
+      }
+    } catch (error) {
+      closeSync(fd);
+      throw error;
     }
-    const holder = readOrUndefined(path);
-    if (holder !== undefined && holderIsGone(holder)) {
-      breakStale(path, holder);
-      continue;
+    closeSync(fd);
+    if (!locked) {
+      if (!wait) return undefined;
+      throw new StateFileError('LOCK_TIMEOUT', `timed out waiting for the lock on ${what}`, {
+        hint: 'another userns process is working on it; try again in a moment',
+        data: { path, timeoutMs: options.timeoutMs ?? 10_000 },
+      });
     }
-    if (Date.now() > deadline) {
-      throw new LockTimeoutError(
-        'LOCK_TIMEOUT',
-        `timed out waiting for the lock on ${options.what ?? path} (held by process ${holder?.split(' ')[0] ?? '?'})`,
-        {
-          hint: 'another userns process is working on it; try again, or check that process',
-        },
-      );
-    }
-    await sleep(wait);
-    wait = Math.min(wait * 2, 5);
+    // Locked a file that its previous holder removed: start over with the one at `path` now.
   }
 }
 
-/** Runs `fn` holding the lock at `path`. */
-export async function withLock<T>(
+/** Takes the lock on `path` (created 0600 if missing), waiting up to `timeoutMs`: LOCK_TIMEOUT. */
+export async function acquireFileLock(path: string, options: FileLockOptions = {}): Promise<FileLock> {
+  return (await lock(path, options, true))!;
+}
+
+/** Takes the lock on `path` if nobody holds it; undefined when somebody does. */
+export async function tryFileLock(
+  path: string,
+  options: FileLockOptions = {},
+): Promise<FileLock | undefined> {
+  return lock(path, options, false);
+}
+
+/** Runs `fn` holding the lock on `path`. */
+export async function withFileLock<T>(
   path: string,
   fn: () => Promise<T> | T,
-  options: LockOptions = {},
+  options: FileLockOptions = {},
 ): Promise<T> {
-  const release = await acquireLock(path, options);
+  const held = await acquireFileLock(path, options);
   try {
     return await fn();
   } finally {
-    release();
+    held.release();
   }
 }

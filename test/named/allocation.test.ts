@@ -11,6 +11,10 @@ import {
   gcAllocations,
   removeNamespace,
 } from '../../src/namespaces/index.js';
+import { isolateHostFiles } from '../fixtures/host-files.js';
+
+// Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
+isolateHostFiles();
 
 const isRoot = process.geteuid?.() === 0;
 const root = mkdtempSync(join(tmpdir(), 'userns-named-alloc-'));

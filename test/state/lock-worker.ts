@@ -1,20 +1,25 @@
-/** A process that increments a counter file N times under the lock (for the lock tests). */
+/**
+ * A process that takes file locks (for test/state/lock.test.ts).
+ *   count LOCK COUNTER N   N read-modify-write increments of COUNTER, each under LOCK
+ *   hold LOCK              takes LOCK, prints "held", waits to be killed
+ */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { withLock } from '../../src/state/lock.js';
+import { acquireFileLock, withFileLock } from '../../src/state/lock.js';
 
-const [lockPath, counterPath, times, mode] = process.argv.slice(2);
+const [mode, lock, counter, count] = process.argv.slice(2);
 if (mode === 'hold') {
-  // Take the lock and never give it back (the test SIGKILLs us).
-  const { acquireLock } = await import('../../src/state/lock.js');
-  await acquireLock(lockPath!);
+  await acquireFileLock(lock!);
   process.stdout.write('held\n');
-  setInterval(() => {}, 1000);
+  setInterval(() => {}, 1 << 30);
 } else {
-  for (let i = 0; i < Number(times); i++) {
-    await withLock(lockPath!, () => {
-      const n = Number(readFileSync(counterPath!, 'utf8'));
-      // Read-modify-write with a yield in between: without mutual exclusion updates get lost.
-      writeFileSync(counterPath!, String(n + 1));
-    });
+  for (let i = 0; i < Number(count); i++) {
+    await withFileLock(
+      lock!,
+      () => {
+        const n = Number(readFileSync(counter!, 'utf8'));
+        writeFileSync(counter!, String(n + 1));
+      },
+      { timeoutMs: 60_000 },
+    );
   }
 }
