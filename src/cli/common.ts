@@ -1,6 +1,7 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError, UsernsError } from '../errors/index.js';
 import { exitStatusForSignal } from '../system/signals.js';
+import { mapStack } from './stack.js';
 
 /** Streams a command writes to; replaced by buffers in tests. */
 export interface CliIo {
@@ -10,8 +11,24 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
 }
 
+/**
+ * The process's own streams, each created on first use: Node builds process.stdout and friends
+ * lazily (a tty, pipe or file stream, with the stream modules it needs), and a command such as
+ * `userns run -- true` writes nothing (issue 18: start-up).
+ */
 export function processIo(): CliIo {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+  return {
+    get stdout() {
+      return process.stdout;
+    },
+    get stderr() {
+      return process.stderr;
+    },
+    get stdin() {
+      return process.stdin;
+    },
+    env: process.env,
+  };
 }
 
 /** A command: takes its own arguments (after the command words), returns the exit status. */
@@ -74,8 +91,9 @@ export function reportError(error: unknown, io: CliIo, json: boolean): number {
     io.stderr.write(`userns: ${error.message}\n`);
     if (error.hint) io.stderr.write(`  hint: ${error.hint}\n`);
   } else {
-    // A bug in userns: keep the stack, it is what a bug report needs.
-    io.stderr.write(`userns: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+    // A bug in userns: keep the stack, it is what a bug report needs (with TypeScript positions).
+    const stack = (error as Error)?.stack;
+    io.stderr.write(`userns: internal error: ${stack === undefined ? String(error) : mapStack(stack)}\n`);
   }
   if (error instanceof UsageError) return 2;
   return known ? 1 : 70;

@@ -9,7 +9,7 @@
  */
 import { execFile } from 'node:child_process';
 import { join, relative } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { DOCTOR_HINT, UsernsError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
@@ -20,6 +20,13 @@ import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.j
 import { findProgram } from '../system/exec.js';
 import { firstUnreachable, unreachableData } from '../system/reachability.js';
 import { type Check, check } from './types.js';
+
+/**
+ * This module's file, which the probe imports as another user. Found from the package root, not
+ * from import.meta.url: the CLI's bundle (scripts/bundle-cli.mjs) contains this code too, and the
+ * probe must load this module, not the bundle.
+ */
+const PROBE_MODULE = join(PACKAGE_ROOT, 'dist/src/doctor/probe.js');
 
 export interface ProbeOptions {
   newuidmap?: string;
@@ -286,10 +293,10 @@ export async function probeAsUser(
     );
   }
   let staged: StagedPackage | undefined;
-  let moduleUrl = import.meta.url;
+  let moduleUrl = pathToFileURL(PROBE_MODULE).href;
   const needsCopy = firstUnreachable(
     [
-      { path: fileURLToPath(import.meta.url), need: 'read' },
+      { path: PROBE_MODULE, need: 'read' },
       ...(explicitHelper === undefined ? [{ path: bundledHelper(), need: 'execute' as const }] : []),
     ],
     accessor,
@@ -316,7 +323,7 @@ export async function probeAsUser(
         (error as UsernsError).hint,
       );
     }
-    moduleUrl = pathToFileURL(join(staged.root, relative(PACKAGE_ROOT, fileURLToPath(import.meta.url)))).href;
+    moduleUrl = pathToFileURL(join(staged.root, relative(PACKAGE_ROOT, PROBE_MODULE))).href;
   }
   try {
     const result = await probeAs(user, options, title, moduleUrl);

@@ -1,0 +1,92 @@
+/**
+ * The CLI's bundle (scripts/bundle-cli.mjs): built by `npm run build`, what bin/userns runs, and
+ * its internal errors still name TypeScript files and lines (src/cli/stack.ts).
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { PassThrough } from 'node:stream';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { CliIo } from '../../src/cli/common.js';
+import { main as unbundledMain } from '../../src/cli/main.js';
+import { mapStack } from '../../src/cli/stack.js';
+
+const BUNDLE = fileURLToPath(new URL('../../src/cli/main.bundle.cjs', import.meta.url));
+const require = createRequire(import.meta.url);
+
+function bufferIo(overrides: Partial<CliIo> = {}): CliIo & { out(): string; err(): string } {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  stderr.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  return {
+    stdout,
+    stderr,
+    stdin: new PassThrough(),
+    env: {},
+    ...overrides,
+    out: () => out,
+    err: () => err,
+  };
+}
+
+describe('the CLI bundle', { timeout: 30_000 }, () => {
+  test('npm run build made it (esbuild is a dev dependency), with its source map', () => {
+    assert.ok(existsSync(BUNDLE), `${BUNDLE} is missing: the build did not bundle the CLI`);
+    assert.ok(existsSync(`${BUNDLE}.map`), 'the bundle has no source map');
+  });
+
+  test('gives what the unbundled modules give', async () => {
+    const bundled = require(BUNDLE) as { main: typeof unbundledMain };
+    for (const argv of [
+      ['map', 'split', '--parent', '0:1000:1,1:100000:65536', '0:0:100'],
+      ['map', 'validate', '--json', '0:1000:10,5:5000:1'],
+      ['nonsense'],
+    ]) {
+      const a = bufferIo();
+      const b = bufferIo();
+      const codeA = await bundled.main(argv, a);
+      const codeB = await unbundledMain(argv, b);
+      assert.equal(codeA, codeB, argv.join(' '));
+      assert.equal(a.out(), b.out(), argv.join(' '));
+      assert.equal(a.err(), b.err(), argv.join(' '));
+    }
+  });
+
+  test('an internal error prints a stack with TypeScript positions', async () => {
+    const bundled = require(BUNDLE) as { main: typeof unbundledMain };
+    const io = bufferIo();
+    // A stdout that throws a plain TypeError: a bug as far as the CLI knows (exit 70).
+    Object.defineProperty(io, 'stdout', {
+      get() {
+        throw new TypeError('synthetic failure');
+      },
+    });
+    const code = await bundled.main(['--version'], io);
+    assert.equal(code, 70);
+    assert.match(io.err(), /^userns: internal error: TypeError: synthetic failure\n/);
+    assert.match(io.err(), /\/src\/cli\/main\.ts:\d+:\d+\)/, io.err());
+    assert.doesNotMatch(io.err(), /main\.bundle\.cjs/, io.err());
+  });
+});
+
+describe('mapStack', () => {
+  test('leaves frames without a map, and text that is no frame, as they are', () => {
+    const stack =
+      'Error: x\n    at f (node:internal/foo:1:2)\n    at g (/nonexistent/a.js:3:4)\n    at h (12:3)';
+    assert.equal(mapStack(stack), stack);
+  });
+
+  test('maps a frame of a tsc-compiled module through the .map beside it', () => {
+    const here = fileURLToPath(import.meta.url);
+    const mapped = mapStack(`Error: y\n    at t (${here}:1:1)`);
+    assert.match(mapped, /\/test\/cli\/bundle\.test\.ts:\d+:\d+\)$/);
+  });
+});
