@@ -74,7 +74,12 @@ static struct {
   int have_outside;
   uint32_t outside_uid, outside_gid;
   unsigned workers;
+  int check;
 } job;
+
+/* With check=1 (see tree_walk_main): 1 during the read-only check pass, 2 during the apply pass
+   that follows it; 0 in a walk of one pass. */
+static int pass;
 
 static unsigned worker_id;
 
@@ -295,6 +300,70 @@ static int seen_before(uint64_t dev, uint64_t ino) {
   return 0;
 }
 
+/* ---- entries the check pass found without ID-carrying xattrs ---------------------------------
+
+   The apply pass after a check pass (check=1) needs an entry's xattrs only when it has ACLs or a
+   file capability: the check pass, which lists every entry's xattrs, records the ones that had
+   none with their change time. Every change of an xattr (and of the owner, the mode, a rename
+   over the name: a new inode) sets the inode's ctime, so an entry whose (device, inode, ctime)
+   is still the recorded one still has none, and the apply pass skips its listxattr: one system
+   call per entry less (issue 18). Anything else is listed again. The table stops growing at
+   PLAIN_MAX entries per worker, 24 bytes each at most half full (48 MiB): the entries beyond it
+   are simply listed again. The kernel's dev_t has 32 bits (12 major, 20 minor). */
+struct plain_key {
+  uint64_t ino;
+  int64_t ctime_sec;
+  uint32_t dev, ctime_nsec;
+};
+#define PLAIN_MAX (1u << 20)
+static struct plain_key *plain;
+static size_t plain_cap, plain_n;
+
+static void plain_record(const struct stat *st) {
+  uint32_t dev = (uint32_t)st->st_dev;
+  uint64_t ino = (uint64_t)st->st_ino;
+  if (plain_n >= PLAIN_MAX || (dev_t)dev != st->st_dev) return;
+  if (plain_n * 2 >= plain_cap) {
+    size_t cap = plain_cap ? plain_cap * 2 : 4096;
+    struct plain_key *bigger = calloc(cap, sizeof *bigger);
+    if (bigger == NULL) return; /* no record: the apply pass lists it again */
+    for (size_t i = 0; i < plain_cap; i++) {
+      if (plain[i].ino == 0 && plain[i].dev == 0) continue;
+      size_t j = hash_key(plain[i].dev, plain[i].ino) & (cap - 1);
+      while (bigger[j].ino != 0 || bigger[j].dev != 0) j = (j + 1) & (cap - 1);
+      bigger[j] = plain[i];
+    }
+    free(plain);
+    plain = bigger;
+    plain_cap = cap;
+  }
+  size_t j = hash_key(dev, ino) & (plain_cap - 1);
+  while (plain[j].ino != 0 || plain[j].dev != 0) {
+    if (plain[j].dev == dev && plain[j].ino == ino) break;
+    j = (j + 1) & (plain_cap - 1);
+  }
+  if (plain[j].ino == 0 && plain[j].dev == 0) plain_n++;
+  plain[j].dev = dev;
+  plain[j].ino = ino;
+  plain[j].ctime_sec = (int64_t)st->st_ctim.tv_sec;
+  plain[j].ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
+}
+
+/* 1 when the check pass recorded this inode without ID xattrs and it has not changed since. */
+static int plain_unchanged(const struct stat *st) {
+  if (plain_cap == 0) return 0;
+  uint64_t ino = (uint64_t)st->st_ino;
+  if ((dev_t)(uint32_t)st->st_dev != st->st_dev) return 0;
+  uint32_t dev = (uint32_t)st->st_dev;
+  size_t j = hash_key(dev, ino) & (plain_cap - 1);
+  while (plain[j].ino != 0 || plain[j].dev != 0) {
+    if (plain[j].dev == dev && plain[j].ino == ino)
+      return plain[j].ctime_sec == (int64_t)st->st_ctim.tv_sec && plain[j].ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
+    j = (j + 1) & (plain_cap - 1);
+  }
+  return 0;
+}
+
 /* ---- xattr access relative to the current directory (or the root's own fd) ------------------ */
 
 /* name == NULL: the root directory itself, through its fd. Otherwise `name` in the cwd, which
@@ -421,6 +490,8 @@ static int stat_entry(int fd, const char *name, struct stat *st, int *mount_root
   st->st_nlink = x.stx_nlink;
   st->st_uid = x.stx_uid;
   st->st_gid = x.stx_gid;
+  st->st_ctim.tv_sec = x.stx_ctime.tv_sec;
+  st->st_ctim.tv_nsec = x.stx_ctime.tv_nsec;
   *mount_root = (x.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (x.stx_attributes & STATX_ATTR_MOUNT_ROOT);
   return 0;
 }
@@ -500,7 +571,7 @@ static int visit(int fd, const char *name, struct stat *st) {
 
   /* The xattrs that carry IDs. Symbolic links can have neither ACLs nor capabilities. */
   acl_access.len = acl_default.len = capability.len = -1;
-  if (!S_ISLNK(st->st_mode)) {
+  if (!S_ISLNK(st->st_mode) && !(pass == 2 && plain_unchanged(st))) {
     ssize_t n;
     for (;;) {
       n = x_list(fd, name, names_buf, names_cap);
@@ -518,6 +589,10 @@ static int visit(int fd, const char *name, struct stat *st) {
       else if (strcmp(key, ACL_DEFAULT) == 0) read_blob(fd, name, key, &acl_default);
       else if (strcmp(key, CAPABILITY) == 0 && S_ISREG(st->st_mode)) read_blob(fd, name, key, &capability);
     }
+    /* Listed (or the filesystem has no xattrs at all) and none of them carries IDs. */
+    if (pass == 1 && (n >= 0 || errno == EOPNOTSUPP || errno == ENOTSUP) && acl_access.len < 0 &&
+        acl_default.len < 0 && capability.len < 0)
+      plain_record(st);
   }
 
   uint32_t uid = (uint32_t)st->st_uid, gid = (uint32_t)st->st_gid, nuid, ngid;
@@ -660,6 +735,13 @@ static unsigned long long count_dir(int dfd, int depth) {
   return total;
 }
 
+/* Handles the root (worker 0) and walks the tree below it; closes rootfd. */
+static void walk_root(int rootfd) {
+  struct stat st;
+  if (worker_id == 0 ? visit(rootfd, NULL, &st) : 1) walk_dir(rootfd, 0);
+  else close(rootfd);
+}
+
 /* ---- the job ---------------------------------------------------------------------------------- */
 
 static int parse_u32(const char *s, char end, const char **rest, uint32_t *v) {
@@ -715,6 +797,7 @@ static int parse_job(char *text, size_t len) {
     else if (strcmp(key, "list") == 0) job.list = strcmp(v, "1") == 0;
     else if (strcmp(key, "xdev") == 0) job.xdev = strcmp(v, "1") == 0;
     else if (strcmp(key, "count") == 0) job.count = strcmp(v, "1") == 0;
+    else if (strcmp(key, "check") == 0) job.check = strcmp(v, "1") == 0;
     else if (strcmp(key, "progress") == 0) job.progress = strtoul(v, NULL, 10);
     else if (strcmp(key, "workers") == 0) {
       job.workers = (unsigned)strtoul(v, NULL, 10);
@@ -780,6 +863,8 @@ int tree_walk_main(void) {
       return 1;
     }
     len += (size_t)r;
+    /* An empty token ends the job before EOF (check=1: fd 0 then carries the decision). */
+    if ((len == 1 && text[0] == '\0') || (len >= 2 && text[len - 1] == '\0' && text[len - 2] == '\0')) break;
   }
   text[len] = '\0';
   if (parse_job(text, len) != 0) return 1;
@@ -825,6 +910,12 @@ int tree_walk_main(void) {
       }
       pid_t children[16];
       unsigned forked = 0;
+      /* check=1: worker 0 passes the decision it reads on fd 0 to the other workers. */
+      int go[2] = {-1, -1};
+      if (job.check && job.workers > 1 && pipe(go) < 0) {
+        record_error("pipe", errno);
+        job.workers = 1;
+      }
       flush_out(); /* nothing buffered may be written twice */
       for (unsigned w = 1; w < job.workers; w++) {
         pid_t pid = fork();
@@ -836,6 +927,8 @@ int tree_walk_main(void) {
           worker_id = w;
           forked = 0;
           prctl(PR_SET_PDEATHSIG, SIGKILL);
+          if (go[1] >= 0) close(go[1]);
+          go[1] = -1;
           /* Its own open file description of the root: the offset of a shared one moves for all. */
           int own = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
           if (own < 0) {
@@ -849,14 +942,52 @@ int tree_walk_main(void) {
         }
         children[forked++] = pid;
       }
-      /* The root itself belongs to worker 0. */
-      if (worker_id == 0 ? visit(rootfd, NULL, &st) : 1) {
-        walk_dir(rootfd, 0);
-        rootfd = -1;
+      if (worker_id == 0 && go[0] >= 0) close(go[0]);
+      /* check=1: a read-only pass first (its own S record), then, when the caller says so on
+         fd 0 after it has read every worker's check summary, the apply pass (a second S record).
+         The apply pass reuses what the check pass learnt: see plain_record(). */
+      int second = -1, apply = job.apply, list = job.list;
+      if (job.check) {
+        /* A new open file description of the root for the second walk (a dup shares the offset). */
+        second = openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (second < 0) record_error("open", errno);
+        pass = 1;
+        job.apply = job.list = 0;
       }
-      if (rootfd >= 0) close(rootfd);
+      walk_root(rootfd); /* the root itself belongs to worker 0 */
       rootfd = -1;
       write_summary();
+      if (job.check) {
+        char decision = 0;
+        ssize_t r;
+        if (worker_id == 0) {
+          do r = read(0, &decision, 1);
+          while (r < 0 && errno == EINTR);
+          if (r != 1) decision = 0;
+          for (unsigned c = 0; c < forked; c++) {
+            do r = write(go[1], &decision, 1);
+            while (r < 0 && errno == EINTR);
+          }
+          if (go[1] >= 0) close(go[1]);
+        } else {
+          do r = read(go[0], &decision, 1);
+          while (r < 0 && errno == EINTR);
+          if (r != 1) decision = 0;
+        }
+        if (decision == 'a' && second >= 0) {
+          pass = 2;
+          job.apply = apply;
+          job.list = list;
+          memset(&stats, 0, sizeof stats);
+          free(seen_inodes);
+          seen_inodes = NULL;
+          seen_cap = seen_n = 0;
+          walk_root(second);
+          write_summary();
+        } else if (second >= 0) {
+          close(second);
+        }
+      }
       for (unsigned c = 0; c < forked; c++) {
         int status;
         while (waitpid(children[c], &status, 0) < 0 && errno == EINTR) {

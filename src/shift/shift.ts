@@ -12,7 +12,7 @@
  */
 import { lstatSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ShiftError } from '../errors/index.js';
+import { ShiftError, SpawnError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
 import type { MapWriteOptions } from '../maps/write-maps.js';
@@ -20,6 +20,7 @@ import { overflowIds } from '../system/knobs.js';
 import { protectiveMap, shiftTranslation, tableOf, touchedRanges, viewTranslation } from './translation.js';
 import {
   defaultWorkers,
+  runCheckedWalk,
   runWalk,
   UNMAPPED_KINDS,
   type UnmappedPolicy,
@@ -281,11 +282,11 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
   };
   const examples = options.examples ?? 3;
   const onRecord =
-    (collector: Collector, total: number | null, report: boolean) =>
+    (collector: Collector, knownTotal: () => number | null, report: boolean) =>
     (record: WalkRecord): void => {
       if (record.type === 'progress')
-        options.onProgress?.({ seen: record.seen, changed: record.changed, total });
-      else if (record.type === 'total') total = record.total;
+        options.onProgress?.({ seen: record.seen, changed: record.changed, total: knownTotal() });
+      else if (record.type === 'total') counted = record.total;
       else if (record.type === 'change') {
         if (report)
           options.onChange?.({
@@ -297,6 +298,7 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
           });
       } else collector.add(record);
     };
+  let counted: number | null = null;
   const result = (summary: WalkSummary, collector: Collector, dryRun: boolean): ShiftResult => ({
     dir: root,
     dryRun,
@@ -312,27 +314,18 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     errorCount: summary.errors,
     elapsedMs: Math.round(performance.now() - started),
   });
-
-  // First pass (read-only): with unmapped=error, and for a dry run (which is only this pass).
-  let total: number | null = null;
-  if (options.dryRun || policy === 'error') {
-    const collector = new Collector(root, view, examples);
-    const summary = await runWalk(
-      { ...baseJob, list: options.dryRun === true && options.onChange !== undefined },
-      { ...walkOptions, onRecord: onRecord(collector, null, options.dryRun === true) },
-    );
-    const first = result(summary, collector, true);
-    if (options.dryRun) return first;
+  /** Why a check pass forbids the apply pass (nothing was changed), or undefined. */
+  const refusal = (first: ShiftResult): ShiftError | undefined => {
     if (first.errorCount > 0) {
       const e = first.errors[0];
-      throw new ShiftError(
+      return new ShiftError(
         'SHIFT_PREFLIGHT_FAILED',
         `nothing was changed: ${first.errorCount} entr${first.errorCount === 1 ? 'y' : 'ies'} could not be read (first: ${e?.op} ${e?.path || '.'}: ${e?.errno})`,
         { hint: 'fix the access problem, or shift as root', data: { errors: first.errors }, result: first },
       );
     }
     if (first.unmapped.length > 0) {
-      throw new ShiftError(
+      return new ShiftError(
         'SHIFT_UNMAPPED_IDS',
         `nothing was changed: the ${reverse ? '--to map (reversed)' : '--from map'} does not translate ${describeUnmapped(first.unmapped)}`,
         {
@@ -342,19 +335,49 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
         },
       );
     }
-    total = first.seen;
-  }
+    return undefined;
+  };
 
   const collector = new Collector(root, view, examples);
-  const summary = await runWalk(
-    {
-      ...baseJob,
-      apply: true,
-      list: options.onChange !== undefined,
-      count: total === null && options.countFirst === true,
-    },
-    { ...walkOptions, onRecord: onRecord(collector, total, true) },
-  );
+  let summary: WalkSummary;
+  if (options.dryRun) {
+    // A dry run is the read-only pass alone (it fails where the run would).
+    const check = new Collector(root, view, examples);
+    const first = await runWalk(
+      { ...baseJob, list: options.onChange !== undefined },
+      { ...walkOptions, onRecord: onRecord(check, () => null, true) },
+    );
+    return result(first, check, true);
+  } else if (policy === 'error') {
+    // The read-only pass and the apply pass in one walk: the apply pass runs only when the check
+    // pass found nothing to refuse, and skips the xattrs the check pass proved absent.
+    const check = new Collector(root, view, examples);
+    let first: ShiftResult | undefined;
+    const walked = await runCheckedWalk(
+      { ...baseJob, apply: true, list: options.onChange !== undefined },
+      {
+        ...walkOptions,
+        onCheckRecord: onRecord(check, () => null, false),
+        onRecord: onRecord(collector, () => first?.seen ?? null, true),
+        decide: (summary) => {
+          first = result(summary, check, true);
+          return refusal(first) === undefined;
+        },
+      },
+    );
+    if (walked.applied === null) {
+      throw (
+        refusal(first ?? result(walked.check, check, true)) ??
+        new SpawnError('WALK_FAILED', 'the tree walk stopped after its check pass')
+      );
+    }
+    summary = walked.applied;
+  } else {
+    summary = await runWalk(
+      { ...baseJob, apply: true, list: options.onChange !== undefined, count: options.countFirst === true },
+      { ...walkOptions, onRecord: onRecord(collector, () => counted, true) },
+    );
+  }
   const done = result(summary, collector, false);
   if (done.errorCount > 0 || (policy === 'error' && done.unmapped.length > 0)) {
     const e = done.errors[0];

@@ -40,6 +40,8 @@ export interface WalkJob {
   count: boolean;
   /** Processes walking in parallel (1-16); entries are shared out by inode number. */
   workers?: number;
+  /** A read-only pass first, then the job once the caller says so (runCheckedWalk sets it). */
+  check?: boolean;
 }
 
 export type FileType = 'file' | 'directory' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
@@ -208,6 +210,7 @@ export function encodeJob(job: WalkJob): Buffer {
     `count=${job.count ? 1 : 0}`,
     `workers=${job.workers ?? 1}`,
   ];
+  if (job.check) tokens.push('check=1');
   if (job.overflow) tokens.push(`overflow=${job.overflow.uid}:${job.overflow.gid}`);
   if (job.outside) tokens.push(`outside=${job.outside.uid}:${job.outside.gid}`);
   for (const t of job.uid) tokens.push(`uid=${t.from}:${t.to}:${t.count}`);
@@ -232,6 +235,38 @@ export interface WalkOptions {
 
 /** Runs one walk to its end and returns the summary line. */
 export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkSummary> {
+  return (await walk(job, options, undefined)).check;
+}
+
+export interface CheckedWalkOptions extends WalkOptions {
+  /** The records of the read-only check pass (onRecord gets the apply pass's). */
+  onCheckRecord?: (record: WalkRecord) => void;
+  /**
+   * Called once, with the check pass's summary, when every worker has finished it: true runs the
+   * apply pass. The records of the check pass have all been delivered by then.
+   */
+  decide: (check: WalkSummary) => boolean;
+}
+
+/**
+ * One helper, two passes (the job's `check=1`, src/native/protocol.md): the job read-only first,
+ * then — when `decide` says so — with `job.apply` and `job.list` as given. Against two runWalk()
+ * calls it saves a helper start and, above all, the apply pass's listxattr of every entry the
+ * check pass found without ACLs and capabilities and that has not changed since (tree-walk.c,
+ * plain_record). `applied` is null when `decide` said no.
+ */
+export async function runCheckedWalk(
+  job: WalkJob,
+  options: CheckedWalkOptions,
+): Promise<{ check: WalkSummary; applied: WalkSummary | null }> {
+  return walk(job, options, options);
+}
+
+async function walk(
+  job: WalkJob,
+  options: WalkOptions,
+  checked: CheckedWalkOptions | undefined,
+): Promise<{ check: WalkSummary; applied: WalkSummary | null }> {
   const ns = options.namespace;
   // Plan first: a map the kernel (or newuidmap) would refuse is reported before anything starts.
   const plan = ns ? await planMaps(ns.uid, ns.gid, { noSplit: false, ...ns.mapWrite }) : undefined;
@@ -261,17 +296,38 @@ export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkS
   const onAbort = () => child.kill('SIGKILL');
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
+  const workers = job.workers ?? 1;
   const summaries: WorkerSummary[] = [];
+  let checkSummary: WalkSummary | undefined;
+  let applying = false;
+  let decideError: { error: unknown } | undefined;
   const progress = new Map<number, { seen: number; changed: number }>();
   let jobError: string | undefined;
   const stdout = child.stdout!;
   stdout.setEncoding('utf8');
   let pending = '';
+  const deliver = (record: WalkRecord) =>
+    checked !== undefined && checkSummary === undefined
+      ? checked.onCheckRecord?.(record)
+      : options.onRecord?.(record);
   const onLine = (line: string) => {
     const record = parseRecord(line);
     if (record === undefined) return;
     if (!('type' in record)) {
       summaries.push(record);
+      if (checked !== undefined && checkSummary === undefined && summaries.length === workers) {
+        // Every worker finished the check pass: the caller decides; the workers wait for it.
+        checkSummary = combineSummaries(summaries.splice(0));
+        progress.clear();
+        let go = false;
+        try {
+          go = jobError === undefined && checked.decide(checkSummary);
+        } catch (error) {
+          decideError = { error };
+        }
+        applying = go;
+        child.stdin!.end(go ? 'a' : '');
+      }
       return;
     }
     if (record.type === 'worker-progress') {
@@ -282,11 +338,11 @@ export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkS
         seen += p.seen;
         changed += p.changed;
       }
-      options.onRecord?.({ type: 'progress', seen, changed });
+      deliver({ type: 'progress', seen, changed });
       return;
     }
     if (record.type === 'error' && record.op === 'job') jobError = record.path;
-    options.onRecord?.(record);
+    deliver(record);
   };
   stdout.on('data', (chunk: string) => {
     pending += chunk;
@@ -301,14 +357,19 @@ export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkS
   });
   const ended = new Promise<void>((resolve) => stdout.once('close', resolve));
   child.stdin!.on('error', () => {});
-  child.stdin!.end(encodeJob(job));
+  if (checked === undefined) child.stdin!.end(encodeJob(job));
+  // The empty token ends the job; stdin stays open for the decision.
+  else child.stdin!.write(Buffer.concat([encodeJob({ ...job, check: true }), Buffer.from([0])]));
   const [code] = await Promise.all([exited, ended]);
   options.signal?.removeEventListener('abort', onAbort);
   if (pending !== '') onLine(pending);
+  if (checked !== undefined && checkSummary === undefined) child.stdin!.destroy();
+  if (decideError !== undefined) throw decideError.error;
   if (jobError !== undefined) {
     throw new WalkError('WALK_JOB_INVALID', `the tree walk rejected its job: ${jobError}`);
   }
-  if (summaries.length !== (job.workers ?? 1)) {
+  const expected = checked === undefined || applying ? workers : 0;
+  if (summaries.length !== expected || (checked !== undefined && checkSummary === undefined)) {
     throw new SpawnError(
       'WALK_FAILED',
       options.signal?.aborted
@@ -316,5 +377,6 @@ export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkS
         : `the tree walk ended early (exit status ${code})`,
     );
   }
-  return combineSummaries(summaries);
+  if (checked === undefined) return { check: combineSummaries(summaries), applied: null };
+  return { check: checkSummary!, applied: applying ? combineSummaries(summaries) : null };
 }

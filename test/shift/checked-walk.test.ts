@@ -1,0 +1,137 @@
+/**
+ * runCheckedWalk: the check pass and the apply pass in one helper (job `check=1`). The apply pass
+ * skips the listxattr of entries the check pass found without ID xattrs only while their ctime is
+ * unchanged: an ACL added (or an owner changed) between the passes is still shifted.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runCheckedWalk, type WalkJob, type WalkRecord } from '../../src/shift/tree-walk.js';
+
+const skip =
+  process.geteuid?.() !== 0
+    ? 'needs root'
+    : spawnSync('setfacl', ['--version'], { stdio: 'ignore' }).status !== 0
+      ? 'setfacl is not installed (Debian: acl)'
+      : false;
+
+const SHIFT = [{ from: 0, to: 100000, count: 65536 }];
+const job = (root: string, workers: number): WalkJob => ({
+  root,
+  apply: true,
+  list: false,
+  uid: SHIFT,
+  gid: SHIFT,
+  unmapped: 'error',
+  v2root: 0,
+  crossFilesystems: false,
+  progress: 0,
+  count: false,
+  workers,
+});
+
+function aclUsers(path: string): string[] {
+  return execFileSync('getfacl', ['-n', '--omit-header', '--absolute-names', path], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => /^user:\d+:/.test(l))
+    .map((l) => l.split(':')[1]!);
+}
+
+describe('runCheckedWalk', { skip, timeout: 60_000 }, () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'userns-checked-walk-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  function tree(name: string): string {
+    const dir = join(work, name);
+    mkdirSync(join(dir, 'sub'), { recursive: true });
+    for (const f of ['a', 'b', 'c', 'sub/d', 'sub/e']) writeFileSync(join(dir, f), f);
+    execFileSync('setfacl', ['-m', 'u:3:r', join(dir, 'sub/e')]); // an ACL from the start
+    execFileSync('chown', ['-hR', '0:0', dir]);
+    return dir;
+  }
+
+  for (const workers of [1, 2, 3]) {
+    test(`changes made between the passes are shifted as they are then (${workers} worker${workers > 1 ? 's' : ''})`, async () => {
+      const dir = tree(`between-${workers}`);
+      const checkRecords: WalkRecord[] = [];
+      const records: WalkRecord[] = [];
+      let decided = 0;
+      const walked = await runCheckedWalk(job(dir, workers), {
+        namespace: null,
+        onCheckRecord: (r) => checkRecords.push(r),
+        onRecord: (r) => records.push(r),
+        decide: (check) => {
+          decided++;
+          assert.equal(check.seen, 7);
+          assert.equal(check.changed, 7); // would change
+          // Nothing was changed by the check pass.
+          assert.equal(lstatSync(join(dir, 'a')).uid, 0);
+          // Between the passes: b gains an ACL naming uid 5, c gets another owner.
+          execFileSync('setfacl', ['-m', 'u:5:rw', join(dir, 'b')]);
+          chownSync(join(dir, 'c'), 7, 8);
+          return true;
+        },
+      });
+      assert.equal(decided, 1);
+      assert.deepEqual(checkRecords, []);
+      assert.deepEqual(records, []);
+      assert.equal(walked.check.seen, 7);
+      assert.equal(walked.applied?.seen, 7);
+      assert.equal(walked.applied?.changed, 7);
+      assert.equal(walked.applied?.errors, 0);
+      for (const f of ['', 'a', 'b', 'sub', 'sub/d', 'sub/e']) {
+        assert.deepEqual([lstatSync(join(dir, f)).uid, lstatSync(join(dir, f)).gid], [100000, 100000], f);
+      }
+      assert.deepEqual([lstatSync(join(dir, 'c')).uid, lstatSync(join(dir, 'c')).gid], [100007, 100008]);
+      assert.deepEqual(aclUsers(join(dir, 'b')), ['100005']);
+      assert.deepEqual(aclUsers(join(dir, 'sub/e')), ['100003']);
+      assert.deepEqual(aclUsers(join(dir, 'a')), []);
+    });
+  }
+
+  test('no from decide: the apply pass never runs, nothing changes', async () => {
+    const dir = tree('refused');
+    const walked = await runCheckedWalk(job(dir, 2), { namespace: null, decide: () => false });
+    assert.equal(walked.applied, null);
+    assert.equal(walked.check.seen, 7);
+    for (const f of ['', 'a', 'sub/e']) assert.equal(lstatSync(join(dir, f)).uid, 0, f);
+    assert.deepEqual(aclUsers(join(dir, 'sub/e')), ['3']);
+  });
+
+  test('decide throws: the walk rejects with its error and nothing changes', async () => {
+    const dir = tree('throws');
+    await assert.rejects(
+      runCheckedWalk(job(dir, 2), {
+        namespace: null,
+        decide: () => {
+          throw new RangeError('decided badly');
+        },
+      }),
+      /decided badly/,
+    );
+    for (const f of ['', 'a', 'sub/e']) assert.equal(lstatSync(join(dir, f)).uid, 0, f);
+  });
+
+  test('an unmapped ID found by the check pass reaches decide with its record first', async () => {
+    const dir = tree('unmapped');
+    chownSync(join(dir, 'sub/d'), 70000, 0);
+    const checkRecords: WalkRecord[] = [];
+    const walked = await runCheckedWalk(job(dir, 2), {
+      namespace: null,
+      onCheckRecord: (r) => checkRecords.push(r),
+      decide: (check) => {
+        assert.equal(check.unmapped, 1);
+        assert.deepEqual(checkRecords, [{ type: 'unmapped', kind: 'uid', id: 70000, path: 'sub/d' }]);
+        return false;
+      },
+    });
+    assert.equal(walked.applied, null);
+    assert.equal(lstatSync(join(dir, 'a')).uid, 0);
+  });
+});
