@@ -9,16 +9,72 @@
  *   shift_one_worker_files_per_s    the defaults with one walk process instead of one per CPU
  *   chown_files_per_s          `chown -hR UID:GID` on the same tree (the same chown per entry,
  *                              no lookups, no xattrs: the practical limit)
- *   shift_vs_chown_ratio       shift_files_per_s / chown_files_per_s (target ≥ 0.7)
+ *   shift_vs_chown_ratio       shift_files_per_s / chown_files_per_s (target ≥ 1.0, issue 18)
  *   fit_files_per_s            fitTree over the same tree
+ *   syscalls_per_entry_*       with strace installed: `strace -c -f` of one default shift (one
+ *                              worker, so the counts are the walk's, not the scheduling's) and of
+ *                              `chown -hR`, system calls per entry by name (those ≥ 0.005), and
+ *                              the total; the table is printed to stderr
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IdMap } from '../src/idmap/idmap.js';
 import { fitTree } from '../src/shift/fit.js';
 import { shiftTree } from '../src/shift/shift.js';
+
+/** `strace -c -f` of argv: calls per syscall name (null when strace is missing or failed). */
+function straceCounts(argv: string[], out: string): Map<string, number> | null {
+  const r = spawnSync('strace', ['-c', '-f', '-o', out, ...argv], { stdio: 'ignore' });
+  if (r.error !== undefined || r.status !== 0) return null;
+  const counts = new Map<string, number>();
+  for (const line of readFileSync(out, 'utf8').split('\n')) {
+    // "% time  seconds  usecs/call  calls  errors syscall": the errors column may be empty.
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5 || !/^\d/.test(f[0]!) || f[f.length - 1] === 'total') continue;
+    counts.set(f[f.length - 1]!, Number(f[3]));
+  }
+  return counts;
+}
+
+/** Syscalls per entry of a default shift (one worker) and of chown -hR, as result keys; prints the table. */
+function syscallsPerEntry(work: string, tree: string, entries: number): Record<string, number> {
+  if (spawnSync('strace', ['-V'], { stdio: 'ignore' }).status !== 0) return {};
+  const shiftModule = new URL('../src/shift/shift.js', import.meta.url).href;
+  const idmapModule = new URL('../src/idmap/idmap.js', import.meta.url).href;
+  const script = `import { shiftTree } from ${JSON.stringify(shiftModule)};
+    import { IdMap } from ${JSON.stringify(idmapModule)};
+    const m = (o) => { const x = new IdMap([{ inside: 0, outside: o, count: 65536 }]); return { uid: x, gid: x }; };
+    await shiftTree(${JSON.stringify(tree)}, { from: m(0), to: m(100000), workers: 1 });`;
+  spawnSync('chown', ['-hR', '0:0', tree]);
+  const shift = straceCounts(
+    [process.execPath, '--input-type=module', '-e', script],
+    join(work, 'strace-shift'),
+  );
+  const chown = straceCounts(['chown', '-hR', '0:0', tree], join(work, 'strace-chown'));
+  if (shift === null || chown === null) return {};
+  const out: Record<string, number> = {};
+  const rows: string[] = [];
+  const names = [...new Set([...shift.keys(), ...chown.keys()])]
+    .map((name) => [name, (shift.get(name) ?? 0) / entries, (chown.get(name) ?? 0) / entries] as const)
+    .filter(([, a, b]) => a >= 0.005 || b >= 0.005)
+    .sort((x, y) => y[1] + y[2] - (x[1] + x[2]));
+  const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0) / entries;
+  for (const [name, a, b] of names) {
+    out[`syscalls_per_entry_shift_${name}`] = Math.round(a * 1000) / 1000;
+    out[`syscalls_per_entry_chown_${name}`] = Math.round(b * 1000) / 1000;
+    rows.push(`  ${name.padEnd(14)} ${a.toFixed(3).padStart(8)} ${b.toFixed(3).padStart(8)}`);
+  }
+  out.syscalls_per_entry_shift = Math.round(sum(shift) * 1000) / 1000;
+  out.syscalls_per_entry_chown = Math.round(sum(chown) * 1000) / 1000;
+  process.stderr.write(
+    `bench: strace -c -f, system calls per entry (${entries} entries; shift: defaults, 1 worker)\n` +
+      `  ${'syscall'.padEnd(14)} ${'shift'.padStart(8)} ${'chown -hR'.padStart(9)}\n${rows.join('\n')}\n` +
+      `  ${'all'.padEnd(14)} ${sum(shift).toFixed(3).padStart(8)} ${sum(chown).toFixed(3).padStart(8)}\n`,
+  );
+  return out;
+}
 
 const DIRS = 1000;
 const FILES_PER_DIR = 99;
@@ -68,7 +124,9 @@ export async function benchShift(): Promise<Record<string, number>> {
     }
     const shift = median(shiftRates);
     const chown = median(chownRates);
+    const syscalls = syscallsPerEntry(work, tree, entries);
     return {
+      ...syscalls,
       shift_files_per_s: Math.round(shift),
       shift_single_pass_files_per_s: Math.round(median(singlePassRates)),
       chown_files_per_s: Math.round(chown),

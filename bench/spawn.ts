@@ -9,12 +9,19 @@
  *   helper_raw_true_ms             the native helper alone, maps written by hand (the floor)
  *   unshare_true_ms                unshare --user --map-root-user /bin/true
  *   userns_spawn_rootless_true_ms  our spawn as an unprivileged user (auto: newuidmap + newgidmap)
- *   cli_run_true_ms                node bin/userns run -- /bin/true
+ *   unshare_map_auto_rootless_true_ms  unshare --map-auto --map-root-user /bin/true as the same user,
+ *                                  spawned from the same Node process, interleaved with ours
+ *   cli_run_true_ms                node bin/userns run -- true (as a user types it)
+ *   cli_map_split_ms               node bin/userns map split --parent self 0:0:100
  *   node_start_ms                  node -e 0
+ *   node_spawn_true_ms             node -e "spawn('/bin/true')": the floor of any Node CLI that
+ *                                  starts a process (loads child_process, forks, waits)
  *   podman_unshare_true_ms         podman unshare /bin/true
+ *
+ * The targets (issue 18) are printed by bench/run.ts with each ratio.
  */
 import { spawn as spawnChild, spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { closeSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { launchHelper } from '../src/native/helper.js';
 import { spawn } from '../src/spawn/spawn.js';
@@ -61,9 +68,34 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - t;
 }
 
-/** Runs N spawns as a throwaway user (rootless path through newuidmap); its median in ms. */
-async function rootlessMedian(rounds: number): Promise<number | null> {
+/**
+ * Runs N spawns as a throwaway user (rootless path through newuidmap), interleaved with N runs of
+ * `unshare --map-auto --map-root-user /bin/true` (util-linux, also newuidmap) from the same
+ * process; their medians in ms. The user and its /etc/subuid lines are made under the test
+ * suite's guard of the account files (scripts/test-etc-guard.mjs: lock, backup, restore).
+ */
+async function rootlessMedians(rounds: number): Promise<{ userns: number; unshare: number | null } | null> {
   if (process.geteuid?.() !== 0) return null;
+  // USERNS_BENCH_ROOTLESS=0: skip the part that creates a user (e.g. without the suite's lock).
+  if (process.env.USERNS_BENCH_ROOTLESS === '0') return null;
+  const guard = (await import(new URL('../../scripts/test-etc-guard.mjs', import.meta.url).href)) as {
+    acquireLock(): number;
+    backup(): unknown;
+    restoreAndClear(): unknown;
+  };
+  const lockFd = guard.acquireLock();
+  guard.backup();
+  try {
+    return await rootlessMediansGuarded(rounds);
+  } finally {
+    guard.restoreAndClear();
+    closeSync(lockFd);
+  }
+}
+
+async function rootlessMediansGuarded(
+  rounds: number,
+): Promise<{ userns: number; unshare: number | null } | null> {
   let fixture: typeof import('../test/fixtures/throwaway-user.js');
   let readable: typeof import('../test/fixtures/readable-repo.js');
   try {
@@ -77,21 +109,36 @@ async function rootlessMedian(rounds: number): Promise<number | null> {
   const spawnModule = readable.readablePath('dist/src/spawn/spawn.js');
   return fixture.withThrowawayUser(async (user) => {
     const script = `import { spawn } from ${JSON.stringify(spawnModule)};
-      const times = [];
-      await spawn('/bin/true', [], { stdio: 'ignore' }); // warm-up
+      import { spawn as spawnChild } from 'node:child_process';
+      const unshare = () => new Promise((resolve, reject) => {
+        const c = spawnChild('unshare', ['--map-auto', '--map-root-user', '/bin/true'], { stdio: 'ignore' });
+        c.on('error', reject);
+        c.on('close', (code) => (code === 0 ? resolve() : reject(new Error('unshare: exit ' + code))));
+      });
+      const ours = () => spawn('/bin/true', [], { stdio: 'ignore' });
+      let withUnshare = true;
+      await ours(); // warm-up
+      try { await unshare(); } catch { withUnshare = false; }
+      const times = { ours: [], unshare: [] };
       for (let i = 0; i < ${rounds}; i++) {
-        const t = performance.now();
-        await spawn('/bin/true', [], { stdio: 'ignore' });
-        times.push(performance.now() - t);
+        const order = i % 2 ? ['unshare', 'ours'] : ['ours', 'unshare'];
+        for (const name of order) {
+          if (name === 'unshare' && !withUnshare) continue;
+          const t = performance.now();
+          await (name === 'ours' ? ours() : unshare());
+          times[name].push(performance.now() - t);
+        }
       }
-      times.sort((a, b) => a - b);
-      process.stdout.write(String(times[times.length >> 1]));`;
+      const median = (xs) => { xs.sort((a, b) => a - b); return xs.length ? xs[xs.length >> 1] : null; };
+      process.stdout.write(JSON.stringify({ userns: median(times.ours), unshare: median(times.unshare) }));`;
     const r = await fixture.runAs(user, [process.execPath, '--input-type=module', '-e', script]);
     if (r.code !== 0) {
       process.stderr.write(`bench: rootless spawn failed: ${r.stderr}\n`);
       return null;
     }
-    return Math.round(Number(r.stdout) * 1000) / 1000;
+    const m = JSON.parse(r.stdout) as { userns: number; unshare: number | null };
+    const round = (x: number) => Math.round(x * 1000) / 1000;
+    return { userns: round(m.userns), unshare: m.unshare === null ? null : round(m.unshare) };
   });
 }
 
@@ -106,10 +153,14 @@ export async function benchSpawn(): Promise<Record<string, number | null>> {
     unshare_true_ms: have('unshare')
       ? () => exec('unshare', ['--user', '--map-root-user', '/bin/true'])
       : null,
-    cli_run_true_ms: isRoot
-      ? () => exec(process.execPath, [BIN, 'run', '--uidmap', '0:100000:65536', '--', '/bin/true'])
-      : null,
+    cli_run_true_ms: isRoot ? () => exec(process.execPath, [BIN, 'run', '--', 'true']) : null,
+    cli_map_split_ms: () => exec(process.execPath, [BIN, 'map', 'split', '--parent', 'self', '0:0:100']),
     node_start_ms: () => exec(process.execPath, ['-e', '0']),
+    node_spawn_true_ms: () =>
+      exec(process.execPath, [
+        '-e',
+        "require('node:child_process').spawn('/bin/true', { stdio: 'inherit' }).on('close', (c) => { process.exitCode = c; })",
+      ]),
     podman_unshare_true_ms: have('podman') ? () => exec('podman', ['unshare', '/bin/true']) : null,
   };
   const samples: Record<string, number[]> = {};
@@ -136,11 +187,19 @@ export async function benchSpawn(): Promise<Record<string, number | null>> {
   }
   const out: Record<string, number | null> = {};
   for (const name of Object.keys(variants)) out[name] = samples[name] ? median(samples[name]!) : null;
-  out.userns_spawn_rootless_true_ms = await rootlessMedian(ROUNDS);
+  const rootless = await rootlessMedians(ROUNDS);
+  out.userns_spawn_rootless_true_ms = rootless?.userns ?? null;
+  out.unshare_map_auto_rootless_true_ms = rootless?.unshare ?? null;
   const ratio = (a: string, b: string) =>
     out[a] != null && out[b] != null ? Math.round((out[a]! / out[b]!) * 100) / 100 : null;
   out.userns_spawn_vs_unshare_ratio = ratio('userns_spawn_true_ms', 'unshare_true_ms');
   out.cli_run_vs_node_start_ratio = ratio('cli_run_true_ms', 'node_start_ms');
+  out.cli_map_split_vs_node_start_ratio = ratio('cli_map_split_ms', 'node_start_ms');
+  out.node_spawn_true_vs_node_start_ratio = ratio('node_spawn_true_ms', 'node_start_ms');
+  out.userns_spawn_rootless_vs_unshare_map_auto_ratio = ratio(
+    'userns_spawn_rootless_true_ms',
+    'unshare_map_auto_rootless_true_ms',
+  );
   return out;
 }
 
