@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AllocError, MapError, StateFileError, UsernsError } from '../errors/index.js';
-import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
+import { type Extent, extent, formatRange, formatTriple, type IdKind } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import {
@@ -229,7 +229,7 @@ interface AllocationRow {
 }
 
 interface RangeRow {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   start: number;
   count: number;
   allocation: string;
@@ -268,7 +268,7 @@ interface ReleasedRow {
 }
 
 interface IndexEntry {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   pool: IdRange[];
   taken: IdRange[];
   takenVersion: number;
@@ -532,14 +532,14 @@ export class Registry {
 
   // --- the free-space index --------------------------------------------------------------------
 
-  #taken(kind: 'uid' | 'gid'): { ranges: IdRange[]; version: number } {
+  #taken(kind: IdKind): { ranges: IdRange[]; version: number } {
     if (this.#systemTaken === undefined) return { ranges: [], version: 0 };
     const t = this.#systemTaken.get();
     return { ranges: kind === 'uid' ? t.uid : t.gid, version: this.#systemTaken.version };
   }
 
   /** The free space of `pool` (built on first use from `ranges`: O(n log n); then kept up to date). */
-  #index(sql: Statements, kind: 'uid' | 'gid', pool: readonly IdRange[]): IndexEntry {
+  #index(sql: Statements, kind: IdKind, pool: readonly IdRange[]): IndexEntry {
     const taken = this.#taken(kind);
     const normalized = normalizeRanges(pool);
     const key = JSON.stringify(normalized);
@@ -561,7 +561,7 @@ export class Registry {
 
   // --- operations ------------------------------------------------------------------------------
 
-  #exhausted(kind: 'uid' | 'gid', request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
+  #exhausted(kind: IdKind, request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
     const { reserve, align } = blockShape(request.policy, request.size);
     const where = formatPool(pool.ranges);
     const asked =
@@ -595,7 +595,7 @@ export class Registry {
 
   #buildMap(
     sql: Statements,
-    kind: 'uid' | 'gid',
+    kind: IdKind,
     start: number,
     request: AllocationRequest,
     pool: Pool,
@@ -871,7 +871,7 @@ export class Registry {
   async usage(pools: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
     await this.#systemTaken?.refresh();
     return this.#transaction(false, (sql) => {
-      const one = (kind: 'uid' | 'gid'): KindUsage => {
+      const one = (kind: IdKind): KindUsage => {
         const pool = pools[kind];
         const ix = this.#index(sql, kind, pool.ranges);
         const poolSize = rangesSize(pool.ranges);

@@ -113,7 +113,7 @@ export const DOCTOR_HINT = "run 'userns doctor' for a full diagnosis";
 export interface StepDetails extends ErrorDetails {
   /** The errno name the kernel gave (ENOENT, EPERM, …). */
   errno?: string;
-  /** The helper's step that failed (protocol.md "Reports"): unshare, exec, mount-idmap, … */
+  /** The helper's step that failed (src/native/protocol.md, "Reports"): unshare, exec, mount-idmap, … */
   step?: string;
 }
 

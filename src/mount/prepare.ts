@@ -1,7 +1,7 @@
 /**
  * From MountSpecs to what the helper does: the `--mount` arguments (known before the namespace's
  * maps are), then the user namespaces for the idmapped ones (known once the maps are planned),
- * which the helper reads on its control fd before it unshares (protocol.md, "Mounts").
+ * which the helper reads on its control fd before it unshares (src/native/protocol.md, "Mounts").
  *
  * Direction (docs/kernel-rules.md, "Idmapped mounts"): a mount idmapped with user namespace U shows on-disk ID
  * d as U's outside ID for inside ID d. For a namespace with map C (inside → IDs of this
