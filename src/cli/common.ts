@@ -1,5 +1,7 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError, UsernsError } from '../errors.js';
+import type { CommandName } from './commands.js';
+import { closest, didYouMean } from './suggest.js';
 
 /** Streams a command writes to; replaced by buffers in tests. */
 export interface CliIo {
@@ -19,8 +21,11 @@ export type Command = (argv: string[], io: CliIo) => Promise<number>;
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
 /**
- * util.parseArgs with userns conventions: unknown options and missing values are UsageErrors
- * (exit 2) that name the command's --help; `--json` and `--help` are always accepted.
+ * util.parseArgs with userns conventions: `--json` and `--help` are always accepted; unknown
+ * options, missing values and values given to flags are one-line UsageErrors (exit 2) that
+ * suggest the option meant and name the command's --help (Node's own messages are several
+ * sentences about positionals). `options` is the command's entry of the command table
+ * (src/cli/commands.ts), whose extra fields (value, help, complete) parseArgs ignores.
  */
 type StandardOptions = { json: { type: 'boolean' }; help: { type: 'boolean'; short: 'h' } };
 type ParsedCommandLine<O extends OptionSpec> = ReturnType<
@@ -32,19 +37,79 @@ export function parseCommandLine<O extends OptionSpec>(
   options: O,
   command: string,
 ): ParsedCommandLine<O> {
+  const all = { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } as O &
+    StandardOptions;
   try {
-    return parseArgs({
-      args: argv,
-      options: { ...options, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } as O &
-        StandardOptions,
-      allowPositionals: true as const,
-      strict: true as const,
-    });
+    return parseArgs({ args: argv, options: all, allowPositionals: true as const, strict: true as const });
   } catch (error) {
-    throw new UsageError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, '')}`, {
-      hint: `see 'userns ${command} --help'`,
-    });
+    throw usageErrorFor(argv, all, command, error);
   }
+}
+
+/** The first problem parseArgs found in `argv`, as a one-line UsageError. */
+function usageErrorFor(argv: string[], options: OptionSpec, command: string, error: unknown): UsageError {
+  const hint = `see 'userns ${command} --help'`;
+  const shorts = new Map<string, string>();
+  for (const [name, option] of Object.entries(options)) if (option.short) shorts.set(option.short, name);
+  const { tokens } = parseArgs({ args: argv, options, allowPositionals: true, strict: false, tokens: true });
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    const name = token.rawName.startsWith('--') ? token.name : shorts.get(token.name);
+    const option = name === undefined ? undefined : options[name];
+    if (option === undefined) {
+      const known = Object.entries(options).flatMap(([long, o]) => [
+        `--${long}`,
+        ...(o.short ? [`-${o.short}`] : []),
+      ]);
+      return new UsageError(
+        `unknown option '${token.rawName}' for 'userns ${command}'${didYouMean(token.rawName, known)}`,
+        { hint, data: { option: token.rawName, suggestion: closest(token.rawName, known) ?? null } },
+      );
+    }
+    if (
+      option.type === 'string' &&
+      (token.value === undefined || (!token.inlineValue && token.value.startsWith('-')))
+    ) {
+      return new UsageError(
+        `option '${token.rawName}' needs a value${token.value === undefined ? '' : ` (to give one that starts with '-', write ${token.rawName}=${token.value})`}`,
+        { hint, data: { option: token.rawName } },
+      );
+    }
+    if (option.type === 'boolean' && token.inlineValue) {
+      return new UsageError(`option '${token.rawName}' takes no value`, {
+        hint,
+        data: { option: token.rawName },
+      });
+    }
+  }
+  return new UsageError(
+    (error as Error).message.replace(/\. To specify a positional.*$/s, '').split('\n')[0]!,
+    { hint },
+  );
+}
+
+/**
+ * The words that are options taking a value (`--uidmap`, `-x`), for commands that find where
+ * their own options end and a command line begins (`run`, `exec`). Options whose value is
+ * optional (`--allocate[=OPTIONS]`) take none from the next word.
+ */
+export function valueOptions(
+  options: Readonly<Record<string, { type: string; short?: string; value?: string }>>,
+): Set<string> {
+  const words = new Set<string>();
+  for (const [name, option] of Object.entries(options)) {
+    if (option.type !== 'string' || option.value?.startsWith('[')) continue;
+    words.add(`--${name}`);
+    if (option.short !== undefined) words.add(`-${option.short}`);
+  }
+  return words;
+}
+
+/** Prints a command's help (src/cli/help.ts, loaded only then); returns exit status 0. */
+export async function writeHelp(io: CliIo, command: CommandName): Promise<number> {
+  const { commandHelp } = await import('./help.js');
+  io.stdout.write(await commandHelp(command));
+  return 0;
 }
 
 export function writeJson(io: CliIo, value: unknown): void {

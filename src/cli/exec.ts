@@ -1,33 +1,18 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
 import { UsageError, UsernsError } from '../errors.js';
-import { type CliIo, type Command, parseCommandLine, reportError } from './common.js';
+import { COMMANDS } from './commands.js';
+import {
+  type CliIo,
+  type Command,
+  parseCommandLine,
+  reportError,
+  valueOptions,
+  writeHelp,
+} from './common.js';
 import { parseUserOption } from './run.js';
 
-export const HELP = `Usage: userns exec [options] NAME [--] COMMAND [ARGS...]
-
-Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper joins the
-user namespace first, then the others, checking that they are still the recorded ones. A stale
-NAME (its keeper gone, its PID reused) is refused; remove it with 'userns rm NAME'.
-
-Options:
-  --user UID[:GID]   IDs to run as inside (default: those given to create, else 0:0)
-  --cwd DIR          working directory inside (default: the current one; with a mount
-                     namespace, / when the current one cannot be entered inside)
-  --root DIR         state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
-  --json             errors as JSON
-  -h, --help         this text
-
-Exit status: the command's, or 128+N when it was killed by signal N; 125 when userns itself
-failed, 126 when the command cannot be executed, 127 when it is not found, 2 for usage errors.
-SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to the command.
-`;
-
-const OPTIONS = {
-  user: { type: 'string' },
-  cwd: { type: 'string' },
-  root: { type: 'string' },
-} as const;
-const VALUE_OPTIONS = new Set(['--user', '--cwd', '--root']);
+const OPTIONS = COMMANDS.exec.options;
+const VALUE_OPTIONS = valueOptions(OPTIONS);
 const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
 
 /** Options and NAME, then the command: after `--`, or from the first word after NAME. */
@@ -49,10 +34,7 @@ export function splitExec(argv: string[]): { options: string[]; command: string[
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const split = splitExec(argv);
   const { values, positionals } = parseCommandLine(split.options, OPTIONS, 'exec');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'exec');
   const json = values.json === true;
   if (positionals.length !== 1 || split.command.length === 0) {
     throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'no command given', {

@@ -1,44 +1,11 @@
 /** `userns fit`: which IDs of a tree a map cannot represent. */
 import { UsageError } from '../errors.js';
 import type { FitResult, UnfitId } from '../shift/fit.js';
-import { type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 import { readKindMaps } from './shift.js';
 
-export const HELP = `Usage: userns fit [options] MAP DIR
-
-Lists every UID and GID used in DIR that a user namespace with MAP cannot represent: file owners,
-POSIX ACL entries, file-capability root IDs, and the users and groups of DIR's own /etc/passwd
-and /etc/group (resolved inside DIR). IDs are the IDs the namespace would see (inside IDs of
-MAP), as in an image unpacked by root. Each comes with a few example paths; the report ends with
-the smallest map from 0 that would fit the tree. This is the check to run when an image fails to
-unpack with "potentially insufficient UIDs or GIDs available in user namespace".
-
-nobody/nogroup entries of /etc/passwd and /etc/group (or ID 65534) that no file uses are listed
-as ignorable: an unmapped ID is shown as the overflow ID anyway.
-
-MAP: inline triples inside:outside:count[,…], a file in any format userns reads, 'self' (this
-process's own maps) or 'pid:N'. The gid map is MAP's gid entries unless --gidmap gives one.
-
-Options:
-  --gidmap MAP            the gid map (default: from MAP)
-  --examples N            example paths per ID (default 3)
-  --cross-filesystems     also walk filesystems mounted under DIR
-  --json                  the report as JSON
-  -h, --help              this text
-
-Exit status: 0 when MAP fits the tree, 1 when it does not (or part of the tree was unreadable),
-2 for usage errors.
-
-Examples:
-  userns fit 0:100000:65536 ./rootfs
-  userns fit self ./rootfs          # does the current namespace fit this image?
-`;
-
-const OPTIONS = {
-  gidmap: { type: 'string' },
-  examples: { type: 'string' },
-  'cross-filesystems': { type: 'boolean' },
-} as const;
+const OPTIONS = COMMANDS.fit.options;
 
 function idLine(u: UnfitId): string {
   return `  ${u.kind} ${String(u.id).padEnd(10)} ${u.sources.join(', ')}${u.count > 0 ? ` (${u.count} entr${u.count === 1 ? 'y' : 'ies'})` : ''}: ${u.examples.join(', ')}`;
@@ -73,10 +40,7 @@ export const main: Command = async (argv, io) => {
   try {
     const { values, positionals } = parseCommandLine(argv, OPTIONS, 'fit');
     json = values.json === true;
-    if (values.help) {
-      io.stdout.write(HELP);
-      return 0;
-    }
+    if (values.help) return writeHelp(io, 'fit');
     if (positionals.length !== 2) {
       throw new UsageError('give MAP and DIR', { hint: "see 'userns fit --help'" });
     }

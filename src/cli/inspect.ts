@@ -1,27 +1,13 @@
 /** `userns inspect NAME`: one named namespace in detail. */
 import { UsageError } from '../errors.js';
-import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns inspect [--root DIR] [--json] NAME
-
-Shows a named namespace: its status, keeper, namespaces (inode numbers and nsfs handles), the
-maps in force (as the kernel applied them), and whether your subordinate IDs changed since it
-was created (the namespace keeps the map it was created with: a map is written only once).
-
-Options:
-  --root DIR   state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
-  --json       machine-readable output
-  -h, --help   this text
-`;
-
-const OPTIONS = { root: { type: 'string' } } as const;
+const OPTIONS = COMMANDS.inspect.options;
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'inspect');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'inspect');
   if (positionals.length !== 1) {
     throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'inspect takes one NAME', {
       hint: "usage: userns inspect [--json] NAME; see 'userns inspect --help'",

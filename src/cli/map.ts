@@ -8,7 +8,8 @@ import { PRIVILEGED_WRITER, type WriterSituation } from '../idmap/permission.js'
 import { splitAcrossParent } from '../idmap/split.js';
 import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js';
 import { pageSize } from '../system/proc.js';
-import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 import {
   type Kind,
   parseFormatName,
@@ -18,90 +19,7 @@ import {
   resolveMapArgument,
 } from './map-input.js';
 import { renderMap } from './map-show.js';
-
-const MAP_HELP = `A MAP is one of:
-  inside:outside:count[,…]   inline triples, e.g. 0:100000:65536
-  FILE                       a file in any format (auto-detected, or --from FORMAT)
-  -                          standard input
-  self | pid:N               a process's /proc/PID/uid_map (gid_map with --kind gid)
-Formats: ${Object.keys(FORMATS).join(', ')}`;
-
-const HELP: Record<string, string> = {
-  '': `Usage: userns map <subcommand> [options]
-
-Subcommands:
-  validate [--parent MAP] MAP        would the kernel accept MAP? (exit 0 yes, 1 no)
-  split --parent MAP MAP             cut MAP at the parent's extent boundaries so the kernel accepts it
-  convert [--from F] --to F INPUT…   convert between map formats
-  lookup [--reverse] MAP ID…         translate IDs inside→outside (--reverse: outside→inside)
-  compose MAP PARENT [ANCESTOR…]     express a nested map in the IDs of its outermost ancestor
-  show MAP                           draw a map in the terminal
-
-${MAP_HELP}
-Options for every subcommand: --kind uid|gid, --json, --help.
-`,
-  validate: `Usage: userns map validate [--parent MAP] [--kind uid|gid] [--page-size N]
-                          [--unprivileged [--euid N] [--egid N] [--setgroups allow|deny]] MAP
-
-Says whether the kernel would accept MAP written in one write() to /proc/PID/${'{uid,gid}'}_map,
-and if not, the errno (EINVAL or EPERM) and the reason, naming the line. The kernel's checks are
-applied in the kernel's order: size < PAGE_SIZE, syntax, (u32)-1, count and wrap, overlaps on
-either side, the 340-line limit, then permission and containment in the parent map.
-
-  --parent MAP      the writer's current namespace map (outside IDs must lie in ONE of its lines)
-  --unprivileged    predict for a writer without CAP_SETUID/CAP_SETGID/CAP_SETFCAP that owns the
-                    namespace (euid/egid default to this process's)
-  --setgroups V     the target's setgroups at write time (default allow)
-  --json            {"ok": bool, "errno": "EINVAL"|"EPERM"|null, "reason": str|null, "line": n|null}
-
-Exit status: 0 accepted, 1 rejected, 2 usage error.
-${MAP_HELP}
-`,
-  split: `Usage: userns map split --parent MAP [--kind uid|gid] MAP
-
-Cuts every line of MAP at the boundaries of the parent's lines, so that each piece lies inside
-one parent line as the kernel requires (it never splits a line itself). Pieces keep their order
-and are never merged. Fails, naming the first missing range, if the parent does not map an ID.
-Prints the result in kernel format; --json prints {"ok": true, "map": [[inside, outside, count], …]}.
-
-Example: inside a namespace mapped 0 1000 1 + 1 100000 65536,
-  userns map split --parent self 0:0:100     →  0 0 1 / 1 1 99
-${MAP_HELP}
-`,
-  convert: `Usage: userns map convert [--from FORMAT] --to FORMAT [--kind uid|gid] [--parent MAP] [--owner USER] INPUT…
-
-Reads each INPUT (a MAP) and prints the concatenated extents in FORMAT.
---parent is needed by podman's '@' and '+' forms; --owner names the user of subuid/subgid lines.
-Formats:
-${Object.entries(FORMATS)
-  .map(([name, f]) => `  ${name.padEnd(11)} ${f.description}`)
-  .join('\n')}
-`,
-  lookup: `Usage: userns map lookup [--reverse] [--kind uid|gid] MAP ID…
-
-Translates each inside ID to its outside ID (with --reverse: outside to inside) through MAP.
-Unmapped IDs print "unmapped" (the kernel shows them as the overflow ID, usually 65534).
-${MAP_HELP}
-`,
-  compose: `Usage: userns map compose [--kind uid|gid] MAP PARENT [ANCESTOR…]
-
-MAP's outside IDs are PARENT's inside IDs; prints MAP expressed in PARENT's outside IDs (then the
-next ancestor's, and so on). IDs an ancestor does not map are dropped.
-Example: userns map compose 0:0:100 0:100000:65536    →  0 100000 100
-${MAP_HELP}
-`,
-  show: `Usage: userns map show [--kind uid|gid] MAP
-
-Draws MAP: one row per extent, inside and outside ranges with bars scaled to each side.
-Colour on a terminal unless NO_COLOR is set.
-${MAP_HELP}
-`,
-};
-
-const common = {
-  kind: { type: 'string' },
-  from: { type: 'string' },
-} as const;
+import { didYouMean } from './suggest.js';
 
 function needPositionals(positionals: string[], min: number, sub: string, max = Number.POSITIVE_INFINITY) {
   if (positionals.length < min || positionals.length > max) {
@@ -147,20 +65,8 @@ function printVerdict(io: CliIo, json: boolean, verdict: Verdict, kind: Kind, li
 }
 
 async function validate(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    {
-      ...common,
-      parent: { type: 'string' },
-      'page-size': { type: 'string' },
-      unprivileged: { type: 'boolean' },
-      euid: { type: 'string' },
-      egid: { type: 'string' },
-      setgroups: { type: 'string' },
-    },
-    'map validate',
-  );
-  if (values.help) return help(io, 'validate');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map validate'].options, 'map validate');
+  if (values.help) return writeHelp(io, 'map validate');
   needPositionals(positionals, 1, 'validate', 1);
   const kind = parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
@@ -193,12 +99,8 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function split(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    { ...common, parent: { type: 'string' }, 'page-size': { type: 'string' } },
-    'map split',
-  );
-  if (values.help) return help(io, 'split');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map split'].options, 'map split');
+  if (values.help) return writeHelp(io, 'map split');
   needPositionals(positionals, 1, 'split', 1);
   if (values.parent === undefined)
     throw new UsageError('userns map split needs --parent MAP (for example --parent self)');
@@ -241,12 +143,8 @@ async function split(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function convert(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    { ...common, to: { type: 'string' }, parent: { type: 'string' }, owner: { type: 'string' } },
-    'map convert',
-  );
-  if (values.help) return help(io, 'convert');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map convert'].options, 'map convert');
+  if (values.help) return writeHelp(io, 'map convert');
   needPositionals(positionals, 1, 'convert');
   const to = parseFormatName(values.to, '--to');
   if (to === undefined)
@@ -273,12 +171,8 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function lookup(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    { ...common, reverse: { type: 'boolean', short: 'r' } },
-    'map lookup',
-  );
-  if (values.help) return help(io, 'lookup');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map lookup'].options, 'map lookup');
+  if (values.help) return writeHelp(io, 'map lookup');
   needPositionals(positionals, 2, 'lookup');
   const kind = parseKind(values.kind);
   const { map } = await resolveMapArgument(positionals[0]!, {
@@ -302,8 +196,8 @@ async function lookup(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function composeCommand(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, { ...common }, 'map compose');
-  if (values.help) return help(io, 'compose');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map compose'].options, 'map compose');
+  if (values.help) return writeHelp(io, 'map compose');
   needPositionals(positionals, 2, 'compose');
   const kind = parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
@@ -317,8 +211,8 @@ async function composeCommand(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function show(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, { ...common }, 'map show');
-  if (values.help) return help(io, 'show');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map show'].options, 'map show');
+  if (values.help) return writeHelp(io, 'map show');
   needPositionals(positionals, 1, 'show', 1);
   const kind = parseKind(values.kind);
   const { map } = await resolveMapArgument(positionals[0]!, {
@@ -328,11 +222,6 @@ async function show(argv: string[], io: CliIo): Promise<number> {
   });
   if (values.json) writeJson(io, { ok: true, kind, size: map.size, map: map.toJSON() });
   else io.stdout.write(renderMap(map, kind, useColour(io.stdout, io.env)));
-  return 0;
-}
-
-function help(io: CliIo, sub: string): number {
-  io.stdout.write(HELP[sub] ?? HELP['']!);
   return 0;
 }
 
@@ -348,11 +237,13 @@ const subcommands: Record<string, Command> = {
 export const main: Command = async (argv, io) => {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    help(io, '');
+    await writeHelp(io, 'map');
     return sub === undefined ? 2 : 0;
   }
   const command = Object.hasOwn(subcommands, sub) ? subcommands[sub] : undefined;
   if (command === undefined)
-    throw new UsageError(`unknown subcommand 'map ${sub}'`, { hint: "see 'userns map --help'" });
+    throw new UsageError(`unknown subcommand 'map ${sub}'${didYouMean(sub, Object.keys(subcommands))}`, {
+      hint: "see 'userns map --help'",
+    });
   return command(rest, io);
 };

@@ -2,66 +2,10 @@
 import { UsageError } from '../errors.js';
 import type { IdMap } from '../idmap/idmap.js';
 import type { ShiftChange, ShiftOptions, ShiftProgress, ShiftResult } from '../shift/shift.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns shift --from MAP --to MAP [options] DIR
-
-Rewrites the owner and group of every entry of DIR: each ID is looked up in --from
-(outside → inside) and written as --to's outside ID for the same inside ID. POSIX ACL entries
-(system.posix_acl_access/default) and file-capability root IDs (security.capability v3) are
-shifted too; set-user-ID/set-group-ID bits are kept (chown clears them); hard links are handled
-once; symbolic links are never followed (the link itself is changed).
-
-By default the walk runs in a protective user namespace that maps only the IDs of the two
-ranges: whatever a process racing the walk does (renames, planted links), the kernel refuses to
-change any file owned by another ID. Mounts under DIR (other filesystems, bind
-mounts) are skipped and listed.
-
-MAP: inline triples inside:outside:count[,…], a file in any format userns reads (kernel,
-OCI/Kubernetes JSON, podman, LXC, subuid…), 'self' or 'pid:N'. The gid map is the MAP's gid
-entries (or the same triples) unless --from-gid/--to-gid give one.
-
-Options:
-  --from MAP              the map the tree is owned in now (required)
-  --to MAP                the map it must be owned in (required)
-  --from-gid MAP          gid map for --from (default: from --from)
-  --to-gid MAP            gid map for --to (default: from --to)
-  --reverse               shift from --to back to --from
-  --dry-run               report what would change, change nothing
-  --unmapped MODE         an ID --from does not translate: error (default: nothing is changed
-                          at all), skip (that ID is kept), overflow (it becomes the overflow ID)
-  --no-userns             walk without the protective namespace (root only)
-  --cross-filesystems     also shift what is mounted under DIR
-  -v, --verbose           list every entry that changes (or would)
-  -q, --quiet             no progress line
-  --newuidmap PATH        newuidmap to use (rootless; default from PATH); --newgidmap likewise
-  --json                  the summary (and errors) as JSON
-  -h, --help              this text
-
-Exit status: 0 when every entry was shifted, 1 when something could not be (nothing is changed
-when an ID cannot be translated with --unmapped error), 2 for usage errors.
-
-Examples:
-  userns shift --from 0:0:65536 --to 0:100000:65536 ./rootfs        # root-owned image → range
-  userns shift --from 0:0:65536 --to 0:100000:65536 --reverse ./rootfs
-  userns shift --from 0:100000:65536 --to 0:200000:65536 --dry-run -v ./rootfs
-`;
-
-const OPTIONS = {
-  from: { type: 'string' },
-  to: { type: 'string' },
-  'from-gid': { type: 'string' },
-  'to-gid': { type: 'string' },
-  reverse: { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  unmapped: { type: 'string' },
-  'no-userns': { type: 'boolean' },
-  'cross-filesystems': { type: 'boolean' },
-  verbose: { type: 'boolean', short: 'v' },
-  quiet: { type: 'boolean', short: 'q' },
-  newuidmap: { type: 'string' },
-  newgidmap: { type: 'string' },
-} as const;
+const OPTIONS = COMMANDS.shift.options;
 
 /** Reads a MAP argument once and returns its uid and gid maps (a gid override replaces the latter). */
 export async function readKindMaps(
@@ -127,10 +71,7 @@ export const main: Command = async (argv, io) => {
   try {
     const { values, positionals } = parseCommandLine(argv, OPTIONS, 'shift');
     json = values.json === true;
-    if (values.help) {
-      io.stdout.write(HELP);
-      return 0;
-    }
+    if (values.help) return writeHelp(io, 'shift');
     if (positionals.length !== 1) {
       throw new UsageError(positionals.length === 0 ? 'DIR is missing' : 'give exactly one DIR', {
         hint: "see 'userns shift --help'",
