@@ -172,7 +172,7 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
 
   if (values['dry-run']) {
     const { planSpawn } = await import('../spawn/spawn.js');
-    const plan = await planSpawn(split.command, options);
+    const plan = await planSpawn(command, args, options);
     if (json) {
       writeJson(io, {
         ok: true,

@@ -13,7 +13,7 @@ import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { DOCTOR_HINT } from '../spawn/errors.js';
-import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
+import { planArgv, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
 import { findProgram } from '../system/exec.js';
 import { type Check, check } from './types.js';
 
@@ -134,7 +134,7 @@ export async function probeHere(options: ProbeOptions = {}): Promise<Check> {
 
   let plan: SpawnPlan;
   try {
-    plan = await planSpawn(argv, spawnOptions);
+    plan = await planArgv(argv, spawnOptions);
   } catch (error) {
     return fail('plan', `planning the maps failed: ${(error as Error).message}`, error);
   }

@@ -215,8 +215,53 @@ async function computePlan(
   return ctx.warnings.length === 0 ? plan : { ...plan, warnings: ctx.warnings };
 }
 
-/** Everything spawn() would do, without doing it (for --dry-run). */
-export async function planSpawn(command: string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
+/**
+ * Everything {@link spawn} would do for `command args`, without doing it (`userns run
+ * --dry-run`): the maps as they would be written (cut at the current namespace's extents,
+ * validated, and whether directly or by newuidmap/newgidmap with which arguments), the
+ * namespaces, the IDs the command would run as, the mounts and the helper's arguments.
+ * Takes the arguments of {@link spawn} and {@link run}, in the same shape.
+ *
+ * Nothing is started and nothing is written; an `auto:…` mode makes its allocation and
+ * releases it at once, so the plan shows the range a run would get now.
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn(); `stdio`, `beforeExec` and the like are ignored.
+ * @returns The plan; `command` is the full argv (`[command, ...args]`).
+ * @throws Whatever spawn() would reject with before it starts anything: `SpawnError`
+ *   (`NO_SUBORDINATE_IDS`, `USAGE`, …), `NewIdmapError` (`NEWUIDMAP_MISSING`,
+ *   `RANGE_NOT_ALLOWED`, …), `MapError` (a map the kernel would refuse), `ParseError`.
+ */
+export function planSpawn(
+  command: string,
+  args?: readonly string[],
+  options?: SpawnOptions,
+): Promise<SpawnPlan>;
+/**
+ * The form of userns 0.1: the whole argv in one array. Use `planSpawn(command, args, options)`,
+ * the shape of spawn() and run().
+ *
+ * @deprecated since 0.2; still accepted.
+ */
+export function planSpawn(argv: readonly string[], options?: SpawnOptions): Promise<SpawnPlan>;
+export function planSpawn(
+  commandOrArgv: string | readonly string[],
+  argsOrOptions?: readonly string[] | SpawnOptions,
+  options?: SpawnOptions,
+): Promise<SpawnPlan> {
+  if (typeof commandOrArgv === 'string') {
+    return planArgv([commandOrArgv, ...((argsOrOptions as readonly string[] | undefined) ?? [])], options);
+  }
+  return planArgv(commandOrArgv, argsOrOptions as SpawnOptions | undefined);
+}
+
+/**
+ * {@link planSpawn} for a whole argv, which may be empty: then only the maps, namespaces and
+ * mounts are planned (the keeper of `userns create` runs no command).
+ */
+export async function planArgv(argv: readonly string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
+  const command = [...argv];
   // An `auto:` allocation is made and released at once: the plan shows the range a run now gets.
   const { options, release } = await withAllocation(requested);
   let maps: MapPlan;

@@ -57,7 +57,7 @@ import {
   startHelper,
 } from '../native/helper.js';
 import { SpawnError } from '../spawn/errors.js';
-import { planSpawn, type SpawnOptions } from '../spawn/spawn.js';
+import { planArgv, type SpawnOptions } from '../spawn/spawn.js';
 import { isPrivileged } from '../spawn/system.js';
 import { writeMaps } from '../spawn/write-maps.js';
 import { fsyncDirectory, writeFileAtomic } from '../store/atomic.js';
@@ -649,7 +649,7 @@ async function startKeeperWithMaps(
   const subids = privileged ? Promise.resolve(null) : currentSubids();
   subids.catch(() => {});
   // The maps (split, validated, method) and the namespaces, exactly as `run` would make them.
-  const plan = await planSpawn([], spawnOptions);
+  const plan = await planArgv([], spawnOptions);
   // --mount: attached by the helper before it unshares, so the keeper's mount namespace has them.
   const mounts = options.mounts?.length ? helperMountsFor(options.mounts) : undefined;
   const forMounts =

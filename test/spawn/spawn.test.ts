@@ -178,11 +178,22 @@ describe('spawn() as root', {
   });
 
   test('planSpawn: maps and argv without running anything', async () => {
-    const plan = await planSpawn(['id'], { uidMap: '0:100000:65536', namespaces: ['pid'] });
+    const plan = await planSpawn('id', ['-u'], { uidMap: '0:100000:65536', namespaces: ['pid'] });
     assert.equal(plan.uidMap.toString(), '0:100000:65536');
     assert.equal(plan.uidMethod, 'direct');
+    assert.deepEqual(plan.command, ['id', '-u']);
     assert.deepEqual(plan.namespaces.sort(), ['mount', 'pid', 'user']);
     assert.ok(plan.helperArgv.includes('--mount-proc'));
+    assert.deepEqual(plan.helperArgv.slice(-3), ['--', 'id', '-u']);
+    assert.deepEqual((await planSpawn('id')).command, ['id']);
+  });
+
+  test('planSpawn: the 0.1 form (one argv array) gives the same plan', async () => {
+    const options = { uidMap: '0:100000:65536', namespaces: ['pid'] } as const;
+    const now = await planSpawn('id', ['-u'], options);
+    const old = await planSpawn(['id', '-u'], options);
+    assert.deepEqual(old, now);
+    assert.deepEqual((await planSpawn(['true'])).command, ['true']);
   });
 
   test('no zombies left behind', () => {
