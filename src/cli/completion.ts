@@ -187,6 +187,8 @@ _userns() {
       case $path in run | exec) command_start=$((i + 1)); break ;; esac
       operands=$((operands + 1)); continue
     fi
+    # With '=' in COMP_WORDBREAKS (the default), --to=X is three words: --to, =, X.
+    if [[ $w == = ]]; then i=$((i + 1)); continue; fi
     if [[ $w == -?* && $w != *=* ]]; then
       if [[ " $(_userns_value_options "$path") " == *" $w "* ]]; then i=$((i + 1)); fi
       continue
@@ -205,16 +207,18 @@ _userns() {
     if declare -F _command_offset >/dev/null; then
       _command_offset "$command_start"
     elif [[ $command_start == "$COMP_CWORD" ]]; then
-      COMPREPLY=($(compgen -c -- "$cur"))
+      COMPREPLY=($(compgen -c -- "$cur" | sort -u))
     else
       compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))
     fi
     return 0
   fi
   # The value of an option: after it, or after --option=.
-  local option=$prev value=$cur
-  if [[ $cur == --*=* ]]; then option=\${cur%%=*}; value=\${cur#*=}; fi
-  if [[ $option == -* && ( $cur == --*=* || " $(_userns_value_options "$path") " == *" $option "* ) ]]; then
+  local option=$prev value=$cur inline=0
+  if [[ $cur == --*=* ]]; then option=\${cur%%=*}; value=\${cur#*=}; inline=1; fi
+  if [[ $cur == = ]]; then option=$prev; value=; inline=1; fi
+  if [[ $prev == = && $COMP_CWORD -ge 2 ]]; then option=\${COMP_WORDS[COMP_CWORD-2]}; inline=1; fi
+  if [[ $option == -* && ( $inline == 1 || " $(_userns_value_options "$path") " == *" $option "* ) ]]; then
     local what
     what=$(_userns_values "$path" "$option")
     if [[ -n $what ]]; then
@@ -239,8 +243,9 @@ _userns() {
   local kind
   kind=$(_userns_operands "$path")
   case $kind in
-    command) COMPREPLY=($(compgen -c -- "$cur")) ;;
-    namespace-command) _userns_complete_kind namespace "$cur" ;;
+    command) COMPREPLY=($(compgen -c -- "$cur" | sort -u)) ;;
+    namespace-command)
+      if [[ $operands == 0 ]]; then _userns_complete_kind namespace "$cur"; else COMPREPLY=($(compgen -c -- "$cur" | sort -u)); fi ;;
     topic)
       if [[ $operands == 0 ]]; then
         COMPREPLY=($(compgen -W "$(_userns_subcommands "")" -- "$cur"))
@@ -407,7 +412,15 @@ function fish(models: PathModel[]): string {
       case 'namespace':
         operand(`-f -a '(__userns_namespaces)'`);
         break;
+      case 'command':
+        lines.push(
+          `complete -c userns -n ${quote(`${condition(m.path)}; and __userns_no_operand`)} -a '(complete -C (commandline -ct))'`,
+        );
+        break;
       case 'namespace-command':
+        lines.push(
+          `complete -c userns -n ${quote(`${condition(m.path)}; and __userns_operands 1`)} -a '(complete -C (commandline -ct))'`,
+        );
         lines.push(
           `complete -c userns -n ${quote(`${condition(m.path)}; and __userns_no_operand`)} -f -a '(__userns_namespaces)'`,
         );
@@ -497,6 +510,11 @@ end
 function __userns_no_operand
     set -l parsed (__userns_parse)
     test $parsed[2] -eq 0
+end
+
+function __userns_operands
+    set -l parsed (__userns_parse)
+    test $parsed[2] -eq $argv[1]
 end
 
 function __userns_in_command
