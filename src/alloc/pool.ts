@@ -22,19 +22,26 @@ export const SYSTEMD_CONTAINER_RANGE: IdRange = Object.freeze({
   start: 0x80000,
   count: 0x70000000 - 0x80000,
 });
+/** Root's pool configuration: `{"pool": ["START:COUNT", …]}` or `uidPool`/`gidPool` (optional file). */
 export const DEFAULT_CONFIG_PATH = '/etc/userns/alloc.json';
 
+/** The IDs one kind (uids or gids) may be allocated from. */
 export interface Pool {
   ranges: IdRange[];
   /** Where the ranges came from, in words. */
   source: string;
 }
 
+/** The uid pool and the gid pool (allocations take the same range from each when they can). */
 export interface Pools {
   uid: Pool;
   gid: Pool;
 }
 
+/**
+ * Where {@link resolvePools} takes the pools from: explicit ranges, the configuration file, the
+ * caller (its subordinate ranges when not root).
+ */
 export interface PoolOptions {
   /** The same ranges for uids and gids. */
   pool?: readonly IdRange[];
@@ -52,6 +59,7 @@ export function clipPool(ranges: Iterable<IdRange>): IdRange[] {
   return intersectRanges(ranges, [{ start: 0, count: INVALID_ID }]);
 }
 
+/** `[100000-165535, …]` (inclusive ranges), or `[] (empty)`: a pool in messages. */
 export function formatPool(ranges: readonly IdRange[]): string {
   if (ranges.length === 0) return '[] (empty)';
   return `[${ranges.map((r) => formatRange(r.start, r.count)).join(', ')}]`;
@@ -143,6 +151,14 @@ function given(
   return own ?? options.pool;
 }
 
+/**
+ * The pools an allocation draws from. Root: explicit ranges, else /etc/userns/alloc.json, else the
+ * subordinate ranges of the user `containers`, else systemd's container range 0x80000–0x6FFFFFFF.
+ * Others: their own subordinate ranges (explicit ranges must lie inside them).
+ *
+ * @throws AllocError when a pool is empty or an explicit range is not the caller's; ParseError for a
+ * malformed configuration file (file and line).
+ */
 export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
   const euid = options.euid ?? process.geteuid?.() ?? 0;
   const out: Partial<Pools> = {};
@@ -211,6 +227,7 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
   return out as Pools;
 }
 
+/** The number of IDs in a pool. */
 export function poolSize(pool: Pool): number {
   return rangesSize(pool.ranges);
 }

@@ -84,6 +84,10 @@ export interface Allocation {
   seq: number;
 }
 
+/**
+ * What {@link Registry.allocate} is asked for: `size` IDs from inside 0, placed by `policy` in
+ * `pools`, with an optional unique name, owner (named namespace or process) and extra mappings.
+ */
 export interface AllocationRequest {
   size: number;
   policy: Policy;
@@ -96,6 +100,7 @@ export interface AllocationRequest {
   gidPassthrough?: readonly Extent[];
 }
 
+/** How much of one kind's pool is used: sizes in IDs, `largestFree` the largest free block. */
 export interface KindUsage {
   pool: IdRange[];
   source: string;
@@ -105,6 +110,7 @@ export interface KindUsage {
   largestFree: number;
 }
 
+/** Tuning and test options of a {@link Registry}. */
 export interface RegistryOptions {
   /** Compact when the journal holds at least max(this, 2 × live) records (default 4096). */
   compactEvery?: number;
@@ -113,10 +119,19 @@ export interface RegistryOptions {
   lockTimeoutMs?: number;
 }
 
+/**
+ * An allocation failed; `code` is one of {@link ALLOC_EXHAUSTED}, {@link ALLOC_NAME_TAKEN},
+ * {@link ALLOC_NOT_FOUND}, or a registry error (locked, damaged).
+ */
 export class AllocError extends UsernsError {}
 
+/**
+ * No block of the requested size is free in a pool (the error's data has the largest free block and the free total).
+ */
 export const ALLOC_EXHAUSTED = 'ALLOC_EXHAUSTED';
+/** An allocation of that name exists already. */
 export const ALLOC_NAME_TAKEN = 'ALLOC_NAME_TAKEN';
+/** No allocation has that id or name. */
 export const ALLOC_NOT_FOUND = 'ALLOC_NOT_FOUND';
 
 // ---------------------------------------------------------------------------------------------
@@ -273,6 +288,12 @@ function isMissing(error: unknown): boolean {
   return (error as NodeJS.ErrnoException).code === 'ENOENT';
 }
 
+/**
+ * The allocation registry of one state root (`<root>/alloc/`): every process sees the same
+ * allocations, changes are made under a cross-process lock and survive crashes. Use the
+ * functions of `userns/alloc` ({@link allocate}, {@link release}, {@link gc}) unless you need to
+ * keep one open.
+ */
 export class Registry {
   readonly dir: string;
   readonly #options: RegistryOptions;

@@ -25,6 +25,7 @@ export interface SystemTakenOptions {
   getentTtlMs?: number;
 }
 
+/** IDs taken by the system, per kind, as sorted ranges. */
 export interface TakenIds {
   uid: IdRange[];
   gid: IdRange[];
@@ -32,6 +33,7 @@ export interface TakenIds {
   sources: string[];
 }
 
+/** Where systemd-nsresourced records the ranges it handed out (they count as taken). */
 export const NSRESOURCE_REGISTRY = '/run/systemd/nsresource/registry';
 
 function mtimeKey(path: string): string {
@@ -107,6 +109,10 @@ export function readNsresourceRegistry(dir = NSRESOURCE_REGISTRY): { uid: IdRang
   return out;
 }
 
+/**
+ * IDs the allocator must not hand out although no allocation holds them: IDs of passwd and group
+ * entries and ranges registered by systemd-nsresourced; re-read when those files change.
+ */
 export class SystemTaken {
   readonly #options: SystemTakenOptions;
   #key = '';

@@ -1,4 +1,8 @@
-/** `userns doctor` as an API: find and explain what blocks user namespaces here. */
+/**
+ * `userns doctor` as an API: find and explain what blocks user namespaces here.
+ *
+ * @module userns/doctor
+ */
 export { GROUPS, runDoctor } from './doctor.js';
 export { environmentChecks } from './environment.js';
 export { kernelChecks } from './kernel.js';

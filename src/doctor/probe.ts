@@ -17,6 +17,7 @@ import { planArgv, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spa
 import { findProgram } from '../system/exec.js';
 import { type Check, check } from './types.js';
 
+/** Options of the live probe (the last check of `userns doctor`). */
 export interface ProbeOptions {
   newuidmap?: string;
   newgidmap?: string;

@@ -421,6 +421,10 @@ function namespaceCheck(ctx: DoctorContext, uid: KindData, gid: KindData): Check
   );
 }
 
+/**
+ * The subordinate-ID checks of `userns doctor`: the user's /etc/subuid and /etc/subgid entries,
+ * libsubid, sizes, overlaps with other users, malformed lines.
+ */
 export async function subidChecks(ctx: DoctorContext): Promise<Check[]> {
   const o = ctx.options;
   const sub: SubordinateOptions = {

@@ -11,6 +11,9 @@ import {
 import { predictPermission, type WriterSituation } from './permission.js';
 import { insideRanges } from './ranges.js';
 
+/**
+ * The errno a refused map write fails with: EINVAL for a malformed map, EPERM for one the writer may not install.
+ */
 export type Errno = 'EINVAL' | 'EPERM';
 
 /** What the kernel would answer to one write() of a map. */
@@ -24,6 +27,10 @@ export interface Verdict {
   line: number | null;
 }
 
+/**
+ * Options of {@link validateMap} and {@link validateMapText}: the kind, the parent map, the page
+ * size and the writer's situation (default: a privileged writer).
+ */
 export interface ValidateOptions {
   kind?: 'uid' | 'gid';
   /**

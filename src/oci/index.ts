@@ -10,6 +10,8 @@
  * registry), cut at this namespace's own extents (a nested caller), checked as the kernel, the
  * runtime and newuidmap would, and written atomically into the file, which keeps every other
  * byte (see json-edit.ts).
+ *
+ * @module userns/oci
  */
 import { createHash } from 'node:crypto';
 import {
@@ -47,6 +49,7 @@ import {
 
 export * from './config.js';
 
+/** Options of {@link checkOciConfig} and {@link fillOciConfig}. */
 export interface OciOptions {
   /** The file's format (default: detected; required to create a Kubernetes record). */
   format?: BundleFormat;
@@ -54,6 +57,10 @@ export interface OciOptions {
   noSplit?: boolean;
 }
 
+/**
+ * Options of {@link fillOciConfig}: where the maps come from (a mode, maps, a Kubernetes record, an
+ * allocation) and which mounts to idmap.
+ */
 export interface OciFillOptions extends OciOptions {
   /** A mode ('auto' by default, 'self', 'keep-id', 'identity') or 'auto:size=N,…' (= allocate). */
   userns?: SpawnOptions['userns'];
@@ -82,6 +89,7 @@ export interface OciFillOptions extends OciOptions {
   fallback?: 'none' | 'single';
 }
 
+/** What {@link fillOciConfig} wrote (or, with `check`, would write). */
 export interface OciResult {
   /** The file (a bundle directory resolves to its config.json). */
   file: string;

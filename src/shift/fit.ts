@@ -16,8 +16,13 @@ import { defaultWorkers, runWalk, type Translation, UNMAPPED_KINDS, type WalkRec
 const IGNORABLE_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
 const NOBODY_ID = 65534;
 
+/**
+ * Where an ID of a tree is used: a file owner, an ACL entry, a file capability's root ID, the
+ * tree's /etc/passwd or /etc/group.
+ */
 export type FitSource = 'owner' | 'acl' | 'capability' | 'passwd' | 'group';
 
+/** An ID the map cannot represent, where it is used and a few example paths. */
 export interface UnfitId {
   kind: 'uid' | 'gid';
   id: number;
@@ -29,6 +34,10 @@ export interface UnfitId {
   examples: string[];
 }
 
+/**
+ * The answer of {@link fitTree}: whether the map fits, every ID it cannot represent, and the
+ * smallest map from 0 that would fit.
+ */
 export interface FitResult {
   dir: string;
   fits: boolean;
@@ -47,6 +56,7 @@ export interface FitResult {
   errorCount: number;
 }
 
+/** Options of {@link fitTree}. */
 export interface FitOptions {
   /** The gid map (default: the same map as for uids). */
   gid?: IdMap;
@@ -62,6 +72,14 @@ function membershipTable(map: IdMap): Translation[] {
   return insideRanges(map).map((r) => ({ from: r.start, to: r.start, count: r.count }));
 }
 
+/**
+ * Lists every uid and gid used in the tree at `dir` (owners, ACL entries, capability root IDs,
+ * its /etc/passwd and /etc/group) that a user namespace with `map` cannot represent.
+ *
+ * @param dir The tree (as root unpacked it: IDs are the namespace's inside IDs).
+ * @param map The uid map (inside = IDs of the tree); `options.gid` the gid map.
+ * @throws ShiftError when `dir` cannot be walked; unreadable entries are counted in the result.
+ */
 export async function fitTree(dir: string, map: IdMap, options: FitOptions = {}): Promise<FitResult> {
   const root = treeRoot(dir, 'FIT');
   const maps = { uid: map, gid: options.gid ?? map };

@@ -1,4 +1,8 @@
-/** Directory trees and ID maps: shift a tree's ownership, check which IDs a map cannot represent. */
+/**
+ * Directory trees and ID maps: shift a tree's ownership, check which IDs a map cannot represent.
+ *
+ * @module userns/shift
+ */
 export {
   ACL_UNDEFINED_ID,
   type AclEntry,

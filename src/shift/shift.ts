@@ -28,11 +28,13 @@ import {
   type WalkSummary,
 } from './tree-walk.js';
 
+/** A uid map and a gid map. */
 export interface KindMaps {
   uid: IdMap;
   gid: IdMap;
 }
 
+/** Progress of a shift, every `progressEvery` entries. */
 export interface ShiftProgress {
   seen: number;
   changed: number;
@@ -40,6 +42,7 @@ export interface ShiftProgress {
   total: number | null;
 }
 
+/** One entry a shift changed (or would, in a dry run): old and new owner and what changed. */
 export interface ShiftChange {
   path: string;
   fileType: string;
@@ -48,6 +51,10 @@ export interface ShiftChange {
   what: string[];
 }
 
+/**
+ * Options of {@link shiftTree}: the maps, dry run, what to do with untranslated IDs, the
+ * protective user namespace, progress.
+ */
 export interface ShiftOptions {
   /** The map the tree's owners are in now (outside IDs = the caller's IDs). */
   from: KindMaps;
@@ -63,6 +70,7 @@ export interface ShiftOptions {
   userns?: boolean;
   /** Descend into other filesystems mounted under the tree (default false: report and skip them). */
   crossFilesystems?: boolean;
+  /** Called with the progress every `progressEvery` entries. */
   onProgress?: (progress: ShiftProgress) => void;
   /** Progress every N entries (default 4096). */
   progressEvery?: number;
@@ -79,6 +87,7 @@ export interface ShiftOptions {
   signal?: AbortSignal;
 }
 
+/** An ID `from` does not translate, where it was found and a few example paths. */
 export interface UnmappedId {
   kind: 'uid' | 'gid';
   /** Where the ID was found. */
@@ -89,12 +98,17 @@ export interface UnmappedId {
   examples: string[];
 }
 
+/** An entry the walk could not read or change: the operation, errno and path. */
 export interface ShiftIssue {
   op: string;
   errno: string;
   path: string;
 }
 
+/**
+ * What a shift did, counted on disk: entries seen and changed, untranslated IDs, errors, skipped
+ * mount points, time taken.
+ */
 export interface ShiftResult {
   dir: string;
   dryRun: boolean;
@@ -113,6 +127,7 @@ export interface ShiftResult {
   elapsedMs: number;
 }
 
+/** A shift or fit could not start or was stopped; `result` holds what was done until then. */
 export class ShiftError extends UsernsError {
   readonly result: ShiftResult | undefined;
   constructor(
@@ -219,6 +234,15 @@ export function treeRoot(dir: string, prefix: 'SHIFT' | 'FIT'): string {
   return root;
 }
 
+/**
+ * Rewrites the owners of every entry of `dir` (and its ACLs and file-capability root IDs) from
+ * `options.from` to `options.to`: an ID that `from` shows as inside ID i becomes `to`'s outside
+ * ID for i. Links are never followed; hard links are changed once.
+ *
+ * @returns What was done, counted on disk.
+ * @throws ShiftError (`SHIFT_UNMAPPED` when an ID cannot be translated and `unmapped` is
+ * `error`: nothing is changed then), MapError for maps the kernel would refuse.
+ */
 export async function shiftTree(dir: string, options: ShiftOptions): Promise<ShiftResult> {
   const started = performance.now();
   const root = treeRoot(dir, 'SHIFT');

@@ -15,6 +15,7 @@ import type { Translation } from './tree-walk.js';
 export const MAX_MAP_EXTENTS = 340;
 const ID_LIMIT = 4294967295; // (u32)-1 is never an ID
 
+/** The two maps of a shift cannot be combined (they do not cover the same inside IDs). */
 export class ShiftPlanError extends UsernsError {}
 
 /**

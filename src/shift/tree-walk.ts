@@ -18,6 +18,10 @@ export interface Translation {
   count: number;
 }
 
+/**
+ * What a shift does with an ID `from` does not translate: stop before changing anything, keep the
+ * ID, or write the overflow ID.
+ */
 export type UnmappedPolicy = 'error' | 'skip' | 'overflow';
 
 export interface WalkJob {

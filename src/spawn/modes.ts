@@ -19,9 +19,15 @@ import {
   type UserInfo,
 } from './system.js';
 
+/**
+ * How maps are chosen when none is given: `auto` (root: every ID; others: 0 = you, 1… = your
+ * subordinate IDs), `self` (only you, as 0), `keep-id` (your uid stays yours), `identity`.
+ */
 export type UsernsMode = 'auto' | 'self' | 'keep-id' | 'identity';
+/** Every {@link UsernsMode}. */
 export const MODES: readonly UsernsMode[] = ['auto', 'self', 'keep-id', 'identity'];
 
+/** Whether `value` is a {@link UsernsMode}. */
 export function isMode(value: unknown): value is UsernsMode {
   return typeof value === 'string' && (MODES as readonly string[]).includes(value);
 }
@@ -29,6 +35,7 @@ export function isMode(value: unknown): value is UsernsMode {
 /** A map option: an IdMap, a mode, or a string in podman --uidmap syntax. */
 export type MapSpec = IdMap | UsernsMode | string;
 
+/** What a mode needs to know about the caller: IDs, privilege, subordinate ranges, the current maps. */
 export interface ModeContext {
   /** The caller's effective uid and gid (IDs of the current namespace). */
   uid: number;

@@ -31,6 +31,10 @@ import {
 import { isPrivileged } from './system.js';
 import { type MapPlan, type MapWriteOptions, planMaps, writeMaps, writeProcFile } from './write-maps.js';
 
+/**
+ * Options of {@link spawn}, {@link run} and {@link planSpawn}: the maps (a mode, maps, or an
+ * allocation), the other namespaces, the IDs inside, mounts, and child_process options.
+ */
 export interface SpawnOptions extends MapWriteOptions {
   /**
    * How to map IDs when uidMap/gidMap are not given (default 'auto'). `auto:size=N[,…]` (podman's
@@ -68,6 +72,7 @@ export interface SpawnOptions extends MapWriteOptions {
   helperPath?: string;
 }
 
+/** How a command ended, and the maps that were in force. */
 export interface SpawnResult {
   /** Exit status, or null when killed by a signal. */
   exitCode: number | null;
@@ -81,8 +86,13 @@ export interface SpawnResult {
   warnings: string[];
 }
 
+/** What {@link spawn} returns: a ChildProcess that is also a promise of its {@link SpawnResult}. */
 export type UsernsChildProcess = ChildProcess & Promise<SpawnResult>;
 
+/**
+ * Everything {@link spawn} would do: the maps and how they are written, the namespaces, the IDs
+ * inside, the mounts and the helper's arguments.
+ */
 export interface SpawnPlan extends MapPlan {
   command: string[];
   namespaces: Namespace[];
@@ -302,9 +312,25 @@ function closed(child: ChildProcess): Promise<{ code: number | null; signal: Nod
 }
 
 /**
- * Starts `command` in new namespaces. Returns the ChildProcess at once (its stdio can be used
- * immediately); it is also a promise of the SpawnResult. Throws synchronously only when the
- * native helper is not built.
+ * Starts `command` in a new user namespace (and the other namespaces of `options.namespaces`)
+ * with the maps of `options`: cut at the current namespace's extents, validated as the kernel
+ * would, and written in one write each, directly as root or through newuidmap/newgidmap.
+ *
+ * Returns the ChildProcess at once (its stdio can be used immediately): the native helper,
+ * which becomes the command (same PID without a PID namespace). It is also a promise of the
+ * {@link SpawnResult}, which resolves once the command has exited and its stdio closed, and
+ * rejects when setup fails (also an `'error'` event when someone listens).
+ *
+ * @param command The program: a name looked up in PATH (inside the new namespaces), or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options The maps (`userns` mode, `uidMap`/`gidMap`), namespaces, IDs inside, mounts,
+ *   and child_process options (`cwd`, `env`, `stdio`).
+ * @throws SpawnError synchronously only when there is no helper for this machine
+ *   (`HELPER_MISSING`, `PLATFORM_UNSUPPORTED`). The promise rejects with `SpawnError`
+ *   (`COMMAND_NOT_FOUND`, `COMMAND_NOT_EXECUTABLE`, `UNSHARE_FAILED`, `NO_SUBORDINATE_IDS`, …),
+ *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `NEWUIDMAP_NOT_SETUID`, `RANGE_NOT_ALLOWED`,
+ *   `MAP_WRITE_FAILED`, …), `MapError`/`ParseError` (a map the kernel would refuse or cannot
+ *   read), `MountError` for `mounts`, each with a hint.
  */
 export function spawn(
   command: string,
@@ -423,13 +449,24 @@ export function spawn(
   return thenable;
 }
 
+/** What {@link run} resolves to: the {@link SpawnResult} and the captured output. */
 export interface RunResult extends SpawnResult {
   /** Captured output (when stdout/stderr are pipes, the default). */
   stdout: string;
   stderr: string;
 }
 
-/** Runs a command to completion, capturing its output (stdio 'pipe' by default; stdin is empty). */
+/**
+ * Runs `command` as {@link spawn} does and waits for it, capturing its output: stdout and stderr
+ * are pipes read as UTF-8 text, stdin is empty (`options.stdio` overrides).
+ *
+ * @param command The program: a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for {@link spawn}.
+ * @returns The {@link SpawnResult} (exit status or signal, the maps in force) with `stdout` and
+ *   `stderr`. A command that exits non-zero resolves; only setup failures reject.
+ * @throws The errors of {@link spawn}, as a rejection.
+ */
 export async function run(
   command: string,
   args: readonly string[] = [],

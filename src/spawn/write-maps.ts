@@ -26,6 +26,7 @@ import {
   toolProblem,
 } from './system.js';
 
+/** How maps are written: setgroups, splitting, newuidmap/newgidmap paths, privilege override. */
 export interface MapWriteOptions {
   /** What /proc/PID/setgroups should say. Default: leave it (allow, unless inherited deny). */
   setgroups?: 'allow' | 'deny';
@@ -44,6 +45,10 @@ export interface MapWriteOptions {
 
 export type WriteMethod = 'direct' | 'newuidmap' | 'newgidmap';
 
+/**
+ * The maps as they will be written (split and validated) and how: directly or by
+ * newuidmap/newgidmap with these arguments.
+ */
 export interface MapPlan {
   privileged: boolean;
   /** The maps as requested (outside = IDs of the current namespace). */
@@ -62,6 +67,7 @@ export interface MapPlan {
   warnings: readonly string[];
 }
 
+/** The maps as the kernel applied them (read back from /proc). */
 export interface AppliedMaps {
   /** Read back from /proc/PID/{uid,gid}_map (outside = IDs of the current namespace). */
   uidMap: IdMap;

@@ -20,6 +20,9 @@ import { findProgram, run } from './exec.js';
 
 export type SubidKind = 'uid' | 'gid';
 
+/**
+ * Where subordinate ranges are read from (for tests and special setups): the files, nsswitch.conf, getsubids.
+ */
 export interface SubordinateOptions {
   subuidPath?: string;
   subgidPath?: string;
@@ -28,6 +31,7 @@ export interface SubordinateOptions {
   getsubidsPath?: string;
 }
 
+/** A user's subordinate ranges of one kind and where they came from. */
 export interface SubordinateRanges {
   /** The ranges, in file (or getsubids output) order, neither sorted nor merged. */
   ranges: IdRange[];
@@ -48,6 +52,7 @@ export interface SubordinateRanges {
   entries: SubidEntry[];
 }
 
+/** A subordinate ID file as read: every entry and every malformed line. */
 export interface SubidFile {
   file: string;
   exists: boolean;
