@@ -8,12 +8,35 @@ import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 import { didYouMean } from './suggest.js';
 
+/** --root and the substituted files, as a RegistryLocation. */
+function location(values: {
+  root?: string | undefined;
+  'subuid-file'?: string | undefined;
+  'subgid-file'?: string | undefined;
+  'passwd-file'?: string | undefined;
+  'group-file'?: string | undefined;
+}) {
+  return {
+    ...(values.root === undefined ? {} : { root: values.root }),
+    ...(values['subuid-file'] === undefined ? {} : { subuidPath: values['subuid-file'] }),
+    ...(values['subgid-file'] === undefined ? {} : { subgidPath: values['subgid-file'] }),
+    ...(values['passwd-file'] === undefined ? {} : { passwdPath: values['passwd-file'] }),
+    ...(values['group-file'] === undefined ? {} : { groupPath: values['group-file'] }),
+  };
+}
+
+function warn(io: CliIo, warnings: readonly string[] | undefined): void {
+  for (const w of warnings ?? []) io.stderr.write(`userns: warning: ${w}\n`);
+}
+
 function ranges(rs: readonly IdRange[]): string {
   return rs.map((r) => formatRange(r.start, r.count)).join(',');
 }
 
-function allocationJson(a: import('../alloc/registry.js').Allocation & { estimate?: unknown }) {
-  const { seq: _seq, ...rest } = a;
+function allocationJson(
+  a: import('../alloc/registry.js').Allocation & { estimate?: unknown; warnings?: unknown },
+) {
+  const { seq: _seq, warnings: _warnings, ...rest } = a;
   return {
     ...rest,
     uidMap: a.uidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
@@ -33,9 +56,9 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   if (values.help) return writeHelp(io, 'alloc');
   if (positionals.length > 0) {
     throw new UsageError(
-      `unexpected argument ${JSON.stringify(positionals[0])}${didYouMean(positionals[0]!, ['list', 'release', 'gc'])}`,
+      `unexpected argument ${JSON.stringify(positionals[0])}${didYouMean(positionals[0]!, COMMANDS.alloc.subcommands)}`,
       {
-        hint: "subcommands are list, release and gc; see 'userns alloc --help'",
+        hint: "subcommands are list, release, gc and recover; see 'userns alloc --help'",
       },
     );
   }
@@ -49,7 +72,7 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   const uidPool = poolArg(values['uid-pool'], '--uid-pool');
   const gidPool = poolArg(values['gid-pool'], '--gid-pool');
   const result = await alloc.allocate({
-    ...(values.root === undefined ? {} : { root: values.root }),
+    ...location(values),
     ...(values.size === undefined ? {} : { size: parseSize(values.size) }),
     ...(values['for-rootfs'] === undefined ? {} : { forRootfs: values['for-rootfs'] }),
     ...(values.policy === undefined ? {} : { policy: values.policy }),
@@ -60,9 +83,11 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
     ...(values.uidmapping === undefined ? {} : { uidMapping: values.uidmapping.join(',') }),
     ...(values.gidmapping === undefined ? {} : { gidMapping: values.gidmapping.join(',') }),
+    ...(values.config === undefined ? {} : { configPath: values.config }),
   });
+  warn(io, result.warnings);
   if (values.json) {
-    writeJson(io, { ok: true, allocation: allocationJson(result) });
+    writeJson(io, { ok: true, allocation: allocationJson(result), warnings: result.warnings ?? [] });
     return 0;
   }
   io.stdout.write(
@@ -84,10 +109,13 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   if (values.help) return writeHelp(io, 'alloc list');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const alloc = await import('../alloc/index.js');
-  const location = values.root === undefined ? {} : { root: values.root };
-  const list = await alloc.listAllocations(location);
+  const where = location(values);
+  const registry = alloc.openRegistry(where);
+  const list = await registry.list();
+  const migrated = await registry.migrated();
   let usage: Awaited<ReturnType<typeof alloc.allocationUsage>> | undefined;
   let usageError: string | undefined;
+  const warnings: string[] = [...(migrated?.warnings ?? [])];
   try {
     const poolArg = (list: string[] | undefined, option: string) =>
       list?.map((t) => alloc.parsePoolArgument(t, option));
@@ -98,16 +126,22 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       ...(pool === undefined ? {} : { pool }),
       ...(uidPool === undefined ? {} : { uidPool }),
       ...(gidPool === undefined ? {} : { gidPool }),
+      ...(values.config === undefined ? {} : { configPath: values.config }),
+      ...alloc.poolFiles(where),
     });
-    usage = await alloc.allocationUsage({ ...location, pools });
+    warnings.push(...(pools.warnings ?? []));
+    usage = await alloc.allocationUsage({ ...where, pools });
   } catch (error) {
     usageError = (error as Error).message;
   }
+  warn(io, warnings);
   if (values.json) {
     writeJson(io, {
       ok: true,
       allocations: list.map(allocationJson),
       ...(usage === undefined ? { usageError } : { usage }),
+      ...(migrated === undefined ? {} : { migrated }),
+      warnings,
     });
     return 0;
   }
@@ -134,8 +168,19 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       io.stdout.write(
         `${kind} pool ${ranges(u.pool) || '(empty)'} (${u.source}): ${u.free} of ${u.poolSize} free, largest free block ${u.largestFree}\n`,
       );
+      const shown = u.excluded.slice(0, 20);
+      if (shown.length > 0) io.stdout.write(`  excluded from it (not free, held by no allocation):\n`);
+      for (const x of shown) io.stdout.write(`    ${alloc.formatExclusion(x)}\n`);
+      if (u.excluded.length > shown.length)
+        io.stdout.write(
+          `    … and ${u.excluded.length - shown.length} more ('userns alloc list --json' lists them all)\n`,
+        );
     }
-  }
+  } else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
+  if (migrated !== undefined)
+    io.stdout.write(
+      `(migrated from ${migrated.from.join(' and ')} on ${migrated.at}: ${migrated.allocations} allocations)\n`,
+    );
   return 0;
 }
 
@@ -168,16 +213,51 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
   if (values.help) return writeHelp(io, 'alloc gc');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const alloc = await import('../alloc/index.js');
-  const released = await alloc.gc(values.root === undefined ? {} : { root: values.root });
-  if (values.json) writeJson(io, { ok: true, released: released.map(allocationJson) });
-  else if (released.length === 0) io.stdout.write('nothing to release\n');
-  else {
-    for (const a of released) {
-      const why =
-        a.holder !== undefined ? `process ${a.holder.pid} has exited` : `namespace ${a.namespace} is gone`;
-      io.stdout.write(`released ${a.name} (id ${a.id}): ${why}\n`);
-    }
+  const { released, kept } = await alloc.collectGarbage(
+    values.root === undefined ? {} : { root: values.root },
+  );
+  if (values.json) {
+    writeJson(io, {
+      ok: true,
+      released: released.map(allocationJson),
+      kept: kept.map((k) => ({ allocation: allocationJson(k.allocation), reason: k.reason })),
+    });
+    return 0;
   }
+  if (released.length === 0) io.stdout.write('nothing to release\n');
+  for (const a of released) {
+    const why =
+      a.holder !== undefined ? `process ${a.holder.pid} has exited` : `namespace ${a.namespace} is gone`;
+    io.stdout.write(`released ${a.name} (id ${a.id}): ${why}\n`);
+  }
+  for (const k of kept) io.stdout.write(`kept ${k.allocation.name} (id ${k.allocation.id}): ${k.reason}\n`);
+  return 0;
+}
+
+async function doRecover(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc recover'].options, 'alloc recover');
+  if (values.help) return writeHelp(io, 'alloc recover');
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const alloc = await import('../alloc/index.js');
+  const result = await alloc.recoverAllocations(values.root === undefined ? {} : { root: values.root });
+  warn(io, result.warnings);
+  if (values.json) {
+    writeJson(io, { ok: true, ...result, salvaged: result.salvaged.map(allocationJson) });
+    return 0;
+  }
+  if (!result.damaged) {
+    io.stdout.write('the allocation registry is not damaged: nothing to do\n');
+    return 0;
+  }
+  io.stdout.write(`the damaged registry was moved to ${result.movedTo}\n`);
+  for (const p of result.problems) io.stdout.write(`  ${p}\n`);
+  io.stdout.write(
+    `new registry: ${result.salvaged.length} allocations read back${result.lost === null ? '; the list of allocations was unreadable, so others may be lost' : result.lost > 0 ? `, ${result.lost} unreadable (lost)` : ''}\n`,
+  );
+  if (result.lost !== 0)
+    io.stdout.write(
+      "  IDs of lost allocations may still be in use: check running containers, and register them again with 'userns alloc --policy base:N --size N'\n",
+    );
   return 0;
 }
 
@@ -188,6 +268,7 @@ export const main: Command = async (argv, io) => {
     if (first === 'list') return await doList(rest, io);
     if (first === 'release') return await doRelease(rest, io);
     if (first === 'gc') return await doGc(rest, io);
+    if (first === 'recover') return await doRecover(rest, io);
     if (first === 'help') return await writeHelp(io, 'alloc');
     return await doAllocate(argv, io);
   } catch (error) {

@@ -64,7 +64,8 @@ export interface CommandSpec {
 
 const USERNS_MODES = ['auto', 'self', 'keep-id', 'identity', 'auto:size='] as const;
 const NAMESPACE_NAMES = ['mount', 'pid', 'uts', 'ipc', 'net', 'cgroup', 'all'] as const;
-const ROOT_HELP = 'state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)';
+const ROOT_HELP = `state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns
+or ~/.local/state/userns)`;
 
 /** The mapping and namespace options that `run` and `create` share (src/cli/run.ts parses them). */
 export const MAPPING = {
@@ -206,7 +207,38 @@ const ALLOC_USAGE = [
   'alloc list [--pool START:COUNT]... [--root DIR] [--json]',
   'alloc release ID|NAME [--root DIR] [--json]',
   'alloc gc [--root DIR] [--json]',
+  'alloc recover [--root DIR] [--json]',
 ] as const;
+
+/** Where `alloc` and `alloc list` read the pools and the IDs taken by the system. */
+const ALLOC_FILES = {
+  config: {
+    type: 'string',
+    value: 'PATH',
+    complete: 'file',
+    help: "root's pool configuration (default /etc/userns/alloc.json)",
+  },
+  'subuid-file': {
+    type: 'string',
+    value: 'PATH',
+    complete: 'file',
+    help: `read this instead of /etc/subuid (pools and excluded IDs; getsubids is
+then not asked); likewise the next three`,
+  },
+  'subgid-file': { type: 'string', value: 'PATH', complete: 'file', help: 'instead of /etc/subgid' },
+  'passwd-file': {
+    type: 'string',
+    value: 'PATH',
+    complete: 'file',
+    help: 'instead of /etc/passwd (getent is then not asked)',
+  },
+  'group-file': { type: 'string', value: 'PATH', complete: 'file', help: 'instead of /etc/group' },
+} as const satisfies Record<string, OptionSpec>;
+
+const ALLOC_ROOT = {
+  ...root,
+  help: "state root (default /run/userns for root; see 'State root' in the README)",
+} as const;
 
 /**
  * Every command, by the words that name it (`map split`). The order is the order of
@@ -508,9 +540,10 @@ removed itself, never followed); a NAME that does not exist is not an error`,
     summary: 'allocate non-overlapping ID ranges for containers',
     usage: ALLOC_USAGE,
     description: `Gives each container its own range of host uids and gids, never overlapping any other live
-allocation, any ID owned by a passwd or group entry, or any range registered by
-systemd-nsresourced. The registry is kept under the state root (<root>/alloc/), safe for any
-number of concurrent processes and against crashes.
+allocation, any ID owned by a passwd or group entry, any user's subordinate range (other than
+the pool's own owner's) or any range registered by systemd-nsresourced. The registry is a SQLite
+database under the state root (<root>/alloc/registry.db), safe for any number of concurrent
+processes, from any PID or mount namespace, and against crashes.
 
 Pools (uid and gid separately):
   root     the subordinate ranges of the user "containers" if it has some, else the systemd
@@ -557,14 +590,19 @@ namespace is gone`,
 uidmapping=), repeatable; host IDs from the pool are reserved too`,
       },
       gidmapping: { type: 'string', multiple: true, value: 'MAP', help: 'the same for gids' },
-      root,
+      root: ALLOC_ROOT,
+      ...ALLOC_FILES,
       json: { type: 'boolean', help: 'machine-readable output' },
     },
     after: `Subcommands:
-  list                   live allocations and how much of each pool is free
-  release ID|NAME        releases one allocation
+  list                   live allocations, how much of each pool is free, and which IDs of
+                         it are excluded and why
+  release ID|NAME        releases one allocation (works on a full disk too)
   gc                     releases allocations whose named namespace is gone, or whose
-                         'userns run' process has exited
+                         'userns run' process has exited; an owner that cannot be checked
+                         from here (another PID namespace) is kept and listed
+  recover                after REGISTRY_CORRUPT: moves the damaged database aside and makes a
+                         new one with every allocation that can still be read from it
 
 Examples:
   userns alloc --name web                       # 65536 uids and gids, first fit
@@ -573,27 +611,41 @@ Examples:
   userns alloc --size 65536 --uidmapping 1000:1000:1 --name dev
   userns alloc list
   userns alloc release web`,
-    subcommands: ['list', 'release', 'gc'],
+    subcommands: ['list', 'release', 'gc', 'recover'],
   },
   'alloc list': {
-    summary: 'live allocations and how much of each pool is free',
+    summary: 'live allocations, how much of each pool is free, and which IDs are excluded',
     usage: ['alloc list [--pool START:COUNT]... [--root DIR] [--json]'],
-    description: `Lists the live allocations, and for each kind the pool, how much of it is free and the largest
-free block. The pool is the one 'userns alloc' would use (see 'userns alloc --help'), or --pool.`,
-    options: { ...ALLOC_POOLS, root, json: { type: 'boolean', help: 'machine-readable output' } },
+    description: `Lists the live allocations, and for each kind the pool, how much of it is free, the largest
+free block, and which IDs of it are excluded (not free, held by no allocation) and why. The
+pool is the one 'userns alloc' would use (see 'userns alloc --help'), or --pool.`,
+    options: {
+      ...ALLOC_POOLS,
+      root: ALLOC_ROOT,
+      ...ALLOC_FILES,
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
   },
   'alloc release': {
-    summary: 'release one allocation',
+    summary: 'release one allocation (works on a full disk too)',
     usage: ['alloc release ID|NAME [--root DIR] [--json]'],
     description: "Releases one allocation, by its id or name ('userns alloc list' shows them).",
-    options: { root, json: { type: 'boolean', help: 'machine-readable output' } },
+    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
   },
   'alloc gc': {
     summary: 'release allocations whose namespace or process is gone',
     usage: ['alloc gc [--root DIR] [--json]'],
     description: `Releases the allocations whose named namespace is gone, or whose 'userns run' process has
-exited.`,
-    options: { root, json: { type: 'boolean', help: 'machine-readable output' } },
+exited. An owner that cannot be checked from here (another PID namespace) is kept and listed.`,
+    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+  },
+  'alloc recover': {
+    summary: 'rebuild a damaged allocation registry from what can still be read',
+    usage: ['alloc recover [--root DIR] [--json]'],
+    description: `After REGISTRY_CORRUPT: moves the damaged database aside and makes a new one with every
+allocation that can still be read from it, and says which could not (their IDs may still be in
+use).`,
+    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
   },
   shift: {
     summary: "rewrite a directory tree's owners from one ID map to another",
