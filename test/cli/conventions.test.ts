@@ -196,7 +196,7 @@ describe('shell completion', { timeout: 180_000 }, () => {
     ['userns ru', ['run']],
     ['userns r', ['rm', 'run']],
     ['userns map s', ['show', 'split']],
-    ['userns alloc ', ['gc', 'list', 'release']],
+    ['userns alloc ', [...COMMANDS.alloc.subcommands].sort()],
     ['userns run --userns ', ['auto', 'auto:size=', 'identity', 'keep-id', 'self']],
     ['userns run --uns', ['--unshare']],
     [
