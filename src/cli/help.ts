@@ -81,6 +81,7 @@ ${TOP_COMMANDS.map((name) => `  ${name.padEnd(width)} ${COMMANDS[name].summary}`
 
 Run 'userns help <command>' or 'userns <command> --help' for the options of a command; the
 manual page userns(1) has them all.
+
 ${PROGRAM.conventions}
 `;
 }

@@ -48,7 +48,7 @@ export function closest(word: string, candidates: Iterable<string>): string | un
   return prefixed.length === 1 ? prefixed[0] : undefined;
 }
 
-/** " (did you mean 'X'?)" or nothing. */
+/** "; did you mean 'X'?" to append to a message, or nothing when no candidate is close. */
 export function didYouMean(word: string, candidates: Iterable<string>): string {
   const match = closest(word, candidates);
   return match === undefined ? '' : `; did you mean '${match}'?`;

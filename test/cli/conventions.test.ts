@@ -12,6 +12,7 @@ import { after, describe, test } from 'node:test';
 import { COMMANDS, type CommandName, TOP_COMMANDS } from '../../src/cli/commands.js';
 import { main } from '../../src/cli/main.js';
 import { closest, editDistance } from '../../src/cli/suggest.js';
+import { FORMAT_NAMES } from '../../src/idmap/formats/index.js';
 import { BIN, runCli } from './run-cli.js';
 
 /** The CLI in this process (for the many help texts): exit status and what it wrote. */
@@ -199,22 +200,7 @@ describe('shell completion', { timeout: 180_000 }, () => {
     ['userns alloc ', [...COMMANDS.alloc.subcommands].sort()],
     ['userns run --userns ', ['auto', 'auto:size=', 'identity', 'keep-id', 'self']],
     ['userns run --uns', ['--unshare']],
-    [
-      'userns map convert --to ',
-      [
-        'incus',
-        'json',
-        'kernel',
-        'kubernetes',
-        'lxc',
-        'newuidmap',
-        'oci',
-        'podman',
-        'subid',
-        'triples',
-        'unshare',
-      ],
-    ],
+    ['userns map convert --to ', [...FORMAT_NAMES].sort()],
     ['userns shift --unmapped ', ['error', 'overflow', 'skip']],
     ['userns completion ', ['bash', 'fish', 'zsh']],
     ['userns help map s', ['show', 'split']],
