@@ -161,7 +161,10 @@ describe('help, version and usage errors', { timeout: 120_000 }, () => {
     }
     const json = await runCli(['create', '--uidmpa', '0:0:1', '--json', 'box']);
     const run = await runCli(['run', '--uidmpa', '0:0:1', '--', 'true']);
-    assert.match(run.stderr, /^userns: unknown option '--uidmpa' for 'userns run'; did you mean '--uidmap'\?\n/);
+    assert.match(
+      run.stderr,
+      /^userns: unknown option '--uidmpa' for 'userns run'; did you mean '--uidmap'\?\n/,
+    );
     const body = JSON.parse(json.stdout);
     assert.equal(body.code, 'USAGE');
     assert.deepEqual(body.data, { option: '--uidmpa', suggestion: '--uidmap' });
