@@ -25,6 +25,11 @@ export const SYSTEMD_CONTAINER_RANGE: IdRange = Object.freeze({
 /** Root's pool configuration: `{"pool": ["START:COUNT", …]}` or `uidPool`/`gidPool` (optional file). */
 export const DEFAULT_CONFIG_PATH = '/etc/userns/alloc.json';
 
+/** The configuration file in force: $USERNS_ALLOC_CONFIG when set, else /etc/userns/alloc.json. */
+export function configPath(): string {
+  return process.env.USERNS_ALLOC_CONFIG || DEFAULT_CONFIG_PATH;
+}
+
 /** The IDs one kind (uids or gids) may be allocated from. */
 export interface Pool {
   ranges: IdRange[];
@@ -52,7 +57,7 @@ export interface PoolOptions {
   pool?: readonly IdRange[];
   uidPool?: readonly IdRange[];
   gidPool?: readonly IdRange[];
-  /** Configuration file (root only); default /etc/userns/alloc.json, missing = none. */
+  /** Configuration file (root only); default $USERNS_ALLOC_CONFIG or /etc/userns/alloc.json, missing = none. */
   configPath?: string;
   /** Whose pools (default: the caller). */
   euid?: number;
@@ -205,10 +210,10 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
         out[kind] = { ranges: clipPool(explicit), source: '--pool' };
         continue;
       }
-      config ??= readPoolConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
+      config ??= readPoolConfig(options.configPath ?? configPath());
       const configured = given(config, kind);
       if (configured !== undefined) {
-        out[kind] = { ranges: clipPool(configured), source: options.configPath ?? DEFAULT_CONFIG_PATH };
+        out[kind] = { ranges: clipPool(configured), source: options.configPath ?? configPath() };
         continue;
       }
       // podman's rootful auto user namespaces: the `containers` user's subordinate ranges. The

@@ -973,10 +973,19 @@ command's status, 128+N when it was killed by signal N, 125 when userns itself f
 the command cannot be executed and 127 when it is not found. 'map validate' exits 1 for a map
 the kernel would refuse, 'map lookup' for an unmapped ID, 'fit' for a tree the map does not fit.`,
   environment: [
+    [
+      'USERNS_SUBUID_FILE, USERNS_SUBGID_FILE',
+      'the subordinate ID files userns reads (default /etc/subuid, /etc/subgid); newuidmap, newgidmap and getsubids still read the real ones',
+    ],
+    ['USERNS_ALLOC_CONFIG', 'the allocation pool configuration (default /etc/userns/alloc.json)'],
+    ['USERNS_HELPER', 'the native helper binary (default: the one the package ships for this machine)'],
+    [
+      'TMPDIR',
+      "where 'doctor --user NAME' stages a copy of userns that NAME can read, when the install itself is private (falls back to /tmp)",
+    ],
+    ['XDG_RUNTIME_DIR', 'the state root of unprivileged users is $XDG_RUNTIME_DIR/userns when it is private'],
     ['NO_COLOR', 'when set and not empty, no colour in any output'],
     ['FORCE_COLOR', 'when set to anything but 0, colour even when output is not a terminal'],
-    ['USERNS_HELPER', 'the native helper executable to use instead of the one shipped for this machine'],
-    ['XDG_RUNTIME_DIR', 'the state root of unprivileged users is $XDG_RUNTIME_DIR/userns'],
     ['PATH', 'where commands, newuidmap and newgidmap are found'],
   ],
   files: [

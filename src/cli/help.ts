@@ -68,6 +68,24 @@ export async function commandHelp(name: CommandName): Promise<string> {
   return fillPlaceholders(`${parts.join('\n\n')}\n`);
 }
 
+/** `  NAME  text…` with the text from column 17, wrapped at 96 columns (NAME on its own line when long). */
+function wrap(label: string, text: string): string {
+  const column = 17;
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && column + line.length + 1 + word.length > 96) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  lines.push(line);
+  const indent = ' '.repeat(column);
+  const head =
+    label.length < column - 1 ? `${label.padEnd(column)}${lines[0]}` : `${label}\n${indent}${lines[0]}`;
+  return [head, ...lines.slice(1).map((l) => `${indent}${l}`)].join('\n');
+}
+
 /** `userns --help`: the commands and their summaries. */
 export function programHelp(): string {
   const width = Math.max(...TOP_COMMANDS.map((n) => n.length)) + 2;
@@ -83,5 +101,8 @@ Run 'userns help <command>' or 'userns <command> --help' for the options of a co
 manual page userns(1) has them all.
 
 ${PROGRAM.conventions}
+
+Environment:
+${PROGRAM.environment.map(([name, text]) => `${wrap(`  ${name}`, text)}`).join('\n')}
 `;
 }

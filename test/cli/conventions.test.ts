@@ -73,7 +73,9 @@ describe('help, version and usage errors', { timeout: 120_000 }, () => {
     assert.equal(viaHelp.stdout, viaFlag.stdout);
   });
 
-  test("'userns help CMD [SUB]' prints exactly 'userns CMD [SUB] --help', for every command", async () => {
+  test("'userns help CMD [SUB]' prints exactly 'userns CMD [SUB] --help', for every command", {
+    timeout: 120_000,
+  }, async () => {
     for (const words of PATHS) {
       if (words[0] === 'help') continue;
       const viaHelp = await inProcess(['help', ...words]);
@@ -128,7 +130,10 @@ describe('help, version and usage errors', { timeout: 120_000 }, () => {
     assert.doesNotMatch(source, /\d+\.\d+\.\d+/, 'no version written into main.ts');
   });
 
-  test('did you mean: commands, subcommands, options; one line, exit 2, the suggestion in --json', async () => {
+  // About fifteen CLI processes, one after another.
+  test('did you mean: commands, subcommands, options; one line, exit 2, the suggestion in --json', {
+    timeout: 120_000,
+  }, async () => {
     const cases: [string[], RegExp][] = [
       [['rn'], /^userns: unknown command 'rn'; did you mean 'run'\?$/],
       [['--verison'], /^userns: unknown option '--verison'; did you mean '--version'\?$/],
@@ -214,6 +219,7 @@ describe('shell completion', { timeout: 180_000 }, () => {
   ];
 
   test('bash: every command path offers exactly its table options; values, subcommands, commands', {
+    timeout: 120_000,
     skip: missing('bash'),
   }, async () => {
     const file = join(dir, 'userns.bash');
@@ -258,7 +264,7 @@ ${lines.map((l) => `complete_line ${JSON.stringify(l)}`).join('\n')}
     assert.deepEqual(got(k + 3), ['kernel', 'kubernetes']);
   });
 
-  test('fish: complete -C answers the same', { skip: missing('fish') }, async () => {
+  test('fish: complete -C answers the same', { timeout: 120_000, skip: missing('fish') }, async () => {
     const file = join(dir, 'userns.fish');
     writeFileSync(file, await script('fish'));
     const lines = [...cases.map(([line]) => line), 'userns run --uidmap 0:0:1 tru'];
@@ -273,6 +279,7 @@ ${lines.map((l) => `complete_line ${JSON.stringify(l)}`).join('\n')}
   });
 
   test('zsh: the completion system offers the same (a real zsh under a pseudo-terminal)', {
+    timeout: 120_000,
     skip: missing('zsh'),
   }, async () => {
     const fpath = join(dir, 'zsh');

@@ -13,8 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { progressLine } from '../../src/cli/shift.js';
+import { readableBin } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
-import { BIN, runCli } from './run-cli.js';
+import { runCli } from './run-cli.js';
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
 
@@ -145,7 +146,7 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
         const uidFrom = `0:${base}:1000`;
         const uidTo = `0:${base + 1000}:1000`;
         const args = [
-          BIN,
+          readableBin(),
           'shift',
           '--from',
           uidFrom,
@@ -184,7 +185,7 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
         // Ranges the user does not own are refused before anything is touched.
         const foreign = await runAs(user, [
           process.execPath,
-          BIN,
+          readableBin(),
           'shift',
           '--from',
           '0:0:1',

@@ -151,7 +151,11 @@ ${how === 'import' ? '})();' : ''}
 `;
 }
 
-describe('a consumer project installs the packed tarball', { timeout: 300_000 }, () => {
+// Each step runs npm, tsc or several Node processes: 10-20 s alone, over a minute on a loaded
+// machine; so each test names its own timeout (the runner's default is 45 s).
+const SLOW = { timeout: 240_000 };
+
+describe('a consumer project installs the packed tarball', () => {
   const base = mkdtempSync(join(tmpdir(), 'userns-consumer-'));
   after(() => rmSync(base, { recursive: true, force: true }));
   const project = join(base, 'consumer');
@@ -184,7 +188,7 @@ describe('a consumer project installs the packed tarball', { timeout: 300_000 },
     for (const key of Object.keys(env)) if (key.toLowerCase().startsWith('npm_')) delete env[key];
   });
 
-  test('npm pack, then npm ci --ignore-scripts in a fresh project without a compiler', async (t) => {
+  test('npm pack, then npm ci --ignore-scripts in a fresh project without a compiler', SLOW, async (t) => {
     const packed = await pack(base);
     const tarball = packed.filename;
     const integrity = `sha512-${createHash('sha512')
@@ -218,41 +222,45 @@ describe('a consumer project installs the packed tarball', { timeout: 300_000 },
     installed = true;
   });
 
-  test('a strict TypeScript program type-checks against every entry point (ESM and require)', async (t) => {
-    if (!installed) return t.skip('not installed');
-    writeFileSync(join(project, 'esm.mts'), esmProgram(entries));
-    writeFileSync(join(project, 'cjs.cts'), cjsProgram(entries));
-    writeFileSync(
-      join(project, 'tsconfig.json'),
-      JSON.stringify({
-        compilerOptions: {
-          strict: true,
-          noUncheckedIndexedAccess: true,
-          exactOptionalPropertyTypes: true,
-          noImplicitOverride: true,
-          module: 'nodenext',
-          moduleResolution: 'nodenext',
-          target: 'es2022',
-          lib: ['es2023'],
-          types: ['node'],
-          typeRoots: [join(ROOT, 'node_modules/@types')],
-          // Our declarations are checked too, as a consumer with skipLibCheck off sees them.
-          skipLibCheck: false,
-          outDir: 'out',
-        },
-        files: ['esm.mts', 'cjs.cts'],
-      }),
-    );
-    const r = await runIn(
-      project,
-      process.execPath,
-      [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', '.'],
-      env,
-    );
-    assert.equal(r.code, 0, output(r));
-  });
+  test(
+    'a strict TypeScript program type-checks against every entry point (ESM and require)',
+    SLOW,
+    async (t) => {
+      if (!installed) return t.skip('not installed');
+      writeFileSync(join(project, 'esm.mts'), esmProgram(entries));
+      writeFileSync(join(project, 'cjs.cts'), cjsProgram(entries));
+      writeFileSync(
+        join(project, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            strict: true,
+            noUncheckedIndexedAccess: true,
+            exactOptionalPropertyTypes: true,
+            noImplicitOverride: true,
+            module: 'nodenext',
+            moduleResolution: 'nodenext',
+            target: 'es2022',
+            lib: ['es2023'],
+            types: ['node'],
+            typeRoots: [join(ROOT, 'node_modules/@types')],
+            // Our declarations are checked too, as a consumer with skipLibCheck off sees them.
+            skipLibCheck: false,
+            outDir: 'out',
+          },
+          files: ['esm.mts', 'cjs.cts'],
+        }),
+      );
+      const r = await runIn(
+        project,
+        process.execPath,
+        [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', '.'],
+        env,
+      );
+      assert.equal(r.code, 0, output(r));
+    },
+  );
 
-  test('it runs: ES modules and require() see the same exports; the API works', async (t) => {
+  test('it runs: ES modules and require() see the same exports; the API works', SLOW, async (t) => {
     if (!existsSync(join(project, 'out/esm.mjs'))) return t.skip('not compiled');
     const esm = await runIn(project, process.execPath, ['out/esm.mjs'], env);
     assert.equal(esm.code, 0, output(esm));
@@ -275,7 +283,7 @@ describe('a consumer project installs the packed tarball', { timeout: 300_000 },
     assert.equal(fromRequire.version, pkg.version);
   });
 
-  test(`importing ${LIGHT_ENTRIES.join(', ')} loads no native or registry dependency`, async (t) => {
+  test(`importing ${LIGHT_ENTRIES.join(', ')} loads no native or registry dependency`, SLOW, async (t) => {
     if (!installed) return t.skip('not installed');
     for (const how of ['import', 'require'] as const) {
       writeFileSync(join(project, `lazy-${how}.cjs`), lazyProgram(how));
@@ -285,56 +293,64 @@ describe('a consumer project installs the packed tarball', { timeout: 300_000 },
     }
   });
 
-  test('npx userns: run -- true with the shipped helper, --version, map split, named namespaces', async (t) => {
-    if (!installed) return t.skip('not installed');
-    const npx = (...args: string[]) =>
-      runIn(project, 'npx', ['--offline', '--no', '--', 'userns', ...args], env);
-    const r = await npx('run', '--', 'true');
-    assert.equal(r.code, 0, output(r));
-    const dry = await npx('run', '--dry-run', '--json', '--', 'true');
-    assert.equal(dry.code, 0, output(dry));
-    assert.equal(
-      JSON.parse(dry.stdout).helper !== undefined,
-      true,
-      'the helper arguments are planned (the packaged helper is used)',
-    );
-    const version = await npx('--version');
-    assert.equal(version.stdout, `userns ${pkg.version}\n`);
-    const split = await npx('map', 'split', '--parent', '0:1000:1,1:100000:65536', '0:0:100');
-    assert.equal(split.stdout, '0 0 1\n1 1 99\n', output(split));
-    const state = join(base, 'state');
-    const create = await npx('create', '--root', state, 'box');
-    assert.equal(create.code, 0, output(create));
-    try {
-      const exec = await npx('exec', '--root', state, 'box', '--', 'cat', '/proc/self/uid_map');
-      assert.equal(exec.code, 0, output(exec));
-      assert.match(exec.stdout, /^\s*0\s+0\s+4294967295\s*$/);
-    } finally {
-      const rm = await npx('rm', '--root', state, 'box');
-      assert.equal(rm.code, 0, output(rm));
-    }
-  });
+  test(
+    'npx userns: run -- true with the shipped helper, --version, map split, named namespaces',
+    SLOW,
+    async (t) => {
+      if (!installed) return t.skip('not installed');
+      const npx = (...args: string[]) =>
+        runIn(project, 'npx', ['--offline', '--no', '--', 'userns', ...args], env);
+      const r = await npx('run', '--', 'true');
+      assert.equal(r.code, 0, output(r));
+      const dry = await npx('run', '--dry-run', '--json', '--', 'true');
+      assert.equal(dry.code, 0, output(dry));
+      assert.equal(
+        JSON.parse(dry.stdout).helper !== undefined,
+        true,
+        'the helper arguments are planned (the packaged helper is used)',
+      );
+      const version = await npx('--version');
+      assert.equal(version.stdout, `userns ${pkg.version}\n`);
+      const split = await npx('map', 'split', '--parent', '0:1000:1,1:100000:65536', '0:0:100');
+      assert.equal(split.stdout, '0 0 1\n1 1 99\n', output(split));
+      const state = join(base, 'state');
+      const create = await npx('create', '--root', state, 'box');
+      assert.equal(create.code, 0, output(create));
+      try {
+        const exec = await npx('exec', '--root', state, 'box', '--', 'cat', '/proc/self/uid_map');
+        assert.equal(exec.code, 0, output(exec));
+        assert.match(exec.stdout, /^\s*0\s+0\s+4294967295\s*$/);
+      } finally {
+        const rm = await npx('rm', '--root', state, 'box');
+        assert.equal(rm.code, 0, output(rm));
+      }
+    },
+  );
 
-  test('without its native binding (--ignore-scripts), the registry fails with one typed error', async (t) => {
-    if (!installed) return t.skip('not installed');
-    if (pkg.dependencies?.['better-sqlite3'] === undefined) {
-      return t.skip('the package has no SQLite binding (better-sqlite3) among its dependencies');
-    }
-    if (existsSync(join(project, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node'))) {
-      return t.skip('the binding came prebuilt in the package: nothing is missing');
-    }
-    const r = await runIn(
-      project,
-      'npx',
-      ['--offline', '--no', '--', 'userns', 'alloc', 'list', '--root', join(base, 'alloc-state'), '--json'],
-      env,
-    );
-    assert.equal(r.code, 1, output(r));
-    const body = JSON.parse(r.stdout);
-    assert.equal(body.ok, false);
-    assert.match(`${body.message} ${body.hint}`, /better-sqlite3/);
-    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-  });
+  test(
+    'without its native binding (--ignore-scripts), the registry fails with one typed error',
+    SLOW,
+    async (t) => {
+      if (!installed) return t.skip('not installed');
+      if (pkg.dependencies?.['better-sqlite3'] === undefined) {
+        return t.skip('the package has no SQLite binding (better-sqlite3) among its dependencies');
+      }
+      if (existsSync(join(project, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node'))) {
+        return t.skip('the binding came prebuilt in the package: nothing is missing');
+      }
+      const r = await runIn(
+        project,
+        'npx',
+        ['--offline', '--no', '--', 'userns', 'alloc', 'list', '--root', join(base, 'alloc-state'), '--json'],
+        env,
+      );
+      assert.equal(r.code, 1, output(r));
+      const body = JSON.parse(r.stdout);
+      assert.equal(body.ok, false);
+      assert.match(`${body.message} ${body.hint}`, /better-sqlite3/);
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+    },
+  );
 
   test('no compiler was called', () => {
     assert.equal(existsSync(marker), false, existsSync(marker) ? readFileSync(marker, 'utf8') : '');

@@ -29,7 +29,8 @@ describe('the package (npm pack)', { timeout: 120_000 }, () => {
   let packed: PackResult;
   const files = () => new Map(packed.files.map((f) => [f.path, f]));
 
-  test('npm pack lists the package', async (t) => {
+  // npm pack reads the whole tree: seconds alone, more under load.
+  test('npm pack lists the package', { timeout: 120_000 }, async (t) => {
     packed = await pack();
     t.diagnostic(
       `${packed.files.length} files, ${(packed.size / 1024).toFixed(0)} KiB packed, ${(packed.unpackedSize / 1024).toFixed(0)} KiB unpacked`,
