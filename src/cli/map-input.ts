@@ -6,6 +6,8 @@ import { FORMATS, type FormatName } from '../idmap/formats/index.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
+import { requireValidMap } from '../idmap/validate.js';
+import { pageSize } from '../system/proc.js';
 
 export type Kind = 'uid' | 'gid';
 
@@ -53,6 +55,13 @@ export interface ResolveOptions {
   from?: FormatName | undefined;
   parent?: IdMap | undefined;
   stdin?: NodeJS.ReadableStream;
+  /**
+   * Refuse a map the kernel would refuse (MapError MAP_INVALID), as every entry point does
+   * (default true). Only `userns map validate`, whose job is to explain such maps, turns it off.
+   */
+  validate?: boolean;
+  /** How an inline MAP is named in messages (default `argument`), e.g. `--from`. */
+  label?: string;
 }
 
 /** A MAP argument read but not yet parsed. */
@@ -82,7 +91,7 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     }
   }
   if (options.from === undefined && INLINE.test(argument))
-    return { source: 'argument', format: 'triples', text: argument };
+    return { source: options.label ?? 'argument', format: 'triples', text: argument };
   if (argument === '-') {
     const text = await readStdin(options.stdin ?? process.stdin);
     return { source: '<stdin>', format: options.from ?? detectFormat(text), text };
@@ -104,16 +113,25 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
   return { source: argument, format: options.from ?? detectFormat(text), text };
 }
 
-/** Parses what readMapArgument read into the extents that apply to `kind`. */
+/**
+ * Parses what readMapArgument read into the extents that apply to `kind`, and (unless
+ * `validate: false`) refuses a map the kernel would refuse (MapError MAP_INVALID).
+ */
 export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap {
-  if (raw.format === 'kernel') return new IdMap(parseKernelMap(raw.text, { source: raw.source }));
-  if (raw.format === 'triples') return new IdMap(parseTriples(raw.text, { source: raw.source }));
-  const entries = FORMATS[raw.format].parse(raw.text, {
-    kind: options.kind,
-    source: raw.source,
-    parent: options.parent,
-  });
-  return new IdMap(entriesForKind(entries, options.kind));
+  let map: IdMap;
+  if (raw.format === 'kernel') map = new IdMap(parseKernelMap(raw.text, { source: raw.source }));
+  else if (raw.format === 'triples') map = new IdMap(parseTriples(raw.text, { source: raw.source }));
+  else {
+    const entries = FORMATS[raw.format].parse(raw.text, {
+      kind: options.kind,
+      source: raw.source,
+      parent: options.parent,
+    });
+    map = new IdMap(entriesForKind(entries, options.kind));
+  }
+  if (options.validate !== false)
+    requireValidMap(map, { kind: options.kind, source: raw.source, pageSize: pageSize() });
+  return map;
 }
 
 /** readMapArgument + parseMapInput. */

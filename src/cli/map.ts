@@ -188,7 +188,7 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
     const verdict = validateMapText(raw.text, options);
     return printVerdict(io, values.json === true, verdict, kind, kernelLines(raw.text).length);
   }
-  const map = parseMapInput(raw, { kind, parent });
+  const map = parseMapInput(raw, { kind, parent, validate: false });
   return printVerdict(io, values.json === true, validateMap(map, options), kind, map.length);
 }
 

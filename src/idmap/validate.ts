@@ -1,3 +1,4 @@
+import { MapError } from '../errors.js';
 import { type Extent, formatRange, formatTriple, INVALID_ID, isU32, MAX_EXTENTS } from './extent.js';
 import { kernelLines, parseKernelLine } from './formats/kernel.js';
 import { extentsOf, type MapLike } from './idmap.js';
@@ -288,5 +289,39 @@ export function validateMap(map: MapLike, options: ValidateOptions = {}): Verdic
     extents.length,
     lineError,
     options,
+  );
+}
+
+export interface RequireValidOptions extends ValidateOptions {
+  /** Where the map came from, for the message: a file, `--from`, `uidMap`… */
+  source?: string;
+}
+
+/**
+ * The one gate every map passes where it enters userns (command-line MAP arguments, map files,
+ * API options such as `shiftTree`'s `from`/`to`): `validateMap` with the same options, and a
+ * typed `MapError` (`MAP_INVALID`) instead of a verdict. Nothing may be changed with a map the
+ * kernel would refuse: its IDs could run past 4294967294 and wrap to 0 in 32-bit arithmetic.
+ *
+ * Throws MapError `MAP_INVALID`, `data: { source, kind, errno, line, reason }`.
+ */
+export function requireValidMap(map: MapLike, options: RequireValidOptions = {}): void {
+  const verdict = validateMap(map, options);
+  if (verdict.ok) return;
+  const kind = options.kind ?? 'uid';
+  const where = options.source === undefined ? '' : `${options.source}: `;
+  throw new MapError(
+    'MAP_INVALID',
+    `${where}the kernel would refuse this ${kind} map (${verdict.errno}): ${verdict.reason}`,
+    {
+      hint: "every map must be one the kernel accepts; 'userns map validate' explains a map line by line",
+      data: {
+        source: options.source ?? null,
+        kind,
+        errno: verdict.errno,
+        line: verdict.line,
+        reason: verdict.reason,
+      },
+    },
   );
 }

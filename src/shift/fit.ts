@@ -9,7 +9,7 @@ import { readInside } from '../alloc/rootfs-size.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { insideRanges } from '../idmap/ranges.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
-import { treeRoot } from './shift.js';
+import { requireValidKindMaps, treeRoot } from './shift.js';
 import { defaultWorkers, runWalk, type Translation, UNMAPPED_KINDS, type WalkRecord } from './tree-walk.js';
 
 /** Users and groups every image has, that a namespace shows as the overflow ID when unmapped. */
@@ -63,8 +63,9 @@ function membershipTable(map: IdMap): Translation[] {
 }
 
 export async function fitTree(dir: string, map: IdMap, options: FitOptions = {}): Promise<FitResult> {
-  const root = treeRoot(dir, 'FIT');
   const maps = { uid: map, gid: options.gid ?? map };
+  requireValidKindMaps(maps, 'map');
+  const root = treeRoot(dir, 'FIT');
   const examples = options.examples ?? 3;
   const found = new Map<string, UnfitId>();
   const note = (kind: 'uid' | 'gid', id: number, source: FitSource, example: string, counts: boolean) => {
