@@ -16,11 +16,18 @@ unpack with "potentially insufficient UIDs or GIDs available in user namespace".
 nobody/nogroup entries of /etc/passwd and /etc/group (or ID 65534) that no file uses are listed
 as ignorable: an unmapped ID is shown as the overflow ID anyway.
 
+A tree that has already been shifted (owned by a range, e.g. 100000-165535) is read through
+--from: every on-disk ID is translated by it (outside → inside) before it is checked; on-disk
+IDs --from does not map are listed apart.
+
 MAP: inline triples inside:outside:count[,…], a file in any format userns reads, 'self' (this
 process's own maps) or 'pid:N'. The gid map is MAP's gid entries unless --gidmap gives one.
+Every map is validated as the kernel would; so is every map fit suggests.
 
 Options:
   --gidmap MAP            the gid map (default: from MAP)
+  --from MAP              the map the tree's on-disk IDs are in (default: they are inside IDs)
+  --from-gid MAP          the gid map for --from (default: from --from)
   --examples N            example paths per ID (default 3)
   --cross-filesystems     also walk filesystems mounted under DIR
   --json                  the report as JSON
@@ -32,10 +39,13 @@ Exit status: 0 when MAP fits the tree, 1 when it does not (or part of the tree w
 Examples:
   userns fit 0:100000:65536 ./rootfs
   userns fit self ./rootfs          # does the current namespace fit this image?
+  userns fit --from 0:100000:65536 0:200000:1000 ./rootfs   # a tree already shifted to 100000
 `;
 
 const OPTIONS = {
   gidmap: { type: 'string' },
+  from: { type: 'string' },
+  'from-gid': { type: 'string' },
   examples: { type: 'string' },
   'cross-filesystems': { type: 'boolean' },
 } as const;
@@ -46,8 +56,12 @@ function idLine(u: UnfitId): string {
 
 export function fitText(r: FitResult): string {
   const lines: string[] = [];
-  if (r.missing.length === 0) {
+  if (r.missing.length === 0 && r.outsideFrom.length === 0) {
     lines.push(`${r.dir}: the map fits (${r.seen.toLocaleString('en-US')} entries)`);
+  } else if (r.missing.length === 0) {
+    lines.push(
+      `${r.dir}: the map fits every ID read through --from, but ${r.outsideFrom.length} on-disk ID${r.outsideFrom.length === 1 ? ' is' : 's are'} not in --from (${r.seen.toLocaleString('en-US')} entries)`,
+    );
   } else {
     lines.push(
       `${r.dir}: the map cannot represent ${r.missing.length} ID${r.missing.length === 1 ? '' : 's'} (${r.seen.toLocaleString('en-US')} entries):`,
@@ -58,10 +72,22 @@ export function fitText(r: FitResult): string {
     lines.push('ignorable (nobody/nogroup, shown as the overflow ID when unmapped):');
     for (const u of r.ignored) lines.push(idLine(u));
   }
-  const highest = `highest uid ${r.highest.uid ?? '-'}, gid ${r.highest.gid ?? '-'}`;
-  lines.push(
-    `smallest map from 0 that fits: count ${r.smallestSize} (e.g. 0:100000:${r.smallestSize}; ${highest})`,
-  );
+  if (r.outsideFrom.length > 0) {
+    lines.push('on-disk IDs --from does not map (shift the tree, or extend --from):');
+    for (const u of r.outsideFrom) lines.push(idLine(u));
+  }
+  if (r.smallestSize !== null && r.suggestion !== null) {
+    const where = (kind: 'uid' | 'gid') =>
+      r.highest[kind] === null ? `${kind} -` : `${kind} ${r.highest[kind]} (${r.highestFrom[kind]})`;
+    lines.push(
+      `smallest map from 0 that fits: count ${r.smallestSize} (e.g. ${r.suggestion}); highest ${where('uid')}, ${where('gid')}`,
+    );
+  } else {
+    const named = r.unrepresentable.map((u) => `${u.kind} ${u.id} (${u.examples.join(', ')})`).join(', ');
+    lines.push(
+      `no map can fit this tree: ${named} ${r.unrepresentable.length === 1 ? 'is' : 'are'} (u32)-1, never an ID`,
+    );
+  }
   for (const e of r.errors) lines.push(`  unreadable: ${e.op} ${e.path || '.'}: ${e.errno}`);
   if (r.errorCount > 0)
     lines.push(`warning: ${r.errorCount} entries could not be read; the answer may be incomplete`);
@@ -87,10 +113,23 @@ export const main: Command = async (argv, io) => {
         throw new UsageError(`--examples must be a whole number from 0 to 1000, not '${values.examples}'`);
       }
     }
-    const maps = await readKindMaps(positionals[0]!, values.gidmap, io);
+    const maps = await readKindMaps(positionals[0]!, values.gidmap, io, {
+      uid: 'MAP',
+      gid: values.gidmap === undefined ? 'MAP' : '--gidmap',
+    });
+    const from =
+      values.from === undefined
+        ? undefined
+        : await readKindMaps(values.from, values['from-gid'], io, {
+            uid: '--from',
+            gid: values['from-gid'] === undefined ? '--from' : '--from-gid',
+          });
+    if (from === undefined && values['from-gid'] !== undefined)
+      throw new UsageError('--from-gid needs --from', { hint: "see 'userns fit --help'" });
     const { fitTree } = await import('../shift/fit.js');
     const result = await fitTree(positionals[1]!, maps.uid, {
       gid: maps.gid,
+      ...(from === undefined ? {} : { from }),
       examples,
       crossFilesystems: values['cross-filesystems'] === true,
     });

@@ -57,12 +57,14 @@
  *   M path                                    a mount point not descended into (xdev=0)
  *   H path                                    a hard link to an inode already handled
  *   S worker seen changed hardlinks mountpoints errors unmapped skipped maxuid maxgid already
+ *     maxnewuid maxnewgid
  *                                             one per worker, each worker's last line; unmapped
  *                                             counts IDs without translation, skipped the entries
  *                                             that kept (some of) them (all but unmapped=overflow,
  *                                             and there too the entries owned outside the namespace)
  *     (maxuid/maxgid: the highest IDs seen in owners, ACL entries and capability root IDs, or -;
- *     already: entries left as they were because every ID they have is already shifted)
+ *     already: entries left as they were because every ID they have is already shifted;
+ *     maxnewuid/maxnewgid: the highest IDs the tables translated to, or -)
  * Exit status 0 when the walk ran to its end (even with E records), 1 on a bad job.
  */
 #include <dirent.h>
@@ -127,8 +129,8 @@ static unsigned worker_id;
 
 static struct {
   unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped, skipped, already;
-  uint32_t maxuid, maxgid;
-  int have_maxuid, have_maxgid;
+  uint32_t maxuid, maxgid, maxnewuid, maxnewgid;
+  int have_maxuid, have_maxgid, have_maxnewuid, have_maxnewgid;
 } stats;
 
 static dev_t root_dev;
@@ -307,14 +309,14 @@ static const struct extent *lookup(const struct table *t, uint32_t id, uint32_t 
   return NULL;
 }
 
+static void raise_max(uint32_t *max, int *have, uint32_t id) {
+  if (!*have || id > *max) *max = id;
+  *have = 1;
+}
+
 static void note_max(uint32_t id, int is_uid) {
-  if (is_uid) {
-    if (!stats.have_maxuid || id > stats.maxuid) stats.maxuid = id;
-    stats.have_maxuid = 1;
-  } else {
-    if (!stats.have_maxgid || id > stats.maxgid) stats.maxgid = id;
-    stats.have_maxgid = 1;
-  }
+  if (is_uid) raise_max(&stats.maxuid, &stats.have_maxuid, id);
+  else raise_max(&stats.maxgid, &stats.have_maxgid, id);
 }
 
 /* Translates one ID by the policy. Returns 0 when the entry must be left alone (error policy). */
@@ -323,6 +325,8 @@ static int translate(uint32_t id, int is_uid, const char *kind, uint32_t *out_id
   const struct extent *e = lookup(is_uid ? &job.uid : &job.gid, id, out_id);
   if (e != NULL) {
     if (e->done) entry_done = 1;
+    if (is_uid) raise_max(&stats.maxnewuid, &stats.have_maxnewuid, *out_id);
+    else raise_max(&stats.maxnewgid, &stats.have_maxnewgid, *out_id);
     return 1;
   }
   record_unmapped(kind, id, 1);
@@ -867,13 +871,21 @@ static void write_summary(void) {
   int n = snprintf(b, sizeof b, "S\t%u\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t", worker_id, stats.seen,
                    stats.changed, stats.hardlinks, stats.mountpoints, stats.errors, stats.unmapped, stats.skipped);
   put(b, (size_t)n);
-  if (stats.have_maxuid) put_u(stats.maxuid);
-  else put("-", 1);
-  put("\t", 1);
-  if (stats.have_maxgid) put_u(stats.maxgid);
-  else put("-", 1);
-  put("\t", 1);
+  const uint32_t maxima[] = {stats.maxuid, stats.maxgid};
+  const int have[] = {stats.have_maxuid, stats.have_maxgid};
+  for (int i = 0; i < 2; i++) {
+    if (have[i]) put_u(maxima[i]);
+    else put("-", 1);
+    put("\t", 1);
+  }
   put_u(stats.already);
+  const uint32_t maxnew[] = {stats.maxnewuid, stats.maxnewgid};
+  const int have_new[] = {stats.have_maxnewuid, stats.have_maxnewgid};
+  for (int i = 0; i < 2; i++) {
+    put("\t", 1);
+    if (have_new[i]) put_u(maxnew[i]);
+    else put("-", 1);
+  }
   put("\n", 1);
   flush_out();
 }

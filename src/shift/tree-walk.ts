@@ -104,6 +104,9 @@ export interface WalkSummary {
   maxGid: number | null;
   /** Entries left as they were because every ID they have is already shifted (uidDone/gidDone). */
   already: number;
+  /** Highest IDs the tables translated to (the IDs that had a translation, after it), null when none. */
+  maxNewUid: number | null;
+  maxNewGid: number | null;
 }
 
 export class WalkError extends UsernsError {}
@@ -179,6 +182,8 @@ export function parseRecord(line: string): WalkRecord | WorkerProgress | WorkerS
         maxUid: num(f[9]),
         maxGid: num(f[10]),
         already: Number(f[11] ?? 0),
+        maxNewUid: num(f[12]),
+        maxNewGid: num(f[13]),
       };
     }
     default:
@@ -199,6 +204,8 @@ function combineSummaries(list: readonly WalkSummary[]): WalkSummary {
     maxUid: max(a.maxUid, b.maxUid),
     maxGid: max(a.maxGid, b.maxGid),
     already: a.already + b.already,
+    maxNewUid: max(a.maxNewUid, b.maxNewUid),
+    maxNewGid: max(a.maxNewGid, b.maxNewGid),
   }));
 }
 
