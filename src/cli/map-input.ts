@@ -139,3 +139,52 @@ export async function resolveMapArgument(argument: string, options: ResolveOptio
   const raw = await readMapArgument(argument, options);
   return { ...raw, map: parseMapInput(raw, options) };
 }
+
+/** Formats that hold one map of one kind: a two-kind input needs --kind to be written to them. */
+export const SINGLE_KIND_FORMATS: readonly FormatName[] = ['kernel', 'triples', 'newuidmap', 'subid'];
+
+/**
+ * Reads a MAP argument with its kinds kept (for `map convert`): uid and gid entries of formats
+ * that hold both (LXC, Incus, JSON, Kubernetes, OCI config, podman u/g), `self`/`pid:N` as both
+ * its uid_map and gid_map; kind-less formats (kernel text, triples) as 'both'. With `kind`, only
+ * the entries for that kind, marked with it. Not validated here: see requireValidEntries.
+ */
+export async function readMapEntries(
+  argument: string,
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: Kind | undefined },
+): Promise<KindedExtent[]> {
+  const kinds: Kind[] = options.kind === undefined ? ['uid', 'gid'] : [options.kind];
+  if (options.kind === undefined && /^(?:self|pid:\d+)$/.test(argument)) {
+    // A process has one map of each kind: both are read.
+    const out: KindedExtent[] = [];
+    for (const kind of kinds) {
+      const raw = await readMapArgument(argument, { ...options, kind });
+      for (const e of parseMapInput(raw, { kind, validate: false }).extents) out.push({ ...e, kind });
+    }
+    return out;
+  }
+  const raw = await readMapArgument(argument, { ...options, kind: options.kind ?? 'uid' });
+  let entries: KindedExtent[];
+  if (raw.format === 'kernel')
+    entries = parseKernelMap(raw.text, { source: raw.source }).map((e) => ({ ...e, kind: 'both' }));
+  else if (raw.format === 'triples')
+    entries = parseTriples(raw.text, { source: raw.source }).map((e) => ({ ...e, kind: 'both' }));
+  else
+    entries = FORMATS[raw.format].parse(raw.text, {
+      kind: options.kind,
+      source: raw.source,
+      parent: options.parent,
+    });
+  if (options.kind === undefined) return entries;
+  const kind = options.kind;
+  return entriesForKind(entries, kind).map((e) => ({ ...e, kind }));
+}
+
+/** requireValidMap for each kind that kinded entries hold (MapError MAP_INVALID; an empty input too). */
+export function requireValidEntries(entries: readonly KindedExtent[], source: string): void {
+  const page = pageSize();
+  const lists = { uid: entriesForKind(entries, 'uid'), gid: entriesForKind(entries, 'gid') };
+  if (lists.uid.length === 0 && lists.gid.length === 0) requireValidMap([], { source, pageSize: page });
+  for (const kind of ['uid', 'gid'] as const)
+    if (lists[kind].length > 0) requireValidMap(lists[kind], { kind, source, pageSize: page });
+}

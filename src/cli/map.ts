@@ -1,7 +1,8 @@
 import { UsageError, UsernsError } from '../errors.js';
 import { compose } from '../idmap/compose.js';
+import type { KindedExtent } from '../idmap/extent.js';
 import { U32_MAX } from '../idmap/extent.js';
-import { FORMATS } from '../idmap/formats/index.js';
+import { FORMAT_NAMES, FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { PRIVILEGED_WRITER, type WriterSituation } from '../idmap/permission.js';
@@ -10,12 +11,16 @@ import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js
 import { pageSize } from '../system/proc.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 import {
+  entriesForKind,
   type Kind,
   parseFormatName,
   parseKind,
   parseMapInput,
   readMapArgument,
+  readMapEntries,
+  requireValidEntries,
   resolveMapArgument,
+  SINGLE_KIND_FORMATS,
 } from './map-input.js';
 import { renderMap } from './map-show.js';
 
@@ -70,7 +75,12 @@ ${MAP_HELP}
 `,
   convert: `Usage: userns map convert [--from FORMAT] --to FORMAT [--kind uid|gid] [--parent MAP] [--owner USER] INPUT…
 
-Reads each INPUT (a MAP) and prints the concatenated extents in FORMAT.
+Reads each INPUT (a MAP) and prints the concatenated extents in FORMAT. Both kinds are kept:
+uid and gid entries of formats that hold both (lxc, incus, json, kubernetes, oci, podman,
+unshare; 'self'/'pid:N' as its uid_map and gid_map) are written to formats that hold both. A
+format that holds one map (kernel, triples, newuidmap, subid) given both kinds needs --kind
+(usage error otherwise); --kind uid|gid keeps only that kind. Every map is validated as the
+kernel would first. --json: {"ok", "format", "text", "uidMap": [[inside, outside, count], …], "gidMap": […]}.
 --parent is needed by podman's '@' and '+' forms; --owner names the user of subuid/subgid lines.
 Formats:
 ${Object.entries(FORMATS)
@@ -253,22 +263,34 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
     throw new UsageError('userns map convert needs --to FORMAT', {
       hint: `formats: ${Object.keys(FORMATS).join(', ')}`,
     });
-  const kind = parseKind(values.kind);
+  // Without --kind both kinds are kept: formats that hold both write both.
+  const kind = values.kind === undefined ? undefined : parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
-  const parent = await optionalParent(values.parent, kind, io);
-  const entries = [];
+  const parent = await optionalParent(values.parent, kind ?? 'uid', io);
+  const entries: KindedExtent[] = [];
   for (const argument of positionals) {
-    const input = await resolveMapArgument(argument, { kind, from, parent, stdin: io.stdin });
-    entries.push(...input.map.extents.map((e) => ({ ...e, kind })));
+    for (const e of await readMapEntries(argument, { kind, from, parent, stdin: io.stdin })) entries.push(e);
+  }
+  requireValidEntries(entries, positionals.length === 1 ? positionals[0]! : 'the input');
+  if (
+    kind === undefined &&
+    SINGLE_KIND_FORMATS.includes(to) &&
+    entries.some((e) => e.kind === 'uid') &&
+    entries.some((e) => e.kind === 'gid')
+  ) {
+    throw new UsageError(`the ${to} format holds one map, and the input has both a uid map and a gid map`, {
+      hint: `choose the one to write: --kind uid or --kind gid (or a format that holds both: ${FORMAT_NAMES.filter((f) => !SINGLE_KIND_FORMATS.includes(f)).join(', ')})`,
+    });
   }
   const text = FORMATS[to].format(entries, {
     kind,
     parent,
     ...(values.owner === undefined ? {} : { owner: values.owner }),
   });
-  if (values.json)
-    writeJson(io, { ok: true, format: to, text, map: entries.map((e) => [e.inside, e.outside, e.count]) });
-  else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+  if (values.json) {
+    const triples = (k: Kind) => entriesForKind(entries, k).map((e) => [e.inside, e.outside, e.count]);
+    writeJson(io, { ok: true, format: to, text, uidMap: triples('uid'), gidMap: triples('gid') });
+  } else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
   return 0;
 }
 

@@ -3,7 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { runCli } from './run-cli.js';
+import fc from 'fast-check';
+import { FORMATS } from '../../src/idmap/formats/index.js';
+import { byKind } from '../../src/idmap/formats/kinds.js';
+import { mapsEqual } from '../../src/idmap/normalize.js';
+import { validExtents } from '../arbitraries.js';
+import { runCli, runInProcess } from './run-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'userns-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -118,6 +123,62 @@ describe('userns map lookup, compose, show, convert', () => {
       input: oci.stdout,
     });
     assert.equal(back.stdout, '0 100000 65536\n');
+  });
+  test('convert keeps both kinds (the LXC example of the issue): kubernetes, lxc and json keep the gid lines', async () => {
+    const input = 'lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 200000 65536\n';
+    const k8s = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'kubernetes', '-'], { input });
+    assert.equal(k8s.code, 0, k8s.stderr);
+    assert.deepEqual(JSON.parse(k8s.stdout), {
+      uidMappings: [{ hostId: 100000, containerId: 0, length: 65536 }],
+      gidMappings: [{ hostId: 200000, containerId: 0, length: 65536 }],
+    });
+    const lxc = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'lxc', '-'], { input });
+    assert.equal(lxc.stdout, input);
+    const json = '{"uid":[[0,100000,65536]],"gid":[[0,200000,65536]]}\n';
+    const viaJson = await runCli(['map', 'convert', '--from', 'json', '--to', 'json', '-'], { input: json });
+    assert.equal(viaJson.stdout, json);
+    // A one-kind format needs --kind: a usage error without it, that kind's map with it.
+    for (const to of ['kernel', 'triples', 'newuidmap']) {
+      const refused = await runCli(['map', 'convert', '--from', 'lxc', '--to', to, '-'], { input });
+      assert.equal(refused.code, 2, to);
+      assert.match(refused.stderr, /holds one map, and the input has both a uid map and a gid map/);
+      assert.match(refused.stderr, /--kind uid or --kind gid/);
+    }
+    const gid = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'kernel', '--kind', 'gid', '-'], {
+      input,
+    });
+    assert.equal(gid.stdout, '0 200000 65536\n');
+    const machine = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'json', '--json', '-'], {
+      input,
+    });
+    const body = JSON.parse(machine.stdout);
+    assert.deepEqual([body.uidMap, body.gidMap], [[[0, 100000, 65536]], [[0, 200000, 65536]]]);
+  });
+  test('convert between every pair of two-kind formats keeps each kind exactly (property)', {
+    timeout: 120_000,
+  }, async () => {
+    const twoKind = ['lxc', 'incus', 'json', 'kubernetes', 'oci', 'podman', 'unshare'] as const;
+    await fc.assert(
+      fc.asyncProperty(
+        validExtents({ maxLength: 3 }),
+        validExtents({ maxLength: 3 }),
+        fc.constantFrom(...twoKind),
+        fc.constantFrom(...twoKind),
+        async (uid, gid, from, to) => {
+          const entries = [
+            ...uid.map((e) => ({ ...e, kind: 'uid' as const })),
+            ...gid.map((e) => ({ ...e, kind: 'gid' as const })),
+          ];
+          const input = FORMATS[from].format(entries, {});
+          const r = await runInProcess(['map', 'convert', '--from', from, '--to', to, '-'], { input });
+          assert.equal(r.code, 0, `${from} → ${to}: ${r.stderr}`);
+          const back = byKind(FORMATS[to].parse(r.stdout, {}));
+          assert.ok(mapsEqual(back.uid, uid), `${from} → ${to}: uid map ${r.stdout}`);
+          assert.ok(mapsEqual(back.gid, gid), `${from} → ${to}: gid map ${r.stdout}`);
+        },
+      ),
+      { numRuns: 150 },
+    );
   });
   test('every subcommand has --help', async () => {
     for (const sub of ['validate', 'split', 'convert', 'lookup', 'compose', 'show']) {

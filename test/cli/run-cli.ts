@@ -33,3 +33,31 @@ export function runCli(
     child.stdin.end(options.input ?? '');
   });
 }
+
+/**
+ * The CLI's main() in this process, with buffers for its streams: for tests that run many
+ * commands (a property over formats), without a Node start per command.
+ */
+export async function runInProcess(args: string[], options: { input?: string } = {}): Promise<CliResult> {
+  const { PassThrough } = await import('node:stream');
+  const { main } = await import('../../src/cli/main.js');
+  const collect = () => {
+    const stream = new PassThrough();
+    let text = '';
+    stream.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
+    return { stream, text: () => text };
+  };
+  const stdout = collect();
+  const stderr = collect();
+  const stdin = new PassThrough();
+  stdin.end(options.input ?? '');
+  const code = await main(args, {
+    stdout: stdout.stream,
+    stderr: stderr.stream,
+    stdin,
+    env: { ...process.env, NO_COLOR: '1' },
+  });
+  return { code, signal: null, stdout: stdout.text(), stderr: stderr.text() };
+}
