@@ -7,6 +7,7 @@ import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
 import { requireValidMap } from '../idmap/validate.js';
+import { MAP_INPUT_LIMIT, readFileBounded, readStreamBounded } from '../system/bounded-read.js';
 import { pageSize } from '../system/proc.js';
 
 export type Kind = 'uid' | 'gid';
@@ -37,10 +38,7 @@ export function parseFormatName(value: string | undefined, option: string): Form
 }
 
 async function readStdin(stdin: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stdin)
-    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
-  return Buffer.concat(chunks).toString('latin1');
+  return (await readStreamBounded(stdin, MAP_INPUT_LIMIT, 'standard input')).toString('latin1');
 }
 
 /** The extents of `entries` that apply to `kind` (entries marked `both` apply to either). */
@@ -98,8 +96,9 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
   }
   let text: string;
   try {
-    text = await readFile(argument, 'latin1');
+    text = readFileBounded(argument, MAP_INPUT_LIMIT).toString('latin1');
   } catch (error) {
+    if (error instanceof UsernsError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && /^[\d:,+@ug]+$/.test(argument)) {
       throw new UsageError(`'${argument}' is neither a file nor inline triples 'inside:outside:count[,…]'`);

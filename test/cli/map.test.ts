@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -8,7 +9,7 @@ import { FORMATS } from '../../src/idmap/formats/index.js';
 import { byKind } from '../../src/idmap/formats/kinds.js';
 import { mapsEqual } from '../../src/idmap/normalize.js';
 import { validExtents } from '../arbitraries.js';
-import { runCli, runInProcess } from './run-cli.js';
+import { BIN, runCli, runInProcess } from './run-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'userns-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -179,6 +180,37 @@ describe('userns map lookup, compose, show, convert', () => {
       ),
       { numRuns: 150 },
     );
+  });
+  test('input larger than any real map (a file, an endless stdin) is INPUT_TOO_LARGE, with bounded memory', {
+    timeout: 60_000,
+  }, async () => {
+    const big = file('big-map', '1'.repeat(3 << 20));
+    for (const sub of [
+      ['validate'],
+      ['convert', '--to', 'kernel'],
+      ['split', '--parent', '0:0:4294967295'],
+      ['show'],
+    ]) {
+      const r = await runCli(['map', ...sub, '--json', big]);
+      assert.equal(r.code, 1, `${sub[0]}: ${r.stdout}${r.stderr}`);
+      const body = JSON.parse(r.stdout);
+      assert.equal(body.code, 'INPUT_TOO_LARGE');
+      assert.equal(body.data.limit, 1 << 20);
+    }
+    // /dev/zero on standard input: stops at the limit instead of growing without end.
+    const endless = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'map', 'validate', '--json', '-'], {
+        stdio: [openSync('/dev/zero', 'r'), 'pipe', 'ignore'],
+      });
+      let stdout = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout }));
+    });
+    assert.equal(endless.code, 1);
+    assert.equal(JSON.parse(endless.stdout).code, 'INPUT_TOO_LARGE');
   });
   test('every subcommand has --help', async () => {
     for (const sub of ['validate', 'split', 'convert', 'lookup', 'compose', 'show']) {
