@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError, UsernsError } from '../errors.js';
 
@@ -10,7 +11,39 @@ export interface CliIo {
 }
 
 export function processIo(): CliIo {
+  guardOutput(process.stdout, 'standard output');
+  guardOutput(process.stderr, 'standard error');
   return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+}
+
+const guarded = new WeakSet<object>();
+let outputFailure: string | undefined;
+
+/**
+ * Output that cannot be written never crashes the process, and never changes what the
+ * operation did. A closed pipe (`userns alloc list | head -1`) ends the output quietly: the
+ * exit status stays the operation's, so a script that sees it knows an allocation was made and
+ * does not make it again. Any other write error (a full disk behind a redirect) is reported in
+ * one line at exit, and a successful exit becomes 1: the output is lost.
+ */
+function guardOutput(stream: NodeJS.WritableStream, name: string): void {
+  if (guarded.has(stream)) return;
+  guarded.add(stream);
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED') return;
+    outputFailure ??= `userns: cannot write to ${name}: ${error.code ?? error.message}\n`;
+  });
+  if (guarded.has(process)) return;
+  guarded.add(process);
+  process.once('exit', (code) => {
+    if (outputFailure === undefined) return;
+    try {
+      writeSync(2, outputFailure);
+    } catch {
+      // standard error is gone too
+    }
+    if (code === 0) process.exitCode = 1;
+  });
 }
 
 /** A command: takes its own arguments (after the command words), returns the exit status. */
