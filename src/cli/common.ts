@@ -109,3 +109,23 @@ export function reportError(error: unknown, io: CliIo, json: boolean): number {
   if (error instanceof UsageError) return 2;
   return known ? 1 : 70;
 }
+
+/**
+ * For commands whose exit status is the command's they run (`run`, `exec`): userns's own
+ * failures must not be mistaken for the command's, so every one of them, usage errors included,
+ * is 125; a command that is not there is 127, one that cannot be executed 126 (as `env`,
+ * `chroot` and podman do). Wraps such a command's main (`options` gives the arguments that are
+ * userns's own, before the command): errors are printed as everywhere else.
+ */
+export function passThroughStatus(command: Command, options: (argv: string[]) => string[]): Command {
+  return async (argv, io) => {
+    try {
+      return await command(argv, io);
+    } catch (error) {
+      if (!(error instanceof UsernsError)) throw error;
+      // --json among userns's own options, not the command's arguments.
+      reportError(error, io, options(argv).includes('--json'));
+      return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
+    }
+  };
+}

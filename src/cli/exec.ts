@@ -1,6 +1,6 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
-import { UsageError, UsernsError } from '../errors.js';
-import { type CliIo, type Command, parseCommandLine, reportError } from './common.js';
+import { UsageError } from '../errors.js';
+import { type CliIo, type Command, parseCommandLine, passThroughStatus } from './common.js';
 import { parseUserOption } from './run.js';
 
 export const HELP = `Usage: userns exec [options] NAME [--] COMMAND [ARGS...]
@@ -18,7 +18,8 @@ Options:
   -h, --help         this text
 
 Exit status: the command's, or 128+N when it was killed by signal N; 125 when userns itself
-failed, 126 when the command cannot be executed, 127 when it is not found, 2 for usage errors.
+failed (usage errors included, as with env and podman), 126 when the command cannot be
+executed, 127 when it is not found.
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to the command.
 `;
 
@@ -46,48 +47,46 @@ export function splitExec(argv: string[]): { options: string[]; command: string[
   return { options: argv, command: [] };
 }
 
-export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
-  const split = splitExec(argv);
-  const { values, positionals } = parseCommandLine(split.options, OPTIONS, 'exec');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
-  const json = values.json === true;
-  if (positionals.length !== 1 || split.command.length === 0) {
-    throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'no command given', {
-      hint: "usage: userns exec [options] NAME -- COMMAND [ARGS...]; see 'userns exec --help'",
-    });
-  }
-  const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
-  const { spawnInNamespace } = await import('../store/namespaces.js');
-  const handlers = new Map<string, () => void>();
-  try {
-    const [command, ...args] = split.command as [string, ...string[]];
-    const child = spawnInNamespace(positionals[0]!, command, args, {
-      stdio: 'inherit',
-      ...(ids === undefined ? {} : { user: ids.user, group: ids.group }),
-      ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
-      ...(values.root === undefined ? {} : { root: values.root }),
-    });
-    for (const signal of FORWARDED) {
-      const handler = () => {
-        child.kill(signal);
-      };
-      handlers.set(signal, handler);
-      process.on(signal, handler);
+export const main: Command = passThroughStatus(
+  async (argv: string[], io: CliIo): Promise<number> => {
+    const split = splitExec(argv);
+    const { values, positionals } = parseCommandLine(split.options, OPTIONS, 'exec');
+    if (values.help) {
+      io.stdout.write(HELP);
+      return 0;
     }
-    const result = await child;
-    if (result.signal !== null) {
-      const { constants } = await import('node:os');
-      return 128 + (constants.signals[result.signal] ?? 0);
+    if (positionals.length !== 1 || split.command.length === 0) {
+      throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'no command given', {
+        hint: "usage: userns exec [options] NAME -- COMMAND [ARGS...]; see 'userns exec --help'",
+      });
     }
-    return result.exitCode ?? 125;
-  } catch (error) {
-    if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
-    reportError(error, io, json);
-    return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
-  } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler);
-  }
-};
+    const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
+    const { spawnInNamespace } = await import('../store/namespaces.js');
+    const handlers = new Map<string, () => void>();
+    try {
+      const [command, ...args] = split.command as [string, ...string[]];
+      const child = spawnInNamespace(positionals[0]!, command, args, {
+        stdio: 'inherit',
+        ...(ids === undefined ? {} : { user: ids.user, group: ids.group }),
+        ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
+        ...(values.root === undefined ? {} : { root: values.root }),
+      });
+      for (const signal of FORWARDED) {
+        const handler = () => {
+          child.kill(signal);
+        };
+        handlers.set(signal, handler);
+        process.on(signal, handler);
+      }
+      const result = await child;
+      if (result.signal !== null) {
+        const { constants } = await import('node:os');
+        return 128 + (constants.signals[result.signal] ?? 0);
+      }
+      return result.exitCode ?? 125;
+    } finally {
+      for (const [signal, handler] of handlers) process.off(signal, handler);
+    }
+  },
+  (argv) => splitExec(argv).options,
+);

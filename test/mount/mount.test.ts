@@ -91,9 +91,9 @@ describe('--mount specs', () => {
       (e: unknown) => e instanceof MountError && e.code === 'IDMAP_MAP_EMPTY',
     );
   });
-  test('CLI: a bad --mount is a usage error (exit 2)', () => {
+  test('CLI: a bad --mount is a usage error (exit 125: run passes the command status through)', () => {
     const r = cli(['run', '--mount', '/tmp:/mnt:bogus', '--', 'true']);
-    assert.equal(r.code, 2);
+    assert.equal(r.code, 125);
     assert.match(r.stderr, /unknown option 'bogus'/);
   });
 });

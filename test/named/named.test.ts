@@ -167,6 +167,17 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'sh', '-c', 'exit 7'])).code, 7);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'sh', '-c', 'kill -TERM $$'])).code, 143);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'no-such-command-xyz'])).code, 127);
+    // userns's own errors, usage included, are 125: never mistaken for the command's status.
+    for (const args of [
+      ['--bogus', 'cli', '--', 'true'],
+      ['cli'],
+      ['--user', 'x', 'cli', '--', 'true'],
+      ['no-such-ns', '--', 'true'],
+    ]) {
+      const failed = await cli(['exec', '--root', root, '--json', ...args]);
+      assert.equal(failed.code, 125, args.join(' '));
+      assert.equal(JSON.parse(failed.stdout).ok, false);
+    }
     const r = await cli([
       'exec',
       '--root',
