@@ -4,7 +4,7 @@
 import { UsageError } from '../errors.js';
 import { formatRange, formatTriple } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import { type CliIo, type Command, mapJson, parseCommandLine, reportError, writeJson } from './common.js';
 
 export const HELP = `Usage: userns alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]
        userns alloc list [--pool START:COUNT]... [--root DIR] [--json]
@@ -88,8 +88,8 @@ function allocationJson(a: import('../alloc/registry.js').Allocation & { estimat
   const { seq: _seq, ...rest } = a;
   return {
     ...rest,
-    uidMap: a.uidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
-    gidMap: a.gidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
+    uidMap: mapJson(a.uidMap),
+    gidMap: mapJson(a.gidMap),
   };
 }
 

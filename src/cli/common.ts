@@ -80,6 +80,16 @@ export function parseCommandLine<O extends OptionSpec>(
   }
 }
 
+/**
+ * A map in every command's --json output: `[[inside, outside, count], …]` in written order (as
+ * IdMap.toJSON); two maps are `uidMap` and `gidMap`, one map is `map` with its `kind`.
+ */
+export function mapJson(
+  extents: readonly { inside: number; outside: number; count: number }[],
+): [number, number, number][] {
+  return extents.map((e) => [e.inside, e.outside, e.count]);
+}
+
 export function writeJson(io: CliIo, value: unknown): void {
   io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

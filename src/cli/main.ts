@@ -61,8 +61,9 @@ ${Object.entries(commands)
   .join('\n')}
 
 Run 'userns <command> --help' for the options of a command.
-Every command takes --json for machine-readable output and exits non-zero on failure
-(2 for usage errors).
+Every command takes --json for machine-readable output. Exit status: 0 success, 1 failure,
+2 usage error, 70 internal error; run and exec: the command's status, 125 when userns failed
+(usage included), 126 not executable, 127 not found.
 `;
 
 export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {

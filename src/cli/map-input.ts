@@ -129,8 +129,41 @@ export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap 
     map = new IdMap(entriesForKind(entries, options.kind));
   }
   if (options.validate !== false)
-    requireValidMap(map, { kind: options.kind, source: raw.source, pageSize: pageSize() });
+    requireValidMap(map, {
+      kind: options.kind,
+      source: raw.source,
+      pageSize: pageSize(),
+      sourceLine: (line) => entryLines(raw, options.kind, options.parent)?.[line - 1],
+    });
   return map;
+}
+
+/** Formats with at most one map entry per text line (comments and blank lines allowed). */
+const LINE_FORMATS: readonly FormatName[] = ['kernel', 'lxc', 'incus', 'subid'];
+
+/**
+ * For each entry of `kind` that `raw` holds, in map order, the line of the text it was read
+ * from (1-based); undefined for formats whose entries are not lines (JSON, inline triples). So
+ * that an error about map line N of an LXC config names the file's line, not N.
+ */
+export function entryLines(raw: RawMapInput, kind: Kind, parent?: IdMap): number[] | undefined {
+  if (!LINE_FORMATS.includes(raw.format)) return undefined;
+  const out: number[] = [];
+  raw.text.split('\n').forEach((text, i) => {
+    // LXC: an empty lxc.idmap value clears what was read before it.
+    if (raw.format === 'lxc' && /^[ \t\r]*lxc\.id_?map[ \t]*=[ \t\r]*$/.test(text)) {
+      out.length = 0;
+      return;
+    }
+    let entries: KindedExtent[];
+    try {
+      entries = FORMATS[raw.format].parse(text, { kind, source: raw.source, parent });
+    } catch {
+      return; // not an entry (a comment, a blank line)
+    }
+    for (const _ of entriesForKind(entries, kind)) out.push(i + 1);
+  });
+  return out;
 }
 
 /** readMapArgument + parseMapInput. */

@@ -1,4 +1,4 @@
-import { UsageError, UsernsError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { compose } from '../idmap/compose.js';
 import type { KindedExtent } from '../idmap/extent.js';
 import { U32_MAX } from '../idmap/extent.js';
@@ -7,11 +7,18 @@ import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { PRIVILEGED_WRITER, type WriterSituation } from '../idmap/permission.js';
 import { splitAcrossParent } from '../idmap/split.js';
-import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js';
+import {
+  requireValidMap,
+  type Verdict,
+  validateMap,
+  validateMapText,
+  withSourceLines,
+} from '../idmap/validate.js';
 import { pageSize } from '../system/proc.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 import {
   entriesForKind,
+  entryLines,
   type Kind,
   parseFormatName,
   parseKind,
@@ -199,7 +206,18 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
     return printVerdict(io, values.json === true, verdict, kind, kernelLines(raw.text).length);
   }
   const map = parseMapInput(raw, { kind, parent, validate: false });
-  return printVerdict(io, values.json === true, validateMap(map, options), kind, map.length);
+  let verdict: Verdict & { sourceLine?: number | null } = validateMap(map, options);
+  const lines = entryLines(raw, kind, parent);
+  if (!verdict.ok && lines !== undefined) {
+    // The file's lines are not the map's (comments, the other kind): name both.
+    const at = (n: number) => lines[n - 1];
+    verdict = {
+      ...verdict,
+      reason: withSourceLines(verdict.reason!, raw.source, at),
+      sourceLine: verdict.line === null ? null : (at(verdict.line) ?? null),
+    };
+  }
+  return printVerdict(io, values.json === true, verdict, kind, map.length);
 }
 
 async function split(argv: string[], io: CliIo): Promise<number> {
@@ -222,29 +240,15 @@ async function split(argv: string[], io: CliIo): Promise<number> {
       stdin: io.stdin,
     })
   ).map;
-  let result: IdMap;
-  try {
-    result = splitAcrossParent(request, parent, kind);
-  } catch (error) {
-    if (!(error instanceof UsernsError)) throw error;
-    if (values.json)
-      writeJson(io, {
-        ok: false,
-        reason: error.message,
-        code: error.code,
-        ...(error.data ? { data: error.data } : {}),
-      });
-    else io.stderr.write(`userns: ${error.message}\n`);
-    return 1;
-  }
-  const pageSize = pageSizeOption(values['page-size']);
-  const verdict = validateMap(result, { kind, parent, pageSize });
-  if (!verdict.ok) {
-    const reason = `the split map cannot be written: ${verdict.reason}`;
-    if (values.json) writeJson(io, { ok: false, errno: verdict.errno, reason });
-    else io.stderr.write(`userns: ${reason}\n`);
-    return 1;
-  }
+  // Errors (an ID the parent does not map; a result the kernel would refuse) are reported as
+  // every command reports them: one line, or the --json error shape; exit 1.
+  const result = splitAcrossParent(request, parent, kind);
+  requireValidMap(result, {
+    kind,
+    parent,
+    pageSize: pageSizeOption(values['page-size']),
+    source: 'the split map',
+  });
   if (values.json) writeJson(io, { ok: true, map: result.toJSON() });
   else io.stdout.write(formatKernelMap(result.extents));
   return 0;
@@ -315,7 +319,8 @@ async function lookup(argv: string[], io: CliIo): Promise<number> {
   });
   if (values.json)
     writeJson(io, {
-      ok: true,
+      // ok says what the exit status says: every ID translated.
+      ok: results.every((r) => r.result !== null),
       direction: values.reverse ? 'outside-to-inside' : 'inside-to-outside',
       results,
     });

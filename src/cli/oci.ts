@@ -4,7 +4,7 @@
  */
 import { UsageError } from '../errors.js';
 import type { Extent } from '../idmap/extent.js';
-import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
+import { type CliIo, type Command, mapJson, parseCommandLine, writeJson } from './common.js';
 import { checkUsernsMode } from './run.js';
 
 export const HELP = `Usage: userns oci [--userns MODE] [--uidmap MAP]... [--gidmap MAP]...
@@ -78,7 +78,6 @@ const OPTIONS = {
   format: { type: 'string' },
 } as const;
 
-const triples = (extents: readonly Extent[]) => extents.map((e) => [e.inside, e.outside, e.count]);
 const lines = (extents: readonly Extent[]) =>
   extents.length === 0
     ? '    (none)'
@@ -141,12 +140,12 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
         check: true,
         format: report.format,
         userNamespace: report.userNamespace,
-        uidMappings: triples(report.uidMappings),
-        gidMappings: triples(report.gidMappings),
+        uidMap: mapJson(report.uidMappings),
+        gidMap: mapJson(report.gidMappings),
         idmappedMounts: report.idmappedMounts.map((m) => ({
           destination: m.destination,
-          uidMappings: triples(m.uidMappings),
-          gidMappings: triples(m.gidMappings),
+          uidMap: mapJson(m.uidMappings),
+          gidMap: mapJson(m.gidMappings),
         })),
         warnings: report.warnings,
       });
@@ -187,10 +186,14 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       changed: result.changed,
       written: result.written,
       changes: result.changes,
-      uidMappings: triples(result.report.uidMappings),
-      gidMappings: triples(result.report.gidMappings),
+      uidMap: mapJson(result.report.uidMappings),
+      gidMap: mapJson(result.report.gidMappings),
       userNamespace: result.report.userNamespace,
-      idmappedMounts: result.report.idmappedMounts.map((m) => m.destination),
+      idmappedMounts: result.report.idmappedMounts.map((m) => ({
+        destination: m.destination,
+        uidMap: mapJson(m.uidMappings),
+        gidMap: mapJson(m.gidMappings),
+      })),
       allocation: result.allocation,
       warnings: result.warnings,
     });

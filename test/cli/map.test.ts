@@ -78,8 +78,11 @@ describe('userns map split', () => {
     const r = await runCli(['map', 'split', '--json', '--parent', nested(), '0:65530:100']);
     assert.equal(r.code, 1);
     const body = JSON.parse(r.stdout);
+    // The error shape of every command: ok, error, code, message, hint, data.
+    assert.deepEqual(Object.keys(body), ['ok', 'error', 'code', 'message', 'hint', 'data']);
     assert.equal(body.ok, false);
-    assert.match(body.reason, /uid 65537-65629 .*not mapped/);
+    assert.equal(body.code, 'NOT_MAPPED_IN_PARENT');
+    assert.match(body.message, /uid 65537-65629 .*not mapped/);
   });
   test('--parent self works (the README example)', async () => {
     const r = await runCli(['map', 'split', '--parent', 'self', '0:0:100']);
@@ -99,6 +102,11 @@ describe('userns map lookup, compose, show, convert', () => {
     const back = await runCli(['map', 'lookup', '--reverse', '--json', '0:1000:1,1:100000:65536', '100004']);
     assert.equal(back.code, 0);
     assert.deepEqual(JSON.parse(back.stdout).results, [{ id: 100004, result: 5 }]);
+    // ok is what the exit status says: never "ok": true with exit 1.
+    const unmapped = await runCli(['map', 'lookup', '--json', '0:1000:1', '0', '5']);
+    assert.equal(unmapped.code, 1);
+    assert.equal(JSON.parse(unmapped.stdout).ok, false);
+    assert.equal(JSON.parse(back.stdout).ok, true);
   });
   test('compose a nested map down to host IDs', async () => {
     const r = await runCli(['map', 'compose', '0:0:1,1:1:99', nested()]);
@@ -211,6 +219,29 @@ describe('userns map lookup, compose, show, convert', () => {
     });
     assert.equal(endless.code, 1);
     assert.equal(JSON.parse(endless.stdout).code, 'INPUT_TOO_LARGE');
+  });
+  test('validation errors in an LXC file name the line of the file, not only the line of the map', async () => {
+    const path = file(
+      'overlap.lxc',
+      '# web\nlxc.idmap = g 0 200000 10\n\nlxc.idmap = u 0 100000 65536\nlxc.idmap = u 5 200000 10\n',
+    );
+    const shown = await runCli(['map', 'show', '--json', path]);
+    assert.equal(shown.code, 1);
+    const error = JSON.parse(shown.stdout);
+    assert.equal(error.code, 'MAP_INVALID');
+    assert.equal(error.data.sourceLine, 5);
+    assert.match(
+      error.message,
+      new RegExp(
+        `^${path}:5: .*line 2 \\(5:200000:10, ${path}:5\\) overlaps line 1 \\(0:100000:65536, ${path}:4\\)`,
+      ),
+    );
+    const verdict = JSON.parse((await runCli(['map', 'validate', '--json', path])).stdout);
+    assert.equal(verdict.sourceLine, 5);
+    assert.match(verdict.reason, new RegExp(`line 2 \\(5:200000:10, ${path}:5\\)`));
+    // Parse errors already name file, line and column.
+    const bad = file('bad.lxc', 'lxc.idmap = u 0 100000 65536\nlxc.idmap = x 0 1 1\n');
+    assert.match((await runCli(['map', 'show', bad])).stderr, new RegExp(`${bad}:2:13: `));
   });
   test('every subcommand has --help', async () => {
     for (const sub of ['validate', 'split', 'convert', 'lookup', 'compose', 'show']) {

@@ -461,7 +461,7 @@ describe('mounts as root', { skip: root ? false : 'needs root' }, () => {
     ]);
     assert.equal(made.code, 0, made.stderr);
     try {
-      assert.deepEqual(JSON.parse(made.stdout).options.mounts, [`${src}:${target}:ro,idmap`]);
+      assert.deepEqual(JSON.parse(made.stdout).state.options.mounts, [`${src}:${target}:ro,idmap`]);
       const r = cli([
         'exec',
         '--root',

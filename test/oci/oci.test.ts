@@ -500,9 +500,11 @@ describe('userns oci (CLI)', () => {
     const out = JSON.parse(r.stdout);
     assert.equal(out.ok, true);
     assert.equal(out.written, true);
-    assert.deepEqual(out.uidMappings, [[0, 100000, 65536]]);
-    assert.deepEqual(out.gidMappings, [[0, 100000, 65536]]);
-    assert.deepEqual(out.idmappedMounts, ['/data']);
+    assert.deepEqual(out.uidMap, [[0, 100000, 65536]]);
+    assert.deepEqual(out.gidMap, [[0, 100000, 65536]]);
+    assert.deepEqual(out.idmappedMounts, [
+      { destination: '/data', uidMap: [[0, 100000, 65536]], gidMap: [[0, 100000, 65536]] },
+    ]);
     const file = join(dir, 'config.json');
     assert.equal(statSync(file).mode & 0o777, 0o640);
     assert.equal(JSON.parse(readFileSync(file, 'utf8')).linux.uidMappings[0].hostID, 100000);
@@ -568,7 +570,7 @@ describe('userns oci (CLI)', () => {
     assert.equal(b.code, 0, b.stderr);
     const second = JSON.parse(b.stdout);
     assert.equal(second.allocation.reused, true);
-    assert.deepEqual(second.uidMappings, first.uidMappings);
+    assert.deepEqual(second.uidMap, first.uidMap);
     const list = JSON.parse((await runCli(['alloc', 'list', '--root', root, '--json'])).stdout);
     assert.equal(
       list.allocations.filter((x: { name: string }) => x.name === first.allocation.name).length,
@@ -610,8 +612,8 @@ describe('userns oci (CLI)', () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       return JSON.parse(r.stdout) as {
         allocation: { name: string; reused: boolean };
-        uidMappings: [number, number, number][];
-        gidMappings: [number, number, number][];
+        uidMap: [number, number, number][];
+        gidMap: [number, number, number][];
       };
     };
     const a = await fill(dirs[0]!);
@@ -623,8 +625,8 @@ describe('userns oci (CLI)', () => {
     assert.notEqual(a.allocation.name, b.allocation.name);
     const overlaps = (x: [number, number, number][], y: [number, number, number][]) =>
       x.some(([, xo, xn]) => y.some(([, yo, yn]) => xo < yo + yn && yo < xo + xn));
-    assert.equal(overlaps(a.uidMappings, b.uidMappings), false, JSON.stringify([a, b]));
-    assert.equal(overlaps(a.gidMappings, b.gidMappings), false, JSON.stringify([a, b]));
+    assert.equal(overlaps(a.uidMap, b.uidMap), false, JSON.stringify([a, b]));
+    assert.equal(overlaps(a.gidMap, b.gidMap), false, JSON.stringify([a, b]));
     // The same bundle again (through another path to it: a link above the bundle that only root
     // could have placed): its own allocation, reused.
     const linked = join(base, 'link-to-same-name');
@@ -632,7 +634,7 @@ describe('userns oci (CLI)', () => {
     const again = await fill(join(linked, 'a', 'userdata', 'config.json'));
     assert.equal(again.allocation.name, a.allocation.name);
     assert.equal(again.allocation.reused, true);
-    assert.deepEqual(again.uidMappings, a.uidMappings);
+    assert.deepEqual(again.uidMap, a.uidMap);
   });
 
   test('a symlinked config.json is refused; the file it points to is untouched', async () => {
@@ -773,7 +775,7 @@ describe('userns oci (CLI)', () => {
     const dir = bundle();
     const r = await runCli(['oci', '--from-kubernetes', rec, dir, '--json']);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout).uidMappings, [[0, 131072, 65536]]);
+    assert.deepEqual(JSON.parse(r.stdout).uidMap, [[0, 131072, 65536]]);
   });
 
   test('--check with map options validates the would-be result and writes nothing', async () => {
@@ -797,7 +799,7 @@ describe('userns oci (CLI)', () => {
       gidMap: '0:0:1,1:100000:65536',
     });
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout).uidMappings, [
+    assert.deepEqual(JSON.parse(r.stdout).uidMap, [
       [0, 0, 1],
       [1, 1, 99],
     ]);
@@ -829,7 +831,7 @@ describe('userns oci as an unprivileged user', { skip: throwawayUserUnavailable(
       const r = await runAs(user, [process.execPath, BIN, 'oci', dir, '--json'], { env });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const out = JSON.parse(r.stdout);
-      assert.deepEqual(out.uidMappings, [
+      assert.deepEqual(out.uidMap, [
         [0, user.uid, 1],
         [1, user.subuid.start, user.subuid.count],
       ]);
