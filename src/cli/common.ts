@@ -139,3 +139,35 @@ export function passThroughStatus(command: Command, options: (argv: string[]) =>
     }
   };
 }
+
+const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
+
+/**
+ * Waits for a command run in a namespace (`run`, `exec`), forwarding the signals userns receives
+ * to it, and returns the status to exit with: the command's, or 128+N when signal N killed it.
+ */
+export async function forwardAndWait(
+  child: { kill(signal: NodeJS.Signals): boolean } & PromiseLike<{
+    exitCode: number | null;
+    signal: NodeJS.Signals | null;
+  }>,
+): Promise<number> {
+  const handlers = new Map<string, () => void>();
+  try {
+    for (const signal of FORWARDED) {
+      const handler = () => {
+        child.kill(signal);
+      };
+      handlers.set(signal, handler);
+      process.on(signal, handler);
+    }
+    const result = await child;
+    if (result.signal !== null) {
+      const { constants } = await import('node:os');
+      return 128 + (constants.signals[result.signal] ?? 0);
+    }
+    return result.exitCode ?? 125;
+  } finally {
+    for (const [signal, handler] of handlers) process.off(signal, handler);
+  }
+}

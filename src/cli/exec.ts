@@ -1,6 +1,6 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
 import { UsageError } from '../errors.js';
-import { type CliIo, type Command, parseCommandLine, passThroughStatus } from './common.js';
+import { type CliIo, type Command, forwardAndWait, parseCommandLine, passThroughStatus } from './common.js';
 import { parseUserOption } from './run.js';
 
 export const HELP = `Usage: userns exec [options] NAME [--] COMMAND [ARGS...]
@@ -29,7 +29,6 @@ const OPTIONS = {
   root: { type: 'string' },
 } as const;
 const VALUE_OPTIONS = new Set(['--user', '--cwd', '--root']);
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
 
 /** Options and NAME, then the command: after `--`, or from the first word after NAME. */
 export function splitExec(argv: string[]): { options: string[]; command: string[] } {
@@ -62,31 +61,14 @@ export const main: Command = passThroughStatus(
     }
     const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
     const { spawnInNamespace } = await import('../store/namespaces.js');
-    const handlers = new Map<string, () => void>();
-    try {
-      const [command, ...args] = split.command as [string, ...string[]];
-      const child = spawnInNamespace(positionals[0]!, command, args, {
-        stdio: 'inherit',
-        ...(ids === undefined ? {} : { user: ids.user, group: ids.group }),
-        ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
-        ...(values.root === undefined ? {} : { root: values.root }),
-      });
-      for (const signal of FORWARDED) {
-        const handler = () => {
-          child.kill(signal);
-        };
-        handlers.set(signal, handler);
-        process.on(signal, handler);
-      }
-      const result = await child;
-      if (result.signal !== null) {
-        const { constants } = await import('node:os');
-        return 128 + (constants.signals[result.signal] ?? 0);
-      }
-      return result.exitCode ?? 125;
-    } finally {
-      for (const [signal, handler] of handlers) process.off(signal, handler);
-    }
+    const [command, ...args] = split.command as [string, ...string[]];
+    const child = spawnInNamespace(positionals[0]!, command, args, {
+      stdio: 'inherit',
+      ...(ids === undefined ? {} : { user: ids.user, group: ids.group }),
+      ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
+      ...(values.root === undefined ? {} : { root: values.root }),
+    });
+    return forwardAndWait(child);
   },
   (argv) => splitExec(argv).options,
 );

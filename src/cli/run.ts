@@ -5,7 +5,14 @@
 import { UsageError, UsernsError } from '../errors.js';
 import type { MountSpec } from '../mount/spec.js';
 import { parseMountSpec } from '../mount/spec.js';
-import { type CliIo, type Command, parseCommandLine, passThroughStatus, writeJson } from './common.js';
+import {
+  type CliIo,
+  type Command,
+  forwardAndWait,
+  parseCommandLine,
+  passThroughStatus,
+  writeJson,
+} from './common.js';
 
 export const HELP = `Usage: userns run [options] [--] COMMAND [ARGS...]
 
@@ -112,7 +119,6 @@ export const MAPPING_OPTIONS = {
 const OPTIONS = { ...MAPPING_OPTIONS, 'dry-run': { type: 'boolean' } } as const;
 
 const ALL_EXTRA = ['mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'] as const;
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
 
 function parseId(text: string, what: string, command: string): number {
   if (!/^\d+$/.test(text) || Number(text) > 4294967294) {
@@ -318,25 +324,8 @@ export const main: Command = passThroughStatus(
     }
 
     const { spawn } = await import('../spawn/spawn.js');
-    const handlers = new Map<string, () => void>();
-    try {
-      const child = spawn(command, args, { ...options, stdio: 'inherit' });
-      for (const signal of FORWARDED) {
-        const handler = () => {
-          child.kill(signal);
-        };
-        handlers.set(signal, handler);
-        process.on(signal, handler);
-      }
-      const result = await child;
-      if (result.signal !== null) {
-        const { constants } = await import('node:os');
-        return 128 + (constants.signals[result.signal] ?? 0);
-      }
-      return result.exitCode ?? 125;
-    } finally {
-      for (const [signal, handler] of handlers) process.off(signal, handler);
-    }
+    const child = spawn(command, args, { ...options, stdio: 'inherit' });
+    return forwardAndWait(child);
   },
   (argv) => splitCommand(argv).options,
 );
