@@ -43,7 +43,7 @@ export function stepOf(error: unknown): ProbeStep {
   if (!(error instanceof UsernsError)) return 'plan';
   const code = error.code;
   const data = error.data ?? {};
-  if (code.startsWith('HELPER_')) return 'helper launch';
+  if (code.startsWith('HELPER_') || code === 'PLATFORM_UNSUPPORTED') return 'helper launch';
   if (code === 'UNSHARE_FAILED') return 'unshare';
   if (code.startsWith('NEWUIDMAP_')) return 'newuidmap';
   if (code.startsWith('NEWGIDMAP_')) return 'newgidmap';

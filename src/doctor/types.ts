@@ -46,7 +46,7 @@ export interface DoctorOptions {
   apparmorDir?: string;
   /** Run the live probe (default true). */
   probe?: boolean;
-  /** The native helper (default: the package's build/userns-helper). */
+  /** The native helper (default: $USERNS_HELPER, else the package's own for this platform). */
   helperPath?: string;
   /** Environment of the user being diagnosed, for XDG_RUNTIME_DIR (default: process.env when diagnosing oneself). */
   env?: NodeJS.ProcessEnv;

@@ -1,5 +1,5 @@
 /**
- * Driver of build/userns-helper (src/native/userns-helper.c; protocol in src/native/protocol.md).
+ * Driver of the userns-helper executable (src/native/userns-helper.c; protocol in src/native/protocol.md).
  *
  * `launchHelper()` starts the helper, which creates the namespaces and stops; the caller writes
  * the maps to /proc/<pid>/… (it knows the PID from `handle.pid`), then `go()` lets the helper
@@ -8,11 +8,10 @@
  * stays as a small supervisor that forwards signals and exits like the command).
  */
 import { type ChildProcess, type StdioOptions, spawn as spawnChild } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import type { Duplex, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { explainMountFailure } from '../mount/errors.js';
 import { DOCTOR_HINT, SpawnError } from '../spawn/errors.js';
+import { resolveHelperBinary } from './helper-binary.js';
 
 export type Namespace = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup';
 export const NAMESPACES: readonly Namespace[] = ['user', 'mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'];
@@ -83,7 +82,7 @@ export interface HelperOptions {
   mountNamespaces?: readonly string[] | Promise<readonly string[]>;
   /** File descriptors of this process that the command gets at the same numbers. */
   keepFds?: readonly number[];
-  /** Path of the helper binary (default: the package's build/userns-helper, or $USERNS_HELPER). */
+  /** Path of the helper binary (default: $USERNS_HELPER, else the package's own for this platform). */
   helperPath?: string;
 }
 
@@ -128,20 +127,10 @@ export interface HelperHandle {
 
 let resolvedHelper: string | undefined;
 
-/** The helper binary, checked once per process. */
+/** The helper binary (src/native/helper-binary.ts chooses it), checked once per process. */
 export function helperPath(explicit?: string): string {
   if (explicit === undefined && resolvedHelper !== undefined) return resolvedHelper;
-  const path =
-    explicit ??
-    (process.env.USERNS_HELPER || fileURLToPath(new URL('../../../build/userns-helper', import.meta.url)));
-  try {
-    accessSync(path, constants.X_OK);
-  } catch {
-    throw new SpawnError('HELPER_MISSING', `the native helper ${path} is not built`, {
-      hint: "run 'npm run build' in the userns package (it needs a C compiler: apt-get install gcc)",
-      data: { path },
-    });
-  }
+  const path = resolveHelperBinary({ explicit });
   if (explicit === undefined) resolvedHelper = path;
   return path;
 }
@@ -414,8 +403,16 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
           handle: ns[3] === '-' ? null : ns[3]!,
         });
       }
-      if (options.hold && line === 'held' && state === 'going') {
-        // The keeper is set up; only failures before this line fail go().
+      // Hold mode: the keeper is set up once "held" (written by the keeper) and "keeper <pid>"
+      // (written by the helper after its fork) both arrived: the two processes race, so either
+      // may come first. Only failures before then fail go().
+      if (
+        options.hold &&
+        state === 'going' &&
+        (line === 'held' || line.startsWith('keeper ')) &&
+        handle.reports.includes('held') &&
+        handle.reports.some((l) => l.startsWith('keeper '))
+      ) {
         const settle = settleGo;
         settleGo = undefined;
         settle?.(failure);

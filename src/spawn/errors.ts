@@ -7,9 +7,10 @@ export const DOCTOR_HINT = "run 'userns doctor' for a full diagnosis";
  * Starting a command in new namespaces failed: the helper could not be started, a namespace could
  * not be created, the IDs could not be switched, or the command could not be executed.
  *
- * Codes: HELPER_MISSING, HELPER_DIED, HELPER_PROTOCOL, UNSHARE_FAILED, SETGROUPS_FAILED,
- * ID_NOT_MAPPED, SETID_FAILED, MOUNT_PROC_FAILED, CWD_FAILED, COMMAND_NOT_FOUND,
- * COMMAND_NOT_EXECUTABLE, EXEC_FAILED, SETUP_FAILED, ABORTED, HOOK_FAILED, MAP_READBACK_FAILED.
+ * Codes: HELPER_MISSING, PLATFORM_UNSUPPORTED (not Linux), HELPER_DIED, HELPER_PROTOCOL,
+ * UNSHARE_FAILED, SETGROUPS_FAILED, ID_NOT_MAPPED, SETID_FAILED, MOUNT_PROC_FAILED, CWD_FAILED,
+ * COMMAND_NOT_FOUND, COMMAND_NOT_EXECUTABLE, EXEC_FAILED, SETUP_FAILED, ABORTED, HOOK_FAILED,
+ * MAP_READBACK_FAILED.
  * `data.step` and `data.errno` carry the helper's report when there is one.
  */
 export class SpawnError extends UsernsError {

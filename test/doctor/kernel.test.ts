@@ -13,6 +13,7 @@ import { runDoctor } from '../../src/doctor/index.js';
 import { kernelChecks } from '../../src/doctor/kernel.js';
 import { probeHere } from '../../src/doctor/probe.js';
 import type { DoctorContext } from '../../src/doctor/types.js';
+import { packagedHelperPath } from '../../src/native/helper-binary.js';
 import {
   appArmor,
   INIT_USER_NS_INODE,
@@ -172,7 +173,7 @@ describe('kernel checks on a substitute /proc (knobs this kernel lacks)', () => 
   });
 
   test('a profile with a userns rule for the helper lifts the AppArmor error', async () => {
-    const helper = new URL('../../../build/userns-helper', import.meta.url).pathname;
+    const helper = packagedHelperPath();
     writeFileSync(
       join(aaDir, 'userns-helper'),
       `abi <abi/4.0>,\nprofile userns-helper ${helper} flags=(unconfined) {\n  userns,\n}\n`,

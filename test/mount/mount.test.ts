@@ -143,9 +143,10 @@ describe('mount checks (no privileges needed)', () => {
   });
 
   test('openDetachedMount rejects promptly when the helper cannot be started', async () => {
-    // A directory passes the X_OK check, but spawning it fails (EACCES): 'error', never 'exit'.
-    const notAProgram = join(dir, 'helper-dir');
-    mkdirSync(notAProgram, { recursive: true });
+    // An executable file passes the helper check, but spawning it fails (its interpreter does
+    // not exist: ENOENT): 'error', never 'exit'.
+    const notAProgram = join(dir, 'helper-without-interpreter');
+    writeFileSync(notAProgram, '#!/nonexistent/interpreter\n', { mode: 0o755 });
     await assert.rejects(within(openDetachedMount(dir, { helperPath: notAProgram }), 5000), (e: unknown) => {
       assert.ok(e instanceof SpawnError, String(e));
       assert.equal(e.code, 'HELPER_DIED');

@@ -3,11 +3,14 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type HelperOptions, launchHelper } from '../../src/native/helper.js';
+import { packagedHelperPath } from '../../src/native/helper-binary.js';
 import { SpawnError } from '../../src/spawn/errors.js';
 
 const isRoot = process.geteuid?.() === 0;
@@ -206,7 +209,7 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
     await assert.rejects(h.go(), (e: unknown) => e instanceof SpawnError && e.code === 'CWD_FAILED');
   });
 
-  test('missing helper binary → HELPER_MISSING naming npm run build', async () => {
+  test('missing helper binary → HELPER_MISSING', async () => {
     await assert.rejects(
       launchHelper({
         namespaces: ['user'],
@@ -214,7 +217,7 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
         helperPath: '/nonexistent/userns-helper',
       }),
       (e: unknown) =>
-        e instanceof SpawnError && e.code === 'HELPER_MISSING' && /npm run build/.test(e.hint ?? ''),
+        e instanceof SpawnError && e.code === 'HELPER_MISSING' && /helperPath unset/.test(e.hint ?? ''),
     );
   });
 
@@ -241,9 +244,32 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
 
 describe('native helper without root', () => {
   test('the helper binary is built', () => {
-    assert.ok(
-      existsSync(fileURLToPath(new URL('../../../build/userns-helper', import.meta.url))),
-      "run 'npm run build'",
-    );
+    assert.ok(existsSync(packagedHelperPath()), "run 'npm run build'");
+  });
+
+  test('hold mode: go() waits for both "held" and "keeper <pid>", whichever comes first', async () => {
+    // The keeper (child) and the helper (parent) write these two lines after the fork: on a busy
+    // machine "held" can come first. A stand-in helper writes them in that order, apart.
+    const dir = mkdtempSync(join(tmpdir(), 'userns-hold-order-'));
+    try {
+      const fake = join(dir, 'helper');
+      writeFileSync(
+        fake,
+        '#!/bin/sh\necho "ready $$" >&3\ncat <&4 >/dev/null\necho held >&3\nsleep 0.2\necho "keeper 4242" >&3\nexec sleep 5\n',
+        { mode: 0o755 },
+      );
+      const h = await launchHelper({
+        namespaces: [],
+        command: [],
+        hold: true,
+        stdio: 'ignore',
+        helperPath: fake,
+      });
+      await h.go();
+      assert.deepEqual(h.reports, ['held', 'keeper 4242']);
+      await h.abort();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
