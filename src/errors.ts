@@ -85,3 +85,12 @@ export class UsageError extends UsernsError {
     super('USAGE', message, details);
   }
 }
+
+/**
+ * A file of the state root (a database, a lock, a state file) that cannot be used: a symbolic
+ * link or a directory planted where a file belongs, a full file system, a damaged or too new
+ * database. Codes: STATE_FILE_UNSAFE, STATE_FILE_NOT_A_FILE, NO_SPACE, STATE_FILE_ERROR,
+ * REGISTRY_CORRUPT, REGISTRY_TOO_NEW, REGISTRY_UNAVAILABLE, LOCK_TIMEOUT, LOCK_UNAVAILABLE.
+ * `data.path` names the file.
+ */
+export class StateFileError extends UsernsError {}

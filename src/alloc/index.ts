@@ -2,20 +2,37 @@
  * ID range allocation for many containers: `userns alloc`, `userns run --userns auto`,
  * `userns create --userns auto`. See registry.ts for the on-disk design.
  */
-import { readFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../errors.js';
 import type { Extent } from '../idmap/extent.js';
 import { parsePodmanMap } from '../idmap/formats/podman.js';
 import type { IdRange } from '../idmap/ranges.js';
-import { processStartTime } from '../store/lock.js';
 import { defaultStateRoot, ensureStateRoot } from '../store/state-root.js';
+import {
+  bootId,
+  processLiveness,
+  processStartTimeSync,
+  procPidNamespace,
+  selfInProc,
+} from '../system/proc.js';
 import { type Policy, parsePolicy } from './policy.js';
-import { type Pools, resolvePools } from './pool.js';
-import { type Allocation, type KindUsage, Registry, type RegistryOptions } from './registry.js';
+import { type PoolOptions, type Pools, resolvePools } from './pool.js';
+import {
+  type Allocation,
+  type GcResult,
+  type Holder,
+  type KindUsage,
+  type Liveness,
+  type RecoverResult,
+  Registry,
+  type RegistryOptions,
+  recoverRegistry,
+} from './registry.js';
 import { estimateRootfsSize, type RootfsEstimate } from './rootfs-size.js';
 
 export * from './free-space.js';
+export { readLegacyRegistry } from './legacy-journal.js';
 export * from './policy.js';
 export * from './pool.js';
 export * from './registry.js';
@@ -26,10 +43,19 @@ export * from './system-taken.js';
 export const DEFAULT_SIZE = 65536;
 
 export interface RegistryLocation {
-  /** State root (default: /run/userns for root, $XDG_RUNTIME_DIR/userns otherwise). */
+  /** State root (default: store/state-root.ts defaultStateRoot). */
   root?: string;
   /** Options for the registry when this call opens it. */
   registry?: RegistryOptions;
+  /**
+   * Files read instead of the system's /etc/subuid, /etc/subgid, /etc/passwd and /etc/group,
+   * for the pools and for the IDs excluded from them (getent and getsubids, which read the
+   * system's, are then not asked).
+   */
+  subuidPath?: string;
+  subgidPath?: string;
+  passwdPath?: string;
+  groupPath?: string;
 }
 
 export interface AllocateOptions extends RegistryLocation {
@@ -48,8 +74,8 @@ export interface AllocateOptions extends RegistryLocation {
   name?: string;
   /** Bind to a named namespace: `gc` releases the allocation once it is gone. */
   namespace?: string;
-  /** Bind to a process: `gc` releases the allocation once it has exited. */
-  holder?: { pid: number; startTime: string };
+  /** Bind to a process (a PID as this /proc shows it): `gc` releases the allocation once it has exited. */
+  holder?: Holder;
   /** podman `uidmapping=`: INSIDE:HOST[:SIZE] (or extents), punched into the uid map. */
   uidMapping?: string | readonly Extent[];
   gidMapping?: string | readonly Extent[];
@@ -58,6 +84,8 @@ export interface AllocateOptions extends RegistryLocation {
 export interface AllocationResult extends Allocation {
   /** Present when the size was estimated from a root filesystem. */
   estimate?: RootfsEstimate;
+  /** What the pool lookup found wrong and worked around (Pools.warnings). */
+  warnings?: string[];
 }
 
 const registries = new Map<string, Registry>();
@@ -67,15 +95,58 @@ export function stateRoot(root?: string): string {
   return ensureStateRoot(root ?? defaultStateRoot());
 }
 
-/** The registry of a state root; one instance per process, so its in-memory index is reused. */
+function substitutedFiles(location: RegistryLocation) {
+  return {
+    ...(location.subuidPath === undefined ? {} : { subuidPath: location.subuidPath }),
+    ...(location.subgidPath === undefined ? {} : { subgidPath: location.subgidPath }),
+    ...(location.passwdPath === undefined ? {} : { passwdPath: location.passwdPath }),
+    ...(location.groupPath === undefined ? {} : { groupPath: location.groupPath }),
+  };
+}
+
+/**
+ * The registry of a state root; one instance per process and set of options, so its database
+ * connection and in-memory index are reused.
+ */
 export function openRegistry(location: RegistryLocation = {}): Registry {
   const dir = join(stateRoot(location.root), 'alloc');
-  let registry = registries.get(dir);
+  const files = substitutedFiles(location);
+  const options: RegistryOptions = { ...location.registry };
+  if (options.systemTaken !== null && Object.keys(files).length > 0)
+    options.systemTaken = { ...options.systemTaken, ...files };
+  const key = `${dir}\0${JSON.stringify(options)}`;
+  let registry = registries.get(key);
   if (registry === undefined) {
-    registry = new Registry(dir, location.registry);
-    registries.set(dir, registry);
+    registry = new Registry(dir, options);
+    registries.set(key, registry);
   }
   return registry;
+}
+
+/**
+ * Recovers a damaged registry database (REGISTRY_CORRUPT's hint): moves it aside, keeps what can
+ * still be read. Leaves a registry that is not damaged alone.
+ */
+export async function recoverAllocations(location: RegistryLocation = {}): Promise<RecoverResult> {
+  const dir = join(stateRoot(location.root), 'alloc');
+  for (const [key, registry] of registries) {
+    if (registry.dir !== dir) continue;
+    registry.close();
+    registries.delete(key);
+  }
+  return recoverRegistry(dir, location.registry);
+}
+
+/** resolvePools options for the files a location substitutes. */
+export function poolFiles(location: RegistryLocation): Pick<PoolOptions, 'subordinate' | 'passwdPath'> {
+  const subordinate = {
+    ...(location.subuidPath === undefined ? {} : { subuidPath: location.subuidPath }),
+    ...(location.subgidPath === undefined ? {} : { subgidPath: location.subgidPath }),
+  };
+  return {
+    ...(Object.keys(subordinate).length === 0 ? {} : { subordinate }),
+    ...(location.passwdPath === undefined ? {} : { passwdPath: location.passwdPath }),
+  };
 }
 
 /**
@@ -119,6 +190,7 @@ export async function allocate(options: AllocateOptions = {}): Promise<Allocatio
       ...(options.uidPool === undefined ? {} : { uidPool: options.uidPool }),
       ...(options.gidPool === undefined ? {} : { gidPool: options.gidPool }),
       ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
+      ...poolFiles(options),
     }));
   const uidPassthrough = passthrough(options.uidMapping, 'uidmapping');
   const gidPassthrough = passthrough(options.gidMapping, 'gidmapping');
@@ -132,7 +204,9 @@ export async function allocate(options: AllocateOptions = {}): Promise<Allocatio
     ...(uidPassthrough === undefined ? {} : { uidPassthrough }),
     ...(gidPassthrough === undefined ? {} : { gidPassthrough }),
   });
-  return estimate === undefined ? allocation : { ...allocation, estimate };
+  const result: AllocationResult = estimate === undefined ? allocation : { ...allocation, estimate };
+  if (pools.warnings !== undefined) result.warnings = pools.warnings;
+  return result;
 }
 
 /** Releases an allocation by id or name (ALLOC_NOT_FOUND when there is none). */
@@ -150,46 +224,96 @@ export async function allocationUsage(
   options: RegistryLocation & { pools?: Pools; pool?: readonly IdRange[] } = {},
 ): Promise<{ uid: KindUsage; gid: KindUsage }> {
   const pools =
-    options.pools ?? (await resolvePools(options.pool === undefined ? {} : { pool: options.pool }));
+    options.pools ??
+    (await resolvePools({
+      ...(options.pool === undefined ? {} : { pool: options.pool }),
+      ...poolFiles(options),
+    }));
   return openRegistry(options).usage(pools);
 }
 
 /**
- * Whether the named namespace `name` under `root` still exists: `<root>/ns/<name>/state.json`
- * names a keeper process (keeperPid, keeperStartTime) that still runs.
+ * Whether the named namespace `name` under `root` still exists, as far as can be told from here:
+ *
+ * - no entry `<root>/ns/<name>`: gone (`rm` removes the entry before it releases the allocation);
+ * - an entry without a readable state.json (being created, or its creator died; `userns list`
+ *   cleans those up, releasing their allocations): unknown;
+ * - state.json names the keeper by PID and start time, valid in the PID namespace it records
+ *   (`pidNamespace`): checked only where /proc shows that namespace, else unknown. A state
+ *   written before the namespace was recorded: alive when that PID runs here with that start
+ *   time, else unknown (it may run in a PID namespace this /proc does not show).
  */
-export function defaultIsNamespaceAlive(root: string): (name: string) => Promise<boolean> {
+export function defaultIsNamespaceAlive(
+  root: string,
+): (name: string) => Promise<{ liveness: Liveness; reason?: string }> {
   return async (name) => {
+    const entry = join(root, 'ns', name);
+    if (lstatSync(entry, { throwIfNoEntry: false }) === undefined) return { liveness: 'dead' };
     let text: string;
     try {
-      text = readFileSync(join(root, 'ns', name, 'state.json'), 'utf8');
+      text = readFileSync(join(entry, 'state.json'), 'utf8');
     } catch (error) {
-      return (
-        (error as NodeJS.ErrnoException).code !== 'ENOENT' &&
-        (error as NodeJS.ErrnoException).code !== 'ENOTDIR'
-      );
+      return {
+        liveness: 'unknown',
+        reason: `no readable state (${(error as NodeJS.ErrnoException).code ?? error}): being created, or its creator died ('userns list' cleans it up)`,
+      };
     }
-    let state: { keeperPid?: unknown; keeperStartTime?: unknown };
+    let state: { keeperPid?: unknown; keeperStartTime?: unknown; pidNamespace?: unknown; bootId?: unknown };
     try {
       state = JSON.parse(text);
     } catch {
-      return true; // unreadable: keep the allocation rather than free IDs that may be in use
+      return { liveness: 'unknown', reason: 'its state.json is not valid JSON' };
     }
-    if (typeof state.keeperPid !== 'number') return true;
-    const start = processStartTime(state.keeperPid);
-    if (start === undefined) return false;
-    return state.keeperStartTime === undefined || String(state.keeperStartTime) === start;
+    const pid = state.keeperPid;
+    if (typeof pid !== 'number' || !Number.isInteger(pid))
+      return { liveness: 'unknown', reason: 'its state names no keeper' };
+    const start = typeof state.keeperStartTime === 'string' ? state.keeperStartTime : undefined;
+    const boot = bootId();
+    // Created during another boot: its keeper is certainly gone.
+    if (typeof state.bootId === 'string' && boot !== undefined && state.bootId !== boot)
+      return { liveness: 'dead' };
+    const here = procPidNamespace();
+    if (typeof state.pidNamespace === 'number') {
+      if (here !== state.pidNamespace) {
+        return {
+          liveness: 'unknown',
+          reason: `its keeper ${pid} is in PID namespace pid:[${state.pidNamespace}], and /proc here shows ${here === undefined ? 'another one' : `pid:[${here}]`}: cannot check from here`,
+        };
+      }
+      if (start === undefined) return { liveness: 'unknown', reason: 'its state has no keeper start time' };
+      const liveness = processLiveness(pid, start);
+      return liveness === 'unknown' ? { liveness, reason: `/proc/${pid} cannot be read here` } : { liveness };
+    }
+    const running =
+      start === undefined ? processStartTimeSync(pid) !== undefined : processLiveness(pid, start) === 'alive';
+    return running
+      ? { liveness: 'alive' }
+      : {
+          liveness: 'unknown',
+          reason: `its keeper ${pid} is not in this /proc, and its state (from an older userns) does not say in which PID namespace it runs`,
+        };
   };
 }
 
 export interface GcOptions extends RegistryLocation {
-  isNamespaceAlive?: (name: string) => Promise<boolean>;
+  isNamespaceAlive?: (name: string) => Promise<boolean | Liveness | { liveness: Liveness; reason?: string }>;
 }
 
-/** Releases allocations whose named namespace is gone, or whose `userns run` process exited. */
-export async function gc(options: GcOptions = {}): Promise<Allocation[]> {
+/**
+ * Releases, in one transaction, the allocations whose named namespace is gone or whose
+ * `userns run` process exited, as far as that can be proven from here; the others whose owner
+ * cannot be checked from here (another PID namespace) are kept and listed with the reason.
+ */
+export async function collectGarbage(options: GcOptions = {}): Promise<GcResult> {
   const root = stateRoot(options.root);
-  return openRegistry({ ...options, root }).gc(options.isNamespaceAlive ?? defaultIsNamespaceAlive(root));
+  return openRegistry({ ...options, root }).collectGarbage(
+    options.isNamespaceAlive ?? defaultIsNamespaceAlive(root),
+  );
+}
+
+/** As collectGarbage, returning the released allocations. */
+export async function gc(options: GcOptions = {}): Promise<Allocation[]> {
+  return (await collectGarbage(options)).released;
 }
 
 /**
@@ -197,10 +321,15 @@ export async function gc(options: GcOptions = {}): Promise<Allocation[]> {
  * process dies without releasing). Call releaseAllocation(id) when the namespace has ended.
  */
 export async function allocateForRun(options: AllocateOptions = {}): Promise<AllocationResult> {
-  return allocate({
-    ...options,
-    holder: options.holder ?? { pid: process.pid, startTime: processStartTime('self') ?? '0' },
-  });
+  // This process as /proc shows it, with the PID namespace of /proc: gc can then tell from
+  // anywhere whether its PID means this process. Not visible in this /proc (a PID namespace
+  // /proc does not show): recorded without a namespace, which gc never judges.
+  const self = selfInProc() ?? {
+    pid: process.pid,
+    startTime: processStartTimeSync('self') ?? '0',
+    pidNamespace: null,
+  };
+  return allocate({ ...options, holder: options.holder ?? self });
 }
 
 /** Releases if it still exists; true when it did. Never throws ALLOC_NOT_FOUND. */

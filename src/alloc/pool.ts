@@ -37,6 +37,11 @@ export interface Pool {
 export interface Pools {
   uid: Pool;
   gid: Pool;
+  /**
+   * What the lookup of the pools found wrong and worked around (a malformed or overflowing
+   * `containers` line…): printed on stderr and in --json by the CLI, never dropped.
+   */
+  warnings?: string[];
 }
 
 export interface PoolOptions {
@@ -49,6 +54,8 @@ export interface PoolOptions {
   /** Whose pools (default: the caller). */
   euid?: number;
   subordinate?: SubordinateOptions;
+  /** passwd file to find users in instead of NSS (tests). */
+  passwdPath?: string;
 }
 
 /** Normalizes and drops (u32)-1 and anything past it. */
@@ -147,9 +154,36 @@ function given(
   return own ?? options.pool;
 }
 
+/**
+ * The problems of a subordinate ID file that are on lines of `user` (malformed, overflowing):
+ * "FILE:LINE: reason".
+ */
+function problemsOf(
+  sub: { problems: readonly { line: number; message: string; source?: string | undefined }[]; file?: string },
+  user: { name: string; uid: number },
+): string[] {
+  if (sub.file === undefined || sub.problems.length === 0) return [];
+  let lines: string[];
+  try {
+    lines = readFileSync(sub.file, 'utf8').split('\n');
+  } catch {
+    return [];
+  }
+  return sub.problems
+    .filter((p) => p.source === sub.file)
+    .filter((p) => {
+      const owner = (lines[p.line - 1] ?? '').split(':')[0];
+      return owner === user.name || owner === String(user.uid);
+    })
+    .map((p) => p.message);
+}
+
 export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
   const euid = options.euid ?? process.geteuid?.() ?? 0;
   const out: Partial<Pools> = {};
+  const warnings: string[] = [];
+  const lookup =
+    options.passwdPath === undefined ? {} : { passwdPath: options.passwdPath, getentPath: '/nonexistent' };
   if (euid === 0) {
     let config: ConfigFile | undefined;
     let containers: Awaited<ReturnType<typeof lookupUser>> | null = null;
@@ -167,24 +201,31 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
       }
       // podman's rootful auto user namespaces: the `containers` user's subordinate ranges. The
       // user need not exist in passwd; /etc/subuid is keyed by the name.
-      if (containers === null) containers = await lookupUser('containers');
-      const sub = await getSubordinateRanges(
-        { name: 'containers', uid: containers?.uid ?? -1 },
-        kind,
-        options.subordinate,
-      );
+      if (containers === null) containers = await lookupUser('containers', lookup);
+      const owner = { name: 'containers', uid: containers?.uid ?? -1 };
+      const sub = await getSubordinateRanges(owner, kind, options.subordinate);
+      const broken = problemsOf(sub, owner);
       if (sub.ranges.length > 0) {
+        for (const b of broken)
+          warnings.push(
+            `${b}: this line of user "containers" is ignored; its other ${kind} ranges are the pool`,
+          );
         out[kind] = {
           ranges: clipPool(sub.ranges),
           source: `subordinate ${kind}s of user "containers" (${sub.file ?? sub.getsubids ?? sub.source})`,
         };
         continue;
       }
+      for (const b of broken)
+        warnings.push(
+          `${b}: this line of user "containers" is ignored, so the ${kind} pool is the systemd container range instead (fix the line, or give --pool)`,
+        );
       out[kind] = { ranges: [SYSTEMD_CONTAINER_RANGE], source: 'systemd container range 0x80000-0x6FFFFFFF' };
     }
+    if (warnings.length > 0) out.warnings = warnings;
     return out as Pools;
   }
-  const user = await currentUser();
+  const user = await currentUser(lookup);
   for (const kind of ['uid', 'gid'] as const) {
     const sub = await getSubordinateRanges(user, kind, options.subordinate);
     const own = clipPool(sub.ranges);
@@ -192,9 +233,10 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
     if (own.length === 0) {
       // A range nobody has yet (the one doctor proposes), not a fixed one another user may own.
       const free = await suggestSubordinateRange(options.subordinate);
+      const broken = problemsOf(sub, user);
       throw new UsernsError(
         'ALLOC_NO_POOL',
-        `user ${user.name} has no subordinate ${kind}s to allocate from (${where})`,
+        `user ${user.name} has no subordinate ${kind}s to allocate from (${where})${broken.length > 0 ? `: ${broken.join('; ')}` : ''}`,
         {
           hint: `ask an administrator to add a free range: usermod --add-sub${kind}s ${formatRange(free.start, free.count)} ${user.name}`,
           data: { kind, user: user.name, source: where },
@@ -213,7 +255,9 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
       }
       out[kind] = { ranges: clipped, source: '--pool' };
     } else out[kind] = { ranges: own, source: `your subordinate ${kind}s (${where})` };
+    for (const b of problemsOf(sub, user)) warnings.push(`${b}: this line of yours is ignored`);
   }
+  if (warnings.length > 0) out.warnings = warnings;
   return out as Pools;
 }
 

@@ -1,20 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  constants,
-  fdatasyncSync,
-  fstatSync,
-  ftruncateSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { MapError, UsernsError } from '../errors.js';
+import { MapError, StateFileError, UsernsError } from '../errors.js';
 import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
@@ -26,35 +13,64 @@ import {
   subtractRanges,
 } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
+import {
+  type DatabaseContext,
+  databaseError,
+  databaseFiles,
+  ensureSchema,
+  openDatabase,
+  type Schema,
+  type SqliteDatabase,
+  type SqliteStatement,
+} from '../state/database.js';
+import { acquireFileLock } from '../state/lock.js';
 import { writeFileAtomic } from '../store/atomic.js';
-import { acquireLock, processStartTime } from '../store/lock.js';
 import { validateName } from '../store/names.js';
 import { ensurePrivateDir } from '../store/state-root.js';
+import { bootId, processLiveness, procPidNamespace } from '../system/proc.js';
 import { FreeSpace } from './free-space.js';
+import {
+  LEGACY_JOURNAL,
+  LEGACY_SNAPSHOT,
+  LEGACY_TOMBSTONE_FORMAT,
+  type LegacyAllocation,
+  readLegacyRegistry,
+} from './legacy-journal.js';
 import { blockShape, formatPolicy, type Policy, pickBlock } from './policy.js';
 import { formatPool, type Pool, type Pools } from './pool.js';
-import { SystemTaken, type SystemTakenOptions } from './system-taken.js';
+import { type Exclusion, exclusionsIn, SystemTaken, type SystemTakenOptions } from './system-taken.js';
+
+export { crc32, decodeLine, encodeLine } from './legacy-journal.js';
 
 /**
- * The allocation registry: `<root>/alloc/`.
+ * The allocation registry: one SQLite database, `<root>/alloc/registry.db` (state/database.ts
+ * opens it: WAL, synchronous=FULL, busy timeout, schema version).
  *
- *   lock           cross-process lock (store/lock.ts: survives SIGKILL of its holder)
- *   snapshot.json  every live allocation as of generation G (written atomically)
- *   journal        a header line for generation G, then one line per allocate/release since
+ * Tables (schema version 1):
+ *   registry     one row: `seq`, the last sequence number handed out (allocations and releases
+ *                share it: a total order of every operation), `trimmed` (releases up to it are
+ *                no longer in `releases`) and `migrated` (what was brought over from the old files)
+ *   allocations  one row per live allocation (maps as JSON triples, the holder as JSON)
+ *   ranges       the host IDs each allocation reserves, (kind, start) as primary key; a trigger
+ *                refuses a range that overlaps another of the same kind, so two live
+ *                allocations can never share an ID, whatever a client computes
+ *   releases     recent releases (seq, allocation, its creation seq, its ranges), so that a
+ *                process can bring its in-memory free-space index up to date cheaply
  *
- * Every journal line is `CRC32 JSON\n`, appended with one write() at the end of the last good
- * line and fdatasync()ed, under the lock. A line without its newline or with a wrong checksum can
- * only be the last one (the writer was killed or the machine went down while writing it): it is
- * never applied, and the next lock holder truncates it. Each process keeps the registry in
- * memory and, under the lock, reads only the bytes appended since its last look (a stat tells);
- * a journal replaced by compaction (another inode: the old one stays open here, so its number
- * cannot be reused) makes it reload snapshot + journal.
+ * Every allocate, release and gc is one IMMEDIATE transaction: it takes SQLite's write lock (an
+ * fcntl lock, dropped by the kernel when its holder dies, so never "stale" and never decided
+ * from a PID), waits up to the busy timeout for another writer, reads `seq`, and applies what
+ * other processes did since its last look to its in-memory index (O(changes)); when it is too far
+ * behind it rebuilds the index from `ranges`. A killed process leaves at most an uncommitted
+ * transaction, which SQLite rolls back.
  *
- * Compaction (when the journal holds more records than max(4096, 2 × live allocations)): write
- * snapshot G+1, then replace the journal with an empty one for G+1. Killed in between, the
- * snapshot is newer than the journal's header: the journal's records are all in the snapshot, so
- * they are ignored and the next holder finishes the compaction. Stray temp files of killed
- * writers are removed by the next holder that loads the registry from scratch.
+ * On first open, a registry the old code wrote (`snapshot.json` + `journal`, see
+ * legacy-journal.ts) is migrated in the same transaction that creates the schema; the old
+ * files are then kept as `*.pre-sqlite` and `snapshot.json` becomes a tombstone that makes an
+ * old userns refuse to use the directory (instead of handing out IDs from a stale copy).
+ *
+ * `registry.reserve` is a 256 KiB file that is deleted when a release or gc finds the disk full,
+ * so that freeing IDs always works; it is recreated when there is space again.
  */
 
 export interface Allocation {
@@ -79,9 +95,27 @@ export interface Allocation {
   /** A named namespace it belongs to: `alloc gc` releases it once the namespace is gone. */
   namespace?: string;
   /** A process it belongs to (`userns run --userns auto`): released by gc once it is gone. */
-  holder?: { pid: number; startTime: string };
+  holder?: Holder;
   /** The registry sequence number of its creation (a total order of all operations). */
   seq: number;
+}
+
+/**
+ * A process an allocation belongs to. `pid` is valid in the PID namespace `pidNamespace` (the
+ * inode of its nsfs file; system/proc.ts procPidNamespace): gc checks the process only from a
+ * place whose /proc shows that namespace, and otherwise says it cannot check from here.
+ */
+export interface Holder {
+  pid: number;
+  /** Field 22 of /proc/PID/stat when the allocation was made (tells a reused PID apart). */
+  startTime: string;
+  /**
+   * Absent for records the old registry wrote (their namespace was not recorded). In a request,
+   * absent means "the namespace of this process's /proc" and null "unknown" (never judged).
+   */
+  pidNamespace?: number | null;
+  /** The boot it was recorded in (system/proc.ts bootId): a holder of another boot is gone. */
+  boot?: string;
 }
 
 export interface AllocationRequest {
@@ -90,7 +124,8 @@ export interface AllocationRequest {
   pools: Pools;
   name?: string;
   namespace?: string;
-  holder?: { pid: number; startTime: string };
+  /** A PID as this process's /proc shows it (pidNamespace defaults to that of /proc). */
+  holder?: Holder;
   /** podman `uidmapping=`: extra inside → host mappings punched into the map. */
   uidPassthrough?: readonly Extent[];
   gidPassthrough?: readonly Extent[];
@@ -103,14 +138,26 @@ export interface KindUsage {
   free: number;
   used: number;
   largestFree: number;
+  /** IDs of the pool no allocation holds but that are not free, and why (system-taken.ts). */
+  excluded: Exclusion[];
 }
 
 export interface RegistryOptions {
-  /** Compact when the journal holds at least max(this, 2 × live) records (default 4096). */
-  compactEvery?: number;
-  /** IDs taken by passwd/group entries and systemd-nsresourced; null = ignore them (tests). */
+  /** IDs taken by passwd/group entries, users' subordinate ranges and systemd-nsresourced; null = ignore them (tests). */
   systemTaken?: SystemTakenOptions | null;
+  /** How long a writer waits for the database lock (default 30 s), then LOCK_TIMEOUT. */
   lockTimeoutMs?: number;
+  /** Releases kept for other processes' incremental updates (default 4096). */
+  releaseLog?: number;
+}
+
+/** Whether a gc candidate's owner is gone; 'unknown' keeps it (with a reason). */
+export type Liveness = 'alive' | 'dead' | 'unknown';
+
+export interface GcResult {
+  released: Allocation[];
+  /** Allocations whose owner could not be checked from here, with why: kept. */
+  kept: { allocation: Allocation; reason: string }[];
 }
 
 export class AllocError extends UsernsError {}
@@ -119,53 +166,56 @@ export const ALLOC_EXHAUSTED = 'ALLOC_EXHAUSTED';
 export const ALLOC_NAME_TAKEN = 'ALLOC_NAME_TAKEN';
 export const ALLOC_NOT_FOUND = 'ALLOC_NOT_FOUND';
 
-// ---------------------------------------------------------------------------------------------
-// Record encoding
+/** The database file in a registry directory. */
+export const REGISTRY_FILE = 'registry.db';
+const RESERVE_FILE = 'registry.reserve';
+const RESERVE_BYTES = 256 * 1024;
+/** "usns" */
+const APPLICATION_ID = 0x75736e73;
+export const REGISTRY_SCHEMA_VERSION = 1;
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
+const DDL = `
+CREATE TABLE registry (
+  one INTEGER PRIMARY KEY CHECK (one = 1),
+  seq INTEGER NOT NULL,
+  trimmed INTEGER NOT NULL DEFAULT 0,
+  migrated TEXT
+);
+INSERT INTO registry (one, seq) VALUES (1, 0);
+CREATE TABLE allocations (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL UNIQUE,
+  owner INTEGER NOT NULL,
+  created TEXT NOT NULL,
+  policy TEXT NOT NULL,
+  size INTEGER NOT NULL CHECK (size >= 1),
+  seq INTEGER NOT NULL UNIQUE,
+  uid_map TEXT NOT NULL,
+  gid_map TEXT NOT NULL,
+  namespace TEXT,
+  holder TEXT
+) WITHOUT ROWID;
+CREATE TABLE ranges (
+  kind TEXT NOT NULL CHECK (kind IN ('uid', 'gid')),
+  start INTEGER NOT NULL CHECK (start >= 0),
+  count INTEGER NOT NULL CHECK (count >= 1 AND start + count <= 4294967295),
+  allocation TEXT NOT NULL,
+  PRIMARY KEY (kind, start)
+) WITHOUT ROWID;
+CREATE INDEX ranges_of_allocation ON ranges (allocation);
+CREATE TRIGGER ranges_never_overlap BEFORE INSERT ON ranges
+WHEN (SELECT start + count > NEW.start FROM ranges
+      WHERE kind = NEW.kind AND start < NEW.start + NEW.count ORDER BY start DESC LIMIT 1)
+BEGIN SELECT RAISE(ABORT, 'userns: two allocations would share IDs'); END;
+CREATE TABLE releases (
+  seq INTEGER PRIMARY KEY,
+  allocation TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  ranges TEXT NOT NULL
+);
+`;
 
-/** CRC-32 (IEEE) of a buffer. */
-export function crc32(buf: Uint8Array, start = 0, end = buf.length): number {
-  let c = 0xffffffff;
-  for (let i = start; i < end; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-/** `CRC32 JSON\n` */
-export function encodeLine(value: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(value));
-  const out = Buffer.allocUnsafe(body.length + 10);
-  out.write(crc32(body).toString(16).padStart(8, '0'), 0, 'latin1');
-  out[8] = 0x20;
-  body.copy(out, 9);
-  out[out.length - 1] = 0x0a;
-  return out;
-}
-
-/** The JSON of one line (without its newline), or undefined when its checksum is wrong. */
-export function decodeLine(buf: Buffer, start: number, end: number): unknown {
-  if (end - start < 10 || buf[start + 8] !== 0x20) return undefined;
-  const want = Number.parseInt(buf.toString('latin1', start, start + 8), 16);
-  if (!Number.isInteger(want) || crc32(buf, start + 9, end) !== want) return undefined;
-  try {
-    return JSON.parse(buf.toString('utf8', start + 9, end));
-  } catch {
-    return undefined;
-  }
-}
-
-type Triple = [number, number, number];
-type Pair = [number, number];
-
-interface StoredAllocation {
+interface AllocationRow {
   id: string;
   name: string;
   owner: number;
@@ -173,81 +223,50 @@ interface StoredAllocation {
   policy: string;
   size: number;
   seq: number;
-  u: Triple[];
-  g: Triple[];
-  ur: Pair[];
-  gr: Pair[];
-  ns?: string;
-  hp?: number;
-  hs?: string;
+  uid_map: string;
+  gid_map: string;
+  namespace: string | null;
+  holder: string | null;
 }
 
-function store(a: Allocation): StoredAllocation {
-  const s: StoredAllocation = {
-    id: a.id,
-    name: a.name,
-    owner: a.owner,
-    created: a.created,
-    policy: a.policy,
-    size: a.size,
-    seq: a.seq,
-    u: a.uidMap.map((e) => [e.inside, e.outside, e.count]),
-    g: a.gidMap.map((e) => [e.inside, e.outside, e.count]),
-    ur: a.uids.map((r) => [r.start, r.count]),
-    gr: a.gids.map((r) => [r.start, r.count]),
-  };
-  if (a.namespace !== undefined) s.ns = a.namespace;
-  if (a.holder !== undefined) {
-    s.hp = a.holder.pid;
-    s.hs = a.holder.startTime;
-  }
-  return s;
+interface RangeRow {
+  kind: 'uid' | 'gid';
+  start: number;
+  count: number;
+  allocation: string;
 }
 
-const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-const isTriples = (v: unknown): v is Triple[] =>
-  Array.isArray(v) && v.every((t) => Array.isArray(t) && t.length === 3 && t.every(isNat));
-const isPairs = (v: unknown): v is Pair[] =>
-  Array.isArray(v) && v.every((t) => Array.isArray(t) && t.length === 2 && t.every(isNat));
+type Triple = [number, number, number];
 
-function load(v: unknown): Allocation | undefined {
-  if (v === null || typeof v !== 'object') return undefined;
-  const s = v as Partial<StoredAllocation>;
-  if (
-    typeof s.id !== 'string' ||
-    typeof s.name !== 'string' ||
-    !isNat(s.owner) ||
-    typeof s.created !== 'string' ||
-    typeof s.policy !== 'string' ||
-    !isNat(s.size) ||
-    !isNat(s.seq) ||
-    !isTriples(s.u) ||
-    !isTriples(s.g) ||
-    !isPairs(s.ur) ||
-    !isPairs(s.gr)
-  )
-    return undefined;
+function mapJson(map: readonly Extent[]): string {
+  return JSON.stringify(map.map((e) => [e.inside, e.outside, e.count]));
+}
+
+function fromRow(row: AllocationRow, ranges: readonly RangeRow[]): Allocation {
   const a: Allocation = {
-    id: s.id,
-    name: s.name,
-    owner: s.owner,
-    created: s.created,
-    policy: s.policy,
-    size: s.size,
-    uidMap: s.u.map(([i, o, c]) => extent(i, o, c)),
-    gidMap: s.g.map(([i, o, c]) => extent(i, o, c)),
-    uids: s.ur.map(([start, count]) => ({ start, count })),
-    gids: s.gr.map(([start, count]) => ({ start, count })),
-    seq: s.seq,
+    id: row.id,
+    name: row.name,
+    owner: row.owner,
+    created: row.created,
+    policy: row.policy,
+    size: row.size,
+    uidMap: (JSON.parse(row.uid_map) as Triple[]).map(([i, o, c]) => extent(i, o, c)),
+    gidMap: (JSON.parse(row.gid_map) as Triple[]).map(([i, o, c]) => extent(i, o, c)),
+    uids: ranges.filter((r) => r.kind === 'uid').map(({ start, count }) => ({ start, count })),
+    gids: ranges.filter((r) => r.kind === 'gid').map(({ start, count }) => ({ start, count })),
+    seq: row.seq,
   };
-  if (typeof s.ns === 'string') a.namespace = s.ns;
-  if (isNat(s.hp) && typeof s.hs === 'string') a.holder = { pid: s.hp, startTime: s.hs };
+  if (row.namespace !== null) a.namespace = row.namespace;
+  if (row.holder !== null) a.holder = JSON.parse(row.holder) as Holder;
   return a;
 }
 
-type JournalRecord = { s: number; op: 'add'; a: StoredAllocation } | { s: number; op: 'del'; id: string };
-
-// ---------------------------------------------------------------------------------------------
+interface ReleasedRow {
+  allocation: Allocation;
+  seq: number;
+  /** [kind, start, count] of every range it reserved. */
+  ranges: [string, number, number][];
+}
 
 interface IndexEntry {
   kind: 'uid' | 'gid';
@@ -257,310 +276,262 @@ interface IndexEntry {
   free: FreeSpace;
 }
 
-const JOURNAL = 'journal';
-const SNAPSHOT = 'snapshot.json';
-const LOCK = 'lock';
-const { O_RDWR, O_NOFOLLOW } = constants;
-
-function corrupt(path: string, why: string): AllocError {
-  return new AllocError('REGISTRY_CORRUPT', `the allocation registry ${path} is damaged: ${why}`, {
-    hint: 'this is not something a crash can cause; keep a copy of the directory for a bug report, then remove it to start afresh',
-    data: { path },
-  });
+interface Statements {
+  head: SqliteStatement;
+  setSeq: SqliteStatement;
+  trim: SqliteStatement;
+  setTrimmed: SqliteStatement;
+  byIdOrName: SqliteStatement;
+  rangesOf: SqliteStatement;
+  rangeBefore: SqliteStatement;
+  insertAllocation: SqliteStatement;
+  insertRange: SqliteStatement;
+  deleteAllocation: SqliteStatement;
+  deleteRanges: SqliteStatement;
+  insertRelease: SqliteStatement;
+  releasesSince: SqliteStatement;
+  rangesSince: SqliteStatement;
+  rangesOfKind: SqliteStatement;
+  all: SqliteStatement;
+  allRanges: SqliteStatement;
 }
 
-function isMissing(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException).code === 'ENOENT';
+function prepare(db: SqliteDatabase): Statements {
+  return {
+    head: db.prepare('SELECT seq, trimmed FROM registry WHERE one = 1'),
+    setSeq: db.prepare('UPDATE registry SET seq = ? WHERE one = 1'),
+    trim: db.prepare('DELETE FROM releases WHERE seq <= ?'),
+    setTrimmed: db.prepare('UPDATE registry SET trimmed = ? WHERE one = 1'),
+    byIdOrName: db.prepare(
+      'SELECT * FROM allocations WHERE id = :key OR name = :key ORDER BY id = :key DESC LIMIT 1',
+    ),
+    rangesOf: db.prepare(
+      'SELECT kind, start, count, allocation FROM ranges WHERE allocation = ? ORDER BY kind DESC, start',
+    ),
+    rangeBefore: db.prepare(
+      'SELECT kind, start, count, allocation FROM ranges WHERE kind = ? AND start < ? ORDER BY start DESC LIMIT 1',
+    ),
+    insertAllocation: db.prepare(
+      'INSERT INTO allocations (id, name, owner, created, policy, size, seq, uid_map, gid_map, namespace, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    insertRange: db.prepare('INSERT INTO ranges (kind, start, count, allocation) VALUES (?, ?, ?, ?)'),
+    deleteAllocation: db.prepare('DELETE FROM allocations WHERE id = ?'),
+    deleteRanges: db.prepare('DELETE FROM ranges WHERE allocation = ?'),
+    insertRelease: db.prepare('INSERT INTO releases (seq, allocation, created, ranges) VALUES (?, ?, ?, ?)'),
+    releasesSince: db.prepare('SELECT created, ranges FROM releases WHERE seq > ? ORDER BY seq'),
+    rangesSince: db.prepare(
+      'SELECT r.kind, r.start, r.count FROM allocations a JOIN ranges r ON r.allocation = a.id WHERE a.seq > ?',
+    ),
+    rangesOfKind: db.prepare('SELECT start, count FROM ranges WHERE kind = ?'),
+    all: db.prepare('SELECT * FROM allocations ORDER BY seq'),
+    allRanges: db.prepare('SELECT kind, start, count, allocation FROM ranges ORDER BY kind DESC, start'),
+  };
 }
 
 export class Registry {
   readonly dir: string;
+  /** The database file. */
+  readonly path: string;
   readonly #options: RegistryOptions;
   readonly #systemTaken: SystemTaken | undefined;
-  #fd = -1;
-  #ino = -1;
-  /** End of the last good journal line we applied. */
-  #offset = 0;
-  #generation = 0;
-  #seq = 0;
-  #journalRecords = 0;
-  #byId = new Map<string, Allocation>();
-  #byName = new Map<string, Allocation>();
+  #db: SqliteDatabase | undefined;
+  #sql: Statements | undefined;
+  /** The registry seq the in-memory indexes reflect (-1: none). */
+  #cachedSeq = -1;
   #indexes: IndexEntry[] = [];
-  #loaded = false;
-  #dirChecked = false;
+  #reserveMissing = false;
+  /** What the first open migrated from the old files (undefined: nothing). */
+  migration: { from: string[]; allocations: number; warnings: string[] } | undefined;
 
   constructor(dir: string, options: RegistryOptions = {}) {
     this.dir = dir;
+    this.path = join(dir, REGISTRY_FILE);
     this.#options = options;
     this.#systemTaken = options.systemTaken === null ? undefined : new SystemTaken(options.systemTaken ?? {});
   }
 
-  /** Runs `fn` under the lock, with the in-memory state brought up to date first. */
-  async #locked<T>(fn: () => T | Promise<T>): Promise<T> {
-    if (!this.#dirChecked) {
-      ensurePrivateDir(this.dir, 'allocation registry');
-      this.#dirChecked = true;
-    }
-    const release = await acquireLock(join(this.dir, LOCK), {
-      what: `the allocation registry ${this.dir}`,
+  get #context(): DatabaseContext {
+    return {
+      path: this.path,
+      what: 'the allocation registry',
+      recover: `userns alloc recover --root ${join(this.dir, '..')}`,
       timeoutMs: this.#options.lockTimeoutMs ?? 30_000,
+      fullHint: "; releasing still works: 'userns alloc release ID', 'userns alloc gc'",
+    };
+  }
+
+  // --- opening and migration -------------------------------------------------------------------
+
+  #open(): { db: SqliteDatabase; sql: Statements } {
+    if (this.#db?.open && this.#sql !== undefined) return { db: this.#db, sql: this.#sql };
+    ensurePrivateDir(this.dir, 'allocation registry');
+    const context = this.#context;
+    const db = openDatabase({ ...context, timeoutMs: context.timeoutMs! });
+    let migrated: Registry['migration'];
+    const schema: Schema = {
+      applicationId: APPLICATION_ID,
+      version: REGISTRY_SCHEMA_VERSION,
+      create: (db) => {
+        db.exec(DDL);
+        migrated = migrateLegacy(db, this.dir);
+      },
+    };
+    try {
+      ensureSchema(db, schema, context);
+      this.#retireLegacyFiles(db);
+    } catch (error) {
+      db.close();
+      throw databaseError(error, context);
+    }
+    this.migration = migrated;
+    this.#db = db;
+    this.#sql = prepare(db);
+    this.#cachedSeq = -1;
+    this.#indexes = [];
+    this.#ensureReserve();
+    return { db, sql: this.#sql };
+  }
+
+  /**
+   * After a migration committed: the old files become `*.pre-sqlite` (kept for reference) and
+   * snapshot.json a tombstone that an older userns refuses ("the snapshot does not have the
+   * expected fields"), instead of handing out IDs from its stale copy. Idempotent: a process
+   * killed half-way is finished by the next open.
+   */
+  #retireLegacyFiles(db: SqliteDatabase): void {
+    const migrated = db.prepare('SELECT migrated FROM registry WHERE one = 1').pluck().get();
+    if (migrated === null || migrated === undefined) return;
+    const snapshot = join(this.dir, LEGACY_SNAPSHOT);
+    const journal = join(this.dir, LEGACY_JOURNAL);
+    const tombstoned = (() => {
+      try {
+        return readLegacyRegistry(this.dir) === undefined;
+      } catch {
+        return false;
+      }
+    })();
+    if (tombstoned && !existsSync(journal)) return;
+    for (const file of [journal, ...(tombstoned ? [] : [snapshot])]) {
+      try {
+        renameSync(file, `${file}.pre-sqlite`);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    writeFileAtomic(
+      snapshot,
+      `${JSON.stringify({
+        format: LEGACY_TOMBSTONE_FORMAT,
+        database: REGISTRY_FILE,
+        note: 'this registry now lives in registry.db (SQLite); the old files are kept as *.pre-sqlite',
+      })}\n`,
+    );
+  }
+
+  #ensureReserve(): void {
+    const path = join(this.dir, RESERVE_FILE);
+    if (existsSync(path)) {
+      this.#reserveMissing = false;
+      return;
+    }
+    const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      const fd = openSync(
+        temp,
+        constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW,
+        0o600,
+      );
+      try {
+        writeSync(fd, Buffer.alloc(RESERVE_BYTES));
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(temp, path);
+      this.#reserveMissing = false;
+    } catch {
+      // No space (or another problem): try again after the next successful write.
+      try {
+        unlinkSync(temp);
+      } catch {
+        /* not created */
+      }
+      this.#reserveMissing = true;
+    }
+  }
+
+  /** Frees the reserve so that a release can be written on a full disk; false if there was none. */
+  #dropReserve(): boolean {
+    try {
+      unlinkSync(join(this.dir, RESERVE_FILE));
+      this.#reserveMissing = true;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // --- transactions ----------------------------------------------------------------------------
+
+  /** Runs `fn` in one transaction (IMMEDIATE when writing), with the indexes brought up to date. */
+  #transaction<T>(write: boolean, fn: (sql: Statements) => T): T {
+    const { db, sql } = this.#open();
+    const run = db.transaction(() => {
+      this.#sync(sql);
+      return fn(sql);
     });
     try {
-      this.#sync();
-      return await fn();
-    } finally {
-      release();
+      return write ? run.immediate() : run.deferred();
+    } catch (error) {
+      if (!(error instanceof UsernsError)) {
+        // The transaction did not commit: what this process believed may be wrong.
+        this.#cachedSeq = -1;
+        this.#indexes = [];
+      }
+      throw databaseError(error, this.#context);
     }
   }
 
-  // --- reading -------------------------------------------------------------------------------
-
-  #sync(): void {
-    let st: import('node:fs').Stats | undefined;
+  /** A writing transaction that, on a full disk, gives up the reserve and tries once more. */
+  #freeing<T>(fn: (sql: Statements) => T): T {
     try {
-      st = statSync(join(this.dir, JOURNAL));
+      return this.#transaction(true, fn);
     } catch (error) {
-      if (!isMissing(error)) throw error;
+      if (!(error instanceof StateFileError && error.code === 'NO_SPACE') || !this.#dropReserve())
+        throw error;
+      return this.#transaction(true, fn);
     }
-    if (this.#loaded && st !== undefined && st.ino === this.#ino && st.size >= this.#offset) {
-      if (st.size > this.#offset) this.#readTail(st.size);
+  }
+
+  /** Applies what other processes committed since this one last looked. */
+  #sync(sql: Statements): void {
+    const head = sql.head.get() as { seq: number; trimmed: number };
+    if (head.seq === this.#cachedSeq) return;
+    if (this.#cachedSeq < 0 || this.#cachedSeq < head.trimmed || this.#indexes.length === 0) {
+      this.#indexes = []; // rebuilt from `ranges` when next needed
+      this.#cachedSeq = head.seq;
       return;
     }
-    this.#reload();
+    const since = this.#cachedSeq;
+    // Releases first (their IDs may have been handed out again since), and only of allocations
+    // the indexes knew (created before `since`); then the allocations made since.
+    for (const r of sql.releasesSince.all(since) as { created: number; ranges: string }[]) {
+      if (r.created > since) continue;
+      this.#releaseInIndexes(JSON.parse(r.ranges) as [string, number, number][]);
+    }
+    for (const r of sql.rangesSince.all(since) as RangeRow[])
+      for (const ix of this.#indexes) if (ix.kind === r.kind) ix.free.carve(r.start, r.count);
+    this.#cachedSeq = head.seq;
   }
 
-  /** Loads snapshot + journal from scratch (first use, or the journal was replaced). */
-  #reload(): void {
-    this.#closeJournal();
-    this.#byId.clear();
-    this.#byName.clear();
-    this.#indexes = [];
-    this.#loaded = false;
-    this.#cleanStrays();
-    const snapshotPath = join(this.dir, SNAPSHOT);
-    let generation = 0;
-    let seq = 0;
-    let text: string | undefined;
-    try {
-      text = readFileSync(snapshotPath, 'utf8');
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-    }
-    if (text !== undefined) {
-      let snap: { format?: unknown; gen?: unknown; seq?: unknown; allocations?: unknown };
-      try {
-        snap = JSON.parse(text);
-      } catch {
-        throw corrupt(snapshotPath, 'the snapshot is not valid JSON');
-      }
-      if (
-        snap.format !== 'userns-alloc-snapshot' ||
-        !isNat(snap.gen) ||
-        !isNat(snap.seq) ||
-        !Array.isArray(snap.allocations)
-      ) {
-        throw corrupt(snapshotPath, 'the snapshot does not have the expected fields');
-      }
-      generation = snap.gen;
-      seq = snap.seq;
-      for (const raw of snap.allocations) {
-        const a = load(raw);
-        if (a === undefined)
-          throw corrupt(snapshotPath, `malformed allocation ${JSON.stringify(raw).slice(0, 200)}`);
-        this.#add(a);
-      }
-    }
-    this.#generation = generation;
-    this.#seq = seq;
-    const journalPath = join(this.dir, JOURNAL);
-    let fd: number;
-    try {
-      fd = openSync(journalPath, O_RDWR | O_NOFOLLOW);
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-      this.#resetJournal(generation);
-      return;
-    }
-    const size = fstatSync(fd).size;
-    const buf = Buffer.allocUnsafe(size);
-    let got = 0;
-    while (got < size) {
-      const n = readSync(fd, buf, got, size - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    const nl = buf.indexOf(0x0a);
-    const header =
-      nl < 0 ? undefined : (decodeLine(buf, 0, nl) as { h?: unknown; gen?: unknown } | undefined);
-    if (header === undefined || header.h !== 1 || !isNat(header.gen)) {
-      // Journals are created whole by writeFileAtomic, so a bad header is not a crash.
-      closeSync(fd);
-      throw corrupt(journalPath, 'the journal header is unreadable');
-    }
-    if (header.gen < generation) {
-      // Killed between writing the snapshot and resetting the journal: finish the compaction.
-      closeSync(fd);
-      this.#resetJournal(generation);
-      return;
-    }
-    if (header.gen > generation) {
-      closeSync(fd);
-      throw corrupt(
-        journalPath,
-        `the journal is for generation ${header.gen} but the snapshot for ${generation}`,
-      );
-    }
-    this.#fd = fd;
-    this.#ino = fstatSync(fd).ino;
-    this.#offset = nl + 1;
-    this.#journalRecords = 0;
-    this.#applyLines(buf.subarray(0, got), nl + 1, 0);
-    this.#loaded = true;
-  }
-
-  #readTail(size: number): void {
-    const length = size - this.#offset;
-    const buf = Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const n = readSync(this.#fd, buf, got, length - got, this.#offset + got);
-      if (n === 0) break;
-      got += n;
-    }
-    this.#applyLines(buf.subarray(0, got), 0, this.#offset);
-  }
-
-  /** Applies the complete, good lines of buf[from…]; truncates a torn or damaged last line. */
-  #applyLines(buf: Buffer, from: number, base: number): void {
-    let pos = from;
-    while (pos < buf.length) {
-      const nl = buf.indexOf(0x0a, pos);
-      const record = nl < 0 ? undefined : (decodeLine(buf, pos, nl) as JournalRecord | undefined);
-      if (record === undefined) {
-        // Torn (no newline) or damaged. Only the last line can be: a writer appends only after
-        // every earlier line, and earlier lines were fdatasync()ed before it.
-        if (nl >= 0 && nl + 1 < buf.length) {
-          throw corrupt(
-            join(this.dir, JOURNAL),
-            `a damaged record at byte ${base + pos} is followed by others`,
-          );
-        }
-        ftruncateSync(this.#fd, base + pos);
-        fdatasyncSync(this.#fd);
-        break;
-      }
-      this.#applyRecord(record);
-      pos = nl + 1;
-      this.#offset = base + pos;
-    }
-  }
-
-  #applyRecord(record: JournalRecord): void {
-    const path = join(this.dir, JOURNAL);
-    if (!isNat(record.s)) throw corrupt(path, 'a record without a sequence number');
-    if (record.op === 'add') {
-      const a = load(record.a);
-      if (a === undefined) throw corrupt(path, `malformed allocation record ${record.s}`);
-      this.#add(a);
-    } else if (record.op === 'del') {
-      const a = this.#byId.get(record.id);
-      if (a !== undefined) this.#remove(a);
-    } else throw corrupt(path, `unknown record type in record ${(record as { s: number }).s}`);
-    this.#seq = Math.max(this.#seq, record.s);
-    this.#journalRecords++;
-  }
-
-  #add(a: Allocation): void {
-    this.#byId.set(a.id, a);
-    this.#byName.set(a.name, a);
-    for (const ix of this.#indexes)
-      for (const r of ix.kind === 'uid' ? a.uids : a.gids) ix.free.carve(r.start, r.count);
-  }
-
-  #remove(a: Allocation): void {
-    this.#byId.delete(a.id);
-    if (this.#byName.get(a.name) === a) this.#byName.delete(a.name);
+  #releaseInIndexes(ranges: readonly [string, number, number][]): void {
     for (const ix of this.#indexes) {
-      const ranges = ix.kind === 'uid' ? a.uids : a.gids;
-      for (const r of subtractRanges(intersectRanges(ranges, ix.pool), ix.taken))
+      const mine = ranges.filter(([k]) => k === ix.kind).map(([, start, count]) => ({ start, count }));
+      for (const r of subtractRanges(intersectRanges(mine, ix.pool), ix.taken))
         ix.free.release(r.start, r.count);
     }
   }
 
-  #cleanStrays(): void {
-    let names: string[];
-    try {
-      names = readdirSync(this.dir);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      let stray = false;
-      // Temp files of writeFileAtomic: only written under the lock, which we hold.
-      if (/^(journal|snapshot\.json)\.tmp-/.test(name)) stray = true;
-      // Temp files of the lock itself: stray once the process that made them is gone.
-      const m = /^lock(?:\.break)?\.new-([0-9]+)-[0-9a-f]+$/.exec(name);
-      if (m && processStartTime(Number(m[1])) === undefined) stray = true;
-      if (/^lock\.break\.stale-/.test(name)) stray = true;
-      if (!stray) continue;
-      try {
-        unlinkSync(join(this.dir, name));
-      } catch {
-        /* gone already */
-      }
-    }
-  }
-
-  // --- writing -------------------------------------------------------------------------------
-
-  #closeJournal(): void {
-    if (this.#fd >= 0) closeSync(this.#fd);
-    this.#fd = -1;
-    this.#ino = -1;
-  }
-
-  #resetJournal(generation: number): void {
-    this.#closeJournal();
-    const path = join(this.dir, JOURNAL);
-    writeFileAtomic(path, encodeLine({ h: 1, gen: generation }));
-    this.#fd = openSync(path, O_RDWR | O_NOFOLLOW);
-    this.#ino = fstatSync(this.#fd).ino;
-    this.#offset = fstatSync(this.#fd).size;
-    this.#journalRecords = 0;
-    this.#loaded = true;
-  }
-
-  #append(record: JournalRecord): void {
-    const line = encodeLine(record);
-    let done = 0;
-    while (done < line.length)
-      done += writeSync(this.#fd, line, done, line.length - done, this.#offset + done);
-    fdatasyncSync(this.#fd);
-    this.#offset += line.length;
-  }
-
-  #maybeCompact(): void {
-    const threshold = Math.max(this.#options.compactEvery ?? 4096, 2 * this.#byId.size);
-    if (this.#journalRecords < threshold) return;
-    this.compactNow();
-  }
-
-  /** Writes a snapshot of the live allocations and starts an empty journal (call under the lock). */
-  compactNow(): void {
-    const generation = this.#generation + 1;
-    const snapshot = {
-      format: 'userns-alloc-snapshot',
-      gen: generation,
-      seq: this.#seq,
-      allocations: [...this.#byId.values()].map(store),
-    };
-    writeFileAtomic(join(this.dir, SNAPSHOT), JSON.stringify(snapshot));
-    this.#generation = generation;
-    this.#resetJournal(generation);
-  }
-
-  // --- the free-space index ------------------------------------------------------------------
+  // --- the free-space index --------------------------------------------------------------------
 
   #taken(kind: 'uid' | 'gid'): { ranges: IdRange[]; version: number } {
     if (this.#systemTaken === undefined) return { ranges: [], version: 0 };
@@ -568,16 +539,15 @@ export class Registry {
     return { ranges: kind === 'uid' ? t.uid : t.gid, version: this.#systemTaken.version };
   }
 
-  /** The free space of `pool` (built on first use: O(n log n); then kept up to date). */
-  #index(kind: 'uid' | 'gid', pool: readonly IdRange[]): IndexEntry {
+  /** The free space of `pool` (built on first use from `ranges`: O(n log n); then kept up to date). */
+  #index(sql: Statements, kind: 'uid' | 'gid', pool: readonly IdRange[]): IndexEntry {
     const taken = this.#taken(kind);
     const normalized = normalizeRanges(pool);
     const key = JSON.stringify(normalized);
     const found = this.#indexes.find((ix) => ix.kind === kind && JSON.stringify(ix.pool) === key);
     if (found !== undefined && found.takenVersion === taken.version) return found;
     if (found !== undefined) this.#indexes.splice(this.#indexes.indexOf(found), 1);
-    const used: IdRange[] = [...taken.ranges];
-    for (const a of this.#byId.values()) used.push(...(kind === 'uid' ? a.uids : a.gids));
+    const used: IdRange[] = [...taken.ranges, ...(sql.rangesOfKind.all(kind) as IdRange[])];
     const entry: IndexEntry = {
       kind,
       pool: normalized,
@@ -590,7 +560,7 @@ export class Registry {
     return entry;
   }
 
-  // --- operations ----------------------------------------------------------------------------
+  // --- operations ------------------------------------------------------------------------------
 
   #exhausted(kind: 'uid' | 'gid', request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
     const { reserve, align } = blockShape(request.policy, request.size);
@@ -625,6 +595,7 @@ export class Registry {
   }
 
   #buildMap(
+    sql: Statements,
     kind: 'uid' | 'gid',
     start: number,
     request: AllocationRequest,
@@ -644,16 +615,16 @@ export class Registry {
         [{ start, count: reserve }],
       );
       for (const r of fromPool) {
-        const takenBy = [...this.#byId.values()].find(
-          (a) => intersectRanges(kind === 'uid' ? a.uids : a.gids, [r]).length > 0,
-        );
-        if (takenBy !== undefined) {
+        // Ranges never overlap, so the last one starting before r's end is the only candidate.
+        const last = sql.rangeBefore.get(kind, r.start + r.count) as RangeRow | undefined;
+        if (last !== undefined && last.start + last.count > r.start) {
+          const holder = sql.byIdOrName.get({ key: last.allocation }) as AllocationRow;
           throw new AllocError(
             'ALLOC_PASSTHROUGH_TAKEN',
-            `the ${kind}mapping ${formatTriple(hole)} maps host ${kind}s ${formatRange(r.start, r.count)} of the pool, which allocation ${takenBy.name} (${takenBy.id}) holds`,
+            `the ${kind}mapping ${formatTriple(hole)} maps host ${kind}s ${formatRange(r.start, r.count)} of the pool, which allocation ${holder.name} (${holder.id}) holds`,
             {
               hint: 'map a host ID outside the pool, or release that allocation first',
-              data: { kind, mapping: hole, holder: takenBy.id },
+              data: { kind, mapping: hole, holder: holder.id },
             },
           );
         }
@@ -686,31 +657,43 @@ export class Registry {
         `cannot allocate ${request.size} IDs: the size must be at least 1`,
       );
     }
-    return this.#locked(() => {
+    let holder: Holder | undefined;
+    if (request.holder !== undefined) {
+      const given = request.holder.pidNamespace;
+      const pidNamespace = given === undefined ? procPidNamespace() : given;
+      holder = { pid: request.holder.pid, startTime: request.holder.startTime };
+      if (typeof pidNamespace === 'number') holder.pidNamespace = pidNamespace;
+      const boot = request.holder.boot ?? bootId();
+      if (boot !== undefined) holder.boot = boot;
+    }
+    await this.#systemTaken?.refresh();
+    const allocation = this.#transaction(true, (sql) => {
       const name = request.name;
-      if (name !== undefined && (this.#byName.has(name) || this.#byId.has(name))) {
-        const other = this.#byName.get(name) ?? this.#byId.get(name)!;
-        throw new AllocError(
-          ALLOC_NAME_TAKEN,
-          `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
-          {
-            hint: `choose another name, or release it first: userns alloc release ${name}`,
-            data: { name, id: other.id },
-          },
-        );
+      if (name !== undefined) {
+        const other = sql.byIdOrName.get({ key: name }) as AllocationRow | undefined;
+        if (other !== undefined) {
+          throw new AllocError(
+            ALLOC_NAME_TAKEN,
+            `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
+            {
+              hint: `choose another name, or release it first: userns alloc release ${name}`,
+              data: { name, id: other.id },
+            },
+          );
+        }
       }
-      const uidIx = this.#index('uid', request.pools.uid.ranges);
-      const gidIx = this.#index('gid', request.pools.gid.ranges);
+      const uidIx = this.#index(sql, 'uid', request.pools.uid.ranges);
+      const gidIx = this.#index(sql, 'gid', request.pools.gid.ranges);
       const uidStart = pickBlock(uidIx.free, request.policy, request.size);
       if (uidStart === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
       const gidStart = pickBlock(gidIx.free, request.policy, request.size, uidStart);
       if (gidStart === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
-      const uid = this.#buildMap('uid', uidStart, request, request.pools.uid, uidIx);
-      const gid = this.#buildMap('gid', gidStart, request, request.pools.gid, gidIx);
+      const uid = this.#buildMap(sql, 'uid', uidStart, request, request.pools.uid, uidIx);
+      const gid = this.#buildMap(sql, 'gid', gidStart, request, request.pools.gid, gidIx);
       let id = randomBytes(6).toString('hex');
-      while (this.#byId.has(id) || this.#byName.has(id)) id = randomBytes(6).toString('hex');
-      const seq = this.#seq + 1;
-      const allocation: Allocation = {
+      while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
+      const seq = this.#cachedSeq + 1;
+      const a: Allocation = {
         id,
         name: name ?? id,
         owner: process.geteuid?.() ?? 0,
@@ -723,19 +706,37 @@ export class Registry {
         gids: gid.reserved,
         seq,
       };
-      if (request.namespace !== undefined) allocation.namespace = request.namespace;
-      if (request.holder !== undefined) allocation.holder = { ...request.holder };
-      this.#append({ s: seq, op: 'add', a: store(allocation) });
-      this.#seq = seq;
-      this.#journalRecords++;
-      this.#add(allocation);
-      this.#maybeCompact();
-      return allocation;
+      if (request.namespace !== undefined) a.namespace = request.namespace;
+      if (holder !== undefined) a.holder = holder;
+      insertAllocation(sql, a);
+      sql.setSeq.run(seq);
+      return a;
     });
+    // Committed: the indexes follow (sync() saw everything up to seq - 1 in this transaction).
+    for (const ix of this.#indexes)
+      for (const r of ix.kind === 'uid' ? allocation.uids : allocation.gids) ix.free.carve(r.start, r.count);
+    this.#cachedSeq = allocation.seq;
+    if (this.#reserveMissing) this.#ensureReserve();
+    return allocation;
   }
 
-  #find(idOrName: string): Allocation | undefined {
-    return this.#byId.get(idOrName) ?? this.#byName.get(idOrName);
+  /** Deletes `a` (a row read in this transaction) and logs the release; returns its seq. */
+  #releaseRow(sql: Statements, row: AllocationRow): ReleasedRow {
+    const ranges = sql.rangesOf.all(row.id) as RangeRow[];
+    const allocation = fromRow(row, ranges);
+    const seq = this.#cachedSeq + 1;
+    const logged = ranges.map((r) => [r.kind, r.start, r.count] as [string, number, number]);
+    sql.deleteRanges.run(row.id);
+    sql.deleteAllocation.run(row.id);
+    sql.insertRelease.run(seq, row.id, row.seq, JSON.stringify(logged));
+    sql.setSeq.run(seq);
+    this.#cachedSeq = seq; // (inside the transaction; reset if it does not commit)
+    const keep = this.#options.releaseLog ?? 4096;
+    if (seq % 256 === 0 && seq > keep) {
+      sql.trim.run(seq - keep);
+      sql.setTrimmed.run(seq - keep);
+    }
+    return { allocation, seq, ranges: logged };
   }
 
   /** Releases by id or name; returns the allocation and the sequence number of the release. */
@@ -743,9 +744,9 @@ export class Registry {
     idOrName: string,
     options: { ifExists?: boolean } = {},
   ): Promise<{ allocation: Allocation; seq: number } | undefined> {
-    return this.#locked(() => {
-      const a = this.#find(idOrName);
-      if (a === undefined) {
+    const result = this.#freeing((sql) => {
+      const row = sql.byIdOrName.get({ key: idOrName }) as AllocationRow | undefined;
+      if (row === undefined) {
         if (options.ifExists) return undefined;
         throw new AllocError(
           ALLOC_NOT_FOUND,
@@ -757,65 +758,89 @@ export class Registry {
         );
       }
       const euid = process.geteuid?.() ?? 0;
-      if (euid !== 0 && a.owner !== euid) {
+      if (euid !== 0 && row.owner !== euid) {
         throw new AllocError(
           'ALLOC_NOT_OWNER',
-          `allocation ${a.name} (${a.id}) belongs to uid ${a.owner}, not to you`,
+          `allocation ${row.name} (${row.id}) belongs to uid ${row.owner}, not to you`,
           {
             hint: 'only its owner or root can release it',
-            data: { id: a.id, owner: a.owner },
+            data: { id: row.id, owner: row.owner },
           },
         );
       }
-      return { allocation: a, seq: this.#releaseLocked(a) };
+      return this.#releaseRow(sql, row);
     });
-  }
-
-  #releaseLocked(a: Allocation): number {
-    const seq = this.#seq + 1;
-    this.#append({ s: seq, op: 'del', id: a.id });
-    this.#seq = seq;
-    this.#journalRecords++;
-    this.#remove(a);
-    this.#maybeCompact();
-    return seq;
+    if (result === undefined) return undefined;
+    this.#releaseInIndexes(result.ranges);
+    if (this.#reserveMissing) this.#ensureReserve();
+    return { allocation: result.allocation, seq: result.seq };
   }
 
   /** Every live allocation, in creation order. */
   async list(): Promise<Allocation[]> {
-    return this.#locked(() => [...this.#byId.values()]);
+    return this.#transaction(false, (sql) => readAll(sql));
   }
 
   /**
-   * Releases the allocations whose owner is gone: those of a named namespace that
-   * `isNamespaceAlive` says is gone, and those of a process (`userns run`) that has exited.
+   * Releases the allocations whose owner is provably gone, in one transaction: those of a named
+   * namespace that `isNamespaceAlive` says is gone (false or 'dead'), and those of a process
+   * that has exited (checked only where /proc shows the PID namespace the PID belongs to). An
+   * owner that cannot be checked from here is kept and reported with the reason.
    */
-  async gc(isNamespaceAlive: (name: string) => Promise<boolean>): Promise<Allocation[]> {
-    return this.#locked(async () => {
-      const released: Allocation[] = [];
-      for (const a of [...this.#byId.values()]) {
-        let gone = false;
-        if (a.holder !== undefined) {
-          const start = processStartTime(a.holder.pid);
-          gone = start === undefined || start !== a.holder.startTime;
-        }
-        if (!gone && a.namespace !== undefined) gone = !(await isNamespaceAlive(a.namespace));
-        if (gone) {
-          this.#releaseLocked(a);
-          released.push(a);
-        }
+  async collectGarbage(
+    isNamespaceAlive: (name: string) => Promise<boolean | Liveness | { liveness: Liveness; reason?: string }>,
+  ): Promise<GcResult> {
+    const candidates = (await this.list()).filter((a) => a.holder !== undefined || a.namespace !== undefined);
+    const dead: Allocation[] = [];
+    const kept: GcResult['kept'] = [];
+    const here = procPidNamespace();
+    for (const a of candidates) {
+      let verdict: { liveness: Liveness; reason?: string } = { liveness: 'alive' };
+      if (a.holder !== undefined) verdict = holderLiveness(a.holder, here);
+      if (verdict.liveness === 'alive' && a.namespace !== undefined) {
+        const answer = await isNamespaceAlive(a.namespace);
+        verdict =
+          typeof answer === 'boolean'
+            ? { liveness: answer ? 'alive' : 'dead' }
+            : typeof answer === 'string'
+              ? { liveness: answer }
+              : answer;
+        if (verdict.liveness === 'unknown')
+          verdict.reason = `namespace ${a.namespace}: ${verdict.reason ?? 'cannot check from here'}`;
       }
-      return released;
+      if (verdict.liveness === 'dead') dead.push(a);
+      else if (verdict.liveness === 'unknown')
+        kept.push({ allocation: a, reason: verdict.reason ?? 'cannot check from here' });
+    }
+    if (dead.length === 0) return { released: [], kept };
+    const released = this.#freeing((sql) => {
+      const out: ReleasedRow[] = [];
+      for (const a of dead) {
+        const row = sql.byIdOrName.get({ key: a.id }) as AllocationRow | undefined;
+        // Still the very allocation that was judged (not released and made again meanwhile).
+        if (row !== undefined && row.id === a.id && row.seq === a.seq) out.push(this.#releaseRow(sql, row));
+      }
+      return out;
     });
+    for (const r of released) this.#releaseInIndexes(r.ranges);
+    if (this.#reserveMissing) this.#ensureReserve();
+    return { released: released.map((r) => r.allocation), kept };
   }
 
-  /** Free and used IDs per pool. */
+  /** As collectGarbage, returning only the released allocations. */
+  async gc(isNamespaceAlive: (name: string) => Promise<boolean | Liveness>): Promise<Allocation[]> {
+    return (await this.collectGarbage(isNamespaceAlive)).released;
+  }
+
+  /** Free and used IDs per pool, and what is excluded from each. */
   async usage(pools: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
-    return this.#locked(() => {
+    await this.#systemTaken?.refresh();
+    return this.#transaction(false, (sql) => {
       const one = (kind: 'uid' | 'gid'): KindUsage => {
         const pool = pools[kind];
-        const ix = this.#index(kind, pool.ranges);
+        const ix = this.#index(sql, kind, pool.ranges);
         const poolSize = rangesSize(pool.ranges);
+        const why = this.#systemTaken?.get().why[kind] ?? [];
         return {
           pool: ix.pool,
           source: pool.source,
@@ -823,6 +848,7 @@ export class Registry {
           free: ix.free.total,
           used: poolSize - ix.free.total,
           largestFree: ix.free.largest,
+          excluded: exclusionsIn(why, ix.pool),
         };
       };
       return { uid: one('uid'), gid: one('gid') };
@@ -830,46 +856,293 @@ export class Registry {
   }
 
   /**
-   * Checks the registry as stored (a fresh load, not this process's memory): no two live
-   * allocations overlap (uids or gids), names and ids are unique, every map is one the kernel
-   * accepts. Returns the problems found (empty = consistent).
+   * Checks the registry as stored: SQLite's own quick_check, then no two live allocations
+   * overlap (uids or gids), names and ids are unique, every map is one the kernel accepts, every
+   * range belongs to an allocation and the sequence numbers are in order. Returns the problems
+   * found (empty = consistent) and the allocations.
    */
   async verify(): Promise<{ problems: string[]; allocations: Allocation[] }> {
-    return this.#locked(() => {
-      this.#reload();
-      const all = [...this.#byId.values()];
+    return this.#transaction(false, (sql) => {
+      const { db } = this.#open();
       const problems: string[] = [];
+      const quick = db.prepare('PRAGMA quick_check').pluck().all() as string[];
+      if (quick.length !== 1 || quick[0] !== 'ok') problems.push(...quick.map((q) => `sqlite: ${q}`));
+      const all = readAll(sql);
+      const head = sql.head.get() as { seq: number };
+      const ids = new Set(all.map((a) => a.id));
       const names = new Set<string>();
       for (const a of all) {
         if (names.has(a.name)) problems.push(`duplicate name ${a.name}`);
         names.add(a.name);
+        if (a.seq > head.seq)
+          problems.push(`${a.id}: sequence number ${a.seq} after the registry's ${head.seq}`);
+        if (a.uids.length === 0 || a.gids.length === 0)
+          problems.push(`${a.id}: reserves no ${a.uids.length === 0 ? 'uids' : 'gids'}`);
         for (const kind of ['uid', 'gid'] as const) {
           const v = validateMap(kind === 'uid' ? a.uidMap : a.gidMap, { kind });
           if (!v.ok) problems.push(`${a.id}: ${kind} map invalid: ${v.reason}`);
         }
       }
-      for (const kind of ['uids', 'gids'] as const) {
-        const spans = all
-          .flatMap((a) => a[kind].map((r) => ({ id: a.id, start: r.start, end: r.start + r.count })))
-          .sort((x, y) => x.start - y.start);
+      const rows = sql.allRanges.all() as RangeRow[];
+      for (const r of rows)
+        if (!ids.has(r.allocation))
+          problems.push(`range ${r.kind} ${r.start} belongs to no allocation (${r.allocation})`);
+      for (const kind of ['uid', 'gid'] as const) {
+        const spans = rows.filter((r) => r.kind === kind).sort((x, y) => x.start - y.start);
         for (let i = 1; i < spans.length; i++) {
           const p = spans[i - 1]!;
           const q = spans[i]!;
-          if (q.start < p.end) problems.push(`${kind} of ${p.id} and ${q.id} overlap at ${q.start}`);
+          if (q.start < p.start + p.count)
+            problems.push(`${kind}s of ${p.allocation} and ${q.allocation} overlap at ${q.start}`);
         }
       }
       return { problems, allocations: all };
     });
   }
 
-  /** Runs `fn` under the registry lock (for tests and tools). */
-  async withLock<T>(fn: () => T | Promise<T>): Promise<T> {
-    return this.#locked(fn);
+  /** Runs `fn` (synchronous) inside one IMMEDIATE transaction: holds the registry's write lock. */
+  withLock<T>(fn: () => T): T {
+    return this.#transaction(true, () => fn());
   }
 
-  /** Closes the journal file descriptor (the registry reopens it when used again). */
+  /** What the first open of this database brought over from the old files, as recorded in it. */
+  async migrated(): Promise<
+    { from: string[]; allocations: number; seq: number; at: string; warnings: string[] } | undefined
+  > {
+    return this.#transaction(false, () => {
+      const text = this.#db!.prepare('SELECT migrated FROM registry WHERE one = 1').pluck().get();
+      return typeof text === 'string' ? JSON.parse(text) : undefined;
+    });
+  }
+
+  /** Closes the database (the registry reopens it when used again). */
   close(): void {
-    this.#closeJournal();
-    this.#loaded = false;
+    if (this.#db?.open) this.#db.close();
+    this.#db = undefined;
+    this.#sql = undefined;
+    this.#cachedSeq = -1;
+    this.#indexes = [];
+  }
+}
+
+function insertAllocation(sql: Statements, a: Allocation | LegacyAllocation): void {
+  sql.insertAllocation.run(
+    a.id,
+    a.name,
+    a.owner,
+    a.created,
+    a.policy,
+    a.size,
+    a.seq,
+    mapJson(a.uidMap),
+    mapJson(a.gidMap),
+    a.namespace ?? null,
+    a.holder === undefined ? null : JSON.stringify(a.holder),
+  );
+  for (const r of a.uids) sql.insertRange.run('uid', r.start, r.count, a.id);
+  for (const r of a.gids) sql.insertRange.run('gid', r.start, r.count, a.id);
+}
+
+function readAll(sql: Statements): Allocation[] {
+  const byAllocation = new Map<string, RangeRow[]>();
+  for (const r of sql.allRanges.all() as RangeRow[]) {
+    const list = byAllocation.get(r.allocation);
+    if (list === undefined) byAllocation.set(r.allocation, [r]);
+    else list.push(r);
+  }
+  return (sql.all.all() as AllocationRow[]).map((row) => fromRow(row, byAllocation.get(row.id) ?? []));
+}
+
+/** Whether a holder process still runs, judged only where /proc shows its PID namespace. */
+export function holderLiveness(
+  holder: Holder,
+  here = procPidNamespace(),
+): { liveness: Liveness; reason?: string } {
+  const boot = bootId();
+  if (holder.boot !== undefined && boot !== undefined && holder.boot !== boot) return { liveness: 'dead' };
+  if (typeof holder.pidNamespace !== 'number') {
+    return {
+      liveness: 'unknown',
+      reason: `its process ${holder.pid} was recorded without its PID namespace (by an older userns, or from where /proc did not show it): cannot check it; release it by hand once that process is gone`,
+    };
+  }
+  if (here === undefined || here !== holder.pidNamespace) {
+    return {
+      liveness: 'unknown',
+      reason: `its process ${holder.pid} is in PID namespace pid:[${holder.pidNamespace}], and /proc here shows ${here === undefined ? 'another one' : `pid:[${here}]`}: cannot check from here`,
+    };
+  }
+  const liveness = processLiveness(holder.pid, holder.startTime);
+  return liveness === 'unknown'
+    ? { liveness, reason: `/proc/${holder.pid} cannot be read here (hidepid?)` }
+    : { liveness };
+}
+
+/**
+ * Inserts allocations into a new registry (inside the creating transaction), in sequence order.
+ * Allocations that overlap (the old lock could be broken from another PID namespace) keep their
+ * maps, but each reserves only the IDs no earlier one holds; the overlap is reported as a
+ * warning. Returns the warnings.
+ */
+function importAllocations(
+  db: SqliteDatabase,
+  allocations: readonly (Allocation | LegacyAllocation)[],
+  seq: number,
+  record: Record<string, unknown>,
+): string[] {
+  const sql = prepare(db);
+  const warnings: string[] = [];
+  const held = { uid: [] as IdRange[], gid: [] as IdRange[] };
+  const here = procPidNamespace();
+  for (const a of [...allocations].sort((x, y) => x.seq - y.seq)) {
+    const copy: Allocation = { ...a };
+    // A holder without a PID namespace (old records) that runs in this /proc with the recorded
+    // start time is that very process.
+    if (
+      a.holder !== undefined &&
+      typeof (a.holder as Holder).pidNamespace !== 'number' &&
+      here !== undefined &&
+      processLiveness(a.holder.pid, a.holder.startTime) === 'alive'
+    )
+      copy.holder = { ...a.holder, pidNamespace: here };
+    for (const kind of ['uid', 'gid'] as const) {
+      const own = normalizeRanges(kind === 'uid' ? a.uids : a.gids);
+      const free = subtractRanges(own, held[kind]);
+      if (rangesSize(free) !== rangesSize(own)) {
+        warnings.push(
+          `allocation ${a.name} (${a.id}) shares ${kind}s ${formatPool(subtractRanges(own, free))} with an earlier allocation: one of the two containers should get new IDs`,
+        );
+      }
+      held[kind] = normalizeRanges([...held[kind], ...free]);
+      if (kind === 'uid') copy.uids = free;
+      else copy.gids = free;
+    }
+    insertAllocation(sql, copy);
+  }
+  const maxSeq = Math.max(seq, ...allocations.map((a) => a.seq));
+  db.prepare('UPDATE registry SET seq = ?, trimmed = ?, migrated = ? WHERE one = 1').run(
+    maxSeq,
+    maxSeq,
+    JSON.stringify({
+      ...record,
+      allocations: allocations.length,
+      seq: maxSeq,
+      at: new Date().toISOString(),
+      warnings,
+    }),
+  );
+  return warnings;
+}
+
+/**
+ * Brings the old registry of `dir` (if any) into the new schema, inside the creating
+ * transaction. Allocations keep their ids, names, sequence numbers and ranges. Holders recorded
+ * by the old code carry no PID namespace: gc says it cannot check them, unless the process runs
+ * here (then it is recorded with this /proc's namespace).
+ */
+function migrateLegacy(db: SqliteDatabase, dir: string): Registry['migration'] {
+  const legacy = readLegacyRegistry(dir);
+  if (legacy === undefined) return undefined;
+  const warnings = importAllocations(db, legacy.allocations, legacy.seq, {
+    from: legacy.files,
+    ...(legacy.skippedTail === undefined ? {} : { skippedTornRecordAt: legacy.skippedTail }),
+  });
+  return { from: legacy.files, allocations: legacy.allocations.length, warnings };
+}
+
+export interface RecoverResult {
+  /** Whether the registry was damaged (nothing is done when it was not). */
+  damaged: boolean;
+  /** What was wrong. */
+  problems: string[];
+  /** Where the damaged file now is (with its -wal/-shm beside it, same suffix). */
+  movedTo?: string;
+  /** Allocations read back from the damaged file into the new one. */
+  salvaged: Allocation[];
+  /** Allocations that could not be read (null: the damaged file could not be enumerated). */
+  lost: number | null;
+  warnings: string[];
+}
+
+/**
+ * Recovers a damaged registry database: moves it (and its -wal/-shm) aside as
+ * `registry.db.damaged-TIME`, reads every allocation that can still be read from it, and
+ * creates a new registry holding those. Never run by itself: REGISTRY_CORRUPT's hint names it.
+ * A registry that is not damaged is left alone (damaged: false).
+ */
+export async function recoverRegistry(dir: string, options: RegistryOptions = {}): Promise<RecoverResult> {
+  ensurePrivateDir(dir, 'allocation registry');
+  const lock = await acquireFileLock(join(dir, 'recover.lock'), { what: `the recovery of ${dir}` });
+  try {
+    const path = join(dir, REGISTRY_FILE);
+    const problems: string[] = [];
+    const probe = new Registry(dir, { ...options, systemTaken: null });
+    try {
+      problems.push(...(await probe.verify()).problems);
+    } catch (error) {
+      if (!(error instanceof StateFileError && error.code === 'REGISTRY_CORRUPT')) throw error;
+      problems.push(error.message);
+    } finally {
+      probe.close();
+    }
+    if (problems.length === 0) return { damaged: false, problems, salvaged: [], lost: 0, warnings: [] };
+    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '');
+    const movedTo = `${path}.damaged-${stamp}-${randomBytes(3).toString('hex')}`;
+    for (const file of databaseFiles(path)) {
+      try {
+        renameSync(file, movedTo + file.slice(path.length));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    const salvaged: Allocation[] = [];
+    let lost: number | null = null;
+    let seq = 0;
+    try {
+      const old = openDatabase({ path: movedTo, what: 'the damaged registry', readonly: true });
+      try {
+        const sql = prepare(old);
+        try {
+          seq = Number((sql.head.get() as { seq: number }).seq) || 0;
+        } catch {
+          /* unreadable: the highest allocation seq will do */
+        }
+        const ids = old.prepare('SELECT id FROM allocations').pluck().all() as string[];
+        lost = 0;
+        for (const id of ids) {
+          try {
+            const row = sql.byIdOrName.get({ key: id }) as AllocationRow;
+            salvaged.push(fromRow(row, sql.rangesOf.all(id) as RangeRow[]));
+          } catch {
+            lost++;
+          }
+        }
+      } finally {
+        old.close();
+      }
+    } catch {
+      // Not even the list of allocations can be read: start empty.
+    }
+    let warnings: string[] = [];
+    const db = openDatabase({ path, what: 'the allocation registry' });
+    try {
+      ensureSchema(
+        db,
+        {
+          applicationId: APPLICATION_ID,
+          version: REGISTRY_SCHEMA_VERSION,
+          create: (db) => {
+            db.exec(DDL);
+            warnings = importAllocations(db, salvaged, seq, { from: [movedTo], recovered: true, lost });
+          },
+        },
+        { path, what: 'the allocation registry' },
+      );
+    } finally {
+      db.close();
+    }
+    return { damaged: true, problems, movedTo, salvaged, lost, warnings };
+  } finally {
+    lock.release();
   }
 }

@@ -10,11 +10,13 @@ export const HELP = `Usage: userns alloc [--size N | --for-rootfs DIR] [--policy
        userns alloc list [--pool START:COUNT]... [--root DIR] [--json]
        userns alloc release ID|NAME [--root DIR] [--json]
        userns alloc gc [--root DIR] [--json]
+       userns alloc recover [--root DIR] [--json]
 
 Gives each container its own range of host uids and gids, never overlapping any other live
-allocation, any ID owned by a passwd or group entry, or any range registered by
-systemd-nsresourced. The registry is kept under the state root (<root>/alloc/), safe for any
-number of concurrent processes and against crashes.
+allocation, any ID owned by a passwd or group entry, any user's subordinate range (other than
+the pool's own owner's) or any range registered by systemd-nsresourced. The registry is a SQLite
+database under the state root (<root>/alloc/registry.db), safe for any number of concurrent
+processes, from any PID or mount namespace, and against crashes.
 
 Pools (uid and gid separately):
   root     the subordinate ranges of the user "containers" if it has some, else the systemd
@@ -39,15 +41,23 @@ Options:
   --uidmapping MAP       extra INSIDE:HOST[:SIZE] uid mapping punched into the map (podman's
                          uidmapping=), repeatable; host IDs from the pool are reserved too
   --gidmapping MAP       the same for gids
-  --root DIR             state root (default /run/userns for root, $XDG_RUNTIME_DIR/userns)
+  --root DIR             state root (default /run/userns for root; see 'State root' in the README)
+  --config PATH          root's pool configuration (default /etc/userns/alloc.json)
+  --subuid-file PATH, --subgid-file PATH, --passwd-file PATH, --group-file PATH
+                         read these instead of /etc/subuid, /etc/subgid, /etc/passwd, /etc/group
+                         (pools and excluded IDs; getent and getsubids are then not asked)
   --json                 machine-readable output
   -h, --help             this text
 
 Subcommands:
-  list                   live allocations and how much of each pool is free
-  release ID|NAME        releases one allocation
+  list                   live allocations, how much of each pool is free, and which IDs of
+                         it are excluded and why
+  release ID|NAME        releases one allocation (works on a full disk too)
   gc                     releases allocations whose named namespace is gone, or whose
-                         'userns run' process has exited
+                         'userns run' process has exited; an owner that cannot be checked
+                         from here (another PID namespace) is kept and listed
+  recover                after REGISTRY_CORRUPT: moves the damaged database aside and makes a
+                         new one with every allocation that can still be read from it
 
 Examples:
   userns alloc --name web                       # 65536 uids and gids, first fit
@@ -70,22 +80,55 @@ const ALLOC_OPTIONS = {
   uidmapping: { type: 'string', multiple: true },
   gidmapping: { type: 'string', multiple: true },
   root: { type: 'string' },
+  config: { type: 'string' },
+  'subuid-file': { type: 'string' },
+  'subgid-file': { type: 'string' },
+  'passwd-file': { type: 'string' },
+  'group-file': { type: 'string' },
 } as const;
 
 const ROOT_ONLY = { root: { type: 'string' } } as const;
 const LIST_OPTIONS = {
   root: { type: 'string' },
+  config: { type: 'string' },
+  'subuid-file': { type: 'string' },
+  'subgid-file': { type: 'string' },
+  'passwd-file': { type: 'string' },
+  'group-file': { type: 'string' },
   pool: { type: 'string', multiple: true },
   'uid-pool': { type: 'string', multiple: true },
   'gid-pool': { type: 'string', multiple: true },
 } as const;
 
+/** --root and the substituted files, as a RegistryLocation. */
+function location(values: {
+  root?: string | undefined;
+  'subuid-file'?: string | undefined;
+  'subgid-file'?: string | undefined;
+  'passwd-file'?: string | undefined;
+  'group-file'?: string | undefined;
+}) {
+  return {
+    ...(values.root === undefined ? {} : { root: values.root }),
+    ...(values['subuid-file'] === undefined ? {} : { subuidPath: values['subuid-file'] }),
+    ...(values['subgid-file'] === undefined ? {} : { subgidPath: values['subgid-file'] }),
+    ...(values['passwd-file'] === undefined ? {} : { passwdPath: values['passwd-file'] }),
+    ...(values['group-file'] === undefined ? {} : { groupPath: values['group-file'] }),
+  };
+}
+
+function warn(io: CliIo, warnings: readonly string[] | undefined): void {
+  for (const w of warnings ?? []) io.stderr.write(`userns: warning: ${w}\n`);
+}
+
 function ranges(rs: readonly IdRange[]): string {
   return rs.map((r) => formatRange(r.start, r.count)).join(',');
 }
 
-function allocationJson(a: import('../alloc/registry.js').Allocation & { estimate?: unknown }) {
-  const { seq: _seq, ...rest } = a;
+function allocationJson(
+  a: import('../alloc/registry.js').Allocation & { estimate?: unknown; warnings?: unknown },
+) {
+  const { seq: _seq, warnings: _warnings, ...rest } = a;
   return {
     ...rest,
     uidMap: mapJson(a.uidMap),
@@ -121,7 +164,7 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   const uidPool = poolArg(values['uid-pool'], '--uid-pool');
   const gidPool = poolArg(values['gid-pool'], '--gid-pool');
   const result = await alloc.allocate({
-    ...(values.root === undefined ? {} : { root: values.root }),
+    ...location(values),
     ...(values.size === undefined ? {} : { size: parseSize(values.size) }),
     ...(values['for-rootfs'] === undefined ? {} : { forRootfs: values['for-rootfs'] }),
     ...(values.policy === undefined ? {} : { policy: values.policy }),
@@ -132,9 +175,11 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
     ...(values.namespace === undefined ? {} : { namespace: values.namespace }),
     ...(values.uidmapping === undefined ? {} : { uidMapping: values.uidmapping.join(',') }),
     ...(values.gidmapping === undefined ? {} : { gidMapping: values.gidmapping.join(',') }),
+    ...(values.config === undefined ? {} : { configPath: values.config }),
   });
+  warn(io, result.warnings);
   if (values.json) {
-    writeJson(io, { ok: true, allocation: allocationJson(result) });
+    writeJson(io, { ok: true, allocation: allocationJson(result), warnings: result.warnings ?? [] });
     return 0;
   }
   io.stdout.write(
@@ -159,10 +204,13 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const alloc = await import('../alloc/index.js');
-  const location = values.root === undefined ? {} : { root: values.root };
-  const list = await alloc.listAllocations(location);
+  const where = location(values);
+  const registry = alloc.openRegistry(where);
+  const list = await registry.list();
+  const migrated = await registry.migrated();
   let usage: Awaited<ReturnType<typeof alloc.allocationUsage>> | undefined;
   let usageError: string | undefined;
+  const warnings: string[] = [...(migrated?.warnings ?? [])];
   try {
     const poolArg = (list: string[] | undefined, option: string) =>
       list?.map((t) => alloc.parsePoolArgument(t, option));
@@ -173,16 +221,22 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       ...(pool === undefined ? {} : { pool }),
       ...(uidPool === undefined ? {} : { uidPool }),
       ...(gidPool === undefined ? {} : { gidPool }),
+      ...(values.config === undefined ? {} : { configPath: values.config }),
+      ...alloc.poolFiles(where),
     });
-    usage = await alloc.allocationUsage({ ...location, pools });
+    warnings.push(...(pools.warnings ?? []));
+    usage = await alloc.allocationUsage({ ...where, pools });
   } catch (error) {
     usageError = (error as Error).message;
   }
+  warn(io, warnings);
   if (values.json) {
     writeJson(io, {
       ok: true,
       allocations: list.map(allocationJson),
       ...(usage === undefined ? { usageError } : { usage }),
+      ...(migrated === undefined ? {} : { migrated }),
+      warnings,
     });
     return 0;
   }
@@ -209,8 +263,19 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       io.stdout.write(
         `${kind} pool ${ranges(u.pool) || '(empty)'} (${u.source}): ${u.free} of ${u.poolSize} free, largest free block ${u.largestFree}\n`,
       );
+      const shown = u.excluded.slice(0, 20);
+      if (shown.length > 0) io.stdout.write(`  excluded from it (not free, held by no allocation):\n`);
+      for (const x of shown) io.stdout.write(`    ${alloc.formatExclusion(x)}\n`);
+      if (u.excluded.length > shown.length)
+        io.stdout.write(
+          `    … and ${u.excluded.length - shown.length} more ('userns alloc list --json' lists them all)\n`,
+        );
     }
-  }
+  } else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
+  if (migrated !== undefined)
+    io.stdout.write(
+      `(migrated from ${migrated.from.join(' and ')} on ${migrated.at}: ${migrated.allocations} allocations)\n`,
+    );
   return 0;
 }
 
@@ -249,16 +314,54 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const alloc = await import('../alloc/index.js');
-  const released = await alloc.gc(values.root === undefined ? {} : { root: values.root });
-  if (values.json) writeJson(io, { ok: true, released: released.map(allocationJson) });
-  else if (released.length === 0) io.stdout.write('nothing to release\n');
-  else {
-    for (const a of released) {
-      const why =
-        a.holder !== undefined ? `process ${a.holder.pid} has exited` : `namespace ${a.namespace} is gone`;
-      io.stdout.write(`released ${a.name} (id ${a.id}): ${why}\n`);
-    }
+  const { released, kept } = await alloc.collectGarbage(
+    values.root === undefined ? {} : { root: values.root },
+  );
+  if (values.json) {
+    writeJson(io, {
+      ok: true,
+      released: released.map(allocationJson),
+      kept: kept.map((k) => ({ allocation: allocationJson(k.allocation), reason: k.reason })),
+    });
+    return 0;
   }
+  if (released.length === 0) io.stdout.write('nothing to release\n');
+  for (const a of released) {
+    const why =
+      a.holder !== undefined ? `process ${a.holder.pid} has exited` : `namespace ${a.namespace} is gone`;
+    io.stdout.write(`released ${a.name} (id ${a.id}): ${why}\n`);
+  }
+  for (const k of kept) io.stdout.write(`kept ${k.allocation.name} (id ${k.allocation.id}): ${k.reason}\n`);
+  return 0;
+}
+
+async function doRecover(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc recover');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const alloc = await import('../alloc/index.js');
+  const result = await alloc.recoverAllocations(values.root === undefined ? {} : { root: values.root });
+  warn(io, result.warnings);
+  if (values.json) {
+    writeJson(io, { ok: true, ...result, salvaged: result.salvaged.map(allocationJson) });
+    return 0;
+  }
+  if (!result.damaged) {
+    io.stdout.write('the allocation registry is not damaged: nothing to do\n');
+    return 0;
+  }
+  io.stdout.write(`the damaged registry was moved to ${result.movedTo}\n`);
+  for (const p of result.problems) io.stdout.write(`  ${p}\n`);
+  io.stdout.write(
+    `new registry: ${result.salvaged.length} allocations read back${result.lost === null ? '; the list of allocations was unreadable, so others may be lost' : result.lost > 0 ? `, ${result.lost} unreadable (lost)` : ''}\n`,
+  );
+  if (result.lost !== 0)
+    io.stdout.write(
+      "  IDs of lost allocations may still be in use: check running containers, and register them again with 'userns alloc --policy base:N --size N'\n",
+    );
   return 0;
 }
 
@@ -269,6 +372,7 @@ export const main: Command = async (argv, io) => {
     if (first === 'list') return await doList(rest, io);
     if (first === 'release') return await doRelease(rest, io);
     if (first === 'gc') return await doGc(rest, io);
+    if (first === 'recover') return await doRecover(rest, io);
     if (first === 'help') {
       io.stdout.write(HELP);
       return 0;

@@ -29,7 +29,7 @@ Options (the mapping and namespace options of 'userns run'):
   --no-split             write the maps as given (see 'userns run --help')
   --fallback single      map only your own IDs (with a warning) if your subordinate ranges fail
   --newuidmap PATH       newuidmap to use (default: from PATH); --newgidmap PATH likewise
-  --root DIR             state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
+  --root DIR             state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
   --json                 print the state as JSON
   -h, --help             this text
 

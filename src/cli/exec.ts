@@ -13,7 +13,7 @@ Options:
   --user UID[:GID]   IDs to run as inside (default: those given to create, else 0:0)
   --cwd DIR          working directory inside (default: the current one; with a mount
                      namespace, / when the current one cannot be entered inside)
-  --root DIR         state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
+  --root DIR         state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
   --json             errors as JSON
   -h, --help         this text
 

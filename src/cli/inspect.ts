@@ -10,7 +10,7 @@ maps in force (as the kernel applied them), and whether your subordinate IDs cha
 was created (the namespace keeps the map it was created with: a map is written only once).
 
 Options:
-  --root DIR   state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
+  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
   --json       machine-readable output
   -h, --help   this text
 `;

@@ -12,7 +12,7 @@ Lists the named namespaces (made by 'userns create') with their status:
 Entries whose creator died before finishing are removed on the way.
 
 Options:
-  --root DIR   state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
+  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
   --json       machine-readable output
   -h, --help   this text
 `;

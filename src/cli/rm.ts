@@ -10,7 +10,7 @@ process in it dies too) and deletes the state. Stale entries (keeper gone) are r
 Options:
   -f, --force  also remove broken entries and entries that are not real directories (a link is
                removed itself, never followed); a NAME that does not exist is not an error
-  --root DIR   state root (default: $XDG_RUNTIME_DIR/userns; /run/userns for root)
+  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
   --json       machine-readable output
   -h, --help   this text
 `;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { isNoSpace, noSpaceError, stateFileError } from '../state/files.js';
 
 const { O_CREAT, O_EXCL, O_WRONLY, O_NOFOLLOW, O_RDONLY, O_DIRECTORY } = constants;
 
@@ -26,7 +27,8 @@ export interface WriteFileAtomicOptions {
 /**
  * Writes a file atomically: a fresh temp file beside it (created exclusively, never through a
  * link), written, fsynced, renamed over the target, and the directory fsynced. A reader sees the
- * old content or the new, never a mix; a crash leaves at most a stray temp file.
+ * old content or the new, never a mix; a crash leaves at most a stray temp file. A full file
+ * system is NO_SPACE (the target unchanged), a directory or link in the way a StateFileError.
  */
 export function writeFileAtomic(
   path: string,
@@ -34,8 +36,14 @@ export function writeFileAtomic(
   mode = 0o600,
   options: WriteFileAtomicOptions = {},
 ): void {
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(temp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, mode);
+  // A random name, never one derived from the PID: PIDs of other PID namespaces collide.
+  const temp = `${path}.tmp-${randomBytes(8).toString('hex')}`;
+  let fd: number;
+  try {
+    fd = openSync(temp, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, mode);
+  } catch (error) {
+    throw stateFileError(error, path, 'the file');
+  }
   try {
     const buffer = typeof data === 'string' ? Buffer.from(data) : data;
     let offset = 0;
@@ -45,14 +53,14 @@ export function writeFileAtomic(
   } catch (error) {
     closeSync(fd);
     unlinkSync(temp);
-    throw error;
+    throw isNoSpace(error) ? noSpaceError(path, 'the file', '', error) : error;
   }
   closeSync(fd);
   try {
     renameSync(temp, path);
   } catch (error) {
     unlinkSync(temp);
-    throw error;
+    throw stateFileError(error, path, 'the file');
   }
   fsyncDirectory(dirname(path));
 }

@@ -6,8 +6,8 @@
  * PID namespace when there is one) and described on disk, runc-style, by
  *
  *   <root>/ns/<name>/state.json   the state (NamespaceState), written atomically (temp + fsync + rename)
- *   <root>/ns/<name>/creating     "PID STARTTIME" of the creator, present until the create committed
- *   <root>/ns/@locks/<name>       the lock that serialises create and rm of <name> (src/store/lock.ts)
+ *   <root>/ns/<name>/creating     present until the create committed (who and when, for people)
+ *   <root>/ns/@locks/<name>       the flock(2) lock that serialises create and rm of <name> (src/state/lock.ts)
  *   <root>/ns/@trash.<name>.<hex> an entry being removed (renamed away first, so removal is atomic)
  *
  * ("@" is not allowed in names, so these never collide with an entry.)
@@ -19,7 +19,8 @@
  *
  * Crash safety: the create holds the lock from start to end; the keeper only detaches once the
  * state is on disk (it exits by itself if the creator dies earlier), and the `creating` marker
- * is removed last. An entry whose marker names a creator that is gone is "abandoned" and removed
+ * is removed last. The kernel drops the lock when its holder dies, so an entry that still has
+ * its marker when someone else holds the lock lost its creator: it is "abandoned" and removed
  * (with its keeper) by the next create, rm or list: a SIGKILL at any point of a create never
  * blocks a later create of the same name and never leaves a keeper nobody knows about.
  */
@@ -60,9 +61,14 @@ import { SpawnError } from '../spawn/errors.js';
 import { planSpawn, type SpawnOptions } from '../spawn/spawn.js';
 import { isPrivileged } from '../spawn/system.js';
 import { writeMaps } from '../spawn/write-maps.js';
+import { acquireFileLock, type FileLock } from '../state/lock.js';
 import { fsyncDirectory, writeFileAtomic } from '../store/atomic.js';
-import { parseProcStat } from '../system/proc.js';
-import { acquireLock, holderIsGone, processStartTime } from './lock.js';
+import {
+  bootId,
+  parseProcStat,
+  processStartTimeSync as processStartTime,
+  procPidNamespace,
+} from '../system/proc.js';
 import { validateName } from './names.js';
 import { defaultStateRoot, ensurePrivateDir, ensureStateRoot } from './state-root.js';
 
@@ -106,6 +112,13 @@ export interface NamespaceState {
   warnings: string[];
   /** The registry allocation the maps came from (`--userns auto:…`), released by rm. */
   allocation?: string;
+  /**
+   * The PID namespace (nsfs inode) keeperPid belongs to: the one /proc showed at creation. A
+   * check from where /proc shows another cannot judge the keeper (alloc gc says so).
+   */
+  pidNamespace?: number;
+  /** The boot it was created in (/proc/sys/kernel/random/boot_id). */
+  bootId?: string;
 }
 
 export interface StoredOptions {
@@ -470,15 +483,10 @@ function examine(name: string, paths: Paths, locked: boolean, cached = false): E
     }
   }
   if (marker !== undefined) {
-    // Not committed: alive creator = creating; dead creator = abandoned.
-    if (!holderIsGone(marker))
-      return {
-        ...base,
-        state,
-        status: 'creating',
-        reason: `being created by process ${marker.split(' ')[0]}`,
-        marker,
-      };
+    // Not committed. A creator holds the entry's lock until it commits: when we hold it, the
+    // creator is gone (abandoned); otherwise it may still be at work (creating).
+    if (!locked)
+      return { ...base, state, status: 'creating', reason: `being created (${marker.trim()})`, marker };
     return { ...base, state, status: 'abandoned', reason: 'its creator died before finishing', marker };
   }
   if (text === undefined) {
@@ -514,8 +522,8 @@ async function cleanAbandoned(info: Examined, paths: Paths): Promise<void> {
   if (info.state?.allocation !== undefined) await releaseAllocationOf(info.state.allocation, paths.root);
 }
 
-function lockFor(paths: Paths, name: string, timeoutMs?: number) {
-  return acquireLock(paths.lock, {
+function lockFor(paths: Paths, name: string, timeoutMs?: number): Promise<FileLock> {
+  return acquireFileLock(paths.lock, {
     what: `namespace ${name}`,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
   });
@@ -721,6 +729,10 @@ async function startKeeperWithMaps(
       subids: await subids.catch(() => null),
       warnings: applied.warnings,
     };
+    const pidNamespace = procPidNamespace();
+    if (pidNamespace !== undefined) state.pidNamespace = pidNamespace;
+    const boot = bootId();
+    if (boot !== undefined) state.bootId = boot;
     return { handle, state };
   } catch (error) {
     // Before commit the keeper exits by itself once the report socket closes; make sure.
@@ -742,7 +754,8 @@ export async function createNamespace(name: string, options: CreateOptions = {})
   validateName(name, 'namespace name');
   const root = stateRoot(options, true)!;
   const paths = pathsFor(name, root);
-  const release = await lockFor(paths, name, 30_000);
+  const lock = await lockFor(paths, name, 30_000);
+  let created = false;
   try {
     const existing = examine(name, paths, true);
     if (existing !== undefined) {
@@ -761,7 +774,11 @@ export async function createNamespace(name: string, options: CreateOptions = {})
     // The creator's identity, so that a later create/rm/list knows when it died unfinished.
     const fd = openSync(paths.marker, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0o600);
     try {
-      writeSync(fd, `${process.pid} ${processStartTime('self') ?? '0'}\n`);
+      // For people only: liveness is the lock, never this PID (it may be of another PID namespace).
+      writeSync(
+        fd,
+        `by process ${process.pid} of pid:[${procPidNamespace() ?? '?'}] since ${new Date().toISOString()}\n`,
+      );
     } finally {
       closeSync(fd);
     }
@@ -786,6 +803,7 @@ export async function createNamespace(name: string, options: CreateOptions = {})
       // Commit point.
       unlinkSync(paths.marker);
       fsyncDirectory(paths.entry);
+      created = true;
       return state;
     } catch (error) {
       if (state !== undefined) await stopKeeper(state.keeperPid, state.keeperStartTime);
@@ -794,7 +812,8 @@ export async function createNamespace(name: string, options: CreateOptions = {})
       throw error;
     }
   } finally {
-    release();
+    // A failed create leaves no entry: its lock file goes too.
+    lock.release({ remove: !created && lstatSync(paths.entry, { throwIfNoEntry: false }) === undefined });
   }
 }
 
@@ -925,23 +944,25 @@ export async function listNamespaces(options: RootOption = {}): Promise<Namespac
     }
     let info = examine(entry, paths, false);
     if (info === undefined) continue;
-    if (info.status === 'abandoned' || (info.status === 'creating' && info.marker === undefined)) {
-      let release: (() => void) | undefined;
+    if (info.status === 'abandoned' || info.status === 'creating') {
+      let held: FileLock | undefined;
       try {
-        release = await lockFor(paths, entry, 100);
+        held = await lockFor(paths, entry, 100);
       } catch {
         // someone is working on it: report what we saw
       }
-      if (release !== undefined) {
+      if (held !== undefined) {
+        let gone = false;
         try {
           info = examine(entry, paths, true);
           if (info?.status === 'abandoned') {
             await cleanAbandoned(info, paths);
-            continue;
+            gone = true;
           }
         } finally {
-          release();
+          held.release({ remove: gone || info === undefined });
         }
+        if (gone) continue;
       }
       if (info === undefined) continue;
     }
@@ -1018,7 +1039,8 @@ export async function removeNamespace(name: string, options: RemoveOptions = {})
   if (root === undefined) return absent();
   ensurePrivateDir(join(root, 'ns', '@locks'), 'lock directory');
   const paths = pathsFor(name, root);
-  const release = await lockFor(paths, name);
+  const lock = await lockFor(paths, name);
+  let removed = false;
   try {
     const info = examine(name, paths, true);
     if (info === undefined) return absent();
@@ -1038,9 +1060,10 @@ export async function removeNamespace(name: string, options: RemoveOptions = {})
         break;
     }
     removeEntry(paths);
+    removed = true;
     if (info.state?.allocation !== undefined) await releaseAllocationOf(info.state.allocation, root);
     return { name, removed: true, status: info.status, keeperStopped };
   } finally {
-    release();
+    lock.release({ remove: removed });
   }
 }

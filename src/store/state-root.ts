@@ -1,29 +1,53 @@
-import { existsSync, lstatSync, mkdirSync } from 'node:fs';
+import { lstatSync, mkdirSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UsernsError } from '../errors.js';
 
-/**
- * The state root: where named namespaces (`<root>/ns/<name>/`) and the ID allocation registry
- * (`<root>/alloc/`) live. Runtime state, on tmpfs, gone at reboot like the namespaces it names.
- *
- * - root: /run/userns
- * - others: $XDG_RUNTIME_DIR/userns; without XDG_RUNTIME_DIR, /run/user/<uid>/userns when that
- *   directory exists, else /tmp/userns-<uid> (ensureStateRoot refuses it if someone else made it).
- * - `--root DIR` overrides all of these.
- */
-
 export class StateRootError extends UsernsError {}
 
+/**
+ * The state root: where named namespaces (`<root>/ns/<name>/`) and the ID allocation registry
+ * (`<root>/alloc/`) live. The first of:
+ *
+ * - root: /run/userns;
+ * - $XDG_RUNTIME_DIR/userns, when XDG_RUNTIME_DIR is an absolute path to a directory that is
+ *   yours and private (mode 0700, as the XDG spec requires; a value inherited through `su` from
+ *   another user is skipped);
+ * - /run/user/<uid>/userns, when that directory is yours and private (systemd-logind makes it);
+ * - $XDG_STATE_HOME/userns, when XDG_STATE_HOME is an absolute path;
+ * - $HOME/.local/state/userns (HOME, else the home directory of your passwd entry).
+ *
+ * Never a shared directory such as /tmp, where another user could create the path first and so
+ * block or take over your state. `--root DIR` overrides all of these; ensureStateRoot refuses a
+ * root that is a symbolic link, not yours, or writable by others.
+ */
 export function defaultStateRoot(
   env: NodeJS.ProcessEnv = process.env,
   euid: number = process.geteuid?.() ?? 0,
 ): string {
   if (euid === 0) return '/run/userns';
+  const privateDirOfMine = (dir: string) => {
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    return st?.isDirectory() === true && st.uid === euid && (st.mode & 0o077) === 0;
+  };
   const xdg = env.XDG_RUNTIME_DIR;
-  if (xdg?.startsWith('/')) return join(xdg, 'userns');
+  if (xdg?.startsWith('/') && privateDirOfMine(xdg)) return join(xdg, 'userns');
   const runUser = `/run/user/${euid}`;
-  if (existsSync(runUser)) return join(runUser, 'userns');
-  return `/tmp/userns-${euid}`;
+  if (privateDirOfMine(runUser)) return join(runUser, 'userns');
+  const stateHome = env.XDG_STATE_HOME;
+  if (stateHome?.startsWith('/')) return join(stateHome, 'userns');
+  let home = env.HOME;
+  if (!home?.startsWith('/')) {
+    try {
+      home = userInfo().homedir;
+    } catch {
+      home = undefined;
+    }
+  }
+  if (home?.startsWith('/')) return join(home, '.local', 'state', 'userns');
+  throw new StateRootError('STATE_ROOT_UNUSABLE', `no private directory for userns's state (uid ${euid})`, {
+    hint: 'set XDG_RUNTIME_DIR, XDG_STATE_HOME or HOME, or give --root DIR',
+  });
 }
 
 /**

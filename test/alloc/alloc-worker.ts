@@ -1,7 +1,8 @@
 /**
  * A process that allocates and releases in a loop (for the concurrency and crash tests).
  *   cycle DIR N SEED   N allocate/release rounds; prints its log (one JSON per line) at the end
- *   loop DIR           forever, with frequent compaction; prints "ready" after its first operation
+ *   loop DIR           forever, with a short release log; prints "ready" after its first operation
+ *   once DIR N SEED    N allocations, kept; prints each as JSON
  */
 
 import type { Policy } from '../../src/alloc/policy.js';
@@ -26,7 +27,7 @@ const policies: Policy[] = [
 
 const registry = new Registry(dir!, {
   systemTaken: null,
-  compactEvery: mode === 'loop' ? 8 : 64,
+  releaseLog: mode === 'loop' ? 8 : 64,
   lockTimeoutMs: 60_000,
 });
 const live: string[] = [];
@@ -34,9 +35,11 @@ const log: string[] = [];
 let exhausted = 0;
 
 async function step(): Promise<void> {
-  const policy = policies[rand(policies.length)]!;
+  // loop (the crash test): small first-fit blocks, so that what killed workers leave behind
+  // never fills the pool.
+  const policy = mode === 'loop' ? policies[0]! : policies[rand(policies.length)]!;
   try {
-    const a = await registry.allocate({ size: 1 + rand(100_000), policy, pools });
+    const a = await registry.allocate({ size: 1 + rand(mode === 'loop' ? 1000 : 100_000), policy, pools });
     live.push(a.id);
     log.push(JSON.stringify({ op: 'add', w: seedText, id: a.id, seq: a.seq, uids: a.uids, gids: a.gids }));
   } catch (error) {
@@ -50,7 +53,12 @@ async function step(): Promise<void> {
   }
 }
 
-if (mode === 'cycle') {
+if (mode === 'once') {
+  for (let i = 0; i < Number(count); i++) {
+    const a = await registry.allocate({ size: 1 + rand(100_000), policy: { kind: 'first-fit' }, pools });
+    process.stdout.write(`${JSON.stringify({ id: a.id, seq: a.seq, uids: a.uids, gids: a.gids })}\n`);
+  }
+} else if (mode === 'cycle') {
   // Start together, so the processes really interleave.
   const wait = Number(startAt ?? 0) - Date.now();
   if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
@@ -59,5 +67,10 @@ if (mode === 'cycle') {
 } else {
   await step();
   process.stdout.write('ready\n');
-  for (;;) await step();
+  // A breath between operations (0-2 ms) so that several of these share the lock fairly (SQLite's
+  // busy handler polls; a writer that never pauses would starve the others).
+  for (;;) {
+    await step();
+    await new Promise((resolve) => setTimeout(resolve, rand(3)));
+  }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -8,10 +8,35 @@ import { runCli } from '../cli/run-cli.js';
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-cli-'));
 after(() => rmSync(base, { recursive: true, force: true }));
 
+/** Own subuid/subgid/passwd/group/config files: nothing of the host's is read. */
+function etc(
+  name: string,
+  files: { subuid?: string; subgid?: string; passwd?: string; group?: string } = {},
+) {
+  const dir = join(base, name);
+  mkdirSync(dir, { recursive: true });
+  const write = (file: string, text: string) => {
+    writeFileSync(join(dir, file), text);
+    return join(dir, file);
+  };
+  return [
+    '--subuid-file',
+    write('subuid', files.subuid ?? ''),
+    '--subgid-file',
+    write('subgid', files.subgid ?? ''),
+    '--passwd-file',
+    write('passwd', files.passwd ?? 'root:x:0:0:root:/root:/bin/sh\n'),
+    '--group-file',
+    write('group', files.group ?? 'root:x:0:\n'),
+    '--config',
+    join(dir, 'no-alloc.json'),
+  ];
+}
+
 describe('userns alloc (CLI)', () => {
   test('allocate, list, release, gc with --json', async () => {
     const root = join(base, 'state');
-    const pool = ['--pool', '100000:200000', '--root', root];
+    const pool = ['--pool', '100000:200000', '--root', root, ...etc('plain')];
     const a = await runCli(['alloc', '--name', 'web', '--size', '65536', ...pool, '--json']);
     assert.equal(a.code, 0, a.stderr);
     const web = JSON.parse(a.stdout);
@@ -63,6 +88,64 @@ describe('userns alloc (CLI)', () => {
     const again = await runCli(['alloc', 'release', 'web', '--root', root, '--json']);
     assert.equal(again.code, 1);
     assert.equal(JSON.parse(again.stdout).code, 'ALLOC_NOT_FOUND');
+  });
+
+  test("root's default pool avoids every user's subordinate range, and says so", async () => {
+    const root = join(base, 'subids');
+    // bob's range lies inside the systemd container range (0x80000-0x6FFFFFFF) that is root's pool.
+    const files = etc('subids', {
+      subuid: 'alice:100000:65536\nbob:524288:65536\n',
+      subgid: 'bob:524288:65536\ncarol:589824:65536\n',
+      passwd: 'root:x:0:0:root:/root:/bin/sh\nsvc:x:655360:655360::/:/bin/false\n',
+    });
+    const a = await runCli(['alloc', '--size', '65536', '--name', 'c1', '--root', root, ...files, '--json']);
+    assert.equal(a.code, 0, a.stderr);
+    const c1 = JSON.parse(a.stdout).allocation;
+    assert.deepEqual(c1.uids, [{ start: 589824, count: 65536 }], "bob's 524288-589823 is skipped");
+    assert.deepEqual(
+      c1.gids,
+      [{ start: 655361, count: 65536 }],
+      "bob's and carol's gids and svc's group are skipped",
+    );
+    const b = await runCli(['alloc', '--size', '65536', '--root', root, ...files, '--json']);
+    assert.equal(JSON.parse(b.stdout).allocation.uids[0].start, 655361, "svc's uid 655360 is skipped");
+    const list = await runCli(['alloc', 'list', '--root', root, ...files]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /excluded from it/);
+    assert.match(list.stdout, /524288-589823 subordinate uids of bob \(.*subuid line 2\)/);
+    assert.match(list.stdout, /655360 passwd user svc/);
+    assert.doesNotMatch(list.stdout, /alice/, "alice's range is below the pool");
+    const json = JSON.parse((await runCli(['alloc', 'list', '--root', root, ...files, '--json'])).stdout);
+    assert.deepEqual(
+      json.usage.gid.excluded.map((x: { start: number; reason: string }) => [
+        x.start,
+        x.reason.replace(/ \(.*/, ''),
+      ]),
+      [
+        [524288, 'subordinate gids of bob'],
+        [589824, 'subordinate gids of carol'],
+        [655360, 'primary group of passwd user svc'],
+      ],
+    );
+  });
+
+  test('a malformed or overflowing containers line is a warning (stderr and --json), never silent', async () => {
+    const root = join(base, 'containers');
+    const files = etc('containers', {
+      subuid: 'containers:4294000000:2000000\n',
+      subgid: 'containers:1000000:65536\ncontainers:12x:5\n',
+    });
+    const a = await runCli(['alloc', '--size', '1000', '--root', root, ...files, '--json']);
+    assert.equal(a.code, 0, a.stderr);
+    const out = JSON.parse(a.stdout);
+    assert.equal(out.warnings.length, 2, a.stderr);
+    assert.match(out.warnings[0], /subuid:1:.*the uid pool is the systemd container range instead/);
+    assert.match(out.warnings[1], /subgid:2:.*its other gid ranges are the pool/);
+    assert.match(a.stderr, /^userns: warning: .*subuid:1/m);
+    assert.equal(out.allocation.uids[0].start, 0x80000);
+    assert.equal(out.allocation.gids[0].start, 1000000);
+    const list = await runCli(['alloc', 'list', '--root', root, ...files, '--json']);
+    assert.equal(JSON.parse(list.stdout).warnings.length, 2);
   });
 
   test('usage errors exit 2; --help everywhere', async () => {

@@ -1,15 +1,5 @@
 import assert from 'node:assert/strict';
-import {
-  appendFileSync,
-  chownSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { chownSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -27,6 +17,7 @@ import {
   resolvePools,
 } from '../../src/alloc/index.js';
 import type { Pools } from '../../src/alloc/pool.js';
+import { openDatabase } from '../../src/state/database.js';
 import { defaultStateRoot, ensureStateRoot } from '../../src/store/state-root.js';
 
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-'));
@@ -177,11 +168,15 @@ describe('registry', () => {
       JSON.stringify({ name: 'x', start: 100100, size: 65536 }),
     );
     writeFileSync(join(etc, 'nsr', 'g300000.userns'), '{');
+    writeFileSync(join(etc, 'subuid'), '');
+    writeFileSync(join(etc, 'subgid'), '');
     const r = new Registry(freshDir(), {
       systemTaken: {
         passwdPath: join(etc, 'passwd'),
         groupPath: join(etc, 'group'),
         nsresourceDir: join(etc, 'nsr'),
+        subuidPath: join(etc, 'subuid'),
+        subgidPath: join(etc, 'subgid'),
         getent: false,
       },
     });
@@ -205,39 +200,12 @@ describe('registry', () => {
     );
   });
 
-  test('a torn last journal line is ignored and truncated; stray temp files are cleaned', async () => {
+  test('other instances follow incrementally, and rebuild when the release log was trimmed past them', async () => {
     const dir = freshDir();
-    const r = new Registry(dir, { systemTaken: null });
-    const a = await r.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL, name: 'kept' });
-    const before = readFileSync(join(dir, 'journal'));
-    appendFileSync(join(dir, 'journal'), '0badc0de {"s":2,"op":"add","a":{"id":"half');
-    writeFileSync(join(dir, 'snapshot.json.tmp-999999-abcd'), 'junk');
-    writeFileSync(join(dir, 'lock.new-999999-abcdef01'), '999999 1 x\n');
-    const fresh = new Registry(dir, { systemTaken: null });
-    assert.deepEqual(
-      (await fresh.list()).map((x) => x.id),
-      [a.id],
-    );
-    assert.deepEqual(readFileSync(join(dir, 'journal')), before);
-    assert.deepEqual(readdirSync(dir).sort(), ['journal']);
-    // A complete line with a wrong checksum at the end is treated the same way.
-    appendFileSync(join(dir, 'journal'), '00000000 {"s":2,"op":"del","id":"x"}\n');
-    const b = await fresh.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL });
-    assert.equal(b.seq, 2);
-    assert.deepEqual((await new Registry(dir, { systemTaken: null }).verify()).problems, []);
-    // The first instance catches up from its offset.
-    assert.deepEqual(
-      (await r.list()).map((x) => x.id),
-      [a.id, b.id],
-    );
-  });
-
-  test('compaction keeps every allocation, also across instances and an interrupted compaction', async () => {
-    const dir = freshDir();
-    const r = new Registry(dir, { systemTaken: null, compactEvery: 16 });
-    const other = new Registry(dir, { systemTaken: null, compactEvery: 16 });
+    const r = new Registry(dir, { systemTaken: null, releaseLog: 8 });
+    const other = new Registry(dir, { systemTaken: null, releaseLog: 8 });
     const live = new Set<string>();
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < 600; i++) {
       const x = await (i % 2 ? r : other).allocate({
         size: 100 + i,
         policy: { kind: 'first-fit' },
@@ -249,18 +217,36 @@ describe('registry', () => {
         await (i % 2 ? other : r).release(victim);
         live.delete(victim);
       }
+      // A third instance that looks only now and then falls behind the trimmed log.
     }
-    assert.ok(readdirSync(dir).includes('snapshot.json'));
     for (const reg of [r, other, new Registry(dir, { systemTaken: null })]) {
       assert.deepEqual(new Set((await reg.list()).map((x) => x.id)), live);
+      assert.deepEqual((await reg.verify()).problems, []);
     }
-    // Simulate a kill between the snapshot and the journal reset: an older journal is ignored.
-    const journal = readFileSync(join(dir, 'journal'));
-    await r.withLock(() => r.compactNow());
-    writeFileSync(join(dir, 'journal'), journal);
+    // Both instances' indexes agree with a fresh one: the same next block everywhere.
     const fresh = new Registry(dir, { systemTaken: null });
-    assert.deepEqual(new Set((await fresh.list()).map((x) => x.id)), live);
-    assert.deepEqual((await fresh.verify()).problems, []);
+    const usage = await fresh.usage(POOL);
+    for (const reg of [r, other]) assert.deepEqual(await reg.usage(POOL), usage);
+  });
+
+  test('the database refuses what it must never hold: overlapping ranges (trigger), duplicate names', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    const a = await r.allocate({ size: 10, policy: { kind: 'first-fit' }, pools: POOL, name: 'a' });
+    const db = openDatabase({ path: r.path, what: 'the test registry' });
+    try {
+      assert.throws(
+        () => db.prepare("INSERT INTO ranges VALUES ('uid', ?, 5, 'x')").run(a.uids[0]!.start + 3),
+        /two allocations would share IDs/,
+      );
+      assert.throws(
+        () => db.prepare("INSERT INTO ranges VALUES ('uid', ?, 1, 'x')").run(4294967295),
+        /CHECK/,
+      );
+      db.prepare("INSERT INTO ranges VALUES ('uid', ?, 5, 'x')").run(a.uids[0]!.start + 10);
+    } finally {
+      db.close();
+    }
+    assert.match((await r.verify()).problems.join('\n'), /belongs to no allocation/);
   });
 
   test('gc releases allocations of gone namespaces and exited processes, keeps the rest', async () => {
@@ -333,19 +319,40 @@ describe('registry', () => {
     assert.equal(fromContainers.gid.ranges[0]!.start, 0x80000);
   });
 
-  test('state root: default locations; refuses symlinks and directories of others', () => {
+  test('state root: default locations, never a shared /tmp path; refuses symlinks and directories of others', () => {
     assert.equal(defaultStateRoot({}, 0), '/run/userns');
-    assert.equal(defaultStateRoot({ XDG_RUNTIME_DIR: '/run/user/1000' }, 1000), '/run/user/1000/userns');
+    // XDG_RUNTIME_DIR only when it is the user's own private directory.
+    const xdg = join(base, 'xdg-runtime');
+    mkdirSync(xdg, { mode: 0o700 });
+    chownSync(xdg, 4321, 4321);
+    assert.equal(defaultStateRoot({ XDG_RUNTIME_DIR: xdg, HOME: '/home/u' }, 4321), join(xdg, 'userns'));
+    // Inherited from another user (su), or world-readable: skipped.
+    assert.equal(
+      defaultStateRoot({ XDG_RUNTIME_DIR: xdg, HOME: '/home/other' }, 4322),
+      '/home/other/.local/state/userns',
+    );
+    assert.equal(
+      defaultStateRoot({ XDG_RUNTIME_DIR: '/nonexistent/run', XDG_STATE_HOME: '/home/u/st' }, 4321),
+      '/home/u/st/userns',
+    );
+    assert.equal(defaultStateRoot({ HOME: '/home/u' }, 4321), '/home/u/.local/state/userns');
+    for (const env of [{}, { HOME: '/home/u' }, { XDG_STATE_HOME: 'relative', HOME: '/h' }]) {
+      let root: string;
+      try {
+        root = defaultStateRoot(env, 4321);
+      } catch (error) {
+        assert.equal((error as { code?: string }).code, 'STATE_ROOT_UNUSABLE');
+        continue;
+      }
+      assert.ok(!root.startsWith('/tmp/'), `${root} is not in a shared directory`);
+    }
     const made = ensureStateRoot(join(base, 'sr', 'deep'));
     assert.equal(made, join(base, 'sr', 'deep'));
     symlinkSync(made, join(base, 'link'));
     assert.throws(() => ensureStateRoot(join(base, 'link')), { code: 'STATE_ROOT_UNSAFE' });
     const theirs = join(base, 'theirs');
     mkdirSync(theirs);
-    // (chown needs root; the suite runs as root)
-    if (process.geteuid?.() === 0) {
-      chownSync(theirs, 1234, 1234);
-      assert.throws(() => ensureStateRoot(theirs), { code: 'STATE_ROOT_UNSAFE' });
-    }
+    chownSync(theirs, 1234, 1234);
+    assert.throws(() => ensureStateRoot(theirs), { code: 'STATE_ROOT_UNSAFE' });
   });
 });
