@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runCli } from './run-cli.js';
+import { hostless, runCli } from './run-cli.js';
 
 const MAP_KEY = /^(map|uidMap|gidMap)$/;
 const LOOKS_LIKE_MAP = /(map|mappings)$/i;
@@ -64,7 +64,7 @@ describe('--json: one shape for maps, one for errors', { skip: rootOnly }, () =>
       join(bundle, 'config.json'),
       '{"ociVersion": "1.0.2", "mounts": [{"destination": "/data", "type": "bind", "source": "/srv"}], "linux": {}}\n',
     );
-    const pool = ['--root', state, '--pool', '3000000000:1000000'];
+    const pool = ['--root', state, '--pool', '3000000000:1000000', ...hostless(work)];
     const commands = [
       ['map', 'split', '--parent', '0:0:4294967295', '0:100000:65536'],
       ['map', 'compose', '0:0:10', '0:100000:65536'],
@@ -72,7 +72,7 @@ describe('--json: one shape for maps, one for errors', { skip: rootOnly }, () =>
       ['map', 'convert', '--to', 'kubernetes', '0:100000:65536'],
       ['run', '--uidmap', '0:100000:65536', '--dry-run', '--', 'true'],
       ['alloc', '--size', '65536', '--name', 'shape', ...pool],
-      ['alloc', 'list', ...pool.slice(0, 2)],
+      ['alloc', 'list', '--root', state, ...hostless(work)],
       ['oci', '--uidmap', '0:100000:65536', '--idmap-mount', '/data', bundle],
       ['oci', '--check', bundle],
       ['create', '--root', state, '--uidmap', '0:100000:65536', 'shape'],

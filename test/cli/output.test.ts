@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BIN, runCli } from './run-cli.js';
+import { BIN, hostless, runCli } from './run-cli.js';
 
 /** Runs the CLI with its standard output read for `keep` bytes, then closed (as `| head -c`). */
 function closedEarly(
@@ -57,16 +57,18 @@ describe('a closed output pipe', () => {
     timeout: 60_000,
   }, async () => {
     const root = join(work, 'state');
-    const pool = ['--root', root, '--pool', '3000000000:1000000'];
+    const pool = ['--root', root, '--pool', '3000000000:1000000', ...hostless(work)];
     const made = await closedEarly(['alloc', '--size', '10', '--name', 'e1', ...pool]);
     assert.equal(made.code, 0, made.stderr);
     assert.equal(made.stderr, '');
     for (let i = 0; i < 2; i++) assert.equal((await runCli(['alloc', '--size', '10', ...pool])).code, 0);
-    const head = await closedEarly(['alloc', 'list', '--root', root]);
+    const head = await closedEarly(['alloc', 'list', '--root', root, ...hostless(work)]);
     assert.equal(head.code, 0, head.stderr);
     assert.equal(head.stderr, '');
     // The allocation made while the pipe was closed is there, once.
-    const list = JSON.parse((await runCli(['alloc', 'list', '--root', root, '--json'])).stdout);
+    const list = JSON.parse(
+      (await runCli(['alloc', 'list', '--root', root, '--json', ...hostless(work)])).stdout,
+    );
     assert.equal(list.allocations.filter((a: { name: string | null }) => a.name === 'e1').length, 1);
     assert.equal(list.allocations.length, 3);
   });

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The repository's bin/userns, run as a separate process exactly as a user runs it. */
@@ -60,4 +61,32 @@ export async function runInProcess(args: string[], options: { input?: string } =
     env: { ...process.env, NO_COLOR: '1' },
   });
   return { code, signal: null, stdout: stdout.text(), stderr: stderr.text() };
+}
+
+/**
+ * `userns alloc` options that replace every host file it reads (subuid, subgid, passwd, group,
+ * the pool configuration) with empty ones of its own under `dir`: nothing of the host's is read.
+ */
+export function hostless(dir: string): string[] {
+  const etc = `${dir}/etc`;
+  mkdirSync(etc, { recursive: true });
+  const files: Record<string, string> = {
+    subuid: '',
+    subgid: '',
+    passwd: 'root:x:0:0:root:/root:/bin/sh\n',
+    group: 'root:x:0:\n',
+  };
+  for (const [name, text] of Object.entries(files)) writeFileSync(`${etc}/${name}`, text);
+  return [
+    '--subuid-file',
+    `${etc}/subuid`,
+    '--subgid-file',
+    `${etc}/subgid`,
+    '--passwd-file',
+    `${etc}/passwd`,
+    '--group-file',
+    `${etc}/group`,
+    '--config',
+    `${etc}/no-alloc.json`,
+  ];
 }
