@@ -21,7 +21,6 @@ import { spawn } from '../src/spawn/spawn.js';
 
 const ROUNDS = Number(process.env.USERNS_BENCH_ROUNDS ?? 60);
 const BIN = fileURLToPath(new URL('../../bin/userns', import.meta.url));
-const SPAWN_MODULE = fileURLToPath(new URL('../src/spawn/spawn.js', import.meta.url));
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -65,15 +64,19 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
 /** Runs N spawns as a throwaway user (rootless path through newuidmap); its median in ms. */
 async function rootlessMedian(rounds: number): Promise<number | null> {
   if (process.geteuid?.() !== 0) return null;
-  let fixture: typeof import('../test/spawn/user-fixture.js');
+  let fixture: typeof import('../test/fixtures/throwaway-user.js');
+  let readable: typeof import('../test/fixtures/readable-repo.js');
   try {
-    fixture = await import('../test/spawn/user-fixture.js');
+    fixture = await import('../test/fixtures/throwaway-user.js');
+    readable = await import('../test/fixtures/readable-repo.js');
   } catch {
     return null;
   }
-  if (fixture.rootlessSkipReason() !== undefined) return null;
+  if (fixture.throwawayUserUnavailable() !== undefined) return null;
+  // The user runs a readable copy (the checkout may be private, e.g. under /root).
+  const spawnModule = readable.readablePath('dist/src/spawn/spawn.js');
   return fixture.withThrowawayUser(async (user) => {
-    const script = `import { spawn } from ${JSON.stringify(SPAWN_MODULE)};
+    const script = `import { spawn } from ${JSON.stringify(spawnModule)};
       const times = [];
       await spawn('/bin/true', [], { stdio: 'ignore' }); // warm-up
       for (let i = 0; i < ${rounds}; i++) {

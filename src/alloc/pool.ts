@@ -28,6 +28,11 @@ export const SYSTEMD_CONTAINER_RANGE: IdRange = Object.freeze({
 });
 export const DEFAULT_CONFIG_PATH = '/etc/userns/alloc.json';
 
+/** The configuration file in force: $USERNS_ALLOC_CONFIG when set, else /etc/userns/alloc.json. */
+export function configPath(): string {
+  return process.env.USERNS_ALLOC_CONFIG || DEFAULT_CONFIG_PATH;
+}
+
 export interface Pool {
   ranges: IdRange[];
   /** Where the ranges came from, in words. */
@@ -49,7 +54,7 @@ export interface PoolOptions {
   pool?: readonly IdRange[];
   uidPool?: readonly IdRange[];
   gidPool?: readonly IdRange[];
-  /** Configuration file (root only); default /etc/userns/alloc.json, missing = none. */
+  /** Configuration file (root only); default $USERNS_ALLOC_CONFIG or /etc/userns/alloc.json, missing = none. */
   configPath?: string;
   /** Whose pools (default: the caller). */
   euid?: number;
@@ -193,10 +198,10 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
         out[kind] = { ranges: clipPool(explicit), source: '--pool' };
         continue;
       }
-      config ??= readPoolConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
+      config ??= readPoolConfig(options.configPath ?? configPath());
       const configured = given(config, kind);
       if (configured !== undefined) {
-        out[kind] = { ranges: clipPool(configured), source: options.configPath ?? DEFAULT_CONFIG_PATH };
+        out[kind] = { ranges: clipPool(configured), source: options.configPath ?? configPath() };
         continue;
       }
       // podman's rootful auto user namespaces: the `containers` user's subordinate ranges. The

@@ -64,6 +64,16 @@ Run 'userns <command> --help' for the options of a command.
 Every command takes --json for machine-readable output. Exit status: 0 success, 1 failure,
 2 usage error, 70 internal error; run and exec: the command's status, 125 when userns failed
 (usage included), 126 not executable, 127 not found.
+
+Environment:
+  USERNS_SUBUID_FILE, USERNS_SUBGID_FILE
+                 the subordinate ID files userns reads (default /etc/subuid, /etc/subgid);
+                 newuidmap, newgidmap and getsubids still read the real ones
+  USERNS_ALLOC_CONFIG
+                 the allocation pool configuration (default /etc/userns/alloc.json)
+  USERNS_HELPER  the native helper binary (default: the package's build/userns-helper)
+  TMPDIR         where 'doctor --user NAME' stages a copy of userns that NAME can read, when
+                 the install itself is private (falls back to /tmp)
 `;
 
 export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {

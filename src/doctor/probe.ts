@@ -8,13 +8,18 @@
  * separate Node process started with setpriv (or su), because that is what the user experiences.
  */
 import { execFile } from 'node:child_process';
+import { join, relative } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { UsernsError } from '../errors.js';
 import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
+import { packagedHelperPath } from '../native/helper-binary.js';
 import { DOCTOR_HINT } from '../spawn/errors.js';
 import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
+import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
 import { findProgram } from '../system/exec.js';
+import { firstUnreachable, unreachableData } from '../system/reachability.js';
 import { type Check, check } from './types.js';
 
 export interface ProbeOptions {
@@ -251,8 +256,98 @@ export async function probeAsUser(
   options: ProbeOptions = {},
 ): Promise<Check> {
   const title = `live probe: 'userns run' as ${user.name}`;
+  // The user must be able to run node, import this package and execute the helper. A private
+  // install (under /root, mode 0700) is staged into a world-readable copy for the probe; a node
+  // the user cannot reach is a finding that names the path, its mode and owner.
+  const accessor = {
+    uid: user.uid,
+    gid: user.gid,
+    groups: [],
+    label: `${user.name} (uid ${user.uid}, gid ${user.gid})`,
+  };
+  const explicitHelper = options.helperPath ?? (process.env.USERNS_HELPER || undefined);
+  const unreachableTool = firstUnreachable(
+    [
+      { path: process.execPath, need: 'execute' },
+      ...(explicitHelper === undefined ? [] : [{ path: explicitHelper, need: 'execute' as const }]),
+    ],
+    accessor,
+  );
+  if (unreachableTool !== undefined) {
+    const blocked = unreachableTool;
+    const data = unreachableData(blocked, accessor);
+    return check(
+      'probe',
+      'userns',
+      title,
+      'error',
+      `cannot run the probe as ${user.name}: ${blocked.reason}`,
+      { value: null, step: 'helper launch', ranAs: user.name, code: 'PATH_UNREACHABLE', unreachable: data },
+      `install ${blocked.target === process.execPath ? 'node' : 'the helper'} where ${user.name} can reach it (e.g. /usr/local), or run doctor as ${user.name}`,
+    );
+  }
+  let staged: StagedPackage | undefined;
+  let moduleUrl = import.meta.url;
+  const needsCopy = firstUnreachable(
+    [
+      { path: fileURLToPath(import.meta.url), need: 'read' },
+      ...(explicitHelper === undefined ? [{ path: bundledHelper(), need: 'execute' as const }] : []),
+    ],
+    accessor,
+  );
+  if (needsCopy !== undefined) {
+    try {
+      // The probe's modules import no npm package (test/doctor/probe-graph.test.ts): copying
+      // node_modules too (megabytes) would only slow doctor down.
+      staged = stagePackage({ dependencies: false });
+    } catch (error) {
+      return check(
+        'probe',
+        'userns',
+        title,
+        'error',
+        `cannot run the probe as ${user.name}: ${needsCopy.reason}; and ${(error as Error).message}`,
+        {
+          value: null,
+          step: 'helper launch',
+          ranAs: user.name,
+          code: 'PATH_UNREACHABLE',
+          unreachable: unreachableData(needsCopy, accessor),
+        },
+        (error as UsernsError).hint,
+      );
+    }
+    moduleUrl = pathToFileURL(join(staged.root, relative(PACKAGE_ROOT, fileURLToPath(import.meta.url)))).href;
+  }
+  try {
+    const result = await probeAs(user, options, title, moduleUrl);
+    return staged === undefined
+      ? result
+      : {
+          ...result,
+          evidence: {
+            ...result.evidence,
+            staged: { from: PACKAGE_ROOT, dir: staged.root, because: unreachableData(needsCopy!, accessor) },
+          },
+        };
+  } finally {
+    staged?.remove();
+  }
+}
+
+/** The package's own helper binary for this machine (where helperPath() looks by default). */
+function bundledHelper(): string {
+  return packagedHelperPath();
+}
+
+async function probeAs(
+  user: { name: string; uid: number; gid: number; home?: string },
+  options: ProbeOptions,
+  title: string,
+  moduleUrl: string,
+): Promise<Check> {
   const script =
-    `const { probeHere } = await import(${JSON.stringify(import.meta.url)});` +
+    `const { probeHere } = await import(${JSON.stringify(moduleUrl)});` +
     'const c = await probeHere(JSON.parse(process.argv[1]));' +
     "process.stdout.write(JSON.stringify(c) + '\\n');";
   const nodeArgv = [process.execPath, '--input-type=module', '-e', script, JSON.stringify(options)];
@@ -328,6 +423,6 @@ export async function probeAsUser(
     'error',
     `running the probe as ${user.name} (through ${via}) failed before it could report: ${r.stderr.trim() || r.error?.message || `exit ${r.code}`}`,
     { value: null, step: 'helper launch', ranAs: user.name, via, stdout: r.stdout, stderr: r.stderr },
-    `check that ${user.name} can run ${process.execPath} and read ${new URL('.', import.meta.url).pathname}`,
+    `check that ${user.name} can run ${process.execPath} and read ${new URL('.', moduleUrl).pathname}`,
   );
 }

@@ -20,12 +20,15 @@
 import type { ChildProcess } from 'node:child_process';
 import { readlinkSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
+import { isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { UsernsError } from '../errors.js';
 import type { IdMap } from '../idmap/idmap.js';
 import type { Namespace } from '../native/helper.js';
 import type { MapSpec } from '../spawn/modes.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
 import { isPrivileged, readProcMap, readSetgroups } from '../spawn/system.js';
+import { type Reach, unreachableError } from '../spawn/unreachable.js';
 
 /** The environment variable that marks a re-executed program. */
 export const REEXEC_ENV = 'USERNS_REEXEC';
@@ -250,7 +253,23 @@ async function startChild(
   env: NodeJS.ProcessEnv,
 ): Promise<{ child: Child }> {
   if (options.namespace !== undefined) {
-    const { spawnInNamespace } = await import('../store/namespaces.js');
+    const { inspectNamespace, spawnInNamespace } = await import('../store/namespaces.js');
+    const root = options.stateRoot === undefined ? {} : { root: options.stateRoot };
+    const state = (await inspectNamespace(options.namespace, root).catch(() => undefined))?.state;
+    if (state) {
+      let unreachable: Error | undefined;
+      try {
+        unreachable = unreachableError(reexecNeeds(argv), {
+          uidMap: readProcMap(state.keeperPid, 'uid'),
+          gidMap: readProcMap(state.keeperPid, 'gid'),
+          user: state.user,
+          setgroups: readSetgroups(state.keeperPid),
+        });
+      } catch {
+        // the keeper is gone: spawnInNamespace says so
+      }
+      if (unreachable !== undefined) throw unreachable;
+    }
     const child = spawnInNamespace(options.namespace, process.execPath, argv, {
       env,
       stdio: 'inherit',
@@ -265,11 +284,27 @@ async function startChild(
     env,
     stdio: 'inherit',
     onWarning: options.onWarning ?? ((m) => process.stderr.write(`userns: warning: ${m}\n`)),
+    mustReach: reexecNeeds(argv),
   };
   for (const key of PASSED_ON) {
     if (options[key] !== undefined) (spawnOptions as Record<string, unknown>)[key] = options[key];
   }
   return { child: spawn(process.execPath, argv, spawnOptions) };
+}
+
+/**
+ * What the program needs inside, as the namespace's IDs: node itself, the script, and this
+ * package (which the script imports). A private install (a checkout under /root, mode 0700) run
+ * with maps that do not map its owner fails here with PATH_UNREACHABLE, before anything ran.
+ */
+function reexecNeeds(argv: readonly string[]): Reach[] {
+  const needs: Reach[] = [{ path: process.execPath, need: 'execute' }];
+  const evaluated = process.execArgv.some((a) => /^(-e|--eval|-p|--print)(=|$)/.test(a));
+  const script = process.argv[1];
+  if (!evaluated && script !== undefined && argv.includes(script) && isAbsolute(script))
+    needs.push({ path: script, need: 'read' });
+  needs.push({ path: fileURLToPath(import.meta.url), need: 'read' });
+  return needs;
 }
 
 /** ReexecOptions handed to spawn() unchanged. */

@@ -32,6 +32,7 @@ import {
   type UsernsMode,
 } from './modes.js';
 import { isPrivileged } from './system.js';
+import { explainUnreachable, type Reach, unreachableError } from './unreachable.js';
 import {
   type MapPlan,
   type MapWriteOptions,
@@ -73,6 +74,13 @@ export interface SpawnOptions extends MapWriteOptions {
   keepFds?: readonly number[];
   /** Runs after the maps are written, before the command starts (e.g. to set up cgroups). */
   beforeExec?: (pid: number) => void | Promise<void>;
+  /**
+   * Paths the command needs inside and for what (e.g. `[{ path: process.execPath, need:
+   * 'execute' }]`): checked as the namespace's IDs would reach them once the maps are written;
+   * a blocked one fails the spawn with PATH_UNREACHABLE (nothing ran) naming the component that
+   * blocks, its mode and owner, and the IDs inside and outside. See src/system/reachability.ts.
+   */
+  mustReach?: readonly Reach[];
   /** Written to /proc/PID/oom_score_adj before the command starts. */
   oomScoreAdj?: number;
   helperPath?: string;
@@ -312,8 +320,10 @@ export function spawn(
   // Idmapped mounts: their user namespaces are known once the maps are planned; the helper waits.
   const namespacesForMounts = deferred<readonly string[]>();
   let mountFailure: unknown;
+  const helperOptions = helperOptionsFor(argv, options, privileged);
+  const helperUser = helperOptions.user ?? { uid: 0, gid: 0 };
   const { child, ready } = startHelper({
-    ...helperOptionsFor(argv, options, privileged),
+    ...helperOptions,
     ...(options.mounts?.length ? { mountNamespaces: namespacesForMounts.promise } : {}),
   });
   const done = closed(child);
@@ -377,6 +387,15 @@ export function spawn(
           );
         }
       }
+      if (options.mustReach !== undefined) {
+        const unreachable = unreachableError(options.mustReach, {
+          uidMap: applied.uidMap,
+          gidMap: applied.gidMap,
+          user: helperUser,
+          setgroups: applied.setgroups,
+        });
+        if (unreachable !== undefined) throw unreachable;
+      }
       if (options.beforeExec !== undefined) {
         try {
           await options.beforeExec(handle.pid);
@@ -390,7 +409,20 @@ export function spawn(
       await handle.abort(String((error as Error)?.message ?? error));
       throw error;
     }
-    await handle.go();
+    try {
+      await handle.go();
+    } catch (error) {
+      // "Permission denied" from exec/chdir inside: name the directory that blocks, and why.
+      throw explainUnreachable(error, {
+        command: argv,
+        ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+        ...(options.env === undefined ? {} : { env: options.env }),
+        uidMap: applied.uidMap,
+        gidMap: applied.gidMap,
+        user: helperUser,
+        setgroups: applied.setgroups,
+      });
+    }
     const { code, signal } = await done;
     await released;
     return {

@@ -60,6 +60,7 @@ import {
 import { SpawnError } from '../spawn/errors.js';
 import { planSpawn, type SpawnOptions } from '../spawn/spawn.js';
 import { isPrivileged } from '../spawn/system.js';
+import { explainUnreachableIn } from '../spawn/unreachable.js';
 import { writeMaps } from '../spawn/write-maps.js';
 import { acquireFileLock, type FileLock } from '../state/lock.js';
 import { fsyncDirectory, writeFileAtomic } from '../store/atomic.js';
@@ -844,11 +845,12 @@ export function spawnInNamespace(
   const joinsMount = state.namespaces.some((n) => n.type === 'mount');
   const cwd = options.cwd ?? (joinsMount ? process.cwd() : undefined);
   const argv = [command, ...args];
+  const user = { uid: options.user ?? state.user.uid, gid: options.group ?? options.user ?? state.user.gid };
   const { child, ready } = startHelper({
     namespaces: [],
     command: argv,
     join: { pid: state.keeperPid, namespaces: state.namespaces },
-    user: { uid: options.user ?? state.user.uid, gid: options.group ?? options.user ?? state.user.gid },
+    user,
     setgroupsCall: 'try',
     ...(cwd === undefined ? {} : { cwd }),
     ...(options.cwd === undefined && joinsMount ? { cwdFallback: '/' } : {}),
@@ -872,7 +874,12 @@ export function spawnInNamespace(
           cause: error,
         });
       }
-      throw error;
+      throw explainUnreachableIn(error, state.keeperPid, {
+        command: argv,
+        ...(cwd === undefined ? {} : { cwd }),
+        ...(options.env === undefined ? {} : { env: options.env }),
+        user,
+      });
     }
     const { code, signal } = await closed;
     return { exitCode: code, signal, pid: child.pid ?? -1 };

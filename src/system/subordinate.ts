@@ -57,9 +57,18 @@ export interface SubidFile {
   problems: ParseError[];
 }
 
-function fileFor(kind: SubidKind, options: SubordinateOptions): string {
-  return kind === 'uid' ? (options.subuidPath ?? '/etc/subuid') : (options.subgidPath ?? '/etc/subgid');
+/**
+ * The subid file read for `kind`: the option, else $USERNS_SUBUID_FILE / $USERNS_SUBGID_FILE,
+ * else /etc/subuid or /etc/subgid. The variables let a test or a chroot-like setup give userns
+ * its own files; newuidmap and getsubids still read the real ones (see getSubordinateRanges).
+ */
+export function subidFile(kind: SubidKind, options: SubordinateOptions = {}): string {
+  return kind === 'uid'
+    ? (options.subuidPath ?? (process.env.USERNS_SUBUID_FILE || '/etc/subuid'))
+    : (options.subgidPath ?? (process.env.USERNS_SUBGID_FILE || '/etc/subgid'));
 }
+
+const fileFor = (kind: SubidKind, options: SubordinateOptions) => subidFile(kind, options);
 
 /**
  * The module named by the `subid:` line of nsswitch.conf text, or undefined when there is none.

@@ -34,7 +34,8 @@ function etc(
 }
 
 describe('userns alloc (CLI)', () => {
-  test('allocate, list, release, gc with --json', async () => {
+  // About 20 CLI runs (a Node start each): ~10-20 s here, several times that on a loaded machine.
+  test('allocate, list, release, gc with --json', { timeout: 120_000 }, async () => {
     const root = join(base, 'state');
     const pool = ['--pool', '100000:200000', '--root', root, ...etc('plain')];
     const a = await runCli(['alloc', '--name', 'web', '--size', '65536', ...pool, '--json']);

@@ -33,7 +33,10 @@ function start(args: string[]): {
 }
 
 describe('registry across processes', () => {
-  test('8 processes × 200 allocate/release in parallel: zero overlaps, consistent registry', async () => {
+  // 8 Node processes × 200 operations on one registry: ~10-25 s here; far longer under load.
+  test('8 processes × 200 allocate/release in parallel: zero overlaps, consistent registry', {
+    timeout: 120_000,
+  }, async () => {
     const dir = join(base, 'parallel', 'alloc');
     const startAt = String(Date.now() + 700);
     const workers = Array.from({ length: 8 }, (_, i) => start(['cycle', dir, '200', String(i + 1), startAt]));
@@ -63,7 +66,10 @@ describe('registry across processes', () => {
     assert.ok(switches > 20, `the processes interleaved (${switches} switches)`);
   });
 
-  test('SIGKILL at random moments (100 kills, mid-transaction included) leaves the registry consistent and usable', async () => {
+  // 100 worker processes killed at random moments: ~35-45 s here under load.
+  test('SIGKILL at random moments (100 kills, mid-transaction included) leaves the registry consistent and usable', {
+    timeout: 120_000,
+  }, async () => {
     // On tmpfs when there is one: a kill loses nothing of the page cache, so what this checks
     // does not depend on fsync, which only makes each round slower on a disk.
     const dir = join(existsSync('/dev/shm') ? shm : base, 'crash', 'alloc');

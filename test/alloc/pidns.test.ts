@@ -92,7 +92,9 @@ describe('the registry across PID and mount namespaces', { timeout: 120_000 }, (
     assert.deepEqual((await new Registry(dir, { systemTaken: null }).verify()).problems, []);
     const side = (e: Entry) => (e.w === 'cli' ? 'cli' : Number(e.w) % 2 === 0 ? 'inside' : 'outside');
     const switches = ordered.filter((e, i) => i > 0 && side(e) !== side(ordered[i - 1]!)).length;
-    assert.ok(switches > 20, `inside and outside interleaved (${switches} switches)`);
+    // The race must really have happened for the counts above to mean anything; how finely the
+    // sides interleave depends on the machine's load (15 seen at load 10, 40+ when quiet).
+    assert.ok(switches >= 5, `inside and outside interleaved (${switches} switches)`);
   });
 
   test('gc from inside a PID namespace releases nothing alive, and nothing it cannot check', async () => {

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { progressLine } from '../../src/cli/shift.js';
 import { IdMap } from '../../src/idmap/idmap.js';
+import { readableBin } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
 import { expectShiftOutcome, normalizeSnapshot, shifted, snapshot } from '../shift/tree-fixture.js';
 import { BIN, runCli } from './run-cli.js';
@@ -285,7 +286,7 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
         const uidFrom = `0:${base}:1000`;
         const uidTo = `0:${base + 1000}:1000`;
         const args = [
-          BIN,
+          readableBin(),
           'shift',
           '--from',
           uidFrom,
@@ -334,7 +335,7 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
         // Ranges the user does not own are refused before anything is touched.
         const foreign = await runAs(user, [
           process.execPath,
-          BIN,
+          readableBin(),
           'shift',
           '--from',
           '0:0:1',

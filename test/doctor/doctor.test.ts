@@ -4,15 +4,19 @@
  * (report, colour, --json, exit statuses).
  */
 import assert from 'node:assert/strict';
-import { chmodSync, copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDoctor } from '../../src/doctor/index.js';
 import { stepOf } from '../../src/doctor/probe.js';
 import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
+import { runtimeDependencies } from '../../src/state/stage.js';
 import { findProgram } from '../../src/system/exec.js';
 import { runCli } from '../cli/run-cli.js';
+import { bareImportsUnder } from '../fixtures/imports.js';
+import { REPO_ROOT } from '../fixtures/readable-repo.js';
 import {
   holdThrowawayUser,
   type ThrowawayUser,
@@ -149,6 +153,43 @@ describe('a throwaway user (--user NAME, probe run as that user)', {
       `0 ${user.gid} 1`,
       `1 ${user.subgid.start} ${user.subgid.count}`,
     ]);
+  });
+
+  test('from a private install (a copy under a 0700 directory): the probe is staged; findings, no stack trace', async () => {
+    const priv = mkdtempSync(join(tmpdir(), 'userns-private-install-'));
+    try {
+      assert.equal(statSync(priv).mode & 0o777, 0o700);
+      const pkg = join(priv, 'userns');
+      for (const part of ['package.json', 'bin', 'dist/src', 'build'])
+        cpSync(join(REPO_ROOT, part), join(pkg, part), { recursive: true });
+      if (bareImportsUnder(join(REPO_ROOT, 'dist/src')).size > 0)
+        for (const [name, dir] of runtimeDependencies(REPO_ROOT))
+          cpSync(dir, join(pkg, 'node_modules', name), { recursive: true });
+      const r = spawnSync(
+        process.execPath,
+        [join(pkg, 'bin/userns'), 'doctor', '--user', user.name, '--json'],
+        {
+          encoding: 'utf8',
+          timeout: 40_000,
+        },
+      );
+      assert.doesNotMatch(r.stderr, /ERR_MODULE_NOT_FOUND|\n\s+at /, r.stderr);
+      const out = JSON.parse(r.stdout) as DoctorJson;
+      const probe = out.checks.find((c) => c.id === 'probe.userns')!;
+      assert.equal(probe.status, 'ok', probe.message);
+      const staged = probe.evidence.staged as {
+        from: string;
+        dir: string;
+        because: { path: string; mode: string };
+      };
+      assert.equal(staged.from, `${pkg}/`);
+      assert.equal(staged.because.path, priv);
+      assert.equal(staged.because.mode, '0700');
+      assert.equal(existsSync(staged.dir), false, 'the staged copy is removed');
+      assert.equal(r.status, 0, r.stdout);
+    } finally {
+      rmSync(priv, { recursive: true, force: true });
+    }
   });
 
   test('healthy, CLI: doctor --user NAME --json exits 0', async () => {

@@ -35,7 +35,7 @@ function globalLimitUnwritable(): string | undefined {
   if (!root) return 'needs root';
   const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'latin1'));
   if (m && (BigInt(`0x${m[1]}`) & (1n << 24n)) === 0n) {
-    return 'no CAP_SYS_RESOURCE here (a sandbox dropped it): the global limit cannot be written; the child-namespace test below covers it';
+    return 'machine: no CAP_SYS_RESOURCE here (a sandbox dropped it): the global limit cannot be written; the child-namespace test below covers it';
   }
   return undefined;
 }

@@ -176,6 +176,8 @@ describe('differential test against the real kernel', {
   skip: isRoot ? false : 'needs root (tests run as root in CI)',
 }, () => {
   test(`${PARENTS * CASES_PER_PARENT} random map writes agree with validateMapText (seed ${seed})`, {
+    // Longer than the suite's 45 s default: thousands of real namespace writes (usually ~20 s;
+    // slower on a loaded 2-core machine). A hang still ends here.
     timeout: 240_000,
   }, async (t) => {
     t.diagnostic(`USERNS_ORACLE_SEED=${seed}`);

@@ -84,6 +84,7 @@ describe('permission predictor against the real kernel', {
   skip: isRoot ? false : 'needs root (tests run as root in CI)',
 }, () => {
   test(`an unprivileged owner writing its namespace's maps (seed ${seed})`, {
+    // Longer than the 45 s default: hundreds of real writes as another user (a Node worker each).
     timeout: 120_000,
   }, async (t) => {
     t.diagnostic(`USERNS_ORACLE_SEED=${seed}`);
@@ -106,6 +107,7 @@ describe('permission predictor against the real kernel', {
   });
 
   test(`root without CAP_SETFCAP mapping the parent's uid 0 (seed ${seed})`, {
+    // Longer than the 45 s default: hundreds of real writes as another user (a Node worker each).
     timeout: 120_000,
   }, async (t) => {
     const r = seededRandom(seed ^ 0x5bd1e995);

@@ -249,7 +249,7 @@ describe('mounts as root', { skip: root ? false : 'needs root' }, () => {
     test(`idmapped on ${place.name}: on-disk owners appear mapped, new files get the right on-disk owner`, async (t) => {
       const support = await probeIdmapSupport(place.base);
       if (!support.supported) {
-        t.skip(`${support.fsType} does not support idmapped mounts here`);
+        t.skip(`kernel: ${support.fsType} does not support idmapped mounts here`);
         return;
       }
       const src = source(place.base);

@@ -6,6 +6,10 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { gc, listAllocations } from '../../src/alloc/index.js';
 import { createNamespace, execInNamespace, removeNamespace } from '../../src/store/namespaces.js';
+import { isolateHostFiles } from '../fixtures/host-files.js';
+
+// Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
+isolateHostFiles();
 
 const isRoot = process.geteuid?.() === 0;
 const root = mkdtempSync(join(tmpdir(), 'userns-named-alloc-'));

@@ -7,12 +7,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { readableBin } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
-import { rootlessSkipReason } from '../spawn/user-fixture.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
-const skip = throwawayUserUnavailable() ?? rootlessSkipReason();
+const skip = throwawayUserUnavailable();
 
 function gone(pid: number): boolean {
   try {
@@ -36,7 +34,7 @@ describe('named namespaces (rootless)', { skip: skip ?? false }, () => {
         NO_COLOR: '1',
       };
       const as = (argv: string[]) => runAs(user, argv, { env });
-      const userns = (args: string[]) => as([process.execPath, BIN, ...args]);
+      const userns = (args: string[]) => as([process.execPath, readableBin(), ...args]);
       assert.equal((await as(['sh', '-c', `mkdir -m 700 ${runtime}`])).code, 0);
 
       const made = await userns(['create', '--unshare', 'pid,mount,uts', '--json', 'r1']);

@@ -27,7 +27,12 @@ import { checkConfigText, fillConfigText, OciError, readConfigView } from '../..
 import { applyEdits, detectStyle } from '../../src/oci/json-edit.js';
 import { run } from '../../src/spawn/spawn.js';
 import { BIN, runCli } from '../cli/run-cli.js';
+import { isolateHostFiles } from '../fixtures/host-files.js';
+import { readableBin } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
+
+// Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
+isolateHostFiles();
 
 const base = mkdtempSync(join(tmpdir(), 'userns-oci-'));
 chmodSync(base, 0o755);
@@ -828,7 +833,7 @@ describe('userns oci as an unprivileged user', { skip: throwawayUserUnavailable(
       chownSync(dir, user.uid, user.gid);
       chownSync(join(dir, 'config.json'), user.uid, user.gid);
       const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: user.home, NO_COLOR: '1' };
-      const r = await runAs(user, [process.execPath, BIN, 'oci', dir, '--json'], { env });
+      const r = await runAs(user, [process.execPath, readableBin(), 'oci', dir, '--json'], { env });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const out = JSON.parse(r.stdout);
       assert.deepEqual(out.uidMap, [
@@ -838,7 +843,7 @@ describe('userns oci as an unprivileged user', { skip: throwawayUserUnavailable(
       assert.equal(statSync(join(dir, 'config.json')).uid, user.uid);
       const bad = await runAs(
         user,
-        [process.execPath, BIN, 'oci', '--check', '--uidmap', '0:1:100', dir, '--json'],
+        [process.execPath, readableBin(), 'oci', '--check', '--uidmap', '0:1:100', dir, '--json'],
         {
           env,
         },

@@ -23,6 +23,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { runCli } from '../cli/run-cli.js';
+import { isolateHostFiles } from '../fixtures/host-files.js';
+
+// Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
+isolateHostFiles();
 
 const RUNC = ['/usr/sbin/runc', '/usr/bin/runc', '/sbin/runc', '/usr/local/sbin/runc'].find((p) =>
   existsSync(p),

@@ -10,8 +10,9 @@ import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { createNamespace, removeNamespace } from '../../src/store/namespaces.js';
+import { isolateHostFiles } from '../fixtures/host-files.js';
+import { readablePath } from '../fixtures/readable-repo.js';
 import {
   holdThrowawayUser,
   runAs,
@@ -19,7 +20,10 @@ import {
   throwawayUserUnavailable,
 } from '../fixtures/throwaway-user.js';
 
-const REEXEC = fileURLToPath(new URL('../../src/reexec/index.js', import.meta.url));
+// The program runs as mapped IDs and as a throwaway user: it imports the readable copy.
+// Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
+isolateHostFiles();
+const REEXEC = readablePath('dist/src/reexec/index.js');
 const root = process.geteuid?.() === 0;
 const base = mkdtempSync(join(tmpdir(), 'userns-reexec-'));
 chmodSync(base, 0o755);

@@ -397,7 +397,7 @@ describe('shiftTree', { skip: rootOnly }, () => {
       mkdirSync(dir);
       for (const name of ['a', 'b', 'frozen']) writeFileSync(join(dir, name), '');
       if (spawnSync('chattr', ['+i', join(dir, 'frozen')]).status !== 0) {
-        t.skip('chattr +i is not supported on this filesystem');
+        t.skip('machine: chattr +i is not supported on this filesystem');
         return;
       }
       try {

@@ -7,6 +7,10 @@ import { after, describe, test } from 'node:test';
 import { listAllocations } from '../../src/alloc/index.js';
 import { parseKernelMap } from '../../src/idmap/formats/kernel.js';
 import { planSpawn, run, spawn } from '../../src/spawn/index.js';
+import { isolateHostFiles } from '../fixtures/host-files.js';
+
+// Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
+isolateHostFiles();
 
 const isRoot = process.geteuid?.() === 0;
 const root = mkdtempSync(join(tmpdir(), 'userns-auto-'));
@@ -22,18 +26,28 @@ describe('spawn with an allocated range', { skip: isRoot ? false : 'needs root' 
         stdio: ['pipe', 'pipe', 'inherit'],
       }),
     );
-    const maps = await Promise.all(
-      children.map(
-        (child) =>
-          new Promise<string>((resolve) => {
-            let out = '';
-            child.stdout!.on('data', (d: Buffer) => {
-              out += d.toString();
-              if (out.endsWith('\n')) resolve(out);
-            });
-          }),
-      ),
-    );
+    // A child whose setup fails (no range left, …) rejects instead of leaving this test waiting
+    // for a map it will never print; whatever happens, every child is let go.
+    let maps: string[];
+    try {
+      maps = await Promise.all(
+        children.map(
+          (child) =>
+            new Promise<string>((resolve, reject) => {
+              let out = '';
+              child.stdout!.on('data', (d: Buffer) => {
+                out += d.toString();
+                if (out.endsWith('\n')) resolve(out);
+              });
+              child.then(() => reject(new Error(`ended before printing its map: ${out}`)), reject);
+            }),
+        ),
+      );
+    } catch (error) {
+      for (const child of children) child.stdin!.end('\n');
+      await Promise.allSettled(children);
+      throw error;
+    }
     assert.equal((await listAllocations({ root })).length, 4);
     const starts = maps.map((text) => {
       const [line] = parseKernelMap(text);

@@ -7,17 +7,19 @@ import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { holdThrowawayUser } from '../fixtures/throwaway-user.js';
-import { REPO, rootlessSkipReason, runAs, type ThrowawayUser } from './user-fixture.js';
+import { readableBin, readablePath } from '../fixtures/readable-repo.js';
+import {
+  holdThrowawayUser,
+  runAs,
+  type ThrowawayUser,
+  throwawayUserUnavailable,
+} from '../fixtures/throwaway-user.js';
 
-const skip = rootlessSkipReason();
-const SPAWN = fileURLToPath(new URL('../../src/spawn/index.js', import.meta.url));
-const BIN = join(REPO, 'bin/userns');
+const skip = throwawayUserUnavailable();
 
 /** Runs `body` (an async function body with `run` in scope) as the user; returns its JSON. */
 async function asUser(user: ThrowawayUser, body: string): Promise<Record<string, unknown>> {
-  const script = `import { run } from ${JSON.stringify(SPAWN)};
+  const script = `import { run } from ${JSON.stringify(readablePath('dist/src/spawn/index.js'))};
     const out = (v) => process.stdout.write(JSON.stringify(v) + '\\n');
     try { ${body} } catch (e) { out({ error: e.name, code: e.code, message: e.message, hint: e.hint }); }`;
   const r = await runAs(user, [process.execPath, '--input-type=module', '-e', script]);
@@ -116,7 +118,7 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
   test('--fallback single maps only the user, with a warning', async () => {
     const r = await runAs(user, [
       process.execPath,
-      BIN,
+      readableBin(),
       'run',
       '--uidmap',
       '0:1000:1',
@@ -153,7 +155,7 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
     const outside = `0:${user.subuid.start + user.subuid.count}:65536`;
     const args = (dry: boolean) => [
       process.execPath,
-      BIN,
+      readableBin(),
       'run',
       '--uidmap',
       outside,
@@ -173,7 +175,7 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
     const missing = (dry: boolean) =>
       runAs(user, [
         process.execPath,
-        BIN,
+        readableBin(),
         'run',
         '--newuidmap',
         '/nonexistent/newuidmap',
@@ -188,7 +190,7 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
     // With --fallback single the dry run shows the map the run falls back to, and its warning.
     const fallback = await runAs(user, [
       process.execPath,
-      BIN,
+      readableBin(),
       'run',
       '--uidmap',
       outside,
@@ -207,11 +209,11 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
   });
 
   test('CLI as the user: exit status, PID namespace, dry run shows the newuidmap line', async () => {
-    const exit = await runAs(user, [process.execPath, BIN, 'run', '--', 'sh', '-c', 'exit 7']);
+    const exit = await runAs(user, [process.execPath, readableBin(), 'run', '--', 'sh', '-c', 'exit 7']);
     assert.equal(exit.code, 7, exit.stderr);
     const pid = await runAs(user, [
       process.execPath,
-      BIN,
+      readableBin(),
       'run',
       '--unshare',
       'pid',
@@ -221,7 +223,15 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
       'echo $$',
     ]);
     assert.equal(pid.stdout, '1\n', pid.stderr);
-    const dry = await runAs(user, [process.execPath, BIN, 'run', '--dry-run', '--json', '--', 'true']);
+    const dry = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--dry-run',
+      '--json',
+      '--',
+      'true',
+    ]);
     const plan = JSON.parse(dry.stdout);
     assert.deepEqual(plan.newuidmap.slice(1), [
       'PID',

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { IdMap } from '../../src/idmap/idmap.js';
 import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
 import { planSpawn, run, spawn } from '../../src/spawn/index.js';
+import { readableBin } from '../fixtures/readable-repo.js';
 
 const isRoot = process.geteuid?.() === 0;
 const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
@@ -254,7 +255,16 @@ describe('userns run (CLI) as root', { skip: isRoot ? false : 'needs root' }, ()
   });
 
   test('nested: inside 0:1000:1 + 1:100000:65536, --uidmap 0:0:100 is split and works; --no-split gets EPERM explained', async () => {
-    const outer = ['run', '--uidmap', '0:1000:1,1:100000:65536', '--', process.execPath, BIN, 'run'];
+    // Inside, uid 0 is host uid 1000: it runs the readable copy of the CLI (the checkout may be private).
+    const outer = [
+      'run',
+      '--uidmap',
+      '0:1000:1,1:100000:65536',
+      '--',
+      process.execPath,
+      readableBin(),
+      'run',
+    ];
     const ok = await cli([...outer, '--uidmap', '0:0:100', '--', 'cat', '/proc/self/uid_map']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(parseProc(ok.stdout).toString(), '0:0:1,1:1:99');
