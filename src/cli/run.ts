@@ -174,7 +174,7 @@ export const main: Command = passThroughStatus(
     if (values['dry-run']) {
       // Every check that needs no process, failing as the run would (exit 125, the same error).
       const { dryRunSpawn } = await import('../spawn/spawn.js');
-      const plan = await dryRunSpawn(split.command, options);
+      const plan = await dryRunSpawn(command, args, options);
       if (json) {
         writeJson(io, {
           ok: true,

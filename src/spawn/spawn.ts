@@ -313,18 +313,31 @@ export async function planArgv(argv: readonly string[], requested: SpawnOptions 
 }
 
 /**
- * What `userns run --dry-run` shows: planSpawn, plus every check the run would make that needs
- * no process, failing with the error the run would fail with: newuidmap/newgidmap missing, a
- * range they refuse (or, with `fallback: 'single'`, the plan the run falls back to), a command
- * that is not there (COMMAND_NOT_FOUND; not predicted with `mounts`, which change what the
- * command sees). What only a process can tell (the kernel's answer to unshare, the tool's setuid
- * bit, the command's permissions inside) is left to the run.
+ * What `userns run --dry-run` shows: {@link planSpawn}, plus every check the run would make that
+ * needs no process, failing with the error the run would fail with: newuidmap/newgidmap
+ * missing, a range they refuse (or, with `fallback: 'single'`, the plan the run falls back to),
+ * a command that is not there (COMMAND_NOT_FOUND; not predicted with `mounts`, which change what
+ * the command sees). What only a process can tell (the kernel's answer to unshare, the tool's
+ * setuid bit, the command's permissions inside) is left to the run.
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn().
+ * @returns The plan, as planSpawn's (with the fallback plan when the run would fall back).
+ * @throws What the run would fail with before its command starts: planSpawn's errors,
+ *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `RANGE_NOT_ALLOWED`, …), `SpawnError`
+ *   (`COMMAND_NOT_FOUND`).
  */
-export async function dryRunSpawn(command: string[], options: SpawnOptions = {}): Promise<SpawnPlan> {
-  const plan = await planArgv(command, options);
+export async function dryRunSpawn(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<SpawnPlan> {
+  const argv = [command, ...args];
+  const plan = await planArgv(argv, options);
   const maps = await predictToolFailures(plan, options);
-  if (command.length > 0 && !options.mounts?.length && !commandExists(command[0]!, options))
-    throw helperFailure('error exec ENOENT No such file or directory', command);
+  if (!options.mounts?.length && !commandExists(command, options))
+    throw helperFailure('error exec ENOENT No such file or directory', argv);
   return { ...plan, ...maps };
 }
 

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { IdMap } from '../../src/idmap/idmap.js';
 import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
-import { planSpawn, run, spawn } from '../../src/spawn/index.js';
+import { dryRunSpawn, planSpawn, run, spawn } from '../../src/spawn/index.js';
 import { readableBin } from '../fixtures/readable-repo.js';
 
 const isRoot = process.geteuid?.() === 0;
@@ -195,6 +195,18 @@ describe('spawn() as root', {
     const old = await planSpawn(['id', '-u'], options);
     assert.deepEqual(old, now);
     assert.deepEqual((await planSpawn(['true'])).command, ['true']);
+  });
+
+  test("dryRunSpawn: the shape of planSpawn, and the run's own failure for a missing command", async () => {
+    const options = { uidMap: '0:100000:65536', namespaces: ['pid'] } as const;
+    const dry = await dryRunSpawn('id', ['-u'], options);
+    assert.deepEqual(dry, await planSpawn('id', ['-u'], options));
+    assert.deepEqual((await dryRunSpawn('true')).command, ['true']);
+    await assert.rejects(dryRunSpawn('no-such-command-in-this-test', ['-x'], options), (error: unknown) => {
+      assert.ok(error instanceof SpawnError);
+      assert.equal(error.code, 'COMMAND_NOT_FOUND');
+      return true;
+    });
   });
 
   test('no zombies left behind', () => {
