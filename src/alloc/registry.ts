@@ -1073,6 +1073,33 @@ function migrateLegacy(db: SqliteDatabase, dir: string): Registry['migration'] {
   return { from: legacy.files, allocations: legacy.allocations.length, warnings };
 }
 
+/**
+ * The IDs of every allocation a damaged registry still names. A scan stops at the first
+ * damaged page, so the allocations table is read from both ends, and the index of ranges by
+ * allocation (a separate b-tree) from both ends too: rows on one damaged leaf are then still
+ * named by the index, and their loss is counted instead of going unnoticed.
+ * `complete`: at least one of the scans read its whole b-tree (every allocation has ranges,
+ * so a whole index scan names them all).
+ */
+function listSalvageableIds(db: SqliteDatabase): { ids: Set<string>; complete: boolean } {
+  const ids = new Set<string>();
+  let complete = false;
+  for (const text of [
+    'SELECT id FROM allocations ORDER BY id',
+    'SELECT id FROM allocations ORDER BY id DESC',
+    'SELECT allocation FROM ranges INDEXED BY ranges_of_allocation ORDER BY allocation',
+    'SELECT allocation FROM ranges INDEXED BY ranges_of_allocation ORDER BY allocation DESC',
+  ]) {
+    try {
+      for (const id of db.prepare(text).pluck().iterate() as IterableIterator<string>) ids.add(id);
+      complete = true;
+    } catch {
+      // Damaged page: keep what this scan read before it.
+    }
+  }
+  return { ids, complete };
+}
+
 /** What `userns alloc recover` ({@link recoverAllocations}) did with a damaged registry. */
 export interface RecoverResult {
   /** Whether the registry was damaged (nothing is done when it was not). */
@@ -1083,7 +1110,10 @@ export interface RecoverResult {
   movedTo?: string;
   /** Allocations read back from the damaged file into the new one. */
   salvaged: Allocation[];
-  /** Allocations that could not be read (null: the damaged file could not be enumerated). */
+  /**
+   * Allocations the damaged file names but whose row or ranges could not be read (null: no
+   * scan of the file could list every allocation, so how many were lost is unknown).
+   */
   lost: number | null;
   warnings: string[];
 }
@@ -1131,16 +1161,19 @@ export async function recoverRegistry(dir: string, options: RegistryOptions = {}
         } catch {
           /* unreadable: the highest allocation seq will do */
         }
-        const ids = old.prepare('SELECT id FROM allocations').pluck().all() as string[];
-        lost = 0;
+        const { ids, complete } = listSalvageableIds(old);
+        const byId = old.prepare('SELECT * FROM allocations WHERE id = ?');
+        let unreadable = 0;
         for (const id of ids) {
           try {
-            const row = sql.byIdOrName.get({ key: id }) as AllocationRow;
+            const row = byId.get(id) as AllocationRow | undefined;
+            if (row === undefined) throw new Error('no row');
             salvaged.push(fromRow(row, sql.rangesOf.all(id) as RangeRow[]));
           } catch {
-            lost++;
+            unreadable++;
           }
         }
+        lost = complete ? unreadable : null;
       } finally {
         old.close();
       }

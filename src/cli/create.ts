@@ -29,5 +29,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     return 0;
   }
   io.stdout.write(`created ${name}\n${namespaceText(made)}`);
+  for (const w of made.warnings) io.stderr.write(`userns: warning: ${w}\n`);
   return 0;
 };

@@ -163,7 +163,13 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
   });
 
   test('exit status, signals, --user and --cwd through the CLI', async () => {
-    assert.equal((await cli(['create', '--root', root, '--uidmap', MAP, 'cli'])).code, 0);
+    const made = await cli(['create', '--root', root, '--uidmap', MAP, 'cli']);
+    assert.equal(made.code, 0, made.stderr);
+    // create's text is inspect's layout, after one line that says what was done.
+    const shown = await cli(['inspect', '--root', root, 'cli']);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.equal(made.stdout, `created cli\n${shown.stdout}`);
+    assert.match(shown.stdout, /^name: +cli\nstatus: +running\n/);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'sh', '-c', 'exit 7'])).code, 7);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'sh', '-c', 'kill -TERM $$'])).code, 143);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'no-such-command-xyz'])).code, 127);

@@ -490,6 +490,37 @@ describe('shiftTree', { skip: rootOnly }, () => {
     assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [1, 1, 0o4755]);
   });
 
+  test('resumable: only when the outside ranges of the two maps do not overlap (else a rerun would shift twice)', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'resumable');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'f'), '');
+    const apart = await shiftTree(dir, { from: range(0), to: range(100000), dryRun: true, userns: false });
+    assert.equal(apart.resumable, true);
+    const overlapping = await shiftTree(dir, {
+      from: range(0),
+      to: range(1000),
+      dryRun: true,
+      userns: false,
+    });
+    assert.equal(overlapping.resumable, false);
+    // Only the gid ranges overlap: still not resumable.
+    const gidOnly = await shiftTree(dir, {
+      from: range(0),
+      to: { uid: range(100000).uid, gid: range(1000).gid },
+      dryRun: true,
+      userns: false,
+    });
+    assert.equal(gidOnly.resumable, false);
+    const failed = { ...overlapping, errorCount: 1, errors: [{ op: 'chown', errno: 'EPERM', path: 'f' }] };
+    assert.match(shiftIncomplete(failed, 'error')?.hint ?? '', /would shift the entries already done twice/);
+    assert.match(
+      shiftIncomplete({ ...failed, resumable: true }, 'error')?.hint ?? '',
+      /run the same shift again \(entries already shifted count as done\)/,
+    );
+  });
+
   test('errors: not a directory, a symbolic link, a missing path', async () => {
     writeFileSync(join(work, 'plain'), '');
     await assert.rejects(shiftTree(join(work, 'plain'), { from: range(0), to: range(1) }), {
