@@ -39,7 +39,11 @@ describe('one exit-status table', () => {
     ]) {
       const text = await runInProcess([...command, '--no-such-option', 'x', '--', 'true']);
       assert.equal(text.code, status, `${command.join(' ')}: ${text.stderr}`);
-      assert.match(text.stderr, /^userns: Unknown option '--no-such-option'/, command.join(' '));
+      assert.match(
+        text.stderr,
+        new RegExp(`^userns: unknown option '--no-such-option' for 'userns ${command.join(' ')}'`),
+        command.join(' '),
+      );
       assert.doesNotMatch(text.stderr, /\n +at /, 'no stack trace');
       const json = await runInProcess([...command, '--json', '--no-such-option', 'x', '--', 'true']);
       assert.equal(json.code, status, `${command.join(' ')} --json`);
