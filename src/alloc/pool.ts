@@ -2,7 +2,11 @@ import { readFileSync } from 'node:fs';
 import { UsageError, UsernsError } from '../errors.js';
 import { formatRange, INVALID_ID } from '../idmap/extent.js';
 import { type IdRange, intersectRanges, rangesSize, subtractRanges } from '../idmap/ranges.js';
-import { getSubordinateRanges, type SubordinateOptions } from '../system/subordinate.js';
+import {
+  getSubordinateRanges,
+  type SubordinateOptions,
+  suggestSubordinateRange,
+} from '../system/subordinate.js';
 import { currentUser, lookupUser } from '../system/users.js';
 
 /**
@@ -248,12 +252,14 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
     const own = clipPool(sub.ranges);
     const where = sub.file ?? sub.getsubids ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
     if (own.length === 0) {
+      // A range nobody has yet (the one doctor proposes), not a fixed one another user may own.
+      const free = await suggestSubordinateRange(options.subordinate);
       const broken = problemsOf(sub, user);
       throw new UsernsError(
         'ALLOC_NO_POOL',
         `user ${user.name} has no subordinate ${kind}s to allocate from (${where})${broken.length > 0 ? `: ${broken.join('; ')}` : ''}`,
         {
-          hint: `ask an administrator to add a range: usermod --add-sub${kind}s 100000-165535 ${user.name}`,
+          hint: `ask an administrator to add a free range: usermod --add-sub${kind}s ${formatRange(free.start, free.count)} ${user.name}`,
           data: { kind, user: user.name, source: where },
         },
       );

@@ -5,7 +5,15 @@ import { UsageError } from '../errors.js';
 import { formatRange, formatTriple } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { COMMANDS } from './commands.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
+import {
+  type CliIo,
+  type Command,
+  mapJson,
+  parseCommandLine,
+  reportError,
+  writeHelp,
+  writeJson,
+} from './common.js';
 import { didYouMean } from './suggest.js';
 
 /** --root and the substituted files, as a RegistryLocation. */
@@ -39,8 +47,8 @@ function allocationJson(
   const { seq: _seq, warnings: _warnings, ...rest } = a;
   return {
     ...rest,
-    uidMap: a.uidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
-    gidMap: a.gidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
+    uidMap: mapJson(a.uidMap),
+    gidMap: mapJson(a.gidMap),
   };
 }
 

@@ -178,7 +178,8 @@ const MAP_COMMON = {
 } as const satisfies Record<string, OptionSpec>;
 
 const EXIT_RUN = `Exit status: the command's, or 128+N when it was killed by signal N; 125 when userns itself
-failed, 126 when the command cannot be executed, 127 when it is not found, 2 for usage errors.
+failed (usage errors included, as with env and podman), 126 when the command cannot be
+executed, 127 when it is not found.
 SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to the command.`;
 
 const ALLOC_POOLS = {
@@ -339,13 +340,22 @@ ${MAP_ARGUMENT}`,
   'map convert': {
     summary: 'convert between map formats',
     usage: ['map convert [--from FORMAT] --to FORMAT [--kind uid|gid] [--parent MAP] [--owner USER] INPUT…'],
-    description: `Reads each INPUT (a MAP) and prints the concatenated extents in FORMAT.
+    description: `Reads each INPUT (a MAP) and prints the concatenated extents in FORMAT. Both kinds are kept:
+uid and gid entries of formats that hold both (lxc, incus, json, kubernetes, oci, podman,
+unshare; 'self'/'pid:N' as its uid_map and gid_map) are written to formats that hold both. A
+format that holds one map (kernel, triples, newuidmap, subid) given both kinds needs --kind
+(usage error otherwise); --kind uid|gid keeps only that kind. Every map is validated as the
+kernel would first.
 --parent is needed by podman's '@' and '+' forms; --owner names the user of subuid/subgid lines.
 Formats:
 {formats}`,
     options: {
       to: { type: 'string', value: 'FORMAT', complete: 'format', help: 'the format to write (required)' },
       ...MAP_COMMON,
+      kind: {
+        ...MAP_COMMON.kind,
+        help: 'keep only the uid or the gid entries (default: both, where the format holds both)',
+      },
       parent: {
         type: 'string',
         value: 'MAP',
@@ -353,7 +363,10 @@ Formats:
         help: "the parent's map, for podman's '@' and '+' forms",
       },
       owner: { type: 'string', value: 'USER', complete: 'user', help: 'the user of subuid/subgid lines' },
-      json: { type: 'boolean', help: '{"ok": true, "format", "text", "map": [[inside, outside, count], …]}' },
+      json: {
+        type: 'boolean',
+        help: '{"ok", "format", "text", "uidMap": [[inside, outside, count], …], "gidMap": […]}',
+      },
     },
     operands: 'file',
   },
@@ -408,7 +421,8 @@ each map in one write, through newuidmap/newgidmap when you are not root.`,
       ...MAPPING,
       'dry-run': {
         type: 'boolean',
-        help: 'print the maps and the newuidmap/newgidmap command lines, run nothing',
+        help: `print the maps and the newuidmap/newgidmap command lines, run nothing;
+every check that needs no process is made, and fails as the run would`,
       },
       json: { type: 'boolean', help: 'machine-readable output (with --dry-run, and for errors)' },
     },
@@ -733,10 +747,27 @@ unpack with "potentially insufficient UIDs or GIDs available in user namespace".
 nobody/nogroup entries of /etc/passwd and /etc/group (or ID 65534) that no file uses are listed
 as ignorable: an unmapped ID is shown as the overflow ID anyway.
 
+A tree that has already been shifted (owned by a range, e.g. 100000-165535) is read through
+--from: every on-disk ID is translated by it (outside → inside) before it is checked; on-disk
+IDs --from does not map are listed apart.
+
 MAP: inline triples inside:outside:count[,…], a file in any format userns reads, 'self' (this
-process's own maps) or 'pid:N'. The gid map is MAP's gid entries unless --gidmap gives one.`,
+process's own maps) or 'pid:N'. The gid map is MAP's gid entries unless --gidmap gives one.
+Every map is validated as the kernel would; so is every map fit suggests.`,
     options: {
       gidmap: { type: 'string', value: 'MAP', complete: 'file', help: 'the gid map (default: from MAP)' },
+      from: {
+        type: 'string',
+        value: 'MAP',
+        complete: 'file',
+        help: "the map the tree's on-disk IDs are in (default: they are inside IDs)",
+      },
+      'from-gid': {
+        type: 'string',
+        value: 'MAP',
+        complete: 'file',
+        help: 'the gid map for --from (default: from --from)',
+      },
       examples: { type: 'string', value: 'N', help: 'example paths per ID (default 3)' },
       'cross-filesystems': { type: 'boolean', help: 'also walk filesystems mounted under DIR' },
       json: { type: 'boolean', help: 'the report as JSON' },
@@ -746,7 +777,8 @@ process's own maps) or 'pid:N'. The gid map is MAP's gid entries unless --gidmap
 
 Examples:
   userns fit 0:100000:65536 ./rootfs
-  userns fit self ./rootfs          # does the current namespace fit this image?`,
+  userns fit self ./rootfs          # does the current namespace fit this image?
+  userns fit --from 0:100000:65536 0:200000:1000 ./rootfs   # a tree already shifted to 100000`,
     operands: 'directory',
   },
   oci: {
@@ -966,10 +998,13 @@ the ownership of directory trees, fills OCI bundles, and explains what blocks us
 on a machine ('userns doctor'). Its 'map' commands parse, validate, split, convert and compose
 ID maps in every format people use.`,
   conventions: `Every command takes --help and --json (errors as JSON too), prints errors as one line with a
-hint, and exits 0 on success, 1 on failure, 2 on a usage error; 'run' and 'exec' exit with the
-command's status (see their help).`,
-  exitStatus: `0 on success, 1 on failure, 2 on a usage error. 'run' and 'exec' exit with the
-command's status, 128+N when it was killed by signal N, 125 when userns itself failed, 126 when
+hint, and exits 0 on success, 1 on failure, 2 on a usage error, 70 on an internal error; 'run'
+and 'exec' exit with the command's status, 125 when userns failed (usage included), 126 when it
+is not executable, 127 when it is not found (see their help).`,
+  exitStatus: `0 on success, 1 on failure, 2 on a usage error, 70 on an internal error (a bug in
+userns: the message keeps the stack trace for the report). 'run' and 'exec' exit with the
+command's status, 128+N when it was killed by signal N, 125 when userns itself failed (usage
+errors included), 126 when
 the command cannot be executed and 127 when it is not found. 'map validate' exits 1 for a map
 the kernel would refuse, 'map lookup' for an unmapped ID, 'fit' for a tree the map does not fit.`,
   environment: [

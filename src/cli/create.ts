@@ -2,6 +2,7 @@
 import { UsageError } from '../errors.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
+import { namespaceText } from './inspect.js';
 import { parseMappingOptions } from './run.js';
 
 const OPTIONS = COMMANDS.create.options;
@@ -18,19 +19,16 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const name = positionals[0]!;
   const warnings: string[] = [];
   const mapping = parseMappingOptions(values, { command: 'create', json, io, warnings });
-  const { createNamespace } = await import('../store/namespaces.js');
-  const state = await createNamespace(name, {
-    ...mapping,
-    ...(values.root === undefined ? {} : { root: values.root }),
-  });
+  const { createNamespace, inspectNamespace } = await import('../store/namespaces.js');
+  const root = values.root === undefined ? {} : { root: values.root };
+  await createNamespace(name, { ...mapping, ...root });
+  // The same layout as 'userns inspect NAME' (JSON and text): one shape to script against.
+  const made = await inspectNamespace(name, root);
   if (json) {
-    writeJson(io, { ok: true, ...state });
+    writeJson(io, { ok: true, ...made, warnings: [...warnings, ...made.warnings] });
     return 0;
   }
-  const triples = (m: [number, number, number][]) => m.map((t) => t.join(':')).join(',');
-  io.stdout.write(
-    `created ${name}: keeper PID ${state.keeperPid}, namespaces ${state.namespaces.map((n) => n.type).join(',')}\n` +
-      `  uid map ${triples(state.uidMap)}\n  gid map ${triples(state.gidMap)}\n  setgroups ${state.setgroups}\n`,
-  );
+  io.stdout.write(`created ${name}\n${namespaceText(made)}`);
+  for (const w of made.warnings) io.stderr.write(`userns: warning: ${w}\n`);
   return 0;
 };

@@ -13,8 +13,12 @@ function idLine(u: UnfitId): string {
 
 export function fitText(r: FitResult): string {
   const lines: string[] = [];
-  if (r.missing.length === 0) {
+  if (r.missing.length === 0 && r.outsideFrom.length === 0) {
     lines.push(`${r.dir}: the map fits (${r.seen.toLocaleString('en-US')} entries)`);
+  } else if (r.missing.length === 0) {
+    lines.push(
+      `${r.dir}: the map fits every ID read through --from, but ${r.outsideFrom.length} on-disk ID${r.outsideFrom.length === 1 ? ' is' : 's are'} not in --from (${r.seen.toLocaleString('en-US')} entries)`,
+    );
   } else {
     lines.push(
       `${r.dir}: the map cannot represent ${r.missing.length} ID${r.missing.length === 1 ? '' : 's'} (${r.seen.toLocaleString('en-US')} entries):`,
@@ -25,10 +29,22 @@ export function fitText(r: FitResult): string {
     lines.push('ignorable (nobody/nogroup, shown as the overflow ID when unmapped):');
     for (const u of r.ignored) lines.push(idLine(u));
   }
-  const highest = `highest uid ${r.highest.uid ?? '-'}, gid ${r.highest.gid ?? '-'}`;
-  lines.push(
-    `smallest map from 0 that fits: count ${r.smallestSize} (e.g. 0:100000:${r.smallestSize}; ${highest})`,
-  );
+  if (r.outsideFrom.length > 0) {
+    lines.push('on-disk IDs --from does not map (shift the tree, or extend --from):');
+    for (const u of r.outsideFrom) lines.push(idLine(u));
+  }
+  if (r.smallestSize !== null && r.suggestion !== null) {
+    const where = (kind: 'uid' | 'gid') =>
+      r.highest[kind] === null ? `${kind} -` : `${kind} ${r.highest[kind]} (${r.highestFrom[kind]})`;
+    lines.push(
+      `smallest map from 0 that fits: count ${r.smallestSize} (e.g. ${r.suggestion}); highest ${where('uid')}, ${where('gid')}`,
+    );
+  } else {
+    const named = r.unrepresentable.map((u) => `${u.kind} ${u.id} (${u.examples.join(', ')})`).join(', ');
+    lines.push(
+      `no map can fit this tree: ${named} ${r.unrepresentable.length === 1 ? 'is' : 'are'} (u32)-1, never an ID`,
+    );
+  }
   for (const e of r.errors) lines.push(`  unreadable: ${e.op} ${e.path || '.'}: ${e.errno}`);
   if (r.errorCount > 0)
     lines.push(`warning: ${r.errorCount} entries could not be read; the answer may be incomplete`);
@@ -51,10 +67,23 @@ export const main: Command = async (argv, io) => {
         throw new UsageError(`--examples must be a whole number from 0 to 1000, not '${values.examples}'`);
       }
     }
-    const maps = await readKindMaps(positionals[0]!, values.gidmap, io);
+    const maps = await readKindMaps(positionals[0]!, values.gidmap, io, {
+      uid: 'MAP',
+      gid: values.gidmap === undefined ? 'MAP' : '--gidmap',
+    });
+    const from =
+      values.from === undefined
+        ? undefined
+        : await readKindMaps(values.from, values['from-gid'], io, {
+            uid: '--from',
+            gid: values['from-gid'] === undefined ? '--from' : '--from-gid',
+          });
+    if (from === undefined && values['from-gid'] !== undefined)
+      throw new UsageError('--from-gid needs --from', { hint: "see 'userns fit --help'" });
     const { fitTree } = await import('../shift/fit.js');
     const result = await fitTree(positionals[1]!, maps.uid, {
       gid: maps.gid,
+      ...(from === undefined ? {} : { from }),
       examples,
       crossFilesystems: values['cross-filesystems'] === true,
     });

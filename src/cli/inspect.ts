@@ -1,5 +1,6 @@
 /** `userns inspect NAME`: one named namespace in detail. */
 import { UsageError } from '../errors.js';
+import type { InspectResult } from '../store/namespaces.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
 
@@ -19,6 +20,13 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     writeJson(io, { ok: true, ...r });
     return 0;
   }
+  io.stdout.write(namespaceText(r));
+  for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
+  return 0;
+};
+
+/** The text layout of a named namespace, as `inspect` prints it (and `create`, once made). */
+export function namespaceText(r: InspectResult): string {
   const s = r.state;
   const triples = (m: [number, number, number][]) => m.map((t) => `    ${t.join(' ')}`).join('\n');
   let out = `name:        ${r.name}\nstatus:      ${r.status}${r.reason ? ` (${r.reason})` : ''}\npath:        ${r.path}\n`;
@@ -41,7 +49,5 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     const fmt = (rs: { start: number; count: number }[]) => rs.map((x) => `${x.start}:${x.count}`).join(',');
     out += `sub${c.kind} changed:${c.added.length ? ` added ${fmt(c.added)} (not mapped)` : ''}${c.removed.length ? ` removed ${fmt(c.removed)} (still mapped)` : ''}\n`;
   }
-  io.stdout.write(out);
-  for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
-  return 0;
-};
+  return out;
+}

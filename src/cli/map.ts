@@ -1,22 +1,34 @@
-import { UsageError, UsernsError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { compose } from '../idmap/compose.js';
+import type { KindedExtent } from '../idmap/extent.js';
 import { U32_MAX } from '../idmap/extent.js';
-import { FORMATS } from '../idmap/formats/index.js';
+import { FORMAT_NAMES, FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { PRIVILEGED_WRITER, type WriterSituation } from '../idmap/permission.js';
 import { splitAcrossParent } from '../idmap/split.js';
-import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js';
+import {
+  requireValidMap,
+  type Verdict,
+  validateMap,
+  validateMapText,
+  withSourceLines,
+} from '../idmap/validate.js';
 import { pageSize } from '../system/proc.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 import {
+  entriesForKind,
+  entryLines,
   type Kind,
   parseFormatName,
   parseKind,
   parseMapInput,
   readMapArgument,
+  readMapEntries,
+  requireValidEntries,
   resolveMapArgument,
+  SINGLE_KIND_FORMATS,
 } from './map-input.js';
 import { renderMap } from './map-show.js';
 import { didYouMean } from './suggest.js';
@@ -94,8 +106,19 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
     const verdict = validateMapText(raw.text, options);
     return printVerdict(io, values.json === true, verdict, kind, kernelLines(raw.text).length);
   }
-  const map = parseMapInput(raw, { kind, parent });
-  return printVerdict(io, values.json === true, validateMap(map, options), kind, map.length);
+  const map = parseMapInput(raw, { kind, parent, validate: false });
+  let verdict: Verdict & { sourceLine?: number | null } = validateMap(map, options);
+  const lines = entryLines(raw, kind, parent);
+  if (!verdict.ok && lines !== undefined) {
+    // The file's lines are not the map's (comments, the other kind): name both.
+    const at = (n: number) => lines[n - 1];
+    verdict = {
+      ...verdict,
+      reason: withSourceLines(verdict.reason!, raw.source, at),
+      sourceLine: verdict.line === null ? null : (at(verdict.line) ?? null),
+    };
+  }
+  return printVerdict(io, values.json === true, verdict, kind, map.length);
 }
 
 async function split(argv: string[], io: CliIo): Promise<number> {
@@ -114,29 +137,15 @@ async function split(argv: string[], io: CliIo): Promise<number> {
       stdin: io.stdin,
     })
   ).map;
-  let result: IdMap;
-  try {
-    result = splitAcrossParent(request, parent, kind);
-  } catch (error) {
-    if (!(error instanceof UsernsError)) throw error;
-    if (values.json)
-      writeJson(io, {
-        ok: false,
-        reason: error.message,
-        code: error.code,
-        ...(error.data ? { data: error.data } : {}),
-      });
-    else io.stderr.write(`userns: ${error.message}\n`);
-    return 1;
-  }
-  const pageSize = pageSizeOption(values['page-size']);
-  const verdict = validateMap(result, { kind, parent, pageSize });
-  if (!verdict.ok) {
-    const reason = `the split map cannot be written: ${verdict.reason}`;
-    if (values.json) writeJson(io, { ok: false, errno: verdict.errno, reason });
-    else io.stderr.write(`userns: ${reason}\n`);
-    return 1;
-  }
+  // Errors (an ID the parent does not map; a result the kernel would refuse) are reported as
+  // every command reports them: one line, or the --json error shape; exit 1.
+  const result = splitAcrossParent(request, parent, kind);
+  requireValidMap(result, {
+    kind,
+    parent,
+    pageSize: pageSizeOption(values['page-size']),
+    source: 'the split map',
+  });
   if (values.json) writeJson(io, { ok: true, map: result.toJSON() });
   else io.stdout.write(formatKernelMap(result.extents));
   return 0;
@@ -151,22 +160,34 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
     throw new UsageError('userns map convert needs --to FORMAT', {
       hint: `formats: ${Object.keys(FORMATS).join(', ')}`,
     });
-  const kind = parseKind(values.kind);
+  // Without --kind both kinds are kept: formats that hold both write both.
+  const kind = values.kind === undefined ? undefined : parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
-  const parent = await optionalParent(values.parent, kind, io);
-  const entries = [];
+  const parent = await optionalParent(values.parent, kind ?? 'uid', io);
+  const entries: KindedExtent[] = [];
   for (const argument of positionals) {
-    const input = await resolveMapArgument(argument, { kind, from, parent, stdin: io.stdin });
-    entries.push(...input.map.extents.map((e) => ({ ...e, kind })));
+    for (const e of await readMapEntries(argument, { kind, from, parent, stdin: io.stdin })) entries.push(e);
+  }
+  requireValidEntries(entries, positionals.length === 1 ? positionals[0]! : 'the input');
+  if (
+    kind === undefined &&
+    SINGLE_KIND_FORMATS.includes(to) &&
+    entries.some((e) => e.kind === 'uid') &&
+    entries.some((e) => e.kind === 'gid')
+  ) {
+    throw new UsageError(`the ${to} format holds one map, and the input has both a uid map and a gid map`, {
+      hint: `choose the one to write: --kind uid or --kind gid (or a format that holds both: ${FORMAT_NAMES.filter((f) => !SINGLE_KIND_FORMATS.includes(f)).join(', ')})`,
+    });
   }
   const text = FORMATS[to].format(entries, {
     kind,
     parent,
     ...(values.owner === undefined ? {} : { owner: values.owner }),
   });
-  if (values.json)
-    writeJson(io, { ok: true, format: to, text, map: entries.map((e) => [e.inside, e.outside, e.count]) });
-  else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+  if (values.json) {
+    const triples = (k: Kind) => entriesForKind(entries, k).map((e) => [e.inside, e.outside, e.count]);
+    writeJson(io, { ok: true, format: to, text, uidMap: triples('uid'), gidMap: triples('gid') });
+  } else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
   return 0;
 }
 
@@ -187,7 +208,8 @@ async function lookup(argv: string[], io: CliIo): Promise<number> {
   });
   if (values.json)
     writeJson(io, {
-      ok: true,
+      // ok says what the exit status says: every ID translated.
+      ok: results.every((r) => r.result !== null),
       direction: values.reverse ? 'outside-to-inside' : 'inside-to-outside',
       results,
     });

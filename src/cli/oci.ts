@@ -5,12 +5,11 @@
 import { UsageError } from '../errors.js';
 import type { Extent } from '../idmap/extent.js';
 import { COMMANDS } from './commands.js';
-import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
+import { type CliIo, type Command, mapJson, parseCommandLine, writeHelp, writeJson } from './common.js';
 import { checkUsernsMode } from './run.js';
 
 const OPTIONS = COMMANDS.oci.options;
 
-const triples = (extents: readonly Extent[]) => extents.map((e) => [e.inside, e.outside, e.count]);
 const lines = (extents: readonly Extent[]) =>
   extents.length === 0
     ? '    (none)'
@@ -70,12 +69,12 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
         check: true,
         format: report.format,
         userNamespace: report.userNamespace,
-        uidMappings: triples(report.uidMappings),
-        gidMappings: triples(report.gidMappings),
+        uidMap: mapJson(report.uidMappings),
+        gidMap: mapJson(report.gidMappings),
         idmappedMounts: report.idmappedMounts.map((m) => ({
           destination: m.destination,
-          uidMappings: triples(m.uidMappings),
-          gidMappings: triples(m.gidMappings),
+          uidMap: mapJson(m.uidMappings),
+          gidMap: mapJson(m.gidMappings),
         })),
         warnings: report.warnings,
       });
@@ -116,10 +115,14 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       changed: result.changed,
       written: result.written,
       changes: result.changes,
-      uidMappings: triples(result.report.uidMappings),
-      gidMappings: triples(result.report.gidMappings),
+      uidMap: mapJson(result.report.uidMappings),
+      gidMap: mapJson(result.report.gidMappings),
       userNamespace: result.report.userNamespace,
-      idmappedMounts: result.report.idmappedMounts.map((m) => m.destination),
+      idmappedMounts: result.report.idmappedMounts.map((m) => ({
+        destination: m.destination,
+        uidMap: mapJson(m.uidMappings),
+        gidMap: mapJson(m.gidMappings),
+      })),
       allocation: result.allocation,
       warnings: result.warnings,
     });

@@ -9,8 +9,9 @@ import { COMMANDS, MAPPING } from './commands.js';
 import {
   type CliIo,
   type Command,
+  forwardAndWait,
   parseCommandLine,
-  reportError,
+  passThroughStatus,
   valueOptions,
   writeHelp,
   writeJson,
@@ -36,7 +37,6 @@ export const MAPPING_OPTIONS = MAPPING;
 const OPTIONS = COMMANDS.run.options;
 
 const ALL_EXTRA = ['mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'] as const;
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
 
 function parseId(text: string, what: string, command: string): number {
   if (!/^\d+$/.test(text) || Number(text) > 4294967294) {
@@ -156,107 +156,94 @@ export function parseMappingOptions(
   };
 }
 
-export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
-  const split = splitCommand(argv);
-  const { values } = parseCommandLine(split.options, OPTIONS, 'run');
-  if (values.help) return writeHelp(io, 'run');
-  const json = values.json === true;
-  if (split.command.length === 0) {
-    throw new UsageError('no command given', {
-      hint: "usage: userns run [options] -- COMMAND [ARGS...]; see 'userns run --help'",
-    });
-  }
-  const warnings: string[] = [];
-  const options = parseMappingOptions(values, { command: 'run', json, io, warnings });
-  const [command, ...args] = split.command as [string, ...string[]];
-
-  if (values['dry-run']) {
-    const { planSpawn } = await import('../spawn/spawn.js');
-    const plan = await planSpawn(command, args, options);
-    if (json) {
-      writeJson(io, {
-        ok: true,
-        command: plan.command,
-        namespaces: plan.namespaces,
-        user: plan.user,
-        group: plan.group,
-        privileged: plan.privileged,
-        requested: { uidMap: plan.requested.uid.toJSON(), gidMap: plan.requested.gid.toJSON() },
-        uidMap: plan.uidMap.toJSON(),
-        gidMap: plan.gidMap.toJSON(),
-        uidMethod: plan.uidMethod,
-        gidMethod: plan.gidMethod,
-        setgroupsWrite: plan.setgroupsWrite,
-        newuidmap: plan.newuidmapArgv,
-        newgidmap: plan.newgidmapArgv,
-        mountProc: plan.mountProc,
-        mounts: plan.mounts.map((m) => ({
-          source: m.source,
-          target: m.target,
-          readOnly: m.readOnly,
-          recursive: m.recursive,
-          userns:
-            m.userns === null ? null : { uidMap: m.userns.uidMap.toJSON(), gidMap: m.userns.gidMap.toJSON() },
-        })),
-        helper: plan.helperArgv,
+export const main: Command = passThroughStatus(
+  async (argv: string[], io: CliIo): Promise<number> => {
+    const split = splitCommand(argv);
+    const { values } = parseCommandLine(split.options, OPTIONS, 'run');
+    if (values.help) return writeHelp(io, 'run');
+    const json = values.json === true;
+    if (split.command.length === 0) {
+      throw new UsageError('no command given', {
+        hint: "usage: userns run [options] -- COMMAND [ARGS...]; see 'userns run --help'",
       });
+    }
+    const warnings: string[] = [];
+    const options = parseMappingOptions(values, { command: 'run', json, io, warnings });
+    const [command, ...args] = split.command as [string, ...string[]];
+
+    if (values['dry-run']) {
+      // Every check that needs no process, failing as the run would (exit 125, the same error).
+      const { dryRunSpawn } = await import('../spawn/spawn.js');
+      const plan = await dryRunSpawn(command, args, options);
+      if (json) {
+        writeJson(io, {
+          ok: true,
+          command: plan.command,
+          namespaces: plan.namespaces,
+          user: plan.user,
+          group: plan.group,
+          privileged: plan.privileged,
+          requested: { uidMap: plan.requested.uid.toJSON(), gidMap: plan.requested.gid.toJSON() },
+          uidMap: plan.uidMap.toJSON(),
+          gidMap: plan.gidMap.toJSON(),
+          uidMethod: plan.uidMethod,
+          gidMethod: plan.gidMethod,
+          setgroupsWrite: plan.setgroupsWrite,
+          newuidmap: plan.newuidmapArgv,
+          newgidmap: plan.newgidmapArgv,
+          mountProc: plan.mountProc,
+          mounts: plan.mounts.map((m) => ({
+            source: m.source,
+            target: m.target,
+            readOnly: m.readOnly,
+            recursive: m.recursive,
+            userns:
+              m.userns === null
+                ? null
+                : { uidMap: m.userns.uidMap.toJSON(), gidMap: m.userns.gidMap.toJSON() },
+          })),
+          helper: plan.helperArgv,
+          warnings: [...warnings, ...plan.warnings],
+        });
+        return 0;
+      }
+      for (const message of plan.warnings) io.stderr.write(`userns: warning: ${message}\n`);
+      const lines = (map: { extents: readonly { inside: number; outside: number; count: number }[] }) =>
+        map.extents.map((e) => `  ${e.inside} ${e.outside} ${e.count}`).join('\n');
+      const how = (kind: string, argv: string[] | null) =>
+        argv === null
+          ? `written directly to /proc/PID/${kind}_map`
+          : `written by: ${argv.map(shellQuote).join(' ')}`;
+      io.stdout.write(
+        `uid map (inside outside count; outside = IDs of this namespace):\n${lines(plan.uidMap)}\n` +
+          `  ${how('uid', plan.newuidmapArgv)}\n` +
+          `gid map:\n${lines(plan.gidMap)}\n` +
+          `  ${how('gid', plan.newgidmapArgv)}\n` +
+          `setgroups: ${plan.setgroupsWrite === null ? 'left as it is' : `${plan.setgroupsWrite} (written before gid_map)`}\n` +
+          `namespaces: ${plan.namespaces.join(',')}${plan.mountProc ? ' (fresh /proc)' : ''}\n` +
+          plan.mounts
+            .map(
+              (m) =>
+                `mount: ${m.source} on ${m.target}${m.recursive ? ' (rbind)' : ''}${m.readOnly ? ' read-only' : ''}` +
+                (m.userns === null
+                  ? '\n'
+                  : `, idmapped (its user namespace: inside = on disk, outside = IDs here)\n` +
+                    `  uid map:\n${lines(m.userns.uidMap)}\n  gid map:\n${lines(m.userns.gidMap)}\n`),
+            )
+            .join('') +
+          `runs as: ${plan.user}:${plan.group}\n` +
+          `command: ${plan.command.map(shellQuote).join(' ')}\n` +
+          '(PID is the helper process, known once it runs)\n',
+      );
       return 0;
     }
-    const lines = (map: { extents: readonly { inside: number; outside: number; count: number }[] }) =>
-      map.extents.map((e) => `  ${e.inside} ${e.outside} ${e.count}`).join('\n');
-    const how = (kind: string, argv: string[] | null) =>
-      argv === null
-        ? `written directly to /proc/PID/${kind}_map`
-        : `written by: ${argv.map(shellQuote).join(' ')}`;
-    io.stdout.write(
-      `uid map (inside outside count; outside = IDs of this namespace):\n${lines(plan.uidMap)}\n` +
-        `  ${how('uid', plan.newuidmapArgv)}\n` +
-        `gid map:\n${lines(plan.gidMap)}\n` +
-        `  ${how('gid', plan.newgidmapArgv)}\n` +
-        `setgroups: ${plan.setgroupsWrite === null ? 'left as it is' : `${plan.setgroupsWrite} (written before gid_map)`}\n` +
-        `namespaces: ${plan.namespaces.join(',')}${plan.mountProc ? ' (fresh /proc)' : ''}\n` +
-        plan.mounts
-          .map(
-            (m) =>
-              `mount: ${m.source} on ${m.target}${m.recursive ? ' (rbind)' : ''}${m.readOnly ? ' read-only' : ''}` +
-              (m.userns === null
-                ? '\n'
-                : `, idmapped (its user namespace: inside = on disk, outside = IDs here)\n` +
-                  `  uid map:\n${lines(m.userns.uidMap)}\n  gid map:\n${lines(m.userns.gidMap)}\n`),
-          )
-          .join('') +
-        `runs as: ${plan.user}:${plan.group}\n` +
-        `command: ${plan.command.map(shellQuote).join(' ')}\n` +
-        '(PID is the helper process, known once it runs)\n',
-    );
-    return 0;
-  }
 
-  const { spawn } = await import('../spawn/spawn.js');
-  const handlers = new Map<string, () => void>();
-  try {
+    const { spawn } = await import('../spawn/spawn.js');
     const child = spawn(command, args, { ...options, stdio: 'inherit' });
-    for (const signal of FORWARDED) {
-      const handler = () => {
-        child.kill(signal);
-      };
-      handlers.set(signal, handler);
-      process.on(signal, handler);
-    }
-    const result = await child;
-    if (result.signal !== null) {
-      const { constants } = await import('node:os');
-      return 128 + (constants.signals[result.signal] ?? 0);
-    }
-    return result.exitCode ?? 125;
-  } catch (error) {
-    if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
-    reportError(error, io, json);
-    return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
-  } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler);
-  }
-};
+    return forwardAndWait(child);
+  },
+  (argv) => splitCommand(argv).options,
+);
 
 function shellQuote(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;

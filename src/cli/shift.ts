@@ -1,7 +1,15 @@
 /** `userns shift`: rewrite a tree's owners from one ID map to another. */
 import { UsageError } from '../errors.js';
 import type { IdMap } from '../idmap/idmap.js';
-import type { ShiftChange, ShiftOptions, ShiftProgress, ShiftResult } from '../shift/shift.js';
+import {
+  type ShiftChange,
+  type ShiftOptions,
+  type ShiftProgress,
+  type ShiftResult,
+  shiftIncomplete,
+  shiftTree,
+} from '../shift/shift.js';
+import type { UnmappedPolicy } from '../shift/tree-walk.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 
@@ -12,15 +20,16 @@ export async function readKindMaps(
   argument: string,
   gidArgument: string | undefined,
   io: CliIo,
+  labels: { uid: string; gid: string } = { uid: 'argument', gid: 'argument' },
 ): Promise<{ uid: IdMap; gid: IdMap }> {
   const { readMapArgument, parseMapInput } = await import('./map-input.js');
-  const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin });
+  const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin, label: labels.uid });
   const uid = parseMapInput(raw, { kind: 'uid' });
   let gid: IdMap;
   if (gidArgument === undefined) {
     gid = parseMapInput(raw, { kind: 'gid' });
   } else {
-    const rawGid = await readMapArgument(gidArgument, { kind: 'gid', stdin: io.stdin });
+    const rawGid = await readMapArgument(gidArgument, { kind: 'gid', stdin: io.stdin, label: labels.gid });
     gid = parseMapInput(rawGid, { kind: 'gid' });
   }
   return { uid, gid };
@@ -46,14 +55,28 @@ function changeLine(c: ShiftChange): string {
   return `${c.path}: ${id(c.old.uid)}:${id(c.old.gid)} → ${id(c.new.uid)}:${id(c.new.gid)} (${c.what.join(', ')})`;
 }
 
-function summaryText(r: ShiftResult): string {
+function summaryText(r: ShiftResult, policy: UnmappedPolicy): string {
+  const incomplete = shiftIncomplete(r, policy);
   const lines = [
     `${r.dryRun ? 'would shift' : 'shifted'} ${r.dir}: ${formatCount(r.seen)} entries seen, ${formatCount(r.changed)} ${r.dryRun ? 'to change' : 'changed'}` +
+      (r.alreadyShifted > 0 ? `, ${formatCount(r.alreadyShifted)} already shifted` : '') +
       (r.skipped > 0 ? `, ${formatCount(r.skipped)} skipped (IDs without translation)` : '') +
       (r.errorCount > 0 ? `, ${formatCount(r.errorCount)} errors` : '') +
       (r.hardlinks > 0 ? `, ${formatCount(r.hardlinks)} hard links handled once` : '') +
       ` (${(r.elapsedMs / 1000).toFixed(2)} s${r.protectiveNamespace ? ', protective user namespace' : ''})`,
   ];
+  if (
+    r.alreadyShifted > 0 &&
+    r.changed === 0 &&
+    r.alreadyShifted + r.hardlinks + r.mountpoints.length >= r.seen
+  )
+    lines.push(
+      "  already shifted to this map? every entry's IDs are already in --to's range and not in --from's",
+    );
+  else if (r.alreadyShifted > 0)
+    lines.push(
+      `  ${formatCount(r.alreadyShifted)} entr${r.alreadyShifted === 1 ? 'y was' : 'ies were'} already in --to's range (an earlier shift was interrupted?): left as they are`,
+    );
   for (const m of r.mountpoints) lines.push(`  skipped mount point: ${m} (--cross-filesystems to shift it)`);
   for (const u of r.unmapped) {
     const where = u.where === 'owner' ? '' : ` in ${u.where === 'acl' ? 'an ACL' : 'a file capability'}`;
@@ -63,6 +86,11 @@ function summaryText(r: ShiftResult): string {
   }
   for (const e of r.errors) lines.push(`  error: ${e.op} ${e.path || '.'}: ${e.errno}`);
   if (r.errorCount > r.errors.length) lines.push(`  … and ${r.errorCount - r.errors.length} more errors`);
+  if (incomplete !== null)
+    lines.push(
+      `  the shift ${r.dryRun ? 'would be' : 'is'} incomplete: ${incomplete.reason}`,
+      `  hint: ${incomplete.hint}`,
+    );
   return `${lines.join('\n')}\n`;
 }
 
@@ -86,9 +114,14 @@ export const main: Command = async (argv, io) => {
     if (unmapped !== 'error' && unmapped !== 'skip' && unmapped !== 'overflow') {
       throw new UsageError(`--unmapped must be error, skip or overflow, not '${unmapped}'`);
     }
-    const from = await readKindMaps(values.from, values['from-gid'], io);
-    const to = await readKindMaps(values.to, values['to-gid'], io);
-    const { shiftTree } = await import('../shift/shift.js');
+    const from = await readKindMaps(values.from, values['from-gid'], io, {
+      uid: '--from',
+      gid: values['from-gid'] === undefined ? '--from' : '--from-gid',
+    });
+    const to = await readKindMaps(values.to, values['to-gid'], io, {
+      uid: '--to',
+      gid: values['to-gid'] === undefined ? '--to' : '--to-gid',
+    });
 
     const showProgress = !json && values.quiet !== true && io.stderr.isTTY === true;
     const started = performance.now();
@@ -122,17 +155,18 @@ export const main: Command = async (argv, io) => {
     } finally {
       if (showProgress) io.stderr.write('\r\x1b[K');
     }
-    const failed = result.dryRun && unmapped === 'error' && result.unmapped.length > 0;
+    // A dry run fails where the run would (the run itself throws SHIFT_INCOMPLETE).
+    const failed = shiftIncomplete(result, unmapped) !== null;
     if (json) {
       writeJson(io, {
-        ok: !failed && result.errorCount === 0,
+        ok: !failed,
         ...result,
         ...(values.verbose ? { changes } : {}),
       });
     } else {
-      io.stdout.write(summaryText(result));
+      io.stdout.write(summaryText(result, unmapped));
     }
-    return failed || result.errorCount > 0 ? 1 : 0;
+    return failed ? 1 : 0;
   } catch (error) {
     return reportError(error, io, json);
   }

@@ -19,7 +19,14 @@ export {
   type FileCapability,
   shiftCapability,
 } from './capability-xattr.js';
-export { type FitOptions, type FitResult, type FitSource, fitTree, type UnfitId } from './fit.js';
+export {
+  type FitOptions,
+  type FitResult,
+  type FitSource,
+  fitTree,
+  smallestFit,
+  type UnfitId,
+} from './fit.js';
 export {
   describeUnmapped,
   type KindMaps,
@@ -29,6 +36,7 @@ export {
   type ShiftOptions,
   type ShiftProgress,
   type ShiftResult,
+  shiftIncomplete,
   shiftTree,
   type UnmappedId,
 } from './shift.js';

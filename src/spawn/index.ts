@@ -22,6 +22,7 @@ export {
   type UsernsMode,
 } from './modes.js';
 export {
+  dryRunSpawn,
   planSpawn,
   type RunResult,
   run,

@@ -9,6 +9,8 @@
  * rejects with a typed error (SpawnError, NewIdmapError, MapError, ParseError) when setup fails.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { IdMap } from '../idmap/idmap.js';
 import { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from '../mount/prepare.js';
 import type { MountSpec } from '../mount/spec.js';
@@ -16,6 +18,7 @@ import {
   type HelperHandle,
   type HelperOptions,
   helperArgs,
+  helperFailure,
   type Namespace,
   startHelper,
 } from '../native/helper.js';
@@ -30,7 +33,14 @@ import {
 } from './modes.js';
 import { isPrivileged } from './system.js';
 import { explainUnreachable, type Reach, unreachableError } from './unreachable.js';
-import { type MapPlan, type MapWriteOptions, planMaps, writeMaps, writeProcFile } from './write-maps.js';
+import {
+  type MapPlan,
+  type MapWriteOptions,
+  planMaps,
+  predictToolFailures,
+  writeMaps,
+  writeProcFile,
+} from './write-maps.js';
 
 /**
  * Options of {@link spawn}, {@link run} and {@link planSpawn}: the maps (a mode, maps, or an
@@ -300,6 +310,50 @@ export async function planArgv(argv: readonly string[], requested: SpawnOptions 
     helperArgv: helperArgs(helper, process.pid),
     mounts: options.mounts?.length ? planMountMaps(options.mounts, maps.uidMap, maps.gidMap) : [],
   };
+}
+
+/**
+ * What `userns run --dry-run` shows: {@link planSpawn}, plus every check the run would make that
+ * needs no process, failing with the error the run would fail with: newuidmap/newgidmap
+ * missing, a range they refuse (or, with `fallback: 'single'`, the plan the run falls back to),
+ * a command that is not there (COMMAND_NOT_FOUND; not predicted with `mounts`, which change what
+ * the command sees). What only a process can tell (the kernel's answer to unshare, the tool's
+ * setuid bit, the command's permissions inside) is left to the run.
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn().
+ * @returns The plan, as planSpawn's (with the fallback plan when the run would fall back).
+ * @throws What the run would fail with before its command starts: planSpawn's errors,
+ *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `RANGE_NOT_ALLOWED`, …), `SpawnError`
+ *   (`COMMAND_NOT_FOUND`).
+ */
+export async function dryRunSpawn(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<SpawnPlan> {
+  const argv = [command, ...args];
+  const plan = await planArgv(argv, options);
+  const maps = await predictToolFailures(plan, options);
+  if (!options.mounts?.length && !commandExists(command, options))
+    throw helperFailure('error exec ENOENT No such file or directory', argv);
+  return { ...plan, ...maps };
+}
+
+/** Whether execvp(3) would find `name` (PATH of the command's environment, or its default). */
+function commandExists(name: string, options: SpawnOptions): boolean {
+  const exists = (path: string) => {
+    try {
+      statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) return exists(resolve(options.cwd ?? process.cwd(), name));
+  const path = (options.env ?? process.env).PATH ?? '/bin:/usr/bin';
+  return path.split(':').some((dir) => exists(join(dir === '' ? '.' : dir, name)));
 }
 
 function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void } {
