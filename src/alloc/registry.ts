@@ -119,6 +119,10 @@ export interface Holder {
   boot?: string;
 }
 
+/**
+ * What {@link Registry.allocate} is asked for: `size` IDs from inside 0, placed by `policy` in
+ * `pools`, with an optional unique name, owner (named namespace or process) and extra mappings.
+ */
 export interface AllocationRequest {
   size: number;
   policy: Policy;
@@ -132,6 +136,7 @@ export interface AllocationRequest {
   gidPassthrough?: readonly Extent[];
 }
 
+/** How much of one kind's pool is used: sizes in IDs, `largestFree` the largest free block. */
 export interface KindUsage {
   pool: IdRange[];
   source: string;
@@ -143,6 +148,7 @@ export interface KindUsage {
   excluded: Exclusion[];
 }
 
+/** Tuning and test options of a Registry (the registry's database and index, registry.ts). */
 export interface RegistryOptions {
   /** IDs taken by passwd/group entries, users' subordinate ranges and systemd-nsresourced; null = ignore them (tests). */
   systemTaken?: SystemTakenOptions | null;
@@ -155,14 +161,20 @@ export interface RegistryOptions {
 /** Whether a gc candidate's owner is gone; 'unknown' keeps it (with a reason). */
 export type Liveness = 'alive' | 'dead' | 'unknown';
 
+/** What {@link collectGarbage} did: the allocations released, and those kept because their owner could not be checked. */
 export interface GcResult {
   released: Allocation[];
   /** Allocations whose owner could not be checked from here, with why: kept. */
   kept: { allocation: Allocation; reason: string }[];
 }
 
+/**
+ * No block of the requested size is free in a pool (the error's data has the largest free block and the free total).
+ */
 export const ALLOC_EXHAUSTED = 'ALLOC_EXHAUSTED';
+/** An allocation of that name exists already. */
 export const ALLOC_NAME_TAKEN = 'ALLOC_NAME_TAKEN';
+/** No allocation has that id or name. */
 export const ALLOC_NOT_FOUND = 'ALLOC_NOT_FOUND';
 
 /** The database file in a registry directory. */
@@ -171,6 +183,7 @@ const RESERVE_FILE = 'registry.reserve';
 const RESERVE_BYTES = 256 * 1024;
 /** "usns" */
 const APPLICATION_ID = 0x75736e73;
+/** The version of the registry database's schema (`PRAGMA user_version`); a newer one is refused. */
 export const REGISTRY_SCHEMA_VERSION = 1;
 
 const DDL = `
@@ -327,6 +340,12 @@ function prepare(db: SqliteDatabase): Statements {
   };
 }
 
+/**
+ * The allocation registry of one state root (`<root>/alloc/`): every process sees the same
+ * allocations, changes are made under a cross-process lock and survive crashes. Use the
+ * functions of `userns/alloc` ({@link allocate}, {@link release}, {@link gc}) unless you need to
+ * keep one open.
+ */
 export class Registry {
   readonly dir: string;
   /** The database file. */
@@ -1112,6 +1131,7 @@ function listSalvageableIds(db: SqliteDatabase): { ids: Set<string>; complete: b
   return { ids, complete };
 }
 
+/** What `userns alloc recover` ({@link recoverAllocations}) did with a damaged registry. */
 export interface RecoverResult {
   /** Whether the registry was damaged (nothing is done when it was not). */
   damaged: boolean;

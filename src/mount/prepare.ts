@@ -18,6 +18,7 @@ import type { HelperMount } from '../native/helper.js';
 import { formatMountSpec, type MountSpec, toMap } from './spec.js';
 import { type UsernsFdLease, type UsernsFdOptions, usernsFd } from './userns-fd.js';
 
+/** A mount as it will be made: absolute paths, and the maps of an idmapped one's user namespace. */
 export interface PlannedMount {
   source: string;
   target: string;
@@ -205,7 +206,12 @@ export function planMountMaps(specs: readonly MountSpec[], uidMap: IdMap, gidMap
 export async function mountNamespacePaths(
   planned: readonly PlannedMount[],
   options: UsernsFdOptions = {},
-): Promise<{ paths: string[]; release: () => void }> {
+): Promise<{
+  /** `/proc/<pid>/fd/<fd>` of each idmapped mount's user namespace, in order. */
+  paths: string[];
+  /** Gives the leases back to the cache (call once the helper has opened them). */
+  release: () => void;
+}> {
   if (planned.every((m) => m.userns === null)) return { paths: [], release: () => {} };
   const leases: UsernsFdLease[] = [];
   const release = () => {
