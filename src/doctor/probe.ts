@@ -15,7 +15,7 @@ import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { packagedHelperPath } from '../native/helper-binary.js';
-import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
+import { planArgv, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
 import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
 import { findProgram } from '../system/exec.js';
 import { firstUnreachable, unreachableData } from '../system/reachability.js';
@@ -28,6 +28,7 @@ import { type Check, check } from './types.js';
  */
 const PROBE_MODULE = join(PACKAGE_ROOT, 'dist/src/doctor/probe.js');
 
+/** Options of the live probe (the last check of `userns doctor`). */
 export interface ProbeOptions {
   newuidmap?: string;
   newgidmap?: string;
@@ -145,7 +146,7 @@ export async function probeHere(options: ProbeOptions = {}): Promise<Check> {
 
   let plan: SpawnPlan;
   try {
-    plan = await planSpawn(argv, spawnOptions);
+    plan = await planArgv(argv, spawnOptions);
   } catch (error) {
     return fail('plan', `planning the maps failed: ${(error as Error).message}`, error);
   }
