@@ -17,6 +17,12 @@ const ALLOWED: [RegExp, string][] = [
   [/^README\.md$/, 'the README'],
   [/^LICENSE$/, 'the licence'],
   [/^bin\/userns$/, 'the CLI'],
+  [/^bin\/package\.json$/, 'makes bin/userns CommonJS (start-up: no ES module loader)'],
+  [/^dist\/src\/cli\/main\.bundle\.cjs$/, 'the CLI in one file (scripts/bundle-cli.mjs: start-up)'],
+  [
+    /^dist\/src\/cli\/main\.bundle\.cjs\.map$/,
+    "the bundle's source map: an internal error's stack names src/ files and lines (src/cli/stack.ts)",
+  ],
   [/^build\/linux-(x64|arm64)\/userns-helper$/, 'a prebuilt helper'],
   [/^dist\/src\/.+\.js$/, 'compiled JavaScript'],
   [/^dist\/src\/.+\.d\.ts$/, 'type declarations'],
@@ -43,7 +49,8 @@ describe('the package (npm pack)', { timeout: 120_000 }, () => {
     assert.deepEqual(strays, [], `files no user needs: ${strays.join(', ')}`);
     for (const path of files().keys()) {
       assert.doesNotMatch(path, /(^|\/)(test|bench)\//);
-      assert.doesNotMatch(path, /\.map$|(?<!\.d)\.ts$/);
+      // One source map is shipped: the bundle's, for stack traces in bug reports.
+      if (path !== 'dist/src/cli/main.bundle.cjs.map') assert.doesNotMatch(path, /\.map$|(?<!\.d)\.ts$/);
     }
   });
 
