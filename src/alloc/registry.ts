@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { MapError, StateFileError, UsernsError } from '../errors.js';
-import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
+import { AllocError, MapError, StateFileError, UsernsError } from '../errors/index.js';
+import { type Extent, extent, formatRange, formatTriple, type IdKind } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import {
@@ -13,20 +13,21 @@ import {
   subtractRanges,
 } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
+import { writeFileAtomic } from '../state/atomic.js';
 import {
   type DatabaseContext,
   databaseError,
   databaseFiles,
   ensureSchema,
   openDatabase,
+  openMemoryDatabase,
   type Schema,
   type SqliteDatabase,
   type SqliteStatement,
 } from '../state/database.js';
 import { acquireFileLock } from '../state/lock.js';
-import { writeFileAtomic } from '../store/atomic.js';
-import { validateName } from '../store/names.js';
-import { ensurePrivateDir } from '../store/state-root.js';
+import { validateName } from '../state/names.js';
+import { ensurePrivateDir } from '../state/state-root.js';
 import { bootId, processLiveness, procPidNamespace } from '../system/proc.js';
 import { FreeSpace } from './free-space.js';
 import {
@@ -147,7 +148,7 @@ export interface KindUsage {
   excluded: Exclusion[];
 }
 
-/** Tuning and test options of a {@link Registry}. */
+/** Tuning and test options of a Registry (the registry's database and index, registry.ts). */
 export interface RegistryOptions {
   /** IDs taken by passwd/group entries, users' subordinate ranges and systemd-nsresourced; null = ignore them (tests). */
   systemTaken?: SystemTakenOptions | null;
@@ -166,12 +167,6 @@ export interface GcResult {
   /** Allocations whose owner could not be checked from here, with why: kept. */
   kept: { allocation: Allocation; reason: string }[];
 }
-
-/**
- * An allocation failed; `code` is one of {@link ALLOC_EXHAUSTED}, {@link ALLOC_NAME_TAKEN},
- * {@link ALLOC_NOT_FOUND}, or a registry error (locked, damaged).
- */
-export class AllocError extends UsernsError {}
 
 /**
  * No block of the requested size is free in a pool (the error's data has the largest free block and the free total).
@@ -247,7 +242,7 @@ interface AllocationRow {
 }
 
 interface RangeRow {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   start: number;
   count: number;
   allocation: string;
@@ -286,7 +281,7 @@ interface ReleasedRow {
 }
 
 interface IndexEntry {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   pool: IdRange[];
   taken: IdRange[];
   takenVersion: number;
@@ -556,14 +551,14 @@ export class Registry {
 
   // --- the free-space index --------------------------------------------------------------------
 
-  #taken(kind: 'uid' | 'gid'): { ranges: IdRange[]; version: number } {
+  #taken(kind: IdKind): { ranges: IdRange[]; version: number } {
     if (this.#systemTaken === undefined) return { ranges: [], version: 0 };
     const t = this.#systemTaken.get();
     return { ranges: kind === 'uid' ? t.uid : t.gid, version: this.#systemTaken.version };
   }
 
   /** The free space of `pool` (built on first use from `ranges`: O(n log n); then kept up to date). */
-  #index(sql: Statements, kind: 'uid' | 'gid', pool: readonly IdRange[]): IndexEntry {
+  #index(sql: Statements, kind: IdKind, pool: readonly IdRange[]): IndexEntry {
     const taken = this.#taken(kind);
     const normalized = normalizeRanges(pool);
     const key = JSON.stringify(normalized);
@@ -585,7 +580,7 @@ export class Registry {
 
   // --- operations ------------------------------------------------------------------------------
 
-  #exhausted(kind: 'uid' | 'gid', request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
+  #exhausted(kind: IdKind, request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
     const { reserve, align } = blockShape(request.policy, request.size);
     const where = formatPool(pool.ranges);
     const asked =
@@ -619,7 +614,7 @@ export class Registry {
 
   #buildMap(
     sql: Statements,
-    kind: 'uid' | 'gid',
+    kind: IdKind,
     start: number,
     request: AllocationRequest,
     pool: Pool,
@@ -670,8 +665,7 @@ export class Registry {
     return { map, reserved: normalizeRanges(reserved) };
   }
 
-  /** Allocates uid and gid ranges for one container. */
-  async allocate(request: AllocationRequest): Promise<Allocation> {
+  #checkRequest(request: AllocationRequest): Holder | undefined {
     if (request.name !== undefined) validateName(request.name, 'allocation name');
     if (request.namespace !== undefined) validateName(request.namespace, 'namespace name');
     if (!Number.isSafeInteger(request.size) || request.size < 1) {
@@ -689,50 +683,61 @@ export class Registry {
       const boot = request.holder.boot ?? bootId();
       if (boot !== undefined) holder.boot = boot;
     }
+    return holder;
+  }
+
+  /** The allocation `request` gets now, in transaction `sql` (not recorded). */
+  #place(sql: Statements, request: AllocationRequest, holder: Holder | undefined): Allocation {
+    const name = request.name;
+    if (name !== undefined) {
+      const other = sql.byIdOrName.get({ key: name }) as AllocationRow | undefined;
+      if (other !== undefined) {
+        throw new AllocError(
+          ALLOC_NAME_TAKEN,
+          `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
+          {
+            hint: `choose another name, or release it first: userns alloc release ${name}`,
+            data: { name, id: other.id },
+          },
+        );
+      }
+    }
+    const uidIx = this.#index(sql, 'uid', request.pools.uid.ranges);
+    const gidIx = this.#index(sql, 'gid', request.pools.gid.ranges);
+    const uidStart = pickBlock(uidIx.free, request.policy, request.size);
+    if (uidStart === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
+    const gidStart = pickBlock(gidIx.free, request.policy, request.size, uidStart);
+    if (gidStart === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
+    const uid = this.#buildMap(sql, 'uid', uidStart, request, request.pools.uid, uidIx);
+    const gid = this.#buildMap(sql, 'gid', gidStart, request, request.pools.gid, gidIx);
+    let id = randomBytes(6).toString('hex');
+    while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
+    const a: Allocation = {
+      id,
+      name: name ?? id,
+      owner: process.geteuid?.() ?? 0,
+      created: new Date().toISOString(),
+      policy: formatPolicy(request.policy),
+      size: request.size,
+      uidMap: uid.map,
+      gidMap: gid.map,
+      uids: uid.reserved,
+      gids: gid.reserved,
+      seq: this.#cachedSeq + 1,
+    };
+    if (request.namespace !== undefined) a.namespace = request.namespace;
+    if (holder !== undefined) a.holder = holder;
+    return a;
+  }
+
+  /** Allocates uid and gid ranges for one container. */
+  async allocate(request: AllocationRequest): Promise<Allocation> {
+    const holder = this.#checkRequest(request);
     await this.#systemTaken?.refresh();
     const allocation = this.#transaction(true, (sql) => {
-      const name = request.name;
-      if (name !== undefined) {
-        const other = sql.byIdOrName.get({ key: name }) as AllocationRow | undefined;
-        if (other !== undefined) {
-          throw new AllocError(
-            ALLOC_NAME_TAKEN,
-            `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
-            {
-              hint: `choose another name, or release it first: userns alloc release ${name}`,
-              data: { name, id: other.id },
-            },
-          );
-        }
-      }
-      const uidIx = this.#index(sql, 'uid', request.pools.uid.ranges);
-      const gidIx = this.#index(sql, 'gid', request.pools.gid.ranges);
-      const uidStart = pickBlock(uidIx.free, request.policy, request.size);
-      if (uidStart === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
-      const gidStart = pickBlock(gidIx.free, request.policy, request.size, uidStart);
-      if (gidStart === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
-      const uid = this.#buildMap(sql, 'uid', uidStart, request, request.pools.uid, uidIx);
-      const gid = this.#buildMap(sql, 'gid', gidStart, request, request.pools.gid, gidIx);
-      let id = randomBytes(6).toString('hex');
-      while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
-      const seq = this.#cachedSeq + 1;
-      const a: Allocation = {
-        id,
-        name: name ?? id,
-        owner: process.geteuid?.() ?? 0,
-        created: new Date().toISOString(),
-        policy: formatPolicy(request.policy),
-        size: request.size,
-        uidMap: uid.map,
-        gidMap: gid.map,
-        uids: uid.reserved,
-        gids: gid.reserved,
-        seq,
-      };
-      if (request.namespace !== undefined) a.namespace = request.namespace;
-      if (holder !== undefined) a.holder = holder;
+      const a = this.#place(sql, request, holder);
       insertAllocation(sql, a);
-      sql.setSeq.run(seq);
+      sql.setSeq.run(a.seq);
       return a;
     });
     // Committed: the indexes follow (sync() saw everything up to seq - 1 in this transaction).
@@ -741,6 +746,32 @@ export class Registry {
     this.#cachedSeq = allocation.seq;
     if (this.#reserveMissing) this.#ensureReserve();
     return allocation;
+  }
+
+  /**
+   * What allocate() would return now, recording nothing (a dry run): the same checks and the
+   * same placement, in a read transaction. A registry that does not exist yet is not created:
+   * the placement is made in an empty database in memory.
+   */
+  async preview(request: AllocationRequest): Promise<Allocation> {
+    const holder = this.#checkRequest(request);
+    await this.#systemTaken?.refresh();
+    if (existsSync(this.dir)) return this.#transaction(false, (sql) => this.#place(sql, request, holder));
+    const db = openMemoryDatabase();
+    try {
+      db.exec(DDL);
+      const saved = { seq: this.#cachedSeq, indexes: this.#indexes };
+      this.#cachedSeq = 0;
+      this.#indexes = [];
+      try {
+        return this.#place(prepare(db), request, holder);
+      } finally {
+        this.#cachedSeq = saved.seq;
+        this.#indexes = saved.indexes;
+      }
+    } finally {
+      db.close();
+    }
   }
 
   /** Deletes `a` (a row read in this transaction) and logs the release; returns its seq. */
@@ -859,7 +890,7 @@ export class Registry {
   async usage(pools: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
     await this.#systemTaken?.refresh();
     return this.#transaction(false, (sql) => {
-      const one = (kind: 'uid' | 'gid'): KindUsage => {
+      const one = (kind: IdKind): KindUsage => {
         const pool = pools[kind];
         const ix = this.#index(sql, kind, pool.ranges);
         const poolSize = rangesSize(pool.ranges);

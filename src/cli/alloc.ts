@@ -1,9 +1,14 @@
 /**
  * `userns alloc`: allocate non-overlapping uid/gid ranges for containers, list, release, gc.
  */
-import { UsageError } from '../errors.js';
-import { formatRange, formatTriple } from '../idmap/extent.js';
+
+import { openRegistry, poolFiles } from '../alloc/allocate.js';
+import * as alloc from '../alloc/index.js';
+import { formatExclusion } from '../alloc/system-taken.js';
+import { UsageError } from '../errors/index.js';
+import { formatRange, formatTriple, INVALID_ID } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
+import { collectAllocationGarbage } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import {
   type CliIo,
@@ -41,9 +46,7 @@ function ranges(rs: readonly IdRange[]): string {
   return rs.map((r) => formatRange(r.start, r.count)).join(',');
 }
 
-function allocationJson(
-  a: import('../alloc/registry.js').Allocation & { estimate?: unknown; warnings?: unknown },
-) {
+function allocationJson(a: alloc.Allocation & { estimate?: unknown; warnings?: unknown }) {
   const { seq: _seq, warnings: _warnings, ...rest } = a;
   return {
     ...rest,
@@ -53,7 +56,7 @@ function allocationJson(
 }
 
 function parseSize(text: string): number {
-  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > 4294967295) {
+  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > INVALID_ID) {
     throw new UsageError(`--size ${JSON.stringify(text)}: expected a number of IDs from 1 to 4294967295`);
   }
   return Number(text);
@@ -73,7 +76,6 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   if (values.size !== undefined && values['for-rootfs'] !== undefined) {
     throw new UsageError('--size and --for-rootfs cannot be combined', { hint: 'give one or the other' });
   }
-  const alloc = await import('../alloc/index.js');
   const poolArg = (list: string[] | undefined, option: string) =>
     list?.map((t) => alloc.parsePoolArgument(t, option));
   const pool = poolArg(values.pool, '--pool');
@@ -116,9 +118,8 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc list'].options, 'alloc list');
   if (values.help) return writeHelp(io, 'alloc list');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
   const where = location(values);
-  const registry = alloc.openRegistry(where);
+  const registry = openRegistry(where);
   const list = await registry.list();
   const migrated = await registry.migrated();
   let usage: Awaited<ReturnType<typeof alloc.allocationUsage>> | undefined;
@@ -135,7 +136,7 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       ...(uidPool === undefined ? {} : { uidPool }),
       ...(gidPool === undefined ? {} : { gidPool }),
       ...(values.config === undefined ? {} : { configPath: values.config }),
-      ...alloc.poolFiles(where),
+      ...poolFiles(where),
     });
     warnings.push(...(pools.warnings ?? []));
     usage = await alloc.allocationUsage({ ...where, pools });
@@ -178,7 +179,7 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       );
       const shown = u.excluded.slice(0, 20);
       if (shown.length > 0) io.stdout.write(`  excluded from it (not free, held by no allocation):\n`);
-      for (const x of shown) io.stdout.write(`    ${alloc.formatExclusion(x)}\n`);
+      for (const x of shown) io.stdout.write(`    ${formatExclusion(x)}\n`);
       if (u.excluded.length > shown.length)
         io.stdout.write(
           `    … and ${u.excluded.length - shown.length} more ('userns alloc list --json' lists them all)\n`,
@@ -203,7 +204,6 @@ async function doRelease(argv: string[], io: CliIo): Promise<number> {
       },
     );
   }
-  const alloc = await import('../alloc/index.js');
   const released = await alloc.release(
     positionals[0]!,
     values.root === undefined ? {} : { root: values.root },
@@ -220,8 +220,7 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc gc'].options, 'alloc gc');
   if (values.help) return writeHelp(io, 'alloc gc');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
-  const { released, kept } = await alloc.collectGarbage(
+  const { released, kept } = await collectAllocationGarbage(
     values.root === undefined ? {} : { root: values.root },
   );
   if (values.json) {
@@ -246,7 +245,6 @@ async function doRecover(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc recover'].options, 'alloc recover');
   if (values.help) return writeHelp(io, 'alloc recover');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
   const result = await alloc.recoverAllocations(values.root === undefined ? {} : { root: values.root });
   warn(io, result.warnings);
   if (values.json) {

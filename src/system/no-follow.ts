@@ -11,10 +11,7 @@
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
-
-/** A symbolic link where none may be (`data: { path, link }`: the path asked for, the link met). */
-export class SymlinkRefusedError extends UsernsError {}
+import { SymlinkRefusedError } from '../errors/index.js';
 
 const MAX_LINKS = 40; // the kernel's limit of links followed in one lookup
 

@@ -13,7 +13,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { allocate, listAllocations } from '../../src/alloc/index.js';
 import { Registry } from '../../src/alloc/registry.js';
-import { createNamespace, removeNamespace } from '../../src/store/namespaces.js';
+import { createNamespace, removeNamespace } from '../../src/namespaces/index.js';
 import { type Entry, replay } from './replay.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
@@ -168,7 +168,7 @@ describe('the registry across PID and mount namespaces', { timeout: 300_000 }, (
       await removeNamespace('alive-ns', { root });
     }
     // Now both owners are gone: gc here releases them.
-    const released = (await import('../../src/alloc/index.js')).gc({ root });
+    const released = (await import('../../src/namespaces/index.js')).gcAllocations({ root });
     assert.deepEqual((await released).map((a) => a.name).sort(), ['held', 'of-ns']);
   });
 });
