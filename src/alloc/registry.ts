@@ -25,6 +25,7 @@ import { acquireFileLock } from '../state/lock.js';
 import { writeFileAtomic } from '../store/atomic.js';
 import { ensurePrivateDir } from '../store/state-root.js';
 import { bootId, processLiveness, procPidNamespace } from '../system/proc.js';
+import type { AllocationRegistry } from './backend.js';
 import { FreeSpace } from './free-space.js';
 import {
   LEGACY_JOURNAL,
@@ -157,6 +158,11 @@ export interface AllocationRequest {
    * agent keeps one), only when there is one ('auto'), or never ('none', the default: persistent).
    */
   lease?: 'node' | 'auto' | 'none';
+  /**
+   * What the caller did not choose: a registry with defaults of its own (a fleet's
+   * configuration names a policy) may replace the policy, and then the size by the slot size.
+   */
+  defaults?: { policy?: boolean; size?: boolean };
   namespace?: string;
   /** A PID as this process's /proc shows it (pidNamespace defaults to that of /proc). */
   holder?: Holder;
@@ -362,7 +368,9 @@ function prepare(db: SqliteDatabase): Statements {
   };
 }
 
-export class Registry {
+export class Registry implements AllocationRegistry {
+  readonly backend = 'local' as const;
+  readonly poolsFromRegistry = false;
   readonly dir: string;
   /** The database file. */
   readonly path: string;
@@ -382,6 +390,16 @@ export class Registry {
     this.path = join(dir, REGISTRY_FILE);
     this.#options = options;
     this.#systemTaken = options.systemTaken === null ? undefined : new SystemTaken(options.systemTaken ?? {});
+  }
+
+  /** The database file. */
+  get location(): string {
+    return this.path;
+  }
+
+  /** The pools come from this machine's configuration (pool.ts), not from the registry. */
+  async registryPools(): Promise<undefined> {
+    return undefined;
   }
 
   get #context(): DatabaseContext {
@@ -688,7 +706,7 @@ export class Registry {
   /** Releases by id or name; returns the allocation and the sequence number of the release. */
   async release(
     idOrName: string,
-    options: { ifExists?: boolean } = {},
+    options: { ifExists?: boolean; force?: boolean } = {},
   ): Promise<{ allocation: Allocation; seq: number } | undefined> {
     const result = this.#freeing((sql) => {
       const row = sql.byIdOrName.get({ key: idOrName }) as AllocationRow | undefined;
@@ -767,7 +785,8 @@ export class Registry {
   }
 
   /** Free and used IDs per pool, and what is excluded from each. */
-  async usage(pools: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
+  async usage(pools?: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
+    if (pools === undefined) throw new TypeError('the local registry needs the pools to count');
     await this.#systemTaken?.refresh();
     return this.#transaction(false, (sql) => {
       const one = (kind: 'uid' | 'gid'): KindUsage => {

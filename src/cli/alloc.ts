@@ -7,10 +7,12 @@ import type { IdRange } from '../idmap/ranges.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
 
 export const HELP = `Usage: userns alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]
-       userns alloc list [--pool START:COUNT]... [--root DIR] [--json]
-       userns alloc release ID|NAME [--root DIR] [--json]
-       userns alloc gc [--root DIR] [--json]
+       userns alloc list [--pool START:COUNT]... [--root DIR] [--registry URL] [--json]
+       userns alloc release ID|NAME [--root DIR] [--registry URL [--force]] [--json]
+       userns alloc gc [--root DIR] [--registry URL] [--json]
        userns alloc recover [--root DIR] [--json]
+       userns alloc config --registry URL [--pool START:COUNT]... [--policy POLICY] [--lease-ttl S]
+       userns alloc agent --registry URL [--node NAME] [--ttl S] [--revoke-on-exit]
 
 Gives each container its own range of host uids and gids, never overlapping any other live
 allocation, any ID owned by a passwd or group entry, any user's subordinate range (other than
@@ -46,8 +48,23 @@ Options:
   --subuid-file PATH, --subgid-file PATH, --passwd-file PATH, --group-file PATH
                          read these instead of /etc/subuid, /etc/subgid, /etc/passwd, /etc/group
                          (pools and excluded IDs; getent and getsubids are then not asked)
+  --registry URL         the registry: local (the default: the SQLite file above) or a fleet
+                         registry on etcd v3, etcd://HOST:PORT[,HOST:PORT…]/PREFIX (etcds:// for
+                         TLS; ?timeout=MS bounds a call, default 10000); default $USERNS_REGISTRY
+  --node NAME            this machine's name in a fleet registry (default $USERNS_NODE, else the
+                         host name)
+  --lease                fleet: tie the allocation to this node's lease (needs 'alloc agent'):
+                         released fleet-wide when the node is gone for longer than the lease TTL;
+                         without it an allocation is persistent
   --json                 machine-readable output
   -h, --help             this text
+
+Fleet registry (etcd): every node allocates from one pool (set with 'alloc config'), in one
+etcd transaction per allocate or release, so no two nodes ever get overlapping ranges. The
+same --name gives the same range on every node: the first allocates, later ones read it
+('reused'). When etcd is unreachable, a node still gets the named ranges it already holds, from
+its cache under the state root (said on stderr and as "offline" in --json); it never allocates
+a new range offline. See "Fleet" in the README.
 
 Subcommands:
   list                   live allocations, how much of each pool is free, and which IDs of
@@ -58,6 +75,14 @@ Subcommands:
                          from here (another PID namespace) is kept and listed
   recover                after REGISTRY_CORRUPT: moves the damaged database aside and makes a
                          new one with every allocation that can still be read from it
+  config                 a fleet registry's configuration: shows it, or sets the pools
+                         (--pool, --uid-pool, --gid-pool), the default --policy and the node
+                         --lease-ttl (seconds, default 60); --force keeps allocations a smaller
+                         pool leaves outside
+  agent                  keeps this node's lease alive until SIGINT or SIGTERM (adopting the
+                         lease of its previous run when that is still alive); --lease
+                         allocations of the node live on it. --ttl S overrides the configured
+                         TTL; --revoke-on-exit releases the node's leased allocations on exit
 
 Examples:
   userns alloc --name web                       # 65536 uids and gids, first fit
@@ -66,6 +91,9 @@ Examples:
   userns alloc --size 65536 --uidmapping 1000:1000:1 --name dev
   userns alloc list
   userns alloc release web
+  userns alloc config --registry etcd://10.0.0.1:2379,10.0.0.2:2379/userns/prod --pool 0x80000:0x6FF80000 --policy slot
+  userns alloc agent --registry etcd://10.0.0.1:2379/userns/prod --node worker-1 &
+  userns alloc --registry etcd://10.0.0.1:2379/userns/prod --name tenant-a --lease
 `;
 
 const ALLOC_OPTIONS = {
@@ -85,9 +113,31 @@ const ALLOC_OPTIONS = {
   'subgid-file': { type: 'string' },
   'passwd-file': { type: 'string' },
   'group-file': { type: 'string' },
+  registry: { type: 'string' },
+  node: { type: 'string' },
+  lease: { type: 'boolean' },
 } as const;
 
-const ROOT_ONLY = { root: { type: 'string' } } as const;
+const ROOT_ONLY = {
+  root: { type: 'string' },
+  registry: { type: 'string' },
+  node: { type: 'string' },
+} as const;
+const RELEASE_OPTIONS = { ...ROOT_ONLY, force: { type: 'boolean' } } as const;
+const CONFIG_OPTIONS = {
+  ...ROOT_ONLY,
+  pool: { type: 'string', multiple: true },
+  'uid-pool': { type: 'string', multiple: true },
+  'gid-pool': { type: 'string', multiple: true },
+  policy: { type: 'string' },
+  'lease-ttl': { type: 'string' },
+  force: { type: 'boolean' },
+} as const;
+const AGENT_OPTIONS = {
+  ...ROOT_ONLY,
+  ttl: { type: 'string' },
+  'revoke-on-exit': { type: 'boolean' },
+} as const;
 const LIST_OPTIONS = {
   root: { type: 'string' },
   config: { type: 'string' },
@@ -98,11 +148,15 @@ const LIST_OPTIONS = {
   pool: { type: 'string', multiple: true },
   'uid-pool': { type: 'string', multiple: true },
   'gid-pool': { type: 'string', multiple: true },
+  registry: { type: 'string' },
+  node: { type: 'string' },
 } as const;
 
-/** --root and the substituted files, as a RegistryLocation. */
+/** --root, --registry, --node and the substituted files, as a RegistryLocation. */
 function location(values: {
   root?: string | undefined;
+  registry?: string | undefined;
+  node?: string | undefined;
   'subuid-file'?: string | undefined;
   'subgid-file'?: string | undefined;
   'passwd-file'?: string | undefined;
@@ -110,6 +164,8 @@ function location(values: {
 }) {
   return {
     ...(values.root === undefined ? {} : { root: values.root }),
+    ...(values.registry === undefined ? {} : { registryUrl: values.registry }),
+    ...(values.node === undefined ? {} : { node: values.node }),
     ...(values['subuid-file'] === undefined ? {} : { subuidPath: values['subuid-file'] }),
     ...(values['subgid-file'] === undefined ? {} : { subgidPath: values['subgid-file'] }),
     ...(values['passwd-file'] === undefined ? {} : { passwdPath: values['passwd-file'] }),
@@ -143,6 +199,25 @@ function parseSize(text: string): number {
   return Number(text);
 }
 
+type AllocModule = typeof import('../alloc/index.js');
+/** The alloc layer, once a subcommand loaded it (closed at the end of the command). */
+let loaded: AllocModule | undefined;
+
+async function allocLayer(): Promise<AllocModule> {
+  loaded ??= await import('../alloc/index.js');
+  return loaded;
+}
+
+/** " (node N, leased)", " (reused)", …: what a fleet allocation adds to its line. */
+function fleetNote(a: import('../alloc/registry.js').Allocation): string {
+  const notes: string[] = [];
+  if (a.node !== undefined) notes.push(`node ${a.node}`);
+  if (a.registry !== undefined) notes.push(a.lease === undefined ? 'persistent' : `on lease ${a.lease}`);
+  if (a.reused) notes.push('existing allocation of this name');
+  if (a.offline !== undefined) notes.push(`OFFLINE: from this node's cache, read at ${a.offline.readAt}`);
+  return notes.length === 0 ? '' : `\n  ${notes.join(', ')}`;
+}
+
 async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, ALLOC_OPTIONS, 'alloc');
   if (values.help) {
@@ -151,20 +226,27 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   }
   if (positionals.length > 0) {
     throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`, {
-      hint: "subcommands are list, release and gc; see 'userns alloc --help'",
+      hint: "subcommands are list, release, gc, recover, config and agent; see 'userns alloc --help'",
     });
   }
   if (values.size !== undefined && values['for-rootfs'] !== undefined) {
     throw new UsageError('--size and --for-rootfs cannot be combined', { hint: 'give one or the other' });
   }
-  const alloc = await import('../alloc/index.js');
+  const alloc = await allocLayer();
+  const where = location(values);
+  const fleet = alloc.fleetRegistryText(where) !== undefined;
+  if (values.lease && !fleet) {
+    throw new UsageError('--lease needs a fleet registry', {
+      hint: 'give --registry etcd://HOST:PORT/PREFIX (or set USERNS_REGISTRY)',
+    });
+  }
   const poolArg = (list: string[] | undefined, option: string) =>
     list?.map((t) => alloc.parsePoolArgument(t, option));
   const pool = poolArg(values.pool, '--pool');
   const uidPool = poolArg(values['uid-pool'], '--uid-pool');
   const gidPool = poolArg(values['gid-pool'], '--gid-pool');
   const result = await alloc.allocate({
-    ...location(values),
+    ...where,
     ...(values.size === undefined ? {} : { size: parseSize(values.size) }),
     ...(values['for-rootfs'] === undefined ? {} : { forRootfs: values['for-rootfs'] }),
     ...(values.policy === undefined ? {} : { policy: values.policy }),
@@ -176,14 +258,20 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
     ...(values.uidmapping === undefined ? {} : { uidMapping: values.uidmapping.join(',') }),
     ...(values.gidmapping === undefined ? {} : { gidMapping: values.gidmapping.join(',') }),
     ...(values.config === undefined ? {} : { configPath: values.config }),
+    ...(values.lease ? { lease: 'node' as const } : {}),
   });
   warn(io, result.warnings);
   if (values.json) {
-    writeJson(io, { ok: true, allocation: allocationJson(result), warnings: result.warnings ?? [] });
+    writeJson(io, {
+      ok: true,
+      allocation: allocationJson(result),
+      offline: result.offline !== undefined,
+      warnings: result.warnings ?? [],
+    });
     return 0;
   }
   io.stdout.write(
-    `allocated ${result.name} (id ${result.id}): uids ${ranges(result.uids)}, gids ${ranges(result.gids)} (${result.size} each, policy ${result.policy})\n`,
+    `${result.reused ? 'existing' : 'allocated'} ${result.name} (id ${result.id}): uids ${ranges(result.uids)}, gids ${ranges(result.gids)} (${result.size} each, policy ${result.policy})${fleetNote(result)}\n`,
   );
   if (result.estimate !== undefined) {
     const e = result.estimate;
@@ -196,6 +284,13 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+function table(io: CliIo, head: string[], rows: string[][]): void {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [head, ...rows]) {
+    io.stdout.write(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
+  }
+}
+
 async function doList(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, LIST_OPTIONS, 'alloc list');
   if (values.help) {
@@ -203,8 +298,19 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
+  const alloc = await allocLayer();
   const where = location(values);
+  const fleetText = alloc.fleetRegistryText(where);
+  if (fleetText !== undefined) {
+    const given = (['pool', 'uid-pool', 'gid-pool', 'config'] as const).filter(
+      (o) => values[o] !== undefined,
+    );
+    if (given.length > 0)
+      throw new UsageError(`--${given[0]}: the pools of a fleet registry come from its configuration`, {
+        hint: `'userns alloc config --registry ${fleetText}' shows them`,
+      });
+    return listFleet(alloc, where, io, values.json === true);
+  }
   const registry = alloc.openRegistry(where);
   const list = await registry.list();
   const migrated = await registry.migrated();
@@ -242,36 +348,14 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   }
   if (list.length === 0) io.stdout.write('no allocations\n');
   else {
-    const rows = list.map((a) => [
-      a.id,
-      a.name,
-      String(a.owner),
-      ranges(a.uids),
-      ranges(a.gids),
-      a.policy,
-      a.created,
-    ]);
-    const head = ['ID', 'NAME', 'OWNER', 'UIDS', 'GIDS', 'POLICY', 'CREATED'];
-    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    for (const row of [head, ...rows]) {
-      io.stdout.write(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
-    }
+    table(
+      io,
+      ['ID', 'NAME', 'OWNER', 'UIDS', 'GIDS', 'POLICY', 'CREATED'],
+      list.map((a) => [a.id, a.name, String(a.owner), ranges(a.uids), ranges(a.gids), a.policy, a.created]),
+    );
   }
-  if (usage !== undefined) {
-    for (const kind of ['uid', 'gid'] as const) {
-      const u = usage[kind];
-      io.stdout.write(
-        `${kind} pool ${ranges(u.pool) || '(empty)'} (${u.source}): ${u.free} of ${u.poolSize} free, largest free block ${u.largestFree}\n`,
-      );
-      const shown = u.excluded.slice(0, 20);
-      if (shown.length > 0) io.stdout.write(`  excluded from it (not free, held by no allocation):\n`);
-      for (const x of shown) io.stdout.write(`    ${alloc.formatExclusion(x)}\n`);
-      if (u.excluded.length > shown.length)
-        io.stdout.write(
-          `    … and ${u.excluded.length - shown.length} more ('userns alloc list --json' lists them all)\n`,
-        );
-    }
-  } else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
+  if (usage !== undefined) writeUsage(alloc, io, usage);
+  else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
   if (migrated !== undefined)
     io.stdout.write(
       `(migrated from ${migrated.from.join(' and ')} on ${migrated.at}: ${migrated.allocations} allocations)\n`,
@@ -279,8 +363,111 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+function writeUsage(
+  alloc: AllocModule,
+  io: CliIo,
+  usage: Awaited<ReturnType<AllocModule['allocationUsage']>>,
+): void {
+  for (const kind of ['uid', 'gid'] as const) {
+    const u = usage[kind];
+    io.stdout.write(
+      `${kind} pool ${ranges(u.pool) || '(empty)'} (${u.source}): ${u.free} of ${u.poolSize} free, largest free block ${u.largestFree}\n`,
+    );
+    const shown = u.excluded.slice(0, 20);
+    if (shown.length > 0) io.stdout.write(`  excluded from it (not free, held by no allocation):\n`);
+    for (const x of shown) io.stdout.write(`    ${alloc.formatExclusion(x)}\n`);
+    if (u.excluded.length > shown.length)
+      io.stdout.write(
+        `    … and ${u.excluded.length - shown.length} more ('userns alloc list --json' lists them all)\n`,
+      );
+  }
+}
+
+/** `alloc list` of a fleet registry: which node holds what, the live nodes, the pools. */
+async function listFleet(
+  alloc: AllocModule,
+  where: ReturnType<typeof location>,
+  io: CliIo,
+  json: boolean,
+): Promise<number> {
+  const registry = alloc.openFleetRegistry(where);
+  const list = await registry.list();
+  const offline = list.find((a) => a.offline !== undefined)?.offline;
+  let status: Awaited<ReturnType<typeof registry.status>> | undefined;
+  let usage: Awaited<ReturnType<typeof registry.usage>> | undefined;
+  let usageError: string | undefined;
+  if (offline === undefined && !(list.length === 0 && (await isOffline(registry)))) {
+    status = await registry.status();
+    try {
+      usage = await registry.usage();
+    } catch (error) {
+      usageError = (error as Error).message;
+    }
+  }
+  const warnings: string[] = [];
+  if (offline !== undefined || status === undefined)
+    warnings.push(
+      `the fleet registry ${registry.location} is unreachable: showing what this node's cache holds (allocations this node made or used), not the fleet`,
+    );
+  warn(io, warnings);
+  if (json) {
+    writeJson(io, {
+      ok: true,
+      registry: registry.location,
+      node: registry.node,
+      offline: status === undefined,
+      allocations: list.map(allocationJson),
+      ...(status === undefined
+        ? {}
+        : { nodes: status.nodes, config: status.config ?? null, revision: status.revision }),
+      ...(usage === undefined ? (usageError === undefined ? {} : { usageError }) : { usage }),
+      warnings,
+    });
+    return 0;
+  }
+  if (list.length === 0) io.stdout.write('no allocations\n');
+  else {
+    table(
+      io,
+      ['ID', 'NAME', 'NODE', 'LEASE', 'HELD BY', 'UIDS', 'GIDS', 'POLICY', 'CREATED'],
+      list.map((a) => [
+        a.id,
+        a.name,
+        a.node ?? '-',
+        a.lease === undefined ? 'persistent' : a.lease,
+        (a.holders ?? []).join(',') || '-',
+        ranges(a.uids),
+        ranges(a.gids),
+        a.policy,
+        a.created,
+      ]),
+    );
+  }
+  if (status !== undefined) {
+    io.stdout.write(
+      status.nodes.length === 0
+        ? 'nodes: none has a live agent\n'
+        : `nodes (with a live agent): ${status.nodes.map((n) => `${n.node} (lease ${n.lease}, TTL ${n.ttl} s, since ${n.since})`).join('; ')}\n`,
+    );
+  }
+  if (usage !== undefined) writeUsage(alloc, io, usage);
+  else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
+  return 0;
+}
+
+/** Whether the registry answers (for a list that came back empty: from the cache, or truly empty). */
+async function isOffline(registry: import('../alloc/index.js').FleetRegistry): Promise<boolean> {
+  try {
+    await registry.status();
+    return false;
+  } catch (error) {
+    if ((error as { code?: string }).code === 'REGISTRY_UNREACHABLE') return true;
+    throw error;
+  }
+}
+
 async function doRelease(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc release');
+  const { values, positionals } = parseCommandLine(argv, RELEASE_OPTIONS, 'alloc release');
   if (values.help) {
     io.stdout.write(HELP);
     return 0;
@@ -293,11 +480,11 @@ async function doRelease(argv: string[], io: CliIo): Promise<number> {
       },
     );
   }
-  const alloc = await import('../alloc/index.js');
-  const released = await alloc.release(
-    positionals[0]!,
-    values.root === undefined ? {} : { root: values.root },
-  );
+  const alloc = await allocLayer();
+  const released = await alloc.release(positionals[0]!, {
+    ...location(values),
+    ...(values.force ? { force: true } : {}),
+  });
   if (values.json) writeJson(io, { ok: true, released: allocationJson(released) });
   else
     io.stdout.write(
@@ -313,10 +500,8 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
-  const { released, kept } = await alloc.collectGarbage(
-    values.root === undefined ? {} : { root: values.root },
-  );
+  const alloc = await allocLayer();
+  const { released, kept } = await alloc.collectGarbage(location(values));
   if (values.json) {
     writeJson(io, {
       ok: true,
@@ -336,13 +521,17 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function doRecover(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc recover');
+  const { values, positionals } = parseCommandLine(
+    argv,
+    { root: { type: 'string' } } as const,
+    'alloc recover',
+  );
   if (values.help) {
     io.stdout.write(HELP);
     return 0;
   }
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await import('../alloc/index.js');
+  const alloc = await allocLayer();
   const result = await alloc.recoverAllocations(values.root === undefined ? {} : { root: values.root });
   warn(io, result.warnings);
   if (values.json) {
@@ -365,6 +554,174 @@ async function doRecover(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
+function fleetOnly(alloc: AllocModule, values: { registry?: string | undefined }, command: string): string {
+  const text = alloc.fleetRegistryText(values.registry === undefined ? {} : { registryUrl: values.registry });
+  if (text === undefined) {
+    throw new UsageError(`alloc ${command} needs a fleet registry`, {
+      hint:
+        command === 'config'
+          ? 'give --registry etcd://HOST:PORT/PREFIX (or set USERNS_REGISTRY); the local pools are configured in /etc/userns/alloc.json'
+          : 'give --registry etcd://HOST:PORT/PREFIX (or set USERNS_REGISTRY)',
+    });
+  }
+  return text;
+}
+
+function configText(config: import('../alloc/index.js').FleetConfig): string {
+  return [
+    `uid pool ${ranges(config.uidPool)}`,
+    `gid pool ${ranges(config.gidPool)}`,
+    `policy ${config.policy ?? 'first-fit (default)'}`,
+    `lease TTL ${config.leaseTtl ?? 60} s${config.leaseTtl === undefined ? ' (default)' : ''}`,
+  ].join('\n  ');
+}
+
+async function doConfig(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, CONFIG_OPTIONS, 'alloc config');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const alloc = await allocLayer();
+  const text = fleetOnly(alloc, values, 'config');
+  const registry = alloc.openFleetRegistry(location(values));
+  const poolArg = (list: string[] | undefined, option: string) =>
+    list?.map((t) => alloc.parsePoolArgument(t, option));
+  const pool = poolArg(values.pool, '--pool');
+  const uidPool = poolArg(values['uid-pool'], '--uid-pool') ?? pool;
+  const gidPool = poolArg(values['gid-pool'], '--gid-pool') ?? pool;
+  let leaseTtl: number | undefined;
+  if (values['lease-ttl'] !== undefined) {
+    if (!/^[0-9]{1,6}$/.test(values['lease-ttl']))
+      throw new UsageError(`--lease-ttl ${JSON.stringify(values['lease-ttl'])}: expected whole seconds`);
+    leaseTtl = Number(values['lease-ttl']);
+  }
+  if (values.policy !== undefined) alloc.parsePolicy(values.policy);
+  const setting =
+    uidPool !== undefined || gidPool !== undefined || values.policy !== undefined || leaseTtl !== undefined;
+  if (!setting) {
+    if (values.force) throw new UsageError('--force goes with a new configuration');
+    const status = await registry.status();
+    if (values.json) {
+      writeJson(io, {
+        ok: true,
+        registry: registry.location,
+        config: status.config ?? null,
+        nodes: status.nodes,
+      });
+      return 0;
+    }
+    if (status.config === undefined) {
+      io.stdout.write(
+        `${registry.location}: no configuration yet; set it with: userns alloc config --registry ${text} --pool START:COUNT\n`,
+      );
+      return 0;
+    }
+    io.stdout.write(`${registry.location}:\n  ${configText(status.config)}\n`);
+    return 0;
+  }
+  const current = (await registry.status()).config;
+  const uid = uidPool ?? current?.uidPool;
+  const gid = gidPool ?? current?.gidPool;
+  if (uid === undefined || gid === undefined) {
+    throw new UsageError(`${registry.location} has no configuration yet: give its pools`, {
+      hint: '--pool START:COUNT (both kinds), or --uid-pool and --gid-pool',
+    });
+  }
+  const policy = values.policy ?? current?.policy;
+  const ttl = leaseTtl ?? current?.leaseTtl;
+  const result = await registry.setConfig(
+    {
+      uidPool: uid,
+      gidPool: gid,
+      ...(policy === undefined ? {} : { policy }),
+      ...(ttl === undefined ? {} : { leaseTtl: ttl }),
+    },
+    values.force ? { force: true } : {},
+  );
+  const warnings =
+    result.outside.length === 0
+      ? []
+      : [
+          `${result.outside.length} allocation(s) keep ranges outside the new pools: ${result.outside.map((a) => a.name).join(', ')}`,
+        ];
+  warn(io, warnings);
+  if (values.json) {
+    writeJson(io, {
+      ok: true,
+      registry: registry.location,
+      config: result.config,
+      previous: result.previous ?? null,
+      warnings,
+    });
+    return 0;
+  }
+  io.stdout.write(`${registry.location}: configuration set\n  ${configText(result.config)}\n`);
+  return 0;
+}
+
+async function doAgent(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv, AGENT_OPTIONS, 'alloc agent');
+  if (values.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
+  const alloc = await allocLayer();
+  const text = fleetOnly(alloc, values, 'agent');
+  let ttl: number | undefined;
+  if (values.ttl !== undefined) {
+    if (!/^[0-9]{1,6}$/.test(values.ttl))
+      throw new UsageError(`--ttl ${JSON.stringify(values.ttl)}: expected whole seconds`);
+    ttl = Number(values.ttl);
+  }
+  const say = (event: import('../alloc/index.js').AgentEvent) => {
+    if (values.json) {
+      io.stdout.write(`${JSON.stringify(event)}\n`);
+      return;
+    }
+    switch (event.type) {
+      case 'registered':
+        io.stdout.write(
+          `agent of node ${event.node} in ${alloc.parseRegistryUrl(text).display}: lease ${event.lease} (TTL ${event.ttl} s, ${event.adopted ? 'adopted from the previous run' : 'new'})\n`,
+        );
+        break;
+      case 'keepalive-failed':
+        io.stderr.write(
+          `userns: warning: cannot keep the lease alive (retrying): ${event.message.split('\n')[0]}\n`,
+        );
+        break;
+      case 'keepalive-restored':
+        io.stderr.write('userns: keepalives answered again\n');
+        break;
+      case 'lost':
+        io.stderr.write(
+          `userns: warning: the lease ${event.lease} of node ${event.node} expired: its leased allocations were released fleet-wide (${event.forgotten} known here); registering again\n`,
+        );
+        break;
+      case 'stopped':
+        io.stdout.write(
+          `agent of node ${event.node} stopped: ${event.revoked ? 'lease revoked, its leased allocations released' : `lease ${event.lease} left to expire after its TTL`}\n`,
+        );
+        break;
+    }
+  };
+  const where = location(values);
+  const agent = await alloc.startAgent({ ...where, ...(ttl === undefined ? {} : { ttl }) }, say);
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await agent.stop(values['revoke-on-exit'] ? { revoke: true } : {});
+  return 0;
+}
+
 export const main: Command = async (argv, io) => {
   const json = argv.includes('--json');
   try {
@@ -373,6 +730,8 @@ export const main: Command = async (argv, io) => {
     if (first === 'release') return await doRelease(rest, io);
     if (first === 'gc') return await doGc(rest, io);
     if (first === 'recover') return await doRecover(rest, io);
+    if (first === 'config') return await doConfig(rest, io);
+    if (first === 'agent') return await doAgent(rest, io);
     if (first === 'help') {
       io.stdout.write(HELP);
       return 0;
@@ -380,5 +739,7 @@ export const main: Command = async (argv, io) => {
     return await doAllocate(argv, io);
   } catch (error) {
     return reportError(error, io, json);
+  } finally {
+    loaded?.closeAllocationRegistries();
   }
 };
