@@ -4,7 +4,7 @@
 import type { Check, DoctorReport, Evidence } from '../doctor/types.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 
-export const HELP = `Usage: userns doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--no-probe] [--json]
+export const HELP = `Usage: userns doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--registry URL] [--no-probe] [--json]
 
 Checks everything that can stand in the way of user namespaces for a user (default: you), says
 for each finding what is wrong, what it read (value, file and line) and the exact fix, and ends
@@ -23,6 +23,10 @@ Checks:
   newidmap     newuidmap/newgidmap present, setuid root or file capabilities
                (security.capability), owner, mode, version, nosuid mounts
   environment  XDG_RUNTIME_DIR, whether / is a shared mount, no_new_privs
+  registry     with a fleet allocation registry (--registry or $USERNS_REGISTRY): every etcd
+               member answers; the pool configuration exists and what is stored is consistent
+               (index, names, leases, no overlap, allocations inside the pools); this node has
+               a live agent; none of this machine's users' IDs lie in the fleet pool
   probe        creates a namespace through the real 'userns run' path, reads the maps back
                inside and reports the exact step that failed (helper launch, unshare,
                newuidmap, newgidmap, write, setup, exec, read back)
@@ -35,6 +39,9 @@ Options:
   --user NAME        diagnose this user (login name or UID) instead of yourself
   --newuidmap PATH   inspect and use this newuidmap (default: from PATH)
   --newgidmap PATH   inspect and use this newgidmap (default: from PATH)
+  --registry URL     check this fleet allocation registry (default $USERNS_REGISTRY)
+  --node NAME        this machine's node name in it (default $USERNS_NODE, else the host name)
+  --root DIR         the state root (this node's cache of the fleet registry)
   --no-probe         skip the live probe
   --json             one object: { ok, user, checks: [{ id, status, title, message, evidence, fix }] }
   -h, --help         this text
@@ -55,6 +62,9 @@ const OPTIONS = {
   newuidmap: { type: 'string' },
   newgidmap: { type: 'string' },
   'no-probe': { type: 'boolean' },
+  registry: { type: 'string' },
+  node: { type: 'string' },
+  root: { type: 'string' },
 } as const;
 
 const GROUP_TITLES: Record<string, string> = {
@@ -62,6 +72,7 @@ const GROUP_TITLES: Record<string, string> = {
   subids: 'Subordinate IDs',
   newidmap: 'newuidmap / newgidmap',
   environment: 'Environment',
+  registry: 'Fleet allocation registry',
   probe: 'Live probe',
 };
 
@@ -140,6 +151,9 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     ...(values.user === undefined ? {} : { user: values.user }),
     ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),
     ...(values.newgidmap === undefined ? {} : { newgidmap: values.newgidmap }),
+    ...(values.registry === undefined ? {} : { registry: values.registry }),
+    ...(values.node === undefined ? {} : { node: values.node }),
+    ...(values.root === undefined ? {} : { stateRoot: values.root }),
     probe: values['no-probe'] !== true,
   });
   if (values.json) {

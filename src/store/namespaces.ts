@@ -632,7 +632,9 @@ async function allocateFor(
   if (typeof options.userns !== 'string' || !options.userns.startsWith('auto:')) return undefined;
   const alloc = await import('../alloc/index.js');
   const request = alloc.parseAutoUserns(options.userns)!;
-  const allocation = await alloc.allocate({ ...request, namespace: name, root });
+  // In a fleet registry ($USERNS_REGISTRY), on the node's lease when its agent runs: a named
+  // namespace lives on this machine only.
+  const allocation = await alloc.allocate({ ...request, namespace: name, root, lease: 'auto' });
   return {
     id: allocation.id,
     options: {
