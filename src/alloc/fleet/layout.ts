@@ -118,8 +118,16 @@ export function checkFleetConfig(value: unknown, where: string): FleetConfig {
       hint: 'a newer userns may have written it; use that version',
     });
   }
-  const uid = configRanges(v.uidPool, `${where}: uidPool`);
-  const gid = configRanges(v.gidPool, `${where}: gidPool`);
+  const ranges = (value: unknown, what: string) => {
+    try {
+      return configRanges(value, `${where}: ${what}`);
+    } catch (error) {
+      if (error instanceof UsernsError && error.code === 'ALLOC_CONFIG') throw error;
+      throw new UsernsError('ALLOC_CONFIG', `${where}: ${what}: ${(error as Error).message}`);
+    }
+  };
+  const uid = ranges(v.uidPool, 'uidPool');
+  const gid = ranges(v.gidPool, 'gidPool');
   if (uid === undefined || gid === undefined)
     throw new UsernsError('ALLOC_CONFIG', `${where}: uidPool and gidPool are both required`);
   const config: FleetConfig = {
