@@ -156,7 +156,7 @@ export async function registryChecks(ctx: DoctorContext): Promise<Check[]> {
           ? `${verdict.problems.length} problem${verdict.problems.length > 1 ? 's' : ''} in the stored registry: ${verdict.problems.slice(0, 5).join('; ')}${verdict.problems.length > 5 ? '; …' : ''}`
           : verdict.warnings.length > 0
             ? verdict.warnings.slice(0, 5).join('; ')
-            : `${pools}, policy ${config.policy ?? 'first-fit'}, lease TTL ${config.leaseTtl ?? 60} s; ${verdict.allocations.length} allocations, consistent`,
+            : `${pools}, policy ${config.policy ?? 'first-fit'}, lease TTL ${config.leaseTtl ?? 60} s; ${verdict.allocations.length} allocation${verdict.allocations.length === 1 ? '' : 's'}, consistent`,
         { value: config, problems: verdict.problems, warnings: verdict.warnings },
         verdict.problems.length > 0
           ? 'keys of the registry were changed by something other than userns: compare with etcdctl get --prefix ' +
