@@ -411,6 +411,39 @@ describe('fleet registry on etcd (3 members)', { skip, timeout: 180_000 }, () =>
     assert.equal(back.offline, undefined);
   });
 
+  test('no quorum (2 of 3 members killed): nothing is allocated or reported; the cache serves what the node holds', {
+    timeout: 60_000,
+  }, async () => {
+    const p = `quorum${n++}`;
+    const admin = await configured(p);
+    const a = registry(p, 'a', { query: '?timeout=1000&try-timeout=300' });
+    const held = await a.allocate({ size: 1000, policy: FIRST_FIT, name: 'web' });
+    const before = (await admin.list()).map((q) => q.id);
+    await cluster.kill(1);
+    await cluster.kill(2);
+    try {
+      // The member left answers serializable reads, but no write and no linearizable read.
+      await assert.rejects(a.allocate({ size: 1000, policy: FIRST_FIT }), { code: 'REGISTRY_UNREACHABLE' });
+      await assert.rejects(a.allocate({ size: 1000, policy: FIRST_FIT, name: 'new' }), {
+        code: 'REGISTRY_UNREACHABLE',
+      });
+      await assert.rejects(a.release('web'), { code: 'REGISTRY_UNREACHABLE' });
+      const w = await a.allocate({ size: 1000, policy: FIRST_FIT, name: 'web' });
+      assert.deepEqual([w.id, w.uidMap, w.gidMap], [held.id, held.uidMap, held.gidMap]);
+      assert.ok(w.offline !== undefined);
+    } finally {
+      await Promise.all([cluster.restart(1), cluster.restart(2)]);
+    }
+    // Quorum back: whatever a lost try may have left is released by the node's next call.
+    const next = await a.allocate({ size: 10, policy: FIRST_FIT });
+    assert.deepEqual(
+      (await admin.list()).map((q) => q.id),
+      [...before, next.id],
+      'only what was reported',
+    );
+    assert.deepEqual((await admin.verify()).problems, []);
+  });
+
   test('gc releases the allocations of this node whose process is gone, only those', {
     timeout: 30_000,
   }, async () => {
