@@ -1,9 +1,11 @@
 /**
- * One allocating process of test/fleet/load.test.ts: a "container runtime" on one node that
- * allocates and releases against the fleet registry as fast as it can, and reports every
- * outcome. Not a test file; run as `node load-worker.js JSON` with
- *   { registry, node, dir, ops, seed, names, leased, until }
- * and prints one JSON line: { node, results: Outcome[], errors: {code: count} }.
+ * One allocating process of test/fleet/load.test.ts: "container runtimes" of two nodes in one
+ * process, each with its node's state root, that allocate and release against the fleet
+ * registry as fast as they can, and report every outcome. Not a test file; run as
+ * `node load-worker.js JSON` with
+ *   { registry, nodes, base, ops, seed, names, leased, until }
+ * (node N's state root is base/N, shared with the other processes of node N) and prints one
+ * JSON line: WorkerOutput.
  *
  * Operations, chosen by a seeded generator so a failing run can be repeated:
  *  - allocate a named, shared, persistent range (one of `names`, always 1000 IDs): every process
@@ -15,6 +17,7 @@
  * ifExists; at the end everything pending is settled so the test can compare exact sets.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { FleetRegistry } from '../../src/alloc/fleet/registry.js';
 import { parseRegistryUrl } from '../../src/alloc/fleet/url.js';
 import type { Allocation } from '../../src/alloc/registry.js';
@@ -22,8 +25,10 @@ import type { UsernsError } from '../../src/errors.js';
 
 export interface WorkerInput {
   registry: string;
-  node: string;
-  dir: string;
+  /** The nodes this process acts for (each operation picks one). */
+  nodes: string[];
+  /** Node N's state root is base/N. */
+  base: string;
   ops: number;
   seed: number;
   names: string[];
@@ -45,12 +50,15 @@ export interface Outcome {
   reused?: boolean;
   /** The etcd revision that created it. */
   seq: number;
+  /** The node that made it. */
   node: string;
+  /** The node that asked (for a name: maybe another one, which read it). */
+  askedBy: string;
   ms: number;
 }
 
 export interface WorkerOutput {
-  node: string;
+  nodes: string[];
   /** Allocations reported as made (or read, for names). */
   results: Outcome[];
   /**
@@ -76,7 +84,7 @@ function generator(seed: number): () => number {
   };
 }
 
-const outcome = (op: Outcome['op'], a: Allocation, ms: number): Outcome => ({
+const outcome = (op: Outcome['op'], a: Allocation, askedBy: string, ms: number): Outcome => ({
   op,
   id: a.id,
   name: a.name,
@@ -88,23 +96,27 @@ const outcome = (op: Outcome['op'], a: Allocation, ms: number): Outcome => ({
   ...(a.reused === undefined ? {} : { reused: a.reused }),
   seq: a.seq,
   node: a.node ?? '',
+  askedBy,
   ms,
 });
 
 async function run(input: WorkerInput): Promise<WorkerOutput> {
   const random = generator(input.seed);
-  const registry = new FleetRegistry(parseRegistryUrl(input.registry), {
-    dir: input.dir,
-    node: input.node,
-    systemTaken: null,
-    idleCloseMs: 0,
-  });
+  const url = parseRegistryUrl(input.registry);
+  const registries = new Map(
+    input.nodes.map((node) => [
+      node,
+      new FleetRegistry(url, { dir: join(input.base, node), node, systemTaken: null, idleCloseMs: 0 }),
+    ]),
+  );
+  const on = (node: string) => registries.get(node)!;
+  const anyNode = () => input.nodes[Math.floor(random() * input.nodes.length)]!;
   const results: Outcome[] = [];
   const released: WorkerOutput['released'] = [];
   const releaseMs: number[] = [];
   const errors: Record<string, number> = {};
   const held: Allocation[] = [];
-  const unsettled: string[] = [];
+  const unsettled: { id: string; node: string }[] = [];
   let retriedReleases = 0;
   const failed = (error: unknown) => {
     const code = (error as UsernsError).code ?? (error as Error).message;
@@ -118,18 +130,19 @@ async function run(input: WorkerInput): Promise<WorkerOutput> {
       if (held.length > 0 && r < 0.4) {
         const [a] = held.splice(Math.floor(random() * held.length), 1);
         try {
-          const r = await registry.release(a!.id);
+          const r = await on(a!.node!).release(a!.id);
           released.push({ id: a!.id, seq: r!.seq });
           releaseMs.push(performance.now() - t0);
         } catch (error) {
           failed(error);
-          unsettled.push(a!.id); // may or may not have happened: settled below
+          unsettled.push({ id: a!.id, node: a!.node! }); // may or may not have happened: settled below
         }
       } else if (r < 0.55) {
         const name = input.names[Math.floor(random() * input.names.length)]!;
         try {
-          const a = await registry.allocate({ size: 1000, policy: { kind: 'first-fit' }, name });
-          results.push(outcome('named', a, performance.now() - t0));
+          const node = anyNode();
+          const a = await on(node).allocate({ size: 1000, policy: { kind: 'first-fit' }, name });
+          results.push(outcome('named', a, node, performance.now() - t0));
         } catch (error) {
           failed(error);
         }
@@ -138,12 +151,13 @@ async function run(input: WorkerInput): Promise<WorkerOutput> {
         const slot = random() < 0.2;
         const lease = random() < input.leased ? 'auto' : 'none';
         try {
-          const a = await registry.allocate({
+          const node = anyNode();
+          const a = await on(node).allocate({
             size: slot ? 65536 : size,
             policy: slot ? { kind: 'slot', slotSize: 65536 } : { kind: 'first-fit' },
             lease,
           });
-          results.push(outcome('allocate', a, performance.now() - t0));
+          results.push(outcome('allocate', a, node, performance.now() - t0));
           held.push(a);
         } catch (error) {
           failed(error); // an allocation that failed is never used; an orphan is released below
@@ -153,10 +167,10 @@ async function run(input: WorkerInput): Promise<WorkerOutput> {
     // Settle: releases whose outcome was unknown, then the orphans of allocations whose answer
     // was lost (gc resolves this node's pending transactions first; nothing else is judged here
     // because no allocation of the load has a holder or a namespace).
-    for (const id of unsettled) {
+    for (const { id, node } of unsettled) {
       for (let attempt = 0; ; attempt++) {
         try {
-          const r = await registry.release(id, { ifExists: true });
+          const r = await on(node).release(id, { ifExists: true });
           retriedReleases++;
           released.push(r === undefined ? { id } : { id, seq: r.seq });
           break;
@@ -166,11 +180,11 @@ async function run(input: WorkerInput): Promise<WorkerOutput> {
         }
       }
     }
-    await registry.collectGarbage(async () => 'alive');
+    for (const registry of registries.values()) await registry.collectGarbage(async () => 'alive');
   } finally {
-    registry.close();
+    for (const registry of registries.values()) registry.close();
   }
-  return { node: input.node, results, released, releaseMs, errors, retriedReleases };
+  return { nodes: input.nodes, results, released, releaseMs, errors, retriedReleases };
 }
 
 const input = JSON.parse(process.argv[2]!) as WorkerInput;
@@ -179,7 +193,9 @@ run(input).then(
     process.stdout.write(`${JSON.stringify(output)}\n`);
   },
   (error: unknown) => {
-    process.stderr.write(`worker ${input.node}/${input.seed}: ${(error as Error).stack ?? String(error)}\n`);
+    process.stderr.write(
+      `worker ${input.nodes.join('+')}/${input.seed}: ${(error as Error).stack ?? String(error)}\n`,
+    );
     process.exitCode = 1;
   },
 );
