@@ -36,7 +36,12 @@ interface Allocator {
 }
 
 /** Fills to LIVE, then `rounds` cycles of allocate + release a random older one; cycles per second. */
-async function cycles(registry: Allocator, request: AllocationRequest, rounds: number, live = LIVE): Promise<number> {
+async function cycles(
+  registry: Allocator,
+  request: AllocationRequest,
+  rounds: number,
+  live = LIVE,
+): Promise<number> {
   const ids: string[] = [];
   for (let i = 0; i < live; i++) ids.push((await registry.allocate(request)).id);
   const t0 = process.hrtime.bigint();
@@ -87,7 +92,10 @@ export async function benchFleet(): Promise<Record<string, number | null>> {
       open.push(r);
       return r;
     };
-    await fleet('admin').setConfig({ uidPool: [SYSTEMD_CONTAINER_RANGE], gidPool: [SYSTEMD_CONTAINER_RANGE] });
+    await fleet('admin').setConfig({
+      uidPool: [SYSTEMD_CONTAINER_RANGE],
+      gidPool: [SYSTEMD_CONTAINER_RANGE],
+    });
     const local = new Registry(join(dir, 'local'));
     open.push(local);
     const sqliteRequest = { ...REQUEST, pools };
