@@ -11,6 +11,11 @@ export interface ErrorDetails {
   cause?: unknown;
 }
 
+/**
+ * The base of every error userns throws on purpose: a stable `code` (match on it, not on the
+ * message), a message that says what was wrong and where, a `hint` that says what to do, and
+ * `data` with the facts (printed by the CLI's `--json`).
+ */
 export class UsernsError extends Error {
   readonly code: string;
   readonly hint: string | undefined;

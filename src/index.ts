@@ -3,6 +3,8 @@
  *
  * The ID-map core (`userns/idmap`) is pure and synchronous; the system layer (`userns/system`),
  * spawning (`userns/spawn`) and the stores do I/O and live beside it.
+ *
+ * @module userns
  */
 
 export {

@@ -1,6 +1,8 @@
 /**
  * ID range allocation for many containers: `userns alloc`, `userns run --userns auto`,
  * `userns create --userns auto`. See registry.ts for the on-disk design.
+ *
+ * @module userns/alloc
  */
 import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -52,6 +54,7 @@ export * from './system-taken.js';
 /** Size when neither `size` nor `forRootfs` is given (and the policy is not a slot). */
 export const DEFAULT_SIZE = 65536;
 
+/** Where the allocation registry lives: `<root>/alloc/` of a state root. */
 export interface RegistryLocation {
   /** State root (default: store/state-root.ts defaultStateRoot). */
   root?: string;
@@ -78,6 +81,11 @@ export interface RegistryLocation {
   fleet?: Omit<FleetRegistryOptions, 'dir' | 'node' | 'systemTaken' | 'txnHook'>;
 }
 
+/**
+ * Options of {@link allocate}: the size (IDs from inside 0; default 65536 or the slot size) or a
+ * root filesystem to size from, the policy, the pools, a unique name, the owner (named namespace
+ * or process) and podman-style extra mappings.
+ */
 export interface AllocateOptions extends RegistryLocation {
   size?: number;
   /** Estimate the size from this root filesystem (ignored when `size` is given). */
@@ -348,6 +356,13 @@ export async function release(
   return result!.allocation;
 }
 
+/**
+ * The live allocations, oldest first.
+ *
+ * @param location The state root (default: /run/userns for root, $XDG_RUNTIME_DIR/userns otherwise).
+ * @returns Each allocation with its uid and gid ranges and maps (host IDs), name, owner and creation time.
+ * @throws AllocError when the registry cannot be read or locked (a damaged file names itself).
+ */
 export async function listAllocations(location: RegistryLocation = {}): Promise<Allocation[]> {
   return openAllocationRegistry(location).list();
 }
@@ -430,7 +445,12 @@ export function defaultIsNamespaceAlive(
   };
 }
 
+/** Options of {@link gc}. */
 export interface GcOptions extends RegistryLocation {
+  /**
+   * Whether the named namespace an allocation belongs to still exists (default: its state entry is
+   * running under the same state root), or how sure that is.
+   */
   isNamespaceAlive?: (name: string) => Promise<boolean | Liveness | { liveness: Liveness; reason?: string }>;
 }
 

@@ -140,6 +140,10 @@ export interface Holder {
   boot?: string;
 }
 
+/**
+ * What {@link Registry.allocate} is asked for: `size` IDs from inside 0, placed by `policy` in
+ * `pools`, with an optional unique name, owner (named namespace or process) and extra mappings.
+ */
 export interface AllocationRequest {
   size: number;
   policy: Policy;
@@ -171,6 +175,7 @@ export interface AllocationRequest {
   gidPassthrough?: readonly Extent[];
 }
 
+/** How much of one kind's pool is used: sizes in IDs, `largestFree` the largest free block. */
 export interface KindUsage {
   pool: IdRange[];
   source: string;
@@ -182,6 +187,7 @@ export interface KindUsage {
   excluded: Exclusion[];
 }
 
+/** Tuning and test options of a {@link Registry}. */
 export interface RegistryOptions {
   /** IDs taken by passwd/group entries, users' subordinate ranges and systemd-nsresourced; null = ignore them (tests). */
   systemTaken?: SystemTakenOptions | null;
@@ -194,16 +200,26 @@ export interface RegistryOptions {
 /** Whether a gc candidate's owner is gone; 'unknown' keeps it (with a reason). */
 export type Liveness = 'alive' | 'dead' | 'unknown';
 
+/** What {@link collectGarbage} did: the allocations released, and those kept because their owner could not be checked. */
 export interface GcResult {
   released: Allocation[];
   /** Allocations whose owner could not be checked from here, with why: kept. */
   kept: { allocation: Allocation; reason: string }[];
 }
 
+/**
+ * An allocation failed; `code` is one of {@link ALLOC_EXHAUSTED}, {@link ALLOC_NAME_TAKEN},
+ * {@link ALLOC_NOT_FOUND}, or a registry error (locked, damaged).
+ */
 export class AllocError extends UsernsError {}
 
+/**
+ * No block of the requested size is free in a pool (the error's data has the largest free block and the free total).
+ */
 export const ALLOC_EXHAUSTED = 'ALLOC_EXHAUSTED';
+/** An allocation of that name exists already. */
 export const ALLOC_NAME_TAKEN = 'ALLOC_NAME_TAKEN';
+/** No allocation has that id or name. */
 export const ALLOC_NOT_FOUND = 'ALLOC_NOT_FOUND';
 
 /** The database file in a registry directory. */
@@ -212,6 +228,7 @@ const RESERVE_FILE = 'registry.reserve';
 const RESERVE_BYTES = 256 * 1024;
 /** "usns" */
 const APPLICATION_ID = 0x75736e73;
+/** The version of the registry database's schema (`PRAGMA user_version`); a newer one is refused. */
 export const REGISTRY_SCHEMA_VERSION = 1;
 
 const DDL = `
@@ -368,6 +385,12 @@ function prepare(db: SqliteDatabase): Statements {
   };
 }
 
+/**
+ * The allocation registry of one state root (`<root>/alloc/`): every process sees the same
+ * allocations, changes are made under a cross-process lock and survive crashes. Use the
+ * functions of `userns/alloc` ({@link allocate}, {@link release}, {@link gc}) unless you need to
+ * keep one open.
+ */
 export class Registry implements AllocationRegistry {
   readonly backend = 'local' as const;
   readonly poolsFromRegistry = false;
@@ -1003,6 +1026,34 @@ function migrateLegacy(db: SqliteDatabase, dir: string): Registry['migration'] {
   return { from: legacy.files, allocations: legacy.allocations.length, warnings };
 }
 
+/**
+ * The IDs of every allocation a damaged registry still names. A scan stops at the first
+ * damaged page, so the allocations table is read from both ends, and the index of ranges by
+ * allocation (a separate b-tree) from both ends too: rows on one damaged leaf are then still
+ * named by the index, and their loss is counted instead of going unnoticed.
+ * `complete`: at least one of the scans read its whole b-tree (every allocation has ranges,
+ * so a whole index scan names them all).
+ */
+function listSalvageableIds(db: SqliteDatabase): { ids: Set<string>; complete: boolean } {
+  const ids = new Set<string>();
+  let complete = false;
+  for (const text of [
+    'SELECT id FROM allocations ORDER BY id',
+    'SELECT id FROM allocations ORDER BY id DESC',
+    'SELECT allocation FROM ranges INDEXED BY ranges_of_allocation ORDER BY allocation',
+    'SELECT allocation FROM ranges INDEXED BY ranges_of_allocation ORDER BY allocation DESC',
+  ]) {
+    try {
+      for (const id of db.prepare(text).pluck().iterate() as IterableIterator<string>) ids.add(id);
+      complete = true;
+    } catch {
+      // Damaged page: keep what this scan read before it.
+    }
+  }
+  return { ids, complete };
+}
+
+/** What `userns alloc recover` ({@link recoverAllocations}) did with a damaged registry. */
 export interface RecoverResult {
   /** Whether the registry was damaged (nothing is done when it was not). */
   damaged: boolean;
@@ -1012,7 +1063,10 @@ export interface RecoverResult {
   movedTo?: string;
   /** Allocations read back from the damaged file into the new one. */
   salvaged: Allocation[];
-  /** Allocations that could not be read (null: the damaged file could not be enumerated). */
+  /**
+   * Allocations the damaged file names but whose row or ranges could not be read (null: no
+   * scan of the file could list every allocation, so how many were lost is unknown).
+   */
   lost: number | null;
   warnings: string[];
 }
@@ -1060,16 +1114,19 @@ export async function recoverRegistry(dir: string, options: RegistryOptions = {}
         } catch {
           /* unreadable: the highest allocation seq will do */
         }
-        const ids = old.prepare('SELECT id FROM allocations').pluck().all() as string[];
-        lost = 0;
+        const { ids, complete } = listSalvageableIds(old);
+        const byId = old.prepare('SELECT * FROM allocations WHERE id = ?');
+        let unreadable = 0;
         for (const id of ids) {
           try {
-            const row = sql.byIdOrName.get({ key: id }) as AllocationRow;
+            const row = byId.get(id) as AllocationRow | undefined;
+            if (row === undefined) throw new Error('no row');
             salvaged.push(fromRow(row, sql.rangesOf.all(id) as RangeRow[]));
           } catch {
-            lost++;
+            unreadable++;
           }
         }
+        lost = complete ? unreadable : null;
       } finally {
         old.close();
       }

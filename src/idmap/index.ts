@@ -1,4 +1,8 @@
-/** The pure ID-map core: model, algebra, validation and formats. No I/O. */
+/**
+ * The pure ID-map core: model, algebra, validation and formats. No I/O.
+ *
+ * @module userns/idmap
+ */
 export * from './compose.js';
 export * from './extent.js';
 export * from './formats/detect.js';

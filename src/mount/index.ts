@@ -1,4 +1,8 @@
-/** Bind mounts, read-only and idmapped, for new namespaces and for callers' own mount trees. */
+/**
+ * Bind mounts, read-only and idmapped, for new namespaces and for callers' own mount trees.
+ *
+ * @module userns/mount
+ */
 export {
   clearIdmapProbeCache,
   type DetachedMount,

@@ -17,6 +17,7 @@ import { MountError } from './errors.js';
 import { formatMountSpec, type MountSpec, toMap } from './spec.js';
 import type { UsernsFdLease, UsernsFdOptions } from './userns-fd.js';
 
+/** A mount as it will be made: absolute paths, and the maps of an idmapped one's user namespace. */
 export interface PlannedMount {
   source: string;
   target: string;
@@ -204,7 +205,12 @@ export function planMountMaps(specs: readonly MountSpec[], uidMap: IdMap, gidMap
 export async function mountNamespacePaths(
   planned: readonly PlannedMount[],
   options: UsernsFdOptions = {},
-): Promise<{ paths: string[]; release: () => void }> {
+): Promise<{
+  /** `/proc/<pid>/fd/<fd>` of each idmapped mount's user namespace, in order. */
+  paths: string[];
+  /** Gives the leases back to the cache (call once the helper has opened them). */
+  release: () => void;
+}> {
   // Loaded only when a mount is idmapped: `userns run` without idmapped mounts starts faster.
   if (planned.every((m) => m.userns === null)) return { paths: [], release: () => {} };
   const { usernsFd } = await import('./userns-fd.js');

@@ -13,7 +13,9 @@ import { explainMountFailure } from '../mount/errors.js';
 import { DOCTOR_HINT, SpawnError } from '../spawn/errors.js';
 import { resolveHelperBinary } from './helper-binary.js';
 
+/** A namespace the helper can create or join (names as in `--unshare`). */
 export type Namespace = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup';
+/** Every {@link Namespace}. */
 export const NAMESPACES: readonly Namespace[] = ['user', 'mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'];
 
 type StdioEntry = Exclude<StdioOptions, string>[number];
@@ -27,6 +29,10 @@ export interface NamespaceId {
   handle: string | null;
 }
 
+/**
+ * How to start the native helper (src/native/protocol.md): the namespaces, the command and IDs
+ * inside, mounts, stdio; the low-level interface under {@link spawn}.
+ */
 export interface HelperOptions {
   /** Namespaces to create; 'user' is always created. Ignored with `join`. */
   namespaces: readonly Namespace[];
@@ -108,6 +114,7 @@ export function mountArg(m: HelperMount): string {
   return `--mount=${flags}:${ns}:${Buffer.byteLength(m.source)}:${m.source}:${m.target}`;
 }
 
+/** A started helper waiting for its maps: its PID, then `go()` to run the command or `abort()`. */
 export interface HelperHandle {
   /** The helper's PID = the command's PID (without a PID namespace). */
   pid: number;

@@ -29,6 +29,7 @@ import { appendItem, applyEdits, detectStyle, type Edit, lastMember, setMembers 
  */
 export class OciError extends UsernsError {}
 
+/** An OCI runtime config (config.json) or a kubelet per-pod userns record. */
 export type BundleFormat = 'oci' | 'kubernetes';
 type Kind = 'uid' | 'gid';
 
@@ -40,6 +41,7 @@ export interface MappingList {
   extents: Extent[];
 }
 
+/** A mount of the config as the checks see it: its destination and idmap. */
 export interface MountView {
   index: number;
   destination: string | undefined;
@@ -73,6 +75,7 @@ export interface CheckEnvironment {
   pageSize?: number;
 }
 
+/** What checking a bundle found: its maps and user namespace, and every problem with where it is. */
 export interface CheckReport {
   format: BundleFormat;
   uidMappings: Extent[];
@@ -494,6 +497,7 @@ export function checkConfigText(
 // ---------------------------------------------------------------------------------------------
 // Filling
 
+/** The maps to write into a config: uid and gid extents (host = outside). */
 export interface FillMaps {
   uid: readonly Extent[];
   gid: readonly Extent[];
@@ -501,6 +505,7 @@ export interface FillMaps {
   idmapMounts?: readonly string[];
 }
 
+/** The filled config text and what changed. */
 export interface FillResult {
   text: string;
   format: BundleFormat;

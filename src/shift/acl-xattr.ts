@@ -8,8 +8,10 @@ import type { IdMap } from '../idmap/idmap.js';
  * entries carry an ID; the others hold (u32)-1.
  */
 export const ACL_XATTR_VERSION = 2;
+/** The ID field of ACL entries that carry none ((u32)-1). */
 export const ACL_UNDEFINED_ID = 4294967295;
 
+/** ACL entry tags (ACL_USER_OBJ … ACL_OTHER); only USER and GROUP entries carry an ID. */
 export const AclTag = {
   USER_OBJ: 0x01,
   USER: 0x02,
@@ -19,6 +21,10 @@ export const AclTag = {
   OTHER: 0x20,
 } as const;
 
+/**
+ * One ACL entry: tag ({@link AclTag}), permission bits (rwx = 4|2|1) and ID (uid or gid, or
+ * {@link ACL_UNDEFINED_ID}).
+ */
 export interface AclEntry {
   tag: number;
   perm: number;
@@ -27,6 +33,11 @@ export interface AclEntry {
 
 export class AclFormatError extends UsernsError {}
 
+/**
+ * Decodes a `system.posix_acl_access`/`_default` xattr value into its entries, in stored order.
+ *
+ * @throws AclFormatError for a wrong version or a size that is not 4 + 8 × entries.
+ */
 export function decodeAcl(bytes: Uint8Array): AclEntry[] {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.length < 4 || (view.length - 4) % 8 !== 0) {
@@ -50,6 +61,7 @@ export function decodeAcl(bytes: Uint8Array): AclEntry[] {
   return entries;
 }
 
+/** Encodes ACL entries as the kernel stores them (version 2, little-endian). */
 export function encodeAcl(entries: readonly AclEntry[]): Buffer {
   const out = Buffer.alloc(4 + 8 * entries.length);
   out.writeUInt32LE(ACL_XATTR_VERSION, 0);

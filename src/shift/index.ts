@@ -1,4 +1,8 @@
-/** Directory trees and ID maps: shift a tree's ownership, check which IDs a map cannot represent. */
+/**
+ * Directory trees and ID maps: shift a tree's ownership, check which IDs a map cannot represent.
+ *
+ * @module userns/shift
+ */
 export {
   ACL_UNDEFINED_ID,
   type AclEntry,
@@ -15,7 +19,14 @@ export {
   type FileCapability,
   shiftCapability,
 } from './capability-xattr.js';
-export { type FitOptions, type FitResult, type FitSource, fitTree, type UnfitId } from './fit.js';
+export {
+  type FitOptions,
+  type FitResult,
+  type FitSource,
+  fitTree,
+  smallestFit,
+  type UnfitId,
+} from './fit.js';
 export {
   describeUnmapped,
   type KindMaps,
@@ -25,6 +36,7 @@ export {
   type ShiftOptions,
   type ShiftProgress,
   type ShiftResult,
+  shiftIncomplete,
   shiftTree,
   type UnmappedId,
 } from './shift.js';

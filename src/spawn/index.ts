@@ -1,4 +1,8 @@
-/** Running commands in new user namespaces: the public API. */
+/**
+ * Running commands in new user namespaces: the public API.
+ *
+ * @module userns/spawn
+ */
 export {
   type HelperHandle,
   type HelperOptions,
@@ -18,6 +22,7 @@ export {
   type UsernsMode,
 } from './modes.js';
 export {
+  dryRunSpawn,
   planSpawn,
   type RunResult,
   run,

@@ -9,6 +9,8 @@
  * rejects with a typed error (SpawnError, NewIdmapError, MapError, ParseError) when setup fails.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { IdMap } from '../idmap/idmap.js';
 import { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from '../mount/prepare.js';
 import type { MountSpec } from '../mount/spec.js';
@@ -16,6 +18,7 @@ import {
   type HelperHandle,
   type HelperOptions,
   helperArgs,
+  helperFailure,
   type Namespace,
   startHelper,
 } from '../native/helper.js';
@@ -30,8 +33,19 @@ import {
 } from './modes.js';
 import { isPrivileged } from './system.js';
 import { explainUnreachable, type Reach, unreachableError } from './unreachable.js';
-import { type MapPlan, type MapWriteOptions, planMaps, writeMaps, writeProcFile } from './write-maps.js';
+import {
+  type MapPlan,
+  type MapWriteOptions,
+  planMaps,
+  predictToolFailures,
+  writeMaps,
+  writeProcFile,
+} from './write-maps.js';
 
+/**
+ * Options of {@link spawn}, {@link run} and {@link planSpawn}: the maps (a mode, maps, or an
+ * allocation), the other namespaces, the IDs inside, mounts, and child_process options.
+ */
 export interface SpawnOptions extends MapWriteOptions {
   /**
    * How to map IDs when uidMap/gidMap are not given (default 'auto'). `auto:size=N[,…]` (podman's
@@ -76,6 +90,7 @@ export interface SpawnOptions extends MapWriteOptions {
   helperPath?: string;
 }
 
+/** How a command ended, and the maps that were in force. */
 export interface SpawnResult {
   /** Exit status, or null when killed by a signal. */
   exitCode: number | null;
@@ -89,8 +104,13 @@ export interface SpawnResult {
   warnings: string[];
 }
 
+/** What {@link spawn} returns: a ChildProcess that is also a promise of its {@link SpawnResult}. */
 export type UsernsChildProcess = ChildProcess & Promise<SpawnResult>;
 
+/**
+ * Everything {@link spawn} would do: the maps and how they are written, the namespaces, the IDs
+ * inside, the mounts and the helper's arguments.
+ */
 export interface SpawnPlan extends MapPlan {
   command: string[];
   namespaces: Namespace[];
@@ -223,8 +243,53 @@ async function computePlan(
   return ctx.warnings.length === 0 ? plan : { ...plan, warnings: ctx.warnings };
 }
 
-/** Everything spawn() would do, without doing it (for --dry-run). */
-export async function planSpawn(command: string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
+/**
+ * Everything {@link spawn} would do for `command args`, without doing it (`userns run
+ * --dry-run`): the maps as they would be written (cut at the current namespace's extents,
+ * validated, and whether directly or by newuidmap/newgidmap with which arguments), the
+ * namespaces, the IDs the command would run as, the mounts and the helper's arguments.
+ * Takes the arguments of {@link spawn} and {@link run}, in the same shape.
+ *
+ * Nothing is started and nothing is written; an `auto:…` mode makes its allocation and
+ * releases it at once, so the plan shows the range a run would get now.
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn(); `stdio`, `beforeExec` and the like are ignored.
+ * @returns The plan; `command` is the full argv (`[command, ...args]`).
+ * @throws Whatever spawn() would reject with before it starts anything: `SpawnError`
+ *   (`NO_SUBORDINATE_IDS`, `USAGE`, …), `NewIdmapError` (`NEWUIDMAP_MISSING`,
+ *   `RANGE_NOT_ALLOWED`, …), `MapError` (a map the kernel would refuse), `ParseError`.
+ */
+export function planSpawn(
+  command: string,
+  args?: readonly string[],
+  options?: SpawnOptions,
+): Promise<SpawnPlan>;
+/**
+ * The form of userns 0.1: the whole argv in one array. Use `planSpawn(command, args, options)`,
+ * the shape of spawn() and run().
+ *
+ * @deprecated since 0.2; still accepted.
+ */
+export function planSpawn(argv: readonly string[], options?: SpawnOptions): Promise<SpawnPlan>;
+export function planSpawn(
+  commandOrArgv: string | readonly string[],
+  argsOrOptions?: readonly string[] | SpawnOptions,
+  options?: SpawnOptions,
+): Promise<SpawnPlan> {
+  if (typeof commandOrArgv === 'string') {
+    return planArgv([commandOrArgv, ...((argsOrOptions as readonly string[] | undefined) ?? [])], options);
+  }
+  return planArgv(commandOrArgv, argsOrOptions as SpawnOptions | undefined);
+}
+
+/**
+ * {@link planSpawn} for a whole argv, which may be empty: then only the maps, namespaces and
+ * mounts are planned (the keeper of `userns create` runs no command).
+ */
+export async function planArgv(argv: readonly string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
+  const command = [...argv];
   // An `auto:` allocation is made and released at once: the plan shows the range a run now gets.
   const { options, release } = await withAllocation(requested);
   let maps: MapPlan;
@@ -247,6 +312,50 @@ export async function planSpawn(command: string[], requested: SpawnOptions = {})
   };
 }
 
+/**
+ * What `userns run --dry-run` shows: {@link planSpawn}, plus every check the run would make that
+ * needs no process, failing with the error the run would fail with: newuidmap/newgidmap
+ * missing, a range they refuse (or, with `fallback: 'single'`, the plan the run falls back to),
+ * a command that is not there (COMMAND_NOT_FOUND; not predicted with `mounts`, which change what
+ * the command sees). What only a process can tell (the kernel's answer to unshare, the tool's
+ * setuid bit, the command's permissions inside) is left to the run.
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn().
+ * @returns The plan, as planSpawn's (with the fallback plan when the run would fall back).
+ * @throws What the run would fail with before its command starts: planSpawn's errors,
+ *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `RANGE_NOT_ALLOWED`, …), `SpawnError`
+ *   (`COMMAND_NOT_FOUND`).
+ */
+export async function dryRunSpawn(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<SpawnPlan> {
+  const argv = [command, ...args];
+  const plan = await planArgv(argv, options);
+  const maps = await predictToolFailures(plan, options);
+  if (!options.mounts?.length && !commandExists(command, options))
+    throw helperFailure('error exec ENOENT No such file or directory', argv);
+  return { ...plan, ...maps };
+}
+
+/** Whether execvp(3) would find `name` (PATH of the command's environment, or its default). */
+function commandExists(name: string, options: SpawnOptions): boolean {
+  const exists = (path: string) => {
+    try {
+      statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) return exists(resolve(options.cwd ?? process.cwd(), name));
+  const path = (options.env ?? process.env).PATH ?? '/bin:/usr/bin';
+  return path.split(':').some((dir) => exists(join(dir === '' ? '.' : dir, name)));
+}
+
 function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void } {
   let resolve!: (value: T) => void;
   let reject!: (error: unknown) => void;
@@ -265,9 +374,25 @@ function closed(child: ChildProcess): Promise<{ code: number | null; signal: Nod
 }
 
 /**
- * Starts `command` in new namespaces. Returns the ChildProcess at once (its stdio can be used
- * immediately); it is also a promise of the SpawnResult. Throws synchronously only when the
- * native helper is not built.
+ * Starts `command` in a new user namespace (and the other namespaces of `options.namespaces`)
+ * with the maps of `options`: cut at the current namespace's extents, validated as the kernel
+ * would, and written in one write each, directly as root or through newuidmap/newgidmap.
+ *
+ * Returns the ChildProcess at once (its stdio can be used immediately): the native helper,
+ * which becomes the command (same PID without a PID namespace). It is also a promise of the
+ * {@link SpawnResult}, which resolves once the command has exited and its stdio closed, and
+ * rejects when setup fails (also an `'error'` event when someone listens).
+ *
+ * @param command The program: a name looked up in PATH (inside the new namespaces), or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options The maps (`userns` mode, `uidMap`/`gidMap`), namespaces, IDs inside, mounts,
+ *   and child_process options (`cwd`, `env`, `stdio`).
+ * @throws SpawnError synchronously only when there is no helper for this machine
+ *   (`HELPER_MISSING`, `PLATFORM_UNSUPPORTED`). The promise rejects with `SpawnError`
+ *   (`COMMAND_NOT_FOUND`, `COMMAND_NOT_EXECUTABLE`, `UNSHARE_FAILED`, `NO_SUBORDINATE_IDS`, …),
+ *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `NEWUIDMAP_NOT_SETUID`, `RANGE_NOT_ALLOWED`,
+ *   `MAP_WRITE_FAILED`, …), `MapError`/`ParseError` (a map the kernel would refuse or cannot
+ *   read), `MountError` for `mounts`, each with a hint.
  */
 export function spawn(
   command: string,
@@ -410,13 +535,24 @@ export function spawn(
   return thenable;
 }
 
+/** What {@link run} resolves to: the {@link SpawnResult} and the captured output. */
 export interface RunResult extends SpawnResult {
   /** Captured output (when stdout/stderr are pipes, the default). */
   stdout: string;
   stderr: string;
 }
 
-/** Runs a command to completion, capturing its output (stdio 'pipe' by default; stdin is empty). */
+/**
+ * Runs `command` as {@link spawn} does and waits for it, capturing its output: stdout and stderr
+ * are pipes read as UTF-8 text, stdin is empty (`options.stdio` overrides).
+ *
+ * @param command The program: a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for {@link spawn}.
+ * @returns The {@link SpawnResult} (exit status or signal, the maps in force) with `stdout` and
+ *   `stderr`. A command that exits non-zero resolves; only setup failures reject.
+ * @throws The errors of {@link spawn}, as a rejection.
+ */
 export async function run(
   command: string,
   args: readonly string[] = [],

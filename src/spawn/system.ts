@@ -10,6 +10,7 @@ import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { IdMap } from '../idmap/idmap.js';
 import type { IdRange } from '../idmap/ranges.js';
+import type { SubordinateOptions } from '../system/subordinate.js';
 import type { UserInfo } from '../system/users.js';
 
 export type Kind = 'uid' | 'gid';
@@ -111,9 +112,13 @@ export interface SubordinateResult {
 }
 
 /** The user's ranges in /etc/subuid or /etc/subgid (or libsubid), in file order. */
-export async function subordinateRanges(user: UserInfo, kind: Kind): Promise<SubordinateResult> {
+export async function subordinateRanges(
+  user: UserInfo,
+  kind: Kind,
+  files?: SubordinateOptions,
+): Promise<SubordinateResult> {
   const { getSubordinateRanges } = await import('../system/subordinate.js');
-  const r = await getSubordinateRanges(user, kind);
+  const r = await getSubordinateRanges(user, kind, files);
   return {
     ranges: r.ranges,
     source: r.source,
@@ -150,3 +155,11 @@ export async function toolProblem(
 
 /** A command's path in PATH (or the standard directories), or undefined. */
 export { findProgram as findInPath } from '../system/exec.js';
+
+/** A subordinate range nobody has yet (system/subordinate.ts), loaded when needed. */
+export async function suggestSubordinateRange(
+  files?: SubordinateOptions & { loginDefsPath?: string },
+): Promise<IdRange> {
+  const { suggestSubordinateRange: suggest } = await import('../system/subordinate.js');
+  return suggest(files);
+}

@@ -23,6 +23,8 @@
  * its marker when someone else holds the lock lost its creator: it is "abandoned" and removed
  * (with its keeper) by the next create, rm or list: a SIGKILL at any point of a create never
  * blocks a later create of the same name and never leaves a keeper nobody knows about.
+ *
+ * @module userns/namespaces
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -58,7 +60,7 @@ import {
   startHelper,
 } from '../native/helper.js';
 import { SpawnError } from '../spawn/errors.js';
-import { planSpawn, type SpawnOptions } from '../spawn/spawn.js';
+import { planArgv, type SpawnOptions } from '../spawn/spawn.js';
 import { isPrivileged } from '../spawn/system.js';
 import { explainUnreachableIn } from '../spawn/unreachable.js';
 import { writeMaps } from '../spawn/write-maps.js';
@@ -122,6 +124,7 @@ export interface NamespaceState {
   bootId?: string;
 }
 
+/** The options a named namespace was created with, as recorded in its state. */
 export interface StoredOptions {
   userns?: string;
   uidMap?: string;
@@ -144,6 +147,7 @@ export interface StoredOptions {
  */
 export type NamespaceStatus = 'running' | 'stale' | 'creating' | 'abandoned' | 'broken' | 'unsafe';
 
+/** A named namespace as {@link listNamespaces} sees it: name, status, and its state when readable. */
 export interface NamespaceInfo {
   name: string;
   /** The entry directory. */
@@ -154,11 +158,13 @@ export interface NamespaceInfo {
   state: NamespaceState | null;
 }
 
+/** The state root of named namespaces. */
 export interface RootOption {
   /** The state root (default: $XDG_RUNTIME_DIR/userns, /run/userns for root). */
   root?: string;
 }
 
+/** Options of {@link createNamespace}: the mapping and namespace options of spawn(), and the state root. */
 export interface CreateOptions
   extends RootOption,
     Pick<
@@ -185,6 +191,7 @@ export interface CreateOptions
   mountProc?: boolean;
 }
 
+/** Options of {@link execInNamespace} and {@link spawnInNamespace}. */
 export interface ExecOptions extends RootOption {
   /** IDs inside (default: the namespace's, see NamespaceState.user). */
   user?: number;
@@ -200,6 +207,7 @@ export interface ExecOptions extends RootOption {
   helperPath?: string;
 }
 
+/** How a command run in a named namespace ended (and its output, for execInNamespace). */
 export interface ExecResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
@@ -209,8 +217,10 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** What {@link spawnInNamespace} returns: a ChildProcess that is also a promise of how it ended. */
 export type NamespaceChildProcess = ChildProcess & Promise<Omit<ExecResult, 'stdout' | 'stderr'>>;
 
+/** How a user's subordinate ranges changed since a namespace was created. */
 export interface SubidChange {
   kind: 'uid' | 'gid';
   /** Ranges that are in the subordinate files now but were not at creation (not mapped). */
@@ -219,6 +229,7 @@ export interface SubidChange {
   removed: IdRange[];
 }
 
+/** What {@link inspectNamespace} shows: the entry, the maps in force, and subordinate-range changes. */
 export interface InspectResult extends NamespaceInfo {
   /** The maps in force now (read from /proc/KEEPER) when running. */
   live: { uidMap: [number, number, number][]; gidMap: [number, number, number][]; setgroups: string } | null;
@@ -227,11 +238,13 @@ export interface InspectResult extends NamespaceInfo {
   warnings: string[];
 }
 
+/** Options of {@link removeNamespace}. */
 export interface RemoveOptions extends RootOption {
   /** Also remove broken and unsafe entries (never following a link), and succeed when absent. */
   force?: boolean;
 }
 
+/** What {@link removeNamespace} did. */
 export interface RemoveResult {
   name: string;
   removed: boolean;
@@ -660,7 +673,7 @@ async function startKeeperWithMaps(
   const subids = privileged ? Promise.resolve(null) : currentSubids();
   subids.catch(() => {});
   // The maps (split, validated, method) and the namespaces, exactly as `run` would make them.
-  const plan = await planSpawn([], spawnOptions);
+  const plan = await planArgv([], spawnOptions);
   // --mount: attached by the helper before it unshares, so the keeper's mount namespace has them.
   const mounts = options.mounts?.length ? helperMountsFor(options.mounts) : undefined;
   const forMounts =

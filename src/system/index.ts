@@ -1,4 +1,8 @@
-/** The system layer: /proc, mounts, subordinate IDs, users and groups, newuidmap/newgidmap. */
+/**
+ * The system layer: /proc, mounts, subordinate IDs, users and groups, newuidmap/newgidmap.
+ *
+ * @module userns/system
+ */
 export * from './mounts.js';
 export * from './newidmap.js';
 export * from './proc.js';

@@ -67,7 +67,7 @@ describe('spawn with an allocated range', { skip: isRoot ? false : 'needs root' 
   });
 
   test('a dry run shows the range a run would get and keeps nothing', async () => {
-    const plan = await planSpawn(['true'], { userns: 'auto:size=1000', stateRoot: root });
+    const plan = await planSpawn('true', [], { userns: 'auto:size=1000', stateRoot: root });
     assert.equal(plan.uidMap.size, 1000);
     assert.deepEqual(await listAllocations({ root }), []);
   });
