@@ -116,7 +116,7 @@ describe('fleet registry: the command line', { skip, timeout: 120_000 }, () => {
     };
     assert.equal(aa.node, 'a');
     assert.equal(aa.size, 65536, 'the configured slot policy and its size');
-    assert.deepEqual(aa.uidMap, [{ inside: 0, outside: 131072, count: 65536 }]);
+    assert.deepEqual(aa.uidMap, [[0, 131072, 65536]], '--json maps are [inside, outside, count] triples');
     const [b, other] = await Promise.all([
       cli('b', ['alloc', '--registry', url, '--name', 'web']),
       cli('b', ['alloc', '--registry', url, '--name', 'db', '--json']),
