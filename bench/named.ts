@@ -14,8 +14,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createNamespace, removeNamespace, spawnInNamespace } from '../src/namespaces/index.js';
 import { spawn } from '../src/spawn/spawn.js';
-import { createNamespace, removeNamespace, spawnInNamespace } from '../src/store/namespaces.js';
 
 const ROUNDS = Number(process.env.USERNS_BENCH_ROUNDS ?? 60);
 const MAP = '0:100000:65536';

@@ -24,6 +24,8 @@ export interface AllocationRegistry {
    * the allocation of the same name instead. The result may carry `warnings`.
    */
   allocate(request: AllocationRequest): Promise<Allocation & { warnings?: string[] }>;
+  /** What allocate() would return now, recording nothing (a dry run), with the same errors. */
+  preview(request: AllocationRequest): Promise<Allocation & { warnings?: string[] }>;
   /** Releases by id or name: the allocation and the sequence number of the release. */
   release(
     idOrName: string,

@@ -1,522 +1,73 @@
 /**
- * ID range allocation for many containers: `userns alloc`, `userns run --userns auto`,
- * `userns create --userns auto`. See registry.ts for the on-disk design.
+ * ID range allocation for many containers (`userns/alloc`).
  *
  * @module userns/alloc
  */
-import { lstatSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { UsageError } from '../errors.js';
-import type { Extent } from '../idmap/extent.js';
-import { parsePodmanMap } from '../idmap/formats/podman.js';
-import type { IdRange } from '../idmap/ranges.js';
-import { defaultStateRoot, ensureStateRoot } from '../store/state-root.js';
-import {
-  bootId,
-  processLiveness,
-  processStartTimeSync,
-  procPidNamespace,
-  selfInProc,
-} from '../system/proc.js';
-import type { AllocationRegistry } from './backend.js';
-import { type AgentEvent, NodeAgent } from './fleet/agent.js';
-import { FleetRegistry, type FleetRegistryOptions } from './fleet/registry.js';
-import { isFleetRegistry, parseRegistryUrl } from './fleet/url.js';
-import { type Policy, parsePolicy } from './policy.js';
-import { type PoolOptions, type Pools, resolvePools } from './pool.js';
-import {
-  type Allocation,
-  type GcResult,
-  type Holder,
-  type KindUsage,
-  type Liveness,
-  type RecoverResult,
-  Registry,
-  type RegistryOptions,
-  recoverRegistry,
-} from './registry.js';
-import { estimateRootfsSize, type RootfsEstimate } from './rootfs-size.js';
-
+export { AllocError } from '../errors/index.js';
+export {
+  type AllocateOptions,
+  type AllocationResult,
+  allocate,
+  allocateForRun,
+  allocationUsage,
+  closeAllocationRegistries,
+  collectGarbage,
+  DEFAULT_SIZE,
+  fleetRegistryText,
+  type GcOptions,
+  gc,
+  listAllocations,
+  openAllocationRegistry,
+  openFleetRegistry,
+  parseAutoUserns,
+  parsePassthrough,
+  previewAllocation,
+  type RegistryLocation,
+  recoverAllocations,
+  release,
+  releaseAllocation,
+  startAgent,
+} from './allocate.js';
+export {
+  type AutoUserns,
+  type AutoUsernsCapable,
+  type AutoUsernsOptions,
+  type WithMaps,
+  withAutoUserns,
+} from './auto.js';
 export type { AllocationRegistry } from './backend.js';
 export { type AgentEvent, NodeAgent, type NodeAgentOptions, startNodeAgent } from './fleet/agent.js';
 export { etcdLoaded } from './fleet/client.js';
 export type { FleetConfig, LiveNode } from './fleet/layout.js';
 export { defaultNodeName, FleetRegistry, type FleetRegistryOptions } from './fleet/registry.js';
 export { type FleetRegistryUrl, isFleetRegistry, parseRegistryUrl } from './fleet/url.js';
-export * from './free-space.js';
-export { readLegacyRegistry } from './legacy-journal.js';
-export * from './policy.js';
-export * from './pool.js';
-export * from './registry.js';
-export * from './rootfs-size.js';
-export * from './system-taken.js';
-
-/** Size when neither `size` nor `forRootfs` is given (and the policy is not a slot). */
-export const DEFAULT_SIZE = 65536;
-
-/** Where the allocation registry lives: `<root>/alloc/` of a state root. */
-export interface RegistryLocation {
-  /** State root (default: store/state-root.ts defaultStateRoot). */
-  root?: string;
-  /** Options for the registry when this call opens it. */
-  registry?: RegistryOptions;
-  /**
-   * Files read instead of the system's /etc/subuid, /etc/subgid, /etc/passwd and /etc/group,
-   * for the pools and for the IDs excluded from them (getent and getsubids, which read the
-   * system's, are then not asked).
-   */
-  subuidPath?: string;
-  subgidPath?: string;
-  passwdPath?: string;
-  groupPath?: string;
-  /**
-   * Which registry: `local` (the SQLite registry of the state root, the default) or a fleet
-   * registry on etcd, `etcd://HOST:PORT[,HOST:PORT…]/PREFIX` (fleet/url.ts). Default:
-   * $USERNS_REGISTRY, else local. A fleet registry keeps this node's cache under the state root.
-   */
-  registryUrl?: string;
-  /** This machine's name in a fleet registry (default: $USERNS_NODE, else the host name). */
-  node?: string;
-  /** Further options of a fleet registry (retries, idle close). */
-  fleet?: Omit<FleetRegistryOptions, 'dir' | 'node' | 'systemTaken' | 'txnHook'>;
-}
-
-/**
- * Options of {@link allocate}: the size (IDs from inside 0; default 65536 or the slot size) or a
- * root filesystem to size from, the policy, the pools, a unique name, the owner (named namespace
- * or process) and podman-style extra mappings.
- */
-export interface AllocateOptions extends RegistryLocation {
-  size?: number;
-  /** Estimate the size from this root filesystem (ignored when `size` is given). */
-  forRootfs?: string;
-  /** first-fit (default), slot[:SIZE], base:N. */
-  policy?: Policy | string;
-  /** Pool for both kinds, or each kind's own; default: see pool.ts. */
-  pool?: readonly IdRange[];
-  uidPool?: readonly IdRange[];
-  gidPool?: readonly IdRange[];
-  /** Already-resolved pools (skips the lookup). */
-  pools?: Pools;
-  configPath?: string;
-  name?: string;
-  /** Bind to a named namespace: `gc` releases the allocation once it is gone. */
-  namespace?: string;
-  /** Bind to a process (a PID as this /proc shows it): `gc` releases the allocation once it has exited. */
-  holder?: Holder;
-  /** podman `uidmapping=`: INSIDE:HOST[:SIZE] (or extents), punched into the uid map. */
-  uidMapping?: string | readonly Extent[];
-  gidMapping?: string | readonly Extent[];
-  /**
-   * Fleet registry: tie the allocation to this node's lease (`node`: fails without a node agent;
-   * `auto`: when an agent runs), or make it persistent (`none`, the default for allocate(); `auto`
-   * for allocateForRun()). The local registry ignores it.
-   */
-  lease?: 'node' | 'auto' | 'none';
-  /**
-   * Return an existing allocation of the same name (when it matches) instead of
-   * ALLOC_NAME_TAKEN. Default: true for a fleet registry, false for the local one.
-   */
-  reuse?: boolean;
-}
-
-export interface AllocationResult extends Allocation {
-  /** Present when the size was estimated from a root filesystem. */
-  estimate?: RootfsEstimate;
-  /** What the pool lookup found wrong and worked around (Pools.warnings). */
-  warnings?: string[];
-}
-
-const registries = new Map<string, Registry>();
-
-/** The state root in use: the given one or the default, created and checked. */
-export function stateRoot(root?: string): string {
-  return ensureStateRoot(root ?? defaultStateRoot());
-}
-
-function substitutedFiles(location: RegistryLocation) {
-  return {
-    ...(location.subuidPath === undefined ? {} : { subuidPath: location.subuidPath }),
-    ...(location.subgidPath === undefined ? {} : { subgidPath: location.subgidPath }),
-    ...(location.passwdPath === undefined ? {} : { passwdPath: location.passwdPath }),
-    ...(location.groupPath === undefined ? {} : { groupPath: location.groupPath }),
-  };
-}
-
-/**
- * The registry of a state root; one instance per process and set of options, so its database
- * connection and in-memory index are reused.
- */
-export function openRegistry(location: RegistryLocation = {}): Registry {
-  const dir = join(stateRoot(location.root), 'alloc');
-  const files = substitutedFiles(location);
-  const options: RegistryOptions = { ...location.registry };
-  if (options.systemTaken !== null && Object.keys(files).length > 0)
-    options.systemTaken = { ...options.systemTaken, ...files };
-  const key = `${dir}\0${JSON.stringify(options)}`;
-  let registry = registries.get(key);
-  if (registry === undefined) {
-    registry = new Registry(dir, options);
-    registries.set(key, registry);
-  }
-  return registry;
-}
-
-/** The fleet registry a location names (its registryUrl, else $USERNS_REGISTRY), or undefined for the local one. */
-export function fleetRegistryText(location: RegistryLocation = {}): string | undefined {
-  const text = location.registryUrl ?? process.env.USERNS_REGISTRY;
-  if (text === undefined || text === '' || text === 'local') return undefined;
-  if (!isFleetRegistry(text)) parseRegistryUrl(text); // throws the UsageError that says why
-  return text;
-}
-
-const fleets = new Map<string, FleetRegistry>();
-
-/** The fleet registry of a location (one instance per process, URL, state root and node). */
-export function openFleetRegistry(location: RegistryLocation = {}): FleetRegistry {
-  const text = fleetRegistryText(location);
-  if (text === undefined) {
-    throw new UsageError('no fleet registry given', {
-      hint: 'give --registry etcd://HOST:PORT[,HOST:PORT…]/PREFIX or set USERNS_REGISTRY',
-    });
-  }
-  const url = parseRegistryUrl(text);
-  const dir = join(stateRoot(location.root), 'alloc');
-  const files = substitutedFiles(location);
-  const given = location.registry?.systemTaken;
-  const systemTaken = given === null ? null : { ...given, ...files };
-  const key = JSON.stringify([text, dir, location.node ?? null, systemTaken, location.fleet ?? null]);
-  let registry = fleets.get(key);
-  if (registry === undefined) {
-    registry = new FleetRegistry(url, {
-      dir,
-      systemTaken,
-      ...(location.node === undefined ? {} : { node: location.node }),
-      ...location.fleet,
-    });
-    fleets.set(key, registry);
-  }
-  return registry;
-}
-
-/**
- * The registry a location names: the fleet registry of its registryUrl (or $USERNS_REGISTRY),
- * else the local registry of its state root. Every operation below goes through this.
- */
-export function openAllocationRegistry(location: RegistryLocation = {}): AllocationRegistry {
-  return fleetRegistryText(location) === undefined ? openRegistry(location) : openFleetRegistry(location);
-}
-
-/**
- * Starts this node's agent for the fleet registry of `location` (see fleet/agent.ts): keeps the
- * node's lease alive until stop(). `onEvent` sees every event from the registration on.
- */
-export async function startAgent(
-  location: RegistryLocation & { ttl?: number },
-  onEvent?: (event: AgentEvent) => void,
-): Promise<NodeAgent> {
-  const registry = openFleetRegistry(location);
-  const given = location.registry?.systemTaken;
-  return NodeAgent.start(registry.url, {
-    dir: join(stateRoot(location.root), 'alloc'),
-    node: registry.node,
-    systemTaken: given === null ? null : { ...given, ...substitutedFiles(location) },
-    ...(location.ttl === undefined ? {} : { ttl: location.ttl }),
-    ...(onEvent === undefined ? {} : { onEvent }),
-  });
-}
-
-/** Closes every registry this process opened (database files, etcd connections). */
-export function closeAllocationRegistries(): void {
-  for (const r of registries.values()) r.close();
-  registries.clear();
-  for (const r of fleets.values()) r.close();
-  fleets.clear();
-}
-
-/**
- * Recovers a damaged registry database (REGISTRY_CORRUPT's hint): moves it aside, keeps what can
- * still be read. Leaves a registry that is not damaged alone.
- */
-export async function recoverAllocations(location: RegistryLocation = {}): Promise<RecoverResult> {
-  const dir = join(stateRoot(location.root), 'alloc');
-  for (const [key, registry] of registries) {
-    if (registry.dir !== dir) continue;
-    registry.close();
-    registries.delete(key);
-  }
-  return recoverRegistry(dir, location.registry);
-}
-
-/** resolvePools options for the files a location substitutes. */
-export function poolFiles(location: RegistryLocation): Pick<PoolOptions, 'subordinate' | 'passwdPath'> {
-  const subordinate = {
-    ...(location.subuidPath === undefined ? {} : { subuidPath: location.subuidPath }),
-    ...(location.subgidPath === undefined ? {} : { subgidPath: location.subgidPath }),
-  };
-  return {
-    ...(Object.keys(subordinate).length === 0 ? {} : { subordinate }),
-    ...(location.passwdPath === undefined ? {} : { passwdPath: location.passwdPath }),
-  };
-}
-
-/**
- * Passthrough mappings as podman's `uidmapping=`/`gidmapping=` write them (podman `--uidmap`
- * syntax: `INSIDE:HOST[:SIZE]`, several separated by commas, `u`/`g` flags), for one kind.
- */
-export function parsePassthrough(
-  text: string,
-  option = 'uidmapping',
-  kind: 'uid' | 'gid' = option.startsWith('gid') ? 'gid' : 'uid',
-): Extent[] {
-  return [...parsePodmanMap(text, { kind, source: option }).extents];
-}
-
-function passthrough(
-  value: string | readonly Extent[] | undefined,
-  option: string,
-): readonly Extent[] | undefined {
-  if (value === undefined) return undefined;
-  return typeof value === 'string' ? parsePassthrough(value, option) : value;
-}
-
-/** Allocates uid and gid ranges for one container. */
-export async function allocate(options: AllocateOptions = {}): Promise<AllocationResult> {
-  const policy =
-    typeof options.policy === 'string'
-      ? parsePolicy(options.policy)
-      : (options.policy ?? { kind: 'first-fit' });
-  let size = options.size;
-  let estimate: RootfsEstimate | undefined;
-  if (size === undefined && options.forRootfs !== undefined) {
-    estimate = estimateRootfsSize(options.forRootfs);
-    size = estimate.size;
-  }
-  const sizeDefaulted = size === undefined;
-  size ??= policy.kind === 'slot' ? policy.slotSize : DEFAULT_SIZE;
-  const registry = openAllocationRegistry(options);
-  let pools: Pools | undefined;
-  if (registry.poolsFromRegistry) {
-    const local = (['pool', 'uidPool', 'gidPool', 'pools', 'configPath'] as const).filter(
-      (o) => options[o] !== undefined,
-    );
-    if (local.length > 0) {
-      throw new UsageError(
-        `${local.join(', ')}: the pools of the fleet registry ${registry.location} come from its configuration`,
-        {
-          hint: `change them for the whole fleet: userns alloc config --registry ${registry.location} --pool START:COUNT`,
-        },
-      );
-    }
-  } else {
-    pools =
-      options.pools ??
-      (await resolvePools({
-        ...(options.pool === undefined ? {} : { pool: options.pool }),
-        ...(options.uidPool === undefined ? {} : { uidPool: options.uidPool }),
-        ...(options.gidPool === undefined ? {} : { gidPool: options.gidPool }),
-        ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
-        ...poolFiles(options),
-      }));
-  }
-  const uidPassthrough = passthrough(options.uidMapping, 'uidmapping');
-  const gidPassthrough = passthrough(options.gidMapping, 'gidmapping');
-  const { warnings: registryWarnings, ...allocation } = await registry.allocate({
-    size,
-    policy,
-    ...(pools === undefined ? {} : { pools }),
-    defaults: { policy: options.policy === undefined, size: sizeDefaulted },
-    ...(options.name === undefined ? {} : { name: options.name }),
-    ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
-    ...(options.holder === undefined ? {} : { holder: options.holder }),
-    ...(uidPassthrough === undefined ? {} : { uidPassthrough }),
-    ...(gidPassthrough === undefined ? {} : { gidPassthrough }),
-    ...(options.lease === undefined ? {} : { lease: options.lease }),
-    ...(options.reuse === undefined ? {} : { reuse: options.reuse }),
-  });
-  const result: AllocationResult = estimate === undefined ? allocation : { ...allocation, estimate };
-  const warnings = [...(pools?.warnings ?? []), ...(registryWarnings ?? [])];
-  if (allocation.offline !== undefined)
-    warnings.push(
-      `the fleet registry ${registry.location} is unreachable: ${allocation.name} is served from this node's cache (as read at ${allocation.offline.readAt}, revision ${allocation.offline.revision})`,
-    );
-  if (warnings.length > 0) result.warnings = warnings;
-  return result;
-}
-
-/** Releases an allocation by id or name (ALLOC_NOT_FOUND when there is none). */
-export async function release(
-  idOrName: string,
-  location: RegistryLocation & { force?: boolean } = {},
-): Promise<Allocation> {
-  const result = await openAllocationRegistry(location).release(
-    idOrName,
-    location.force === undefined ? {} : { force: location.force },
-  );
-  return result!.allocation;
-}
-
-/**
- * The live allocations, oldest first.
- *
- * @param location The state root (default: /run/userns for root, $XDG_RUNTIME_DIR/userns otherwise).
- * @returns Each allocation with its uid and gid ranges and maps (host IDs), name, owner and creation time.
- * @throws AllocError when the registry cannot be read or locked (a damaged file names itself).
- */
-export async function listAllocations(location: RegistryLocation = {}): Promise<Allocation[]> {
-  return openAllocationRegistry(location).list();
-}
-
-/** Free and used IDs of the pools (the default pools unless given). */
-export async function allocationUsage(
-  options: RegistryLocation & { pools?: Pools; pool?: readonly IdRange[] } = {},
-): Promise<{ uid: KindUsage; gid: KindUsage }> {
-  const registry = openAllocationRegistry(options);
-  if (registry.poolsFromRegistry) return registry.usage();
-  const pools =
-    options.pools ??
-    (await resolvePools({
-      ...(options.pool === undefined ? {} : { pool: options.pool }),
-      ...poolFiles(options),
-    }));
-  return registry.usage(pools);
-}
-
-/**
- * Whether the named namespace `name` under `root` still exists, as far as can be told from here:
- *
- * - no entry `<root>/ns/<name>`: gone (`rm` removes the entry before it releases the allocation);
- * - an entry without a readable state.json (being created, or its creator died; `userns list`
- *   cleans those up, releasing their allocations): unknown;
- * - state.json names the keeper by PID and start time, valid in the PID namespace it records
- *   (`pidNamespace`): checked only where /proc shows that namespace, else unknown. A state
- *   written before the namespace was recorded: alive when that PID runs here with that start
- *   time, else unknown (it may run in a PID namespace this /proc does not show).
- */
-export function defaultIsNamespaceAlive(
-  root: string,
-): (name: string) => Promise<{ liveness: Liveness; reason?: string }> {
-  return async (name) => {
-    const entry = join(root, 'ns', name);
-    if (lstatSync(entry, { throwIfNoEntry: false }) === undefined) return { liveness: 'dead' };
-    let text: string;
-    try {
-      text = readFileSync(join(entry, 'state.json'), 'utf8');
-    } catch (error) {
-      return {
-        liveness: 'unknown',
-        reason: `no readable state (${(error as NodeJS.ErrnoException).code ?? error}): being created, or its creator died ('userns list' cleans it up)`,
-      };
-    }
-    let state: { keeperPid?: unknown; keeperStartTime?: unknown; pidNamespace?: unknown; bootId?: unknown };
-    try {
-      state = JSON.parse(text);
-    } catch {
-      return { liveness: 'unknown', reason: 'its state.json is not valid JSON' };
-    }
-    const pid = state.keeperPid;
-    if (typeof pid !== 'number' || !Number.isInteger(pid))
-      return { liveness: 'unknown', reason: 'its state names no keeper' };
-    const start = typeof state.keeperStartTime === 'string' ? state.keeperStartTime : undefined;
-    const boot = bootId();
-    // Created during another boot: its keeper is certainly gone.
-    if (typeof state.bootId === 'string' && boot !== undefined && state.bootId !== boot)
-      return { liveness: 'dead' };
-    const here = procPidNamespace();
-    if (typeof state.pidNamespace === 'number') {
-      if (here !== state.pidNamespace) {
-        return {
-          liveness: 'unknown',
-          reason: `its keeper ${pid} is in PID namespace pid:[${state.pidNamespace}], and /proc here shows ${here === undefined ? 'another one' : `pid:[${here}]`}: cannot check from here`,
-        };
-      }
-      if (start === undefined) return { liveness: 'unknown', reason: 'its state has no keeper start time' };
-      const liveness = processLiveness(pid, start);
-      return liveness === 'unknown' ? { liveness, reason: `/proc/${pid} cannot be read here` } : { liveness };
-    }
-    const running =
-      start === undefined ? processStartTimeSync(pid) !== undefined : processLiveness(pid, start) === 'alive';
-    return running
-      ? { liveness: 'alive' }
-      : {
-          liveness: 'unknown',
-          reason: `its keeper ${pid} is not in this /proc, and its state (from an older userns) does not say in which PID namespace it runs`,
-        };
-  };
-}
-
-/** Options of {@link gc}. */
-export interface GcOptions extends RegistryLocation {
-  /**
-   * Whether the named namespace an allocation belongs to still exists (default: its state entry is
-   * running under the same state root), or how sure that is.
-   */
-  isNamespaceAlive?: (name: string) => Promise<boolean | Liveness | { liveness: Liveness; reason?: string }>;
-}
-
-/**
- * Releases, in one transaction, the allocations whose named namespace is gone or whose
- * `userns run` process exited, as far as that can be proven from here; the others whose owner
- * cannot be checked from here (another PID namespace) are kept and listed with the reason.
- */
-export async function collectGarbage(options: GcOptions = {}): Promise<GcResult> {
-  const root = stateRoot(options.root);
-  return openAllocationRegistry({ ...options, root }).collectGarbage(
-    options.isNamespaceAlive ?? defaultIsNamespaceAlive(root),
-  );
-}
-
-/** As collectGarbage, returning the released allocations. */
-export async function gc(options: GcOptions = {}): Promise<Allocation[]> {
-  return (await collectGarbage(options)).released;
-}
-
-/**
- * For `userns run --userns auto[:…]`: allocates for the current process (gc releases it if the
- * process dies without releasing). Call releaseAllocation(id) when the namespace has ended.
- */
-export async function allocateForRun(options: AllocateOptions = {}): Promise<AllocationResult> {
-  // This process as /proc shows it, with the PID namespace of /proc: gc can then tell from
-  // anywhere whether its PID means this process. Not visible in this /proc (a PID namespace
-  // /proc does not show): recorded without a namespace, which gc never judges.
-  const self = selfInProc() ?? {
-    pid: process.pid,
-    startTime: processStartTimeSync('self') ?? '0',
-    pidNamespace: null,
-  };
-  return allocate({ ...options, holder: options.holder ?? self, lease: options.lease ?? 'auto' });
-}
-
-/** Releases if it still exists; true when it did. Never throws ALLOC_NOT_FOUND. */
-export async function releaseAllocation(id: string, location: RegistryLocation = {}): Promise<boolean> {
-  return (await openAllocationRegistry(location).release(id, { ifExists: true })) !== undefined;
-}
-
-/**
- * `auto`, `auto:size=N`, `auto:size=N,uidmapping=0:1000:1,gidmapping=…,policy=slot` (podman's
- * --userns=auto options; uidmapping/gidmapping may repeat) → allocate() options.
- */
-export function parseAutoUserns(text: string): AllocateOptions | undefined {
-  if (text !== 'auto' && !text.startsWith('auto:')) return undefined;
-  const out: AllocateOptions = {};
-  const uid: Extent[] = [];
-  const gid: Extent[] = [];
-  if (text === 'auto') return out;
-  for (const option of text.slice(5).split(',')) {
-    const eq = option.indexOf('=');
-    const key = eq < 0 ? option : option.slice(0, eq);
-    const value = eq < 0 ? '' : option.slice(eq + 1);
-    if (key === 'size' && /^[0-9]{1,10}$/.test(value) && Number(value) >= 1) out.size = Number(value);
-    else if (key === 'uidmapping') uid.push(...parsePassthrough(value, 'uidmapping'));
-    else if (key === 'gidmapping') gid.push(...parsePassthrough(value, 'gidmapping'));
-    else if (key === 'policy') out.policy = parsePolicy(value);
-    else {
-      throw new UsageError(`--userns ${text}: unknown or malformed option ${JSON.stringify(option)}`, {
-        hint: 'auto accepts size=N, uidmapping=INSIDE:HOST[:SIZE], gidmapping=… and policy=first-fit|slot[:SIZE]|base:N',
-      });
-    }
-  }
-  if (uid.length > 0) out.uidMapping = uid;
-  if (gid.length > 0) out.gidMapping = gid;
-  return out;
-}
+export { formatPolicy, type Policy, parsePolicy, SLOT_UNIT } from './policy.js';
+export {
+  DEFAULT_CONFIG_PATH,
+  type Pool,
+  type PoolOptions,
+  type Pools,
+  parsePoolArgument,
+  readPoolConfig,
+  resolvePools,
+} from './pool.js';
+export {
+  ALLOC_EXHAUSTED,
+  ALLOC_NAME_TAKEN,
+  ALLOC_NOT_FOUND,
+  type Allocation,
+  type GcResult,
+  type Holder,
+  type KindUsage,
+  type Liveness,
+  type RecoverResult,
+  type RegistryOptions,
+} from './registry.js';
+export {
+  estimateRootfsSize,
+  MIN_ROOTFS_SIZE,
+  NOBODY_ID,
+  type RootfsEstimate,
+  type RootfsOptions,
+} from './rootfs-size.js';
+export type { Exclusion, SystemTakenOptions } from './system-taken.js';

@@ -13,7 +13,7 @@
  */
 import { closeSync, constants, fstatSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { StateFileError } from '../errors.js';
+import { StateFileError } from '../errors/index.js';
 import { extent } from '../idmap/extent.js';
 import { stateFileError } from '../state/files.js';
 import type { Allocation } from './registry.js';

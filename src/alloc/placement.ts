@@ -6,13 +6,13 @@
  * registry (fleet/registry.ts, etcd) both place through these functions, so one machine and a
  * fleet give the same ranges for the same free space.
  */
-import { MapError } from '../errors.js';
+import { AllocError, MapError } from '../errors/index.js';
 import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import { type IdRange, intersectRanges, normalizeRanges, subtractRanges } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
-import { validateName } from '../store/names.js';
+import { validateName } from '../state/names.js';
 import { bootId, procPidNamespace } from '../system/proc.js';
 import type { FreeSpace } from './free-space.js';
 import { blockShape, formatPolicy, pickBlock } from './policy.js';
@@ -22,7 +22,6 @@ import {
   ALLOC_NAME_TAKEN,
   type Allocation,
   type AllocationRequest,
-  AllocError,
   type Holder,
   holderLiveness,
   type Liveness,

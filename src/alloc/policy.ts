@@ -1,4 +1,4 @@
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import type { FreeSpace } from './free-space.js';
 

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { UsageError, UsernsError } from '../errors.js';
-import { formatRange, INVALID_ID } from '../idmap/extent.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import { formatRange, type IdKind, INVALID_ID } from '../idmap/extent.js';
 import { type IdRange, intersectRanges, rangesSize, subtractRanges } from '../idmap/ranges.js';
 import {
   getSubordinateRanges,
@@ -162,7 +162,7 @@ export function readPoolConfig(path: string): ConfigFile {
 
 function given(
   options: { pool?: readonly IdRange[]; uidPool?: readonly IdRange[]; gidPool?: readonly IdRange[] },
-  kind: 'uid' | 'gid',
+  kind: IdKind,
 ) {
   const own = kind === 'uid' ? options.uidPool : options.gidPool;
   return own ?? options.pool;

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { StateFileError, UsernsError } from '../errors.js';
-import { type Extent, extent } from '../idmap/extent.js';
+import { AllocError, StateFileError, UsernsError } from '../errors/index.js';
+import { type Extent, extent, type IdKind } from '../idmap/extent.js';
 import {
   type IdRange,
   intersectRanges,
@@ -11,19 +11,20 @@ import {
   subtractRanges,
 } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
+import { writeFileAtomic } from '../state/atomic.js';
 import {
   type DatabaseContext,
   databaseError,
   databaseFiles,
   ensureSchema,
   openDatabase,
+  openMemoryDatabase,
   type Schema,
   type SqliteDatabase,
   type SqliteStatement,
 } from '../state/database.js';
 import { acquireFileLock } from '../state/lock.js';
-import { writeFileAtomic } from '../store/atomic.js';
-import { ensurePrivateDir } from '../store/state-root.js';
+import { ensurePrivateDir } from '../state/state-root.js';
 import { bootId, processLiveness, procPidNamespace } from '../system/proc.js';
 import type { AllocationRegistry } from './backend.js';
 import { FreeSpace } from './free-space.js';
@@ -187,7 +188,7 @@ export interface KindUsage {
   excluded: Exclusion[];
 }
 
-/** Tuning and test options of a {@link Registry}. */
+/** Tuning and test options of a Registry (the registry's database and index, registry.ts). */
 export interface RegistryOptions {
   /** IDs taken by passwd/group entries, users' subordinate ranges and systemd-nsresourced; null = ignore them (tests). */
   systemTaken?: SystemTakenOptions | null;
@@ -206,12 +207,6 @@ export interface GcResult {
   /** Allocations whose owner could not be checked from here, with why: kept. */
   kept: { allocation: Allocation; reason: string }[];
 }
-
-/**
- * An allocation failed; `code` is one of {@link ALLOC_EXHAUSTED}, {@link ALLOC_NAME_TAKEN},
- * {@link ALLOC_NOT_FOUND}, or a registry error (locked, damaged).
- */
-export class AllocError extends UsernsError {}
 
 /**
  * No block of the requested size is free in a pool (the error's data has the largest free block and the free total).
@@ -287,7 +282,7 @@ interface AllocationRow {
 }
 
 interface RangeRow {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   start: number;
   count: number;
   allocation: string;
@@ -326,7 +321,7 @@ interface ReleasedRow {
 }
 
 interface IndexEntry {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   pool: IdRange[];
   taken: IdRange[];
   takenVersion: number;
@@ -608,14 +603,14 @@ export class Registry implements AllocationRegistry {
 
   // --- the free-space index --------------------------------------------------------------------
 
-  #taken(kind: 'uid' | 'gid'): { ranges: IdRange[]; version: number } {
+  #taken(kind: IdKind): { ranges: IdRange[]; version: number } {
     if (this.#systemTaken === undefined) return { ranges: [], version: 0 };
     const t = this.#systemTaken.get();
     return { ranges: kind === 'uid' ? t.uid : t.gid, version: this.#systemTaken.version };
   }
 
   /** The free space of `pool` (built on first use from `ranges`: O(n log n); then kept up to date). */
-  #index(sql: Statements, kind: 'uid' | 'gid', pool: readonly IdRange[]): IndexEntry {
+  #index(sql: Statements, kind: IdKind, pool: readonly IdRange[]): IndexEntry {
     const taken = this.#taken(kind);
     const normalized = normalizeRanges(pool);
     const key = JSON.stringify(normalized);
@@ -638,64 +633,80 @@ export class Registry implements AllocationRegistry {
   // --- operations ------------------------------------------------------------------------------
 
   /**
+   * Checks a request and the holder it records (before anything is read).
+   */
+  #checkRequest(request: AllocationRequest): Holder | undefined {
+    checkRequest(request);
+    if (request.pools === undefined) throw new TypeError('the local registry needs the pools of the request');
+    return recordedHolder(request.holder);
+  }
+
+  /**
+   * The allocation `request` gets now, in transaction `sql` (not recorded): the existing one of
+   * its name when `reuse` allows (marked `reused`), else a new placement (placement.ts).
+   */
+  #place(sql: Statements, request: AllocationRequest, holder: Holder | undefined): Allocation {
+    const pools = request.pools!;
+    const name = request.name;
+    if (name !== undefined) {
+      const other = sql.byIdOrName.get({ key: name }) as AllocationRow | undefined;
+      if (other !== undefined && (other.name === name || !request.reuse)) {
+        const existing = fromRow(other, sql.rangesOf.all(other.id) as RangeRow[]);
+        if (request.reuse && other.name === name) return reuseMatching(existing, request);
+        throw nameTaken(name, existing);
+      }
+    }
+    const uidIx = this.#index(sql, 'uid', pools.uid.ranges);
+    const gidIx = this.#index(sql, 'gid', pools.gid.ranges);
+    const holderOf: HolderLookup = (kind, r) => {
+      // Ranges never overlap, so the last one starting before r's end is the only candidate.
+      const last = sql.rangeBefore.get(kind, r.start + r.count) as RangeRow | undefined;
+      if (last === undefined || last.start + last.count <= r.start) return undefined;
+      const row = sql.byIdOrName.get({ key: last.allocation }) as AllocationRow;
+      return { id: row.id, name: row.name };
+    };
+    const placed = place(
+      request,
+      {
+        uid: { pool: pools.uid, free: uidIx.free, taken: uidIx.taken },
+        gid: { pool: pools.gid, free: gidIx.free, taken: gidIx.taken },
+      },
+      holderOf,
+    );
+    let id = randomBytes(6).toString('hex');
+    while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
+    const a: Allocation = {
+      id,
+      name: name ?? id,
+      owner: process.geteuid?.() ?? 0,
+      created: new Date().toISOString(),
+      policy: formatPolicy(request.policy),
+      size: request.size,
+      ...placed,
+      seq: this.#cachedSeq + 1,
+    };
+    if (request.namespace !== undefined) a.namespace = request.namespace;
+    if (holder !== undefined) a.holder = holder;
+    return a;
+  }
+
+  /**
    * Allocates uid and gid ranges for one container. With `reuse`, an existing allocation of the
    * same name is returned (marked `reused`) when it matches the request (size and passthrough
    * mappings), instead of ALLOC_NAME_TAKEN.
    */
   async allocate(request: AllocationRequest): Promise<Allocation> {
-    checkRequest(request);
-    const pools = request.pools;
-    if (pools === undefined) throw new TypeError('the local registry needs the pools of the request');
-    const holder = recordedHolder(request.holder);
+    const holder = this.#checkRequest(request);
     await this.#systemTaken?.refresh();
     let reused: Allocation | undefined;
     const allocation = this.#transaction(true, (sql) => {
-      const name = request.name;
-      if (name !== undefined) {
-        const other = sql.byIdOrName.get({ key: name }) as AllocationRow | undefined;
-        if (other !== undefined && (other.name === name || !request.reuse)) {
-          const existing = fromRow(other, sql.rangesOf.all(other.id) as RangeRow[]);
-          if (request.reuse && other.name === name) {
-            reused = reuseMatching(existing, request);
-            return reused;
-          }
-          throw nameTaken(name, existing);
-        }
+      const a = this.#place(sql, request, holder);
+      if (a.reused) {
+        reused = a;
+        return a;
       }
-      const uidIx = this.#index(sql, 'uid', pools.uid.ranges);
-      const gidIx = this.#index(sql, 'gid', pools.gid.ranges);
-      const holderOf: HolderLookup = (kind, r) => {
-        // Ranges never overlap, so the last one starting before r's end is the only candidate.
-        const last = sql.rangeBefore.get(kind, r.start + r.count) as RangeRow | undefined;
-        if (last === undefined || last.start + last.count <= r.start) return undefined;
-        const row = sql.byIdOrName.get({ key: last.allocation }) as AllocationRow;
-        return { id: row.id, name: row.name };
-      };
-      const placed = place(
-        request,
-        {
-          uid: { pool: pools.uid, free: uidIx.free, taken: uidIx.taken },
-          gid: { pool: pools.gid, free: gidIx.free, taken: gidIx.taken },
-        },
-        holderOf,
-      );
-      let id = randomBytes(6).toString('hex');
-      while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
-      const seq = this.#cachedSeq + 1;
-      const a: Allocation = {
-        id,
-        name: name ?? id,
-        owner: process.geteuid?.() ?? 0,
-        created: new Date().toISOString(),
-        policy: formatPolicy(request.policy),
-        size: request.size,
-        ...placed,
-        seq,
-      };
-      if (request.namespace !== undefined) a.namespace = request.namespace;
-      if (holder !== undefined) a.holder = holder;
       insertAllocation(sql, a);
-      sql.setSeq.run(seq);
+      sql.setSeq.run(a.seq);
       return a;
     });
     if (reused !== undefined) return reused;
@@ -705,6 +716,32 @@ export class Registry implements AllocationRegistry {
     this.#cachedSeq = allocation.seq;
     if (this.#reserveMissing) this.#ensureReserve();
     return allocation;
+  }
+
+  /**
+   * What allocate() would return now, recording nothing (a dry run): the same checks and the
+   * same placement, in a read transaction. A registry that does not exist yet is not created:
+   * the placement is made in an empty database in memory.
+   */
+  async preview(request: AllocationRequest): Promise<Allocation> {
+    const holder = this.#checkRequest(request);
+    await this.#systemTaken?.refresh();
+    if (existsSync(this.dir)) return this.#transaction(false, (sql) => this.#place(sql, request, holder));
+    const db = openMemoryDatabase();
+    try {
+      db.exec(DDL);
+      const saved = { seq: this.#cachedSeq, indexes: this.#indexes };
+      this.#cachedSeq = 0;
+      this.#indexes = [];
+      try {
+        return this.#place(prepare(db), request, holder);
+      } finally {
+        this.#cachedSeq = saved.seq;
+        this.#indexes = saved.indexes;
+      }
+    } finally {
+      db.close();
+    }
   }
 
   /** Deletes `a` (a row read in this transaction) and logs the release; returns its seq. */
@@ -812,7 +849,7 @@ export class Registry implements AllocationRegistry {
     if (pools === undefined) throw new TypeError('the local registry needs the pools to count');
     await this.#systemTaken?.refresh();
     return this.#transaction(false, (sql) => {
-      const one = (kind: 'uid' | 'gid'): KindUsage => {
+      const one = (kind: IdKind): KindUsage => {
         const pool = pools[kind];
         const ix = this.#index(sql, kind, pool.ranges);
         const poolSize = rangesSize(pool.ranges);

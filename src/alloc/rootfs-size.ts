@@ -1,6 +1,8 @@
-import { lstatSync, opendirSync, readFileSync, readlinkSync } from 'node:fs';
-import { join, posix } from 'node:path';
-import { UsernsError } from '../errors.js';
+import { lstatSync, opendirSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsernsError } from '../errors/index.js';
+import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
+import { readInside } from '../system/rootfs.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
 
 /**
@@ -34,52 +36,6 @@ export interface RootfsOptions {
 
 const IGNORED_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
 
-/** Resolves `rel` (like "etc/passwd") inside `root`, following links within the tree only (also used by `userns fit`). */
-export function resolveInside(root: string, rel: string): string | undefined {
-  let parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-  const done: string[] = [];
-  let hops = 0;
-  while (parts.length > 0) {
-    const part = parts.shift()!;
-    if (part === '..') {
-      done.pop();
-      continue;
-    }
-    const path = join(root, ...done, part);
-    let st: ReturnType<typeof lstatSync>;
-    try {
-      st = lstatSync(path);
-    } catch {
-      return undefined;
-    }
-    if (st.isSymbolicLink()) {
-      if (++hops > 40) return undefined;
-      const target = readlinkSync(path);
-      const rest = target.split('/').filter((p) => p !== '' && p !== '.');
-      if (posix.isAbsolute(target)) done.length = 0;
-      parts = [...rest, ...parts];
-      continue;
-    }
-    done.push(part);
-  }
-  return join(root, ...done);
-}
-
-/**
- * The text of file `rel` (e.g. `etc/passwd`) of the tree at `root`, following links only
- * inside the tree; empty when it is missing or not a regular file.
- */
-export function readInside(root: string, rel: string): string {
-  const path = resolveInside(root, rel);
-  if (path === undefined) return '';
-  try {
-    if (!lstatSync(path).isFile()) return '';
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
 /**
  * How many IDs an unpacked image needs: the highest uid/gid owning a file or named in its
  * /etc/passwd and /etc/group (65534, nobody, nogroup ignored), plus one, at least `minimum`.
@@ -111,7 +67,7 @@ export function estimateRootfsSize(root: string, options: RootfsOptions = {}): R
   const uid = { highest: -1, where: null as string | null };
   const gid = { highest: -1, where: null as string | null };
   const see = (slot: typeof uid, id: number, where: string) => {
-    if (id === NOBODY_ID || id > 4294967294) return;
+    if (id === NOBODY_ID || id > MAX_MAPPABLE_ID) return;
     if (id > slot.highest) {
       slot.highest = id;
       slot.where = where;

@@ -1,9 +1,14 @@
 /**
  * `userns alloc`: allocate non-overlapping uid/gid ranges for containers, list, release, gc.
  */
-import { UsageError } from '../errors.js';
-import { formatRange, formatTriple } from '../idmap/extent.js';
+
+import { openRegistry, poolFiles } from '../alloc/allocate.js';
+import * as alloc from '../alloc/index.js';
+import { formatExclusion } from '../alloc/system-taken.js';
+import { UsageError } from '../errors/index.js';
+import { formatRange, formatTriple, INVALID_ID } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
+import { collectAllocationGarbage } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import {
   type CliIo,
@@ -45,9 +50,7 @@ function ranges(rs: readonly IdRange[]): string {
   return rs.map((r) => formatRange(r.start, r.count)).join(',');
 }
 
-function allocationJson(
-  a: import('../alloc/registry.js').Allocation & { estimate?: unknown; warnings?: unknown },
-) {
+function allocationJson(a: alloc.Allocation & { estimate?: unknown; warnings?: unknown }) {
   const { seq: _seq, warnings: _warnings, ...rest } = a;
   return {
     ...rest,
@@ -57,20 +60,13 @@ function allocationJson(
 }
 
 function parseSize(text: string): number {
-  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > 4294967295) {
+  if (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(text) || Number(text) < 1 || Number(text) > INVALID_ID) {
     throw new UsageError(`--size ${JSON.stringify(text)}: expected a number of IDs from 1 to 4294967295`);
   }
   return Number(text);
 }
 
-type AllocModule = typeof import('../alloc/index.js');
-/** The alloc layer, once a subcommand loaded it (closed at the end of the command). */
-let loaded: AllocModule | undefined;
-
-async function allocLayer(): Promise<AllocModule> {
-  loaded ??= await import('../alloc/index.js');
-  return loaded;
-}
+type AllocModule = typeof alloc;
 
 /** " (node N, leased)", " (reused)", …: what a fleet allocation adds to its line. */
 function fleetNote(a: import('../alloc/registry.js').Allocation): string {
@@ -96,7 +92,6 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   if (values.size !== undefined && values['for-rootfs'] !== undefined) {
     throw new UsageError('--size and --for-rootfs cannot be combined', { hint: 'give one or the other' });
   }
-  const alloc = await allocLayer();
   const where = location(values);
   const fleet = alloc.fleetRegistryText(where) !== undefined;
   if (values.lease && !fleet) {
@@ -159,7 +154,6 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc list'].options, 'alloc list');
   if (values.help) return writeHelp(io, 'alloc list');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await allocLayer();
   const where = location(values);
   const fleetText = alloc.fleetRegistryText(where);
   if (fleetText !== undefined) {
@@ -170,9 +164,9 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       throw new UsageError(`--${given[0]}: the pools of a fleet registry come from its configuration`, {
         hint: `'userns alloc config --registry ${fleetText}' shows them`,
       });
-    return listFleet(alloc, where, io, values.json === true);
+    return listFleet(where, io, values.json === true);
   }
-  const registry = alloc.openRegistry(where);
+  const registry = openRegistry(where);
   const list = await registry.list();
   const migrated = await registry.migrated();
   let usage: Awaited<ReturnType<typeof alloc.allocationUsage>> | undefined;
@@ -189,7 +183,7 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       ...(uidPool === undefined ? {} : { uidPool }),
       ...(gidPool === undefined ? {} : { gidPool }),
       ...(values.config === undefined ? {} : { configPath: values.config }),
-      ...alloc.poolFiles(where),
+      ...poolFiles(where),
     });
     warnings.push(...(pools.warnings ?? []));
     usage = await alloc.allocationUsage({ ...where, pools });
@@ -215,7 +209,7 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
       list.map((a) => [a.id, a.name, String(a.owner), ranges(a.uids), ranges(a.gids), a.policy, a.created]),
     );
   }
-  if (usage !== undefined) writeUsage(alloc, io, usage);
+  if (usage !== undefined) writeUsage(io, usage);
   else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
   if (migrated !== undefined)
     io.stdout.write(
@@ -224,11 +218,7 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-function writeUsage(
-  alloc: AllocModule,
-  io: CliIo,
-  usage: Awaited<ReturnType<AllocModule['allocationUsage']>>,
-): void {
+function writeUsage(io: CliIo, usage: Awaited<ReturnType<AllocModule['allocationUsage']>>): void {
   for (const kind of ['uid', 'gid'] as const) {
     const u = usage[kind];
     io.stdout.write(
@@ -236,7 +226,7 @@ function writeUsage(
     );
     const shown = u.excluded.slice(0, 20);
     if (shown.length > 0) io.stdout.write(`  excluded from it (not free, held by no allocation):\n`);
-    for (const x of shown) io.stdout.write(`    ${alloc.formatExclusion(x)}\n`);
+    for (const x of shown) io.stdout.write(`    ${formatExclusion(x)}\n`);
     if (u.excluded.length > shown.length)
       io.stdout.write(
         `    … and ${u.excluded.length - shown.length} more ('userns alloc list --json' lists them all)\n`,
@@ -245,12 +235,7 @@ function writeUsage(
 }
 
 /** `alloc list` of a fleet registry: which node holds what, the live nodes, the pools. */
-async function listFleet(
-  alloc: AllocModule,
-  where: ReturnType<typeof location>,
-  io: CliIo,
-  json: boolean,
-): Promise<number> {
+async function listFleet(where: ReturnType<typeof location>, io: CliIo, json: boolean): Promise<number> {
   const registry = alloc.openFleetRegistry(where);
   const list = await registry.list();
   const offline = list.find((a) => a.offline !== undefined)?.offline;
@@ -311,7 +296,7 @@ async function listFleet(
         : `nodes (with a live agent): ${status.nodes.map((n) => `${n.node} (lease ${n.lease}, TTL ${n.ttl} s, since ${n.since})`).join('; ')}\n`,
     );
   }
-  if (usage !== undefined) writeUsage(alloc, io, usage);
+  if (usage !== undefined) writeUsage(io, usage);
   else if (usageError !== undefined) io.stdout.write(`pools: ${usageError}\n`);
   return 0;
 }
@@ -338,7 +323,6 @@ async function doRelease(argv: string[], io: CliIo): Promise<number> {
       },
     );
   }
-  const alloc = await allocLayer();
   const released = await alloc.release(positionals[0]!, {
     ...location(values),
     ...(values.force ? { force: true } : {}),
@@ -355,8 +339,7 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc gc'].options, 'alloc gc');
   if (values.help) return writeHelp(io, 'alloc gc');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await allocLayer();
-  const { released, kept } = await alloc.collectGarbage(location(values));
+  const { released, kept } = await collectAllocationGarbage(location(values));
   if (values.json) {
     writeJson(io, {
       ok: true,
@@ -379,7 +362,6 @@ async function doRecover(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc recover'].options, 'alloc recover');
   if (values.help) return writeHelp(io, 'alloc recover');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await allocLayer();
   const result = await alloc.recoverAllocations(values.root === undefined ? {} : { root: values.root });
   warn(io, result.warnings);
   if (values.json) {
@@ -402,7 +384,7 @@ async function doRecover(argv: string[], io: CliIo): Promise<number> {
   return 0;
 }
 
-function fleetOnly(alloc: AllocModule, values: { registry?: string | undefined }, command: string): string {
+function fleetOnly(values: { registry?: string | undefined }, command: string): string {
   const text = alloc.fleetRegistryText(values.registry === undefined ? {} : { registryUrl: values.registry });
   if (text === undefined) {
     throw new UsageError(`alloc ${command} needs a fleet registry`, {
@@ -428,8 +410,7 @@ async function doConfig(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc config'].options, 'alloc config');
   if (values.help) return writeHelp(io, 'alloc config');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await allocLayer();
-  const text = fleetOnly(alloc, values, 'config');
+  const text = fleetOnly(values, 'config');
   const registry = alloc.openFleetRegistry(location(values));
   const poolArg = (list: string[] | undefined, option: string) =>
     list?.map((t) => alloc.parsePoolArgument(t, option));
@@ -510,8 +491,7 @@ async function doAgent(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc agent'].options, 'alloc agent');
   if (values.help) return writeHelp(io, 'alloc agent');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
-  const alloc = await allocLayer();
-  const text = fleetOnly(alloc, values, 'agent');
+  const text = fleetOnly(values, 'agent');
   let ttl: number | undefined;
   if (values.ttl !== undefined) {
     if (!/^[0-9]{1,6}$/.test(values.ttl))
@@ -579,6 +559,6 @@ export const main: Command = async (argv, io) => {
   } catch (error) {
     return reportError(error, io, json);
   } finally {
-    loaded?.closeAllocationRegistries();
+    alloc.closeAllocationRegistries();
   }
 };

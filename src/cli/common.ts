@@ -1,7 +1,9 @@
 import { writeSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { UsageError, UsernsError } from '../errors.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import { exitStatusForSignal, forwardSignals } from '../system/signals.js';
 import type { CommandName } from './commands.js';
+import { commandHelp } from './help.js';
 import { closest, didYouMean } from './suggest.js';
 
 /** Streams a command writes to; replaced by buffers in tests. */
@@ -79,6 +81,16 @@ export function parseCommandLine<O extends OptionSpec>(
   }
 }
 
+/**
+ * A map in every command's --json output: `[[inside, outside, count], …]` in written order (as
+ * IdMap.toJSON); two maps are `uidMap` and `gidMap`, one map is `map` with its `kind`.
+ */
+export function mapJson(
+  extents: readonly { inside: number; outside: number; count: number }[],
+): [number, number, number][] {
+  return extents.map((e) => [e.inside, e.outside, e.count]);
+}
+
 /** The first problem parseArgs found in `argv`, as a one-line UsageError. */
 function usageErrorFor(argv: string[], options: OptionSpec, command: string, error: unknown): UsageError {
   const hint = `see 'userns ${command} --help'`;
@@ -138,28 +150,20 @@ export function valueOptions(
   return words;
 }
 
-/** Prints a command's help (src/cli/help.ts, loaded only then); returns exit status 0. */
+/** Prints a command's help (src/cli/help.ts); returns exit status 0. */
 export async function writeHelp(io: CliIo, command: CommandName): Promise<number> {
-  const { commandHelp } = await import('./help.js');
   io.stdout.write(await commandHelp(command));
   return 0;
-}
-
-/**
- * A map in every command's --json output: `[[inside, outside, count], …]` in written order (as
- * IdMap.toJSON); two maps are `uidMap` and `gidMap`, one map is `map` with its `kind`.
- */
-export function mapJson(
-  extents: readonly { inside: number; outside: number; count: number }[],
-): [number, number, number][] {
-  return extents.map((e) => [e.inside, e.outside, e.count]);
 }
 
 export function writeJson(io: CliIo, value: unknown): void {
   io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** Whether to colour output: a TTY, NO_COLOR unset (https://no-color.org), and TERM not dumb. */
+/**
+ * Whether to colour output: a TTY, NO_COLOR unset or empty (the common convention: any value
+ * turns colour off), FORCE_COLOR set and not 0 turns it on, and TERM not dumb.
+ */
 export function useColour(stream: { isTTY?: boolean }, env: NodeJS.ProcessEnv): boolean {
   if (env.NO_COLOR !== undefined && env.NO_COLOR !== '') return false;
   if (env.FORCE_COLOR !== undefined && env.FORCE_COLOR !== '' && env.FORCE_COLOR !== '0') return true;
@@ -185,6 +189,16 @@ export function reportError(error: unknown, io: CliIo, json: boolean): number {
   return known ? 1 : 70;
 }
 
+/** The exit status of a command that ran: its own, or 128 + N when signal N killed it. */
+export function exitStatus(result: { exitCode: number | null; signal: NodeJS.Signals | null }): number {
+  return result.signal !== null ? exitStatusForSignal(result.signal) : (result.exitCode ?? 125);
+}
+
+/** The exit status when the command could not be started: 127 not found, 126 not executable, else 125. */
+export function failureStatus(error: UsernsError): number {
+  return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
+}
+
 /**
  * For commands whose exit status is the command's they run (`run`, `exec`): userns's own
  * failures must not be mistaken for the command's, so every one of them, usage errors included,
@@ -200,39 +214,26 @@ export function passThroughStatus(command: Command, options: (argv: string[]) =>
       if (!(error instanceof UsernsError)) throw error;
       // --json among userns's own options, not the command's arguments.
       reportError(error, io, options(argv).includes('--json'));
-      return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
+      return failureStatus(error);
     }
   };
 }
 
-const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const;
-
 /**
  * Waits for a command run in a namespace (`run`, `exec`), forwarding the signals userns receives
- * to it, and returns the status to exit with: the command's, or 128+N when signal N killed it.
+ * to it (system/signals.ts), and returns the status to exit with: the command's, or 128+N when
+ * signal N killed it.
  */
 export async function forwardAndWait(
-  child: { kill(signal: NodeJS.Signals): boolean } & PromiseLike<{
+  child: { kill(signal: NodeJS.Signals): unknown } & PromiseLike<{
     exitCode: number | null;
     signal: NodeJS.Signals | null;
   }>,
 ): Promise<number> {
-  const handlers = new Map<string, () => void>();
+  const stopForwarding = forwardSignals(child);
   try {
-    for (const signal of FORWARDED) {
-      const handler = () => {
-        child.kill(signal);
-      };
-      handlers.set(signal, handler);
-      process.on(signal, handler);
-    }
-    const result = await child;
-    if (result.signal !== null) {
-      const { constants } = await import('node:os');
-      return 128 + (constants.signals[result.signal] ?? 0);
-    }
-    return result.exitCode ?? 125;
+    return exitStatus(await child);
   } finally {
-    for (const [signal, handler] of handlers) process.off(signal, handler);
+    stopForwarding();
   }
 }

@@ -9,8 +9,11 @@
  * an operand. After `--`, or once `run`'s COMMAND (or `exec`'s NAME and COMMAND) has begun,
  * the shell completes that command line as its own.
  */
+import { UsageError } from '../errors/index.js';
+import { FORMATS } from '../idmap/formats/index.js';
 import { COMMANDS, type CommandName, type OperandKind, type OptionSpec, TOP_COMMANDS } from './commands.js';
 import { type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
+import { didYouMean } from './suggest.js';
 
 export const SHELLS = ['bash', 'zsh', 'fish'] as const;
 export type Shell = (typeof SHELLS)[number];
@@ -547,7 +550,6 @@ ${lines.join('\n')}
 
 /** The completion script for `shell`. */
 export async function completionScript(shell: Shell): Promise<string> {
-  const { FORMATS } = await import('../idmap/formats/index.js');
   const models = completionModel(Object.keys(FORMATS));
   return shell === 'bash' ? bash(models) : shell === 'zsh' ? zsh(models) : fish(models);
 }
@@ -555,7 +557,6 @@ export async function completionScript(shell: Shell): Promise<string> {
 export const main: Command = async (argv, io) => {
   const { values, positionals } = parseCommandLine(argv, COMMANDS.completion.options, 'completion');
   if (values.help) return writeHelp(io, 'completion');
-  const { UsageError } = await import('../errors.js');
   if (positionals.length !== 1) {
     throw new UsageError(
       positionals.length === 0 ? 'name a shell: bash, zsh or fish' : 'one shell at a time',
@@ -566,7 +567,6 @@ export const main: Command = async (argv, io) => {
   }
   const shell = positionals[0]!;
   if (!(SHELLS as readonly string[]).includes(shell)) {
-    const { didYouMean } = await import('./suggest.js');
     throw new UsageError(
       `no completion for the shell '${shell}'${didYouMean(shell, SHELLS)} (bash, zsh, fish)`,
       {

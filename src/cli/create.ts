@@ -1,9 +1,10 @@
 /** `userns create NAME`: named namespaces kept alive by a keeper process, with their state on disk. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
+import { createNamespace, inspectNamespace } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
 import { namespaceText } from './inspect.js';
-import { parseMappingOptions } from './run.js';
+import { parseMappingOptions } from './mapping-options.js';
 
 const OPTIONS = COMMANDS.create.options;
 
@@ -19,7 +20,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const name = positionals[0]!;
   const warnings: string[] = [];
   const mapping = parseMappingOptions(values, { command: 'create', json, io, warnings });
-  const { createNamespace, inspectNamespace } = await import('../store/namespaces.js');
   const root = values.root === undefined ? {} : { root: values.root };
   await createNamespace(name, { ...mapping, ...root });
   // The same layout as 'userns inspect NAME' (JSON and text): one shape to script against.

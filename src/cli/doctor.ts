@@ -1,7 +1,10 @@
 /**
  * `userns doctor`: find and explain what blocks user namespaces here.
  */
+
+import { runDoctor } from '../doctor/doctor.js';
 import type { Check, DoctorReport, Evidence } from '../doctor/types.js';
+import { UsageError } from '../errors/index.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 
@@ -80,10 +83,8 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'doctor');
   if (values.help) return writeHelp(io, 'doctor');
   if (positionals.length > 0) {
-    const { UsageError } = await import('../errors.js');
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns doctor --help'" });
   }
-  const { runDoctor } = await import('../doctor/doctor.js');
   const report = await runDoctor({
     ...(values.user === undefined ? {} : { user: values.user }),
     ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),

@@ -1,5 +1,6 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
+import { spawnInNamespace } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import {
   type CliIo,
@@ -10,7 +11,7 @@ import {
   valueOptions,
   writeHelp,
 } from './common.js';
-import { parseUserOption } from './run.js';
+import { parseUserOption } from './mapping-options.js';
 
 const OPTIONS = COMMANDS.exec.options;
 const VALUE_OPTIONS = valueOptions(OPTIONS);
@@ -42,7 +43,6 @@ export const main: Command = passThroughStatus(
       });
     }
     const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
-    const { spawnInNamespace } = await import('../store/namespaces.js');
     const [command, ...args] = split.command as [string, ...string[]];
     const child = spawnInNamespace(positionals[0]!, command, args, {
       stdio: 'inherit',

@@ -1,6 +1,7 @@
 /** `userns fit`: which IDs of a tree a map cannot represent. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import type { FitResult, UnfitId } from '../shift/fit.js';
+import { fitTree } from '../shift/fit.js';
 import { COMMANDS } from './commands.js';
 import { type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 import { readKindMaps } from './shift.js';
@@ -80,7 +81,6 @@ export const main: Command = async (argv, io) => {
           });
     if (from === undefined && values['from-gid'] !== undefined)
       throw new UsageError('--from-gid needs --from', { hint: "see 'userns fit --help'" });
-    const { fitTree } = await import('../shift/fit.js');
     const result = await fitTree(positionals[1]!, maps.uid, {
       gid: maps.gid,
       ...(from === undefined ? {} : { from }),

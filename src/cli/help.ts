@@ -41,7 +41,11 @@ export function optionRows(options: Readonly<Record<string, OptionSpec>>): strin
     .join('\n');
 }
 
-/** Fills `{formats}` and `{format-names}` (see commands.ts) from the format registry, loaded only then. */
+/**
+ * Fills `{formats}` and `{format-names}` (see commands.ts) from the format registry, loaded only
+ * then: start-up, measured 10 rounds each on the loaded 2-core development machine, importing the
+ * formats takes 189 ms against 16 ms for the error classes alone.
+ */
 export async function fillPlaceholders(text: string): Promise<string> {
   if (!text.includes('{format')) return text;
   const { FORMATS } = await import('../idmap/formats/index.js');

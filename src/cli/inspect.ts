@@ -1,6 +1,6 @@
 /** `userns inspect NAME`: one named namespace in detail. */
-import { UsageError } from '../errors.js';
-import type { InspectResult } from '../store/namespaces.js';
+import { UsageError } from '../errors/index.js';
+import { type InspectResult, inspectNamespace } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
 
@@ -14,7 +14,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       hint: "usage: userns inspect [--json] NAME; see 'userns inspect --help'",
     });
   }
-  const { inspectNamespace } = await import('../store/namespaces.js');
   const r = await inspectNamespace(positionals[0]!, values.root === undefined ? {} : { root: values.root });
   if (values.json) {
     writeJson(io, { ok: true, ...r });

@@ -1,4 +1,6 @@
 /** `userns list`: the named namespaces and whether they still run. */
+import { UsageError } from '../errors/index.js';
+import { listNamespaces } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 
@@ -16,10 +18,8 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'list');
   if (values.help) return writeHelp(io, 'list');
   if (positionals.length > 0) {
-    const { UsageError } = await import('../errors.js');
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns list --help'" });
   }
-  const { listNamespaces } = await import('../store/namespaces.js');
   const entries = await listNamespaces(values.root === undefined ? {} : { root: values.root });
   if (values.json) {
     writeJson(io, { ok: true, namespaces: entries });

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { UsageError, UsernsError } from '../errors.js';
-import type { Extent, KindedExtent } from '../idmap/extent.js';
+import { UsageError, UsernsError } from '../errors/index.js';
+import type { Extent, IdKind, KindedExtent } from '../idmap/extent.js';
 import { detectFormat } from '../idmap/formats/detect.js';
 import { FORMATS, type FormatName } from '../idmap/formats/index.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
@@ -9,8 +9,6 @@ import { IdMap } from '../idmap/idmap.js';
 import { requireValidMap } from '../idmap/validate.js';
 import { MAP_INPUT_LIMIT, readFileBounded, readStreamBounded } from '../system/bounded-read.js';
 import { pageSize } from '../system/proc.js';
-
-export type Kind = 'uid' | 'gid';
 
 /** A MAP argument after reading: where it came from, its raw text (if any) and its extents. */
 export interface MapInput {
@@ -24,7 +22,7 @@ export interface MapInput {
 
 const INLINE = /^\d+:\d+:\d+(,\d+:\d+:\d+)*$/;
 
-export function parseKind(value: string | undefined): Kind {
+export function parseKind(value: string | undefined): IdKind {
   if (value === undefined || value === 'uid' || value === 'gid') return value ?? 'uid';
   throw new UsageError(`--kind must be uid or gid, not '${value}'`);
 }
@@ -42,14 +40,14 @@ async function readStdin(stdin: NodeJS.ReadableStream): Promise<string> {
 }
 
 /** The extents of `entries` that apply to `kind` (entries marked `both` apply to either). */
-export function entriesForKind(entries: readonly (Extent | KindedExtent)[], kind: Kind): Extent[] {
+export function entriesForKind(entries: readonly (Extent | KindedExtent)[], kind: IdKind): Extent[] {
   return entries
     .filter((e) => !('kind' in e) || e.kind === 'both' || e.kind === kind)
     .map((e) => ({ inside: e.inside, outside: e.outside, count: e.count }));
 }
 
 export interface ResolveOptions {
-  kind: Kind;
+  kind: IdKind;
   from?: FormatName | undefined;
   parent?: IdMap | undefined;
   stdin?: NodeJS.ReadableStream;
@@ -146,7 +144,7 @@ const LINE_FORMATS: readonly FormatName[] = ['kernel', 'lxc', 'incus', 'subid'];
  * from (1-based); undefined for formats whose entries are not lines (JSON, inline triples). So
  * that an error about map line N of an LXC config names the file's line, not N.
  */
-export function entryLines(raw: RawMapInput, kind: Kind, parent?: IdMap): number[] | undefined {
+export function entryLines(raw: RawMapInput, kind: IdKind, parent?: IdMap): number[] | undefined {
   if (!LINE_FORMATS.includes(raw.format)) return undefined;
   const out: number[] = [];
   raw.text.split('\n').forEach((text, i) => {
@@ -183,9 +181,9 @@ export const SINGLE_KIND_FORMATS: readonly FormatName[] = ['kernel', 'triples', 
  */
 export async function readMapEntries(
   argument: string,
-  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: Kind | undefined },
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
 ): Promise<KindedExtent[]> {
-  const kinds: Kind[] = options.kind === undefined ? ['uid', 'gid'] : [options.kind];
+  const kinds: IdKind[] = options.kind === undefined ? ['uid', 'gid'] : [options.kind];
   if (options.kind === undefined && /^(?:self|pid:\d+)$/.test(argument)) {
     // A process has one map of each kind: both are read.
     const out: KindedExtent[] = [];

@@ -1,7 +1,6 @@
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
-import type { KindedExtent } from '../idmap/extent.js';
-import { U32_MAX } from '../idmap/extent.js';
+import { type IdKind, INVALID_ID, type KindedExtent } from '../idmap/extent.js';
 import { FORMAT_NAMES, FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
@@ -20,7 +19,6 @@ import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, write
 import {
   entriesForKind,
   entryLines,
-  type Kind,
   parseFormatName,
   parseKind,
   parseMapInput,
@@ -45,7 +43,7 @@ function needPositionals(positionals: string[], min: number, sub: string, max = 
 }
 
 function parseId(text: string): number {
-  if (!/^\d+$/.test(text) || Number(text) > U32_MAX)
+  if (!/^\d+$/.test(text) || Number(text) > INVALID_ID)
     throw new UsageError(`'${text}' is not an ID (0 to 4294967295)`);
   return Number(text);
 }
@@ -53,7 +51,7 @@ function parseId(text: string): number {
 /** The --parent MAP of a subcommand, when given. */
 async function optionalParent(
   argument: string | undefined,
-  kind: Kind,
+  kind: IdKind,
   io: CliIo,
 ): Promise<IdMap | undefined> {
   return argument === undefined
@@ -66,7 +64,7 @@ function pageSizeOption(value: string | undefined): number {
   return value === undefined ? pageSize() : parseId(value);
 }
 
-function printVerdict(io: CliIo, json: boolean, verdict: Verdict, kind: Kind, lines: number): number {
+function printVerdict(io: CliIo, json: boolean, verdict: Verdict, kind: IdKind, lines: number): number {
   if (json) writeJson(io, verdict);
   else if (verdict.ok)
     io.stdout.write(
@@ -185,7 +183,7 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
     ...(values.owner === undefined ? {} : { owner: values.owner }),
   });
   if (values.json) {
-    const triples = (k: Kind) => entriesForKind(entries, k).map((e) => [e.inside, e.outside, e.count]);
+    const triples = (k: IdKind) => entriesForKind(entries, k).map((e) => [e.inside, e.outside, e.count]);
     writeJson(io, { ok: true, format: to, text, uidMap: triples('uid'), gidMap: triples('gid') });
   } else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
   return 0;

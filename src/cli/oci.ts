@@ -2,11 +2,12 @@
  * `userns oci`: fill an OCI bundle's config.json (or a Kubernetes userns record) with validated
  * ID maps, or check one.
  */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
+import * as oci from '../oci/index.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, mapJson, parseCommandLine, writeHelp, writeJson } from './common.js';
-import { checkUsernsMode } from './run.js';
+import { checkUsernsMode } from './mapping-options.js';
 
 const OPTIONS = COMMANDS.oci.options;
 
@@ -52,7 +53,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   }
   const json = values.json === true;
   const file = positionals[0]!;
-  const oci = await import('../oci/index.js');
   const onlyCheck =
     values.check === true &&
     mode === undefined &&

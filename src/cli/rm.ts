@@ -1,5 +1,6 @@
 /** `userns rm NAME...`: stop a named namespace's keeper and remove its state. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
+import { removeNamespace } from '../namespaces/index.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 
@@ -14,7 +15,6 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     });
   }
   const json = values.json === true;
-  const { removeNamespace } = await import('../store/namespaces.js');
   const results: unknown[] = [];
   let status = 0;
   for (const name of positionals) {

@@ -1,5 +1,5 @@
 /** `userns shift`: rewrite a tree's owners from one ID map to another. */
-import { UsageError } from '../errors.js';
+import { UsageError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
 import {
   type ShiftChange,
@@ -12,6 +12,7 @@ import {
 import type { UnmappedPolicy } from '../shift/tree-walk.js';
 import { COMMANDS } from './commands.js';
 import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
+import { parseMapInput, readMapArgument } from './map-input.js';
 
 const OPTIONS = COMMANDS.shift.options;
 
@@ -22,7 +23,6 @@ export async function readKindMaps(
   io: CliIo,
   labels: { uid: string; gid: string } = { uid: 'argument', gid: 'argument' },
 ): Promise<{ uid: IdMap; gid: IdMap }> {
-  const { readMapArgument, parseMapInput } = await import('./map-input.js');
   const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin, label: labels.uid });
   const uid = parseMapInput(raw, { kind: 'uid' });
   let gid: IdMap;

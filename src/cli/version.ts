@@ -1,5 +1,6 @@
 /** `userns version`, `userns --version`, `userns -V`: the version in the package's package.json. */
 import { readFileSync } from 'node:fs';
+import { UsageError } from '../errors/index.js';
 import { COMMANDS } from './commands.js';
 import { type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
 
@@ -22,7 +23,6 @@ export const main: Command = async (argv, io) => {
   const { values, positionals } = parseCommandLine(argv, COMMANDS.version.options, 'version');
   if (values.help) return writeHelp(io, 'version');
   if (positionals.length > 0) {
-    const { UsageError } = await import('../errors.js');
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns version --help'" });
   }
   const version = packageVersion();

@@ -1,5 +1,5 @@
-import { UsageError } from '../errors.js';
-import { isPrivileged } from '../spawn/system.js';
+import { UsageError } from '../errors/index.js';
+import { isPrivileged } from '../system/self.js';
 import { currentUser, lookupUser } from '../system/users.js';
 import { environmentChecks } from './environment.js';
 import { kernelChecks } from './kernel.js';

@@ -4,7 +4,7 @@
  * @module userns/doctor
  */
 
-export { freeRange } from '../system/subordinate.js';
+export { freeRange, type LoginDefs } from '../system/subordinate.js';
 export { GROUPS, runDoctor } from './doctor.js';
 export { environmentChecks } from './environment.js';
 export { kernelChecks } from './kernel.js';

@@ -10,12 +10,11 @@
 import { execFile } from 'node:child_process';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { UsernsError } from '../errors.js';
+import { DOCTOR_HINT, UsernsError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { packagedHelperPath } from '../native/helper-binary.js';
-import { DOCTOR_HINT } from '../spawn/errors.js';
 import { planArgv, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
 import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
 import { findProgram } from '../system/exec.js';

@@ -7,10 +7,10 @@
  * that holds some of them.
  */
 import { join } from 'node:path';
+import { stateRoot } from '../alloc/allocate.js';
 import { connectFleet } from '../alloc/fleet/client.js';
 import { FleetRegistry } from '../alloc/fleet/registry.js';
 import { isFleetRegistry, parseRegistryUrl, redact } from '../alloc/fleet/url.js';
-import { stateRoot } from '../alloc/index.js';
 import { SystemTaken } from '../alloc/system-taken.js';
 import { formatRange } from '../idmap/extent.js';
 import { intersectRanges, rangesSize } from '../idmap/ranges.js';

@@ -5,11 +5,11 @@
  * malformed lines, and (nested) ranges this namespace cannot map.
  */
 import { readFileSync } from 'node:fs';
-import { formatRange } from '../idmap/extent.js';
+import { formatRange, type IdKind } from '../idmap/extent.js';
 import type { SubidEntry } from '../idmap/formats/subid.js';
 import { subidOwnerMatches } from '../idmap/formats/subid.js';
 import { type IdRange, insideRanges, intersectRanges, rangesSize } from '../idmap/ranges.js';
-import { usablePool } from '../spawn/modes.js';
+import { usablePool } from '../maps/modes.js';
 import { nesting } from '../system/knobs.js';
 import {
   freeRange,
@@ -17,7 +17,6 @@ import {
   listAllSubordinateRanges,
   loginDefs,
   type SubidFile,
-  type SubidKind,
   type SubordinateOptions,
   type SubordinateRanges,
 } from '../system/subordinate.js';
@@ -31,7 +30,7 @@ function overlaps(a: IdRange, b: IdRange): boolean {
 }
 
 interface KindData {
-  kind: SubidKind;
+  kind: IdKind;
   file: string;
   mine: SubordinateRanges;
   all: SubidFile;
@@ -209,7 +208,7 @@ function sizeCheck(ctx: DoctorContext, uid: KindData, gid: KindData, fixRange: I
 }
 
 interface Clash {
-  kind: SubidKind;
+  kind: IdKind;
   file: string;
   a: SubidEntry;
   b: SubidEntry;
@@ -276,7 +275,7 @@ function overlapCheck(ctx: DoctorContext, uid: KindData, gid: KindData, defsTake
 
 function ownIdCheck(ctx: DoctorContext, uid: KindData, gid: KindData, defsTaken: IdRange[]): Check {
   const user = ctx.target;
-  const hits: { kind: SubidKind; file: string; id: number; entry: SubidEntry }[] = [];
+  const hits: { kind: IdKind; file: string; id: number; entry: SubidEntry }[] = [];
   for (const d of [uid, gid]) {
     const own = d.kind === 'uid' ? user.uid : user.gid;
     for (const e of d.mine.entries) {

@@ -11,18 +11,22 @@ export interface Extent {
   readonly count: number;
 }
 
+/** User IDs or group IDs: which of a namespace's two maps (uid_map, gid_map) something is about. */
+export type IdKind = 'uid' | 'gid';
+
 /** Which IDs an entry of a kind-carrying format (LXC, Incus, podman `u`/`g`) applies to. */
-export type IdKind = 'uid' | 'gid' | 'both';
+export type ExtentKind = IdKind | 'both';
 
 /** An extent tagged with the kind of IDs it maps. */
 export interface KindedExtent extends Extent {
-  readonly kind: IdKind;
+  readonly kind: ExtentKind;
 }
 
-/** (u32)-1: the kernel's invalid ID; never a valid start, and the exclusive upper bound of any range. */
+/**
+ * (u32)-1 = 4294967295: the kernel's invalid ID and the largest value a u32 field may hold; never
+ * a valid start, and the exclusive upper bound of any range.
+ */
 export const INVALID_ID = 4294967295;
-/** The largest value a u32 field may hold. */
-export const U32_MAX = 4294967295;
 /** The largest ID that can be mapped. */
 export const MAX_MAPPABLE_ID = 4294967294;
 /** The kernel's limit on lines in one map (UID_GID_MAP_MAX_EXTENTS). */
@@ -35,7 +39,7 @@ export function extent(inside: number, outside: number, count: number): Extent {
 
 /** True when `value` is an integer in [0, 4294967295]. */
 export function isU32(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
+  return Number.isInteger(value) && value >= 0 && value <= INVALID_ID;
 }
 
 /** Inclusive last inside ID of an extent. */

@@ -1,8 +1,9 @@
-import { type Extent, formatTriple } from './extent.js';
+import { type Extent, formatTriple, type IdKind } from './extent.js';
 
 /**
- * Who writes a map, as far as the kernel's new_idmap_permitted() cares (linux-idmap-rules.md
- * §1.6). All IDs are values in the PARENT namespace of the target (what column 2 means).
+ * Who writes a map, as far as the kernel's new_idmap_permitted() cares (docs/kernel-rules.md,
+ * "Who may write a map"). All IDs are values in the PARENT namespace of the target (what column 2
+ * means).
  */
 export interface WriterSituation {
   /**
@@ -46,7 +47,7 @@ export type PermissionVerdict =
  */
 export function predictPermission(
   extents: readonly Extent[],
-  kind: 'uid' | 'gid',
+  kind: IdKind,
   writer: WriterSituation,
 ): PermissionVerdict {
   // verify_root_map(): mapping the parent's uid 0 needs CAP_SETFCAP (Linux 5.12+).

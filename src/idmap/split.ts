@@ -1,5 +1,5 @@
-import { MapError } from '../errors.js';
-import { type Extent, extent, formatRange, formatTriple } from './extent.js';
+import { MapError } from '../errors/index.js';
+import { type Extent, extent, formatRange, formatTriple, type IdKind } from './extent.js';
 import { extentsOf, IdMap, type MapLike } from './idmap.js';
 import { containingExtent, piecesAcrossParent, sortParent } from './parent-walk.js';
 import { insideRanges } from './ranges.js';
@@ -10,12 +10,13 @@ import { insideRanges } from './ranges.js';
  * `request`'s outside IDs are IDs of the current namespace, whose own map is `parent` (as read
  * from /proc/self/uid_map inside it: column 1 = the current namespace's IDs). The kernel requires
  * every line of the request to lie inside ONE line of the parent map and will not split it
- * (linux-idmap-rules.md §1.7), so each requested extent is cut at every parent-extent boundary.
+ * (docs/kernel-rules.md, "Lines inside the parent's lines"), so each requested extent is cut at
+ * every parent-extent boundary.
  * Pieces keep the request's order and are never merged, even when contiguous.
  *
  * Throws MapError NOT_MAPPED_IN_PARENT naming the first requested range the parent does not map.
  */
-export function splitAcrossParent(request: MapLike, parent: MapLike, kind: 'uid' | 'gid' = 'uid'): IdMap {
+export function splitAcrossParent(request: MapLike, parent: MapLike, kind: IdKind = 'uid'): IdMap {
   const sorted = sortParent(parent);
   const out: Extent[] = [];
   for (const e of extentsOf(request)) {

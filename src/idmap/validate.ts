@@ -1,5 +1,13 @@
-import { MapError } from '../errors.js';
-import { type Extent, formatRange, formatTriple, INVALID_ID, isU32, MAX_EXTENTS } from './extent.js';
+import { MapError } from '../errors/index.js';
+import {
+  type Extent,
+  formatRange,
+  formatTriple,
+  type IdKind,
+  INVALID_ID,
+  isU32,
+  MAX_EXTENTS,
+} from './extent.js';
 import { kernelLines, parseKernelLine } from './formats/kernel.js';
 import { extentsOf, type MapLike } from './idmap.js';
 import {
@@ -33,7 +41,7 @@ export interface Verdict {
  * size and the writer's situation (default: a privileged writer).
  */
 export interface ValidateOptions {
-  kind?: 'uid' | 'gid';
+  kind?: IdKind;
   /**
    * The map of the namespace the outside IDs belong to (the current namespace's own map, as read
    * from /proc/self/uid_map inside it). Omit when writing under the initial namespace.
@@ -221,7 +229,7 @@ function tooLarge(bytes: number, pageSize: number): Verdict {
 
 /**
  * Validates map text exactly as the kernel's map_write() would, in the kernel's order of checks
- * (linux-idmap-rules.md §1.2): size of the write, then each line (syntax, (u32)-1, count 0 or
+ * (docs/kernel-rules.md, "Writing a map"): size of the write, then each line (syntax, (u32)-1, count 0 or
  * wrap, overlap with earlier lines, the 340-line limit), an empty map, permission, and finally
  * containment of every line in ONE extent of the parent map.
  */

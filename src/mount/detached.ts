@@ -3,7 +3,7 @@
  * tells whether a filesystem supports idmapped mounts.
  *
  * Node cannot call open_tree/mount_setattr/move_mount, nor receive a descriptor from another
- * process, so the helper makes the detached mount (--detach-mounts) and keeps it open; this
+ * process, so the helper makes the detached mount (its mount mode) and keeps it open; this
  * process opens it again through /proc/<helper>/fd/<n> (an O_PATH descriptor on the same mount).
  * The helper must live while the mount is detached (closing its descriptor dissolves a detached
  * mount): it stays until close(), or until this process exits (it dies with its parent). Pass
@@ -13,10 +13,10 @@ import { spawn as spawnChild } from 'node:child_process';
 import { closeSync, openSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
+import { MountError, SpawnError } from '../errors/index.js';
 import { IdMap } from '../idmap/idmap.js';
-import { type HelperMount, helperFailure, helperPath, mountArg } from '../native/helper.js';
-import { SpawnError } from '../spawn/errors.js';
-import { fsTypeOf, MountError } from './errors.js';
+import { type HelperMount, helperArgs, helperPath, parseFailure } from '../native/helper.js';
+import { explainMountLaunch, fsTypeOf } from './errors.js';
 import { type IdmapMaps, toMap } from './spec.js';
 import { type UsernsFdLease, usernsFd } from './userns-fd.js';
 
@@ -118,13 +118,9 @@ function hold(
     ...(options.recursive ? { recursive: true } : {}),
     ...(lease === undefined ? {} : { userns: 0 }),
   };
-  const child = spawnChild(
-    helperPath(options.helperPath),
-    [`--ppid=${process.pid}`, mountArg(mount), '--detach-mounts'],
-    {
-      stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'],
-    },
-  );
+  const child = spawnChild(helperPath(options.helperPath), helperArgs({ mode: 'mount', mounts: [mount] }), {
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'],
+  });
   const report = child.stdio[3] as Duplex;
   const control = child.stdio[4] as Writable;
   control.on('error', () => {});
@@ -167,8 +163,17 @@ function hold(
         buffered = buffered.slice(nl + 1);
         const m = /^mount 0 (\d+)$/.exec(line);
         if (m !== null) helperFd = Number(m[1]);
-        else if (line.startsWith('error ')) fail(helperFailure(line, [], { mounts: [mount] }));
-        else if (line === 'held' && helperFd !== undefined && !settled) {
+        else if (line.startsWith('error ')) {
+          const failure = parseFailure(line);
+          fail(
+            failure === undefined
+              ? new SpawnError(
+                  'HELPER_PROTOCOL',
+                  `unexpected report from the helper: ${JSON.stringify(line)}`,
+                )
+              : explainMountLaunch(failure, { mounts: [mount] }),
+          );
+        } else if (line === 'held' && helperFd !== undefined && !settled) {
           let fd: number;
           try {
             fd = openSync(`/proc/${child.pid}/fd/${helperFd}`, O_PATH);

@@ -1,27 +1,11 @@
 /**
- * Mount errors, in words: what the kernel's errno means for this mount (linux-idmap-rules.md §6.1).
- *
- * Codes: MOUNT_SPEC_INVALID, MOUNT_SOURCE_MISSING, MOUNT_TARGET_MISSING, MOUNT_TARGET_SYMLINK,
- * MOUNT_TYPE_MISMATCH, MOUNT_NOT_PRIVILEGED, MOUNT_FAILED, IDMAP_UNSUPPORTED_FS, IDMAP_KERNEL_TOO_OLD,
- * IDMAP_NOT_PRIVILEGED, IDMAP_ALREADY_IDMAPPED, IDMAP_MAP_EMPTY, IDMAP_ID_NOT_MAPPED, IDMAP_FAILED.
- * `data` carries `source`, `target`, `fsType`, `errno` and `step` when known.
+ * Mount errors, in words: what the kernel's errno means for this mount (docs/kernel-rules.md,
+ * "Idmapped mounts"). The codes are MountError's (src/errors/classes.ts).
  */
 import { release } from 'node:os';
-import type { ErrorDetails } from '../errors.js';
-import { SpawnError } from '../spawn/errors.js';
+import { type ErrorCode, MountError } from '../errors/index.js';
+import { type HelperFailure, type HelperMount, plainFailure } from '../native/helper.js';
 import { type MountInfo, mountOf } from '../system/mounts.js';
-
-/**
- * A mount could not be made. A SpawnError (it fails the start of a command in the same way), with
- * `errno` and `step` when the kernel refused.
- */
-export class MountError extends SpawnError {
-  constructor(code: string, message: string, details: ErrorDetails & { errno?: string; step?: string } = {}) {
-    super(code, message, details);
-  }
-}
-
-export type { MountInfo } from '../system/mounts.js';
 
 /** The mount `path` is on (this process's view of /proc/self/mountinfo; symbolic links resolved), or undefined. */
 export function mountInfoOf(path: string): MountInfo | undefined {
@@ -33,28 +17,14 @@ export function fsTypeOf(path: string): string {
   return mountInfoOf(path)?.fsType ?? 'unknown';
 }
 
-/** What one mount was (for messages): the helper reports its index. */
-export interface MountLabel {
-  source: string;
-  target: string;
-  idmap: boolean;
-  /** A detached mount handed in as a file descriptor. */
-  detached?: boolean;
-}
-
 const KERNEL_HINT = 'idmapped mounts need Linux 5.12 or later (open_tree 5.2, mount_setattr 5.12)';
 
 /**
- * Explains a failure of the helper's mount steps ("error <step> <ERRNO> <text>: #<index> <path>").
+ * Explains a failure of the helper's mount steps (the detail ends in ": #<index> <path>").
  * `mounts` are the helper's mounts in order.
  */
-export function explainMountFailure(
-  step: string,
-  errno: string,
-  text: string,
-  mounts: readonly MountLabel[],
-  report?: string,
-): MountError {
+export function explainMountFailure(failure: HelperFailure, mounts: readonly HelperMount[]): MountError {
+  const { step, errno, detail: text, report } = failure;
   const m = /: #(\d+) (.*)$/.exec(text);
   const index = m === null ? -1 : Number(m[1]);
   const mount = mounts[index];
@@ -63,8 +33,8 @@ export function explainMountFailure(
   const strerror = text.replace(/: #\d+ .*$/, '');
   const what = mount === undefined ? 'the mount' : `--mount ${mount.source}:${mount.target}`;
   const fsType = mount?.detached ? 'detached mount' : fsTypeOf(source);
-  const data = { source, target, fsType, ...(report === undefined ? {} : { report }) };
-  const err = (code: string, message: string, hint?: string) =>
+  const data = { source, target, fsType, report };
+  const err = (code: ErrorCode, message: string, hint?: string) =>
     new MountError(code, message, { step, errno, data, ...(hint === undefined ? {} : { hint }) });
   if (errno === 'ENOSYS') {
     return err(
@@ -133,4 +103,17 @@ export function explainMountFailure(
       );
   }
   return err('MOUNT_FAILED', `${what} failed at ${step} (${errno}: ${strerror})`);
+}
+
+/**
+ * The helper's `explain` for the mount layer's own launches (user-namespace fds, detached
+ * mounts): the mount steps in words, the others as plain failures.
+ */
+export function explainMountLaunch(
+  failure: HelperFailure,
+  options: { mounts?: readonly HelperMount[] },
+): Error {
+  return failure.step.startsWith('mount-')
+    ? explainMountFailure(failure, options.mounts ?? [])
+    : plainFailure(failure);
 }

@@ -1,10 +1,11 @@
 /**
- * Bind mounts, read-only and idmapped, for new namespaces and for callers' own mount trees.
+ * Bind mounts, read-only and idmapped (`userns/mount`), for new namespaces and for callers' own mount trees.
  *
  * @module userns/mount
  */
+export { MountError } from '../errors/index.js';
+export type { MountInfo } from '../system/mounts.js';
 export {
-  clearIdmapProbeCache,
   type DetachedMount,
   type DetachedMountOptions,
   type IdmapSupport,
@@ -12,13 +13,7 @@ export {
   openIdmappedMount,
   probeIdmapSupport,
 } from './detached.js';
-export { explainMountFailure, fsTypeOf, MountError, type MountInfo, mountInfoOf } from './errors.js';
-export { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from './prepare.js';
+export { fsTypeOf, mountInfoOf } from './errors.js';
+export type { PlannedMount } from './prepare.js';
 export { formatMountSpec, type IdmapMaps, type MountSpec, parseMountSpec } from './spec.js';
-export {
-  clearUsernsFdCache,
-  type UsernsFdLease,
-  type UsernsFdOptions,
-  usernsFd,
-  usernsFdCacheStats,
-} from './userns-fd.js';
+export { type UsernsFdLease, type UsernsFdOptions, usernsFd } from './userns-fd.js';

@@ -1,21 +1,22 @@
 /**
  * From MountSpecs to what the helper does: the `--mount` arguments (known before the namespace's
  * maps are), then the user namespaces for the idmapped ones (known once the maps are planned),
- * which the helper reads on its control fd before it unshares (protocol.md, "Mounts").
+ * which the helper reads on its control fd before it unshares (src/native/protocol.md, "Mounts").
  *
- * Direction (linux-idmap-rules.md §6.2): a mount idmapped with user namespace U shows on-disk ID
+ * Direction (docs/kernel-rules.md, "Idmapped mounts"): a mount idmapped with user namespace U shows on-disk ID
  * d as U's outside ID for inside ID d. For a namespace with map C (inside → IDs of this
  * namespace), `idmap` uses U = C (on-disk d appears inside as d) and `idmap=M` (inside → on
  * disk) uses U = compose(M⁻¹, C) (on-disk M(i) appears inside as i).
  */
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { MountError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
+import type { IdKind } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
 import type { HelperMount } from '../native/helper.js';
-import { MountError } from './errors.js';
 import { formatMountSpec, type MountSpec, toMap } from './spec.js';
-import type { UsernsFdLease, UsernsFdOptions } from './userns-fd.js';
+import { type UsernsFdLease, type UsernsFdOptions, usernsFd } from './userns-fd.js';
 
 /** A mount as it will be made: absolute paths, and the maps of an idmapped one's user namespace. */
 export interface PlannedMount {
@@ -135,7 +136,7 @@ function safeLstat(path: string): boolean {
 }
 
 /** compose(M⁻¹, C), refusing IDs of M that C does not map. */
-function throughContainer(m: IdMap, c: IdMap, kind: 'uid' | 'gid', spec: string): IdMap {
+function throughContainer(m: IdMap, c: IdMap, kind: IdKind, spec: string): IdMap {
   const out: { inside: number; outside: number; count: number }[] = [];
   for (const e of m.extents) {
     const pieces = compose(new IdMap([{ inside: e.outside, outside: e.inside, count: e.count }]), c).extents;
@@ -211,9 +212,7 @@ export async function mountNamespacePaths(
   /** Gives the leases back to the cache (call once the helper has opened them). */
   release: () => void;
 }> {
-  // Loaded only when a mount is idmapped: `userns run` without idmapped mounts starts faster.
   if (planned.every((m) => m.userns === null)) return { paths: [], release: () => {} };
-  const { usernsFd } = await import('./userns-fd.js');
   const leases: UsernsFdLease[] = [];
   const release = () => {
     for (const l of leases) l.release();

@@ -8,9 +8,9 @@
  * root's. A triple with `u` or `g` is for uids or gids only; without, for both.
  */
 import { resolve } from 'node:path';
-import { type Extent, extent, MAX_MAPPABLE_ID } from '../idmap/extent.js';
+import { MountError } from '../errors/index.js';
+import { type Extent, extent, type IdKind, MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
-import { MountError } from './errors.js';
 
 /** Maps of an idmapped mount, as `inside:ondisk:count` (inside = IDs as seen through the mount). */
 export interface IdmapMaps {
@@ -143,7 +143,7 @@ export function formatMountSpec(spec: MountSpec): string {
 }
 
 /** An IdmapMaps entry as an IdMap (inside = seen, outside = on disk). */
-export function toMap(map: IdMap | string | undefined, kind: 'uid' | 'gid'): IdMap {
+export function toMap(map: IdMap | string | undefined, kind: IdKind): IdMap {
   if (map === undefined) return new IdMap([]);
   if (map instanceof IdMap) return map;
   const extents: Extent[] = [];

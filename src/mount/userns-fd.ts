@@ -7,11 +7,12 @@
  * The maps are user-namespace maps: inside = ID on disk, outside = ID of this namespace.
  */
 import { closeSync, openSync } from 'node:fs';
+import { MountError } from '../errors/index.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
+import { planMaps, writeMaps } from '../maps/write-maps.js';
 import { launchHelper } from '../native/helper.js';
-import { planMaps, writeMaps } from '../spawn/write-maps.js';
-import { MountError } from './errors.js';
+import { explainMountLaunch } from './errors.js';
 
 const MAX_CACHED = 32;
 
@@ -63,6 +64,7 @@ async function create(uidMap: IdMap, gidMap: IdMap, options: UsernsFdOptions): P
   const handle = await launchHelper({
     namespaces: [],
     command: ['true'],
+    explain: explainMountLaunch,
     user: null,
     setgroupsCall: false,
     stdio: 'ignore',

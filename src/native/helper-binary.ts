@@ -15,7 +15,7 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { SpawnError } from '../spawn/errors.js';
+import { SpawnError } from '../errors/index.js';
 
 /** Platforms the package ships a prebuilt helper for (`<process.platform>-<process.arch>`). */
 export const PREBUILT_HELPER_PLATFORMS: readonly string[] = ['linux-x64', 'linux-arm64'];

@@ -6,11 +6,16 @@
  * switch IDs and exec the command, or `abort()` makes it exit. The ChildProcess is the helper,
  * which becomes the command (same PID, unless a PID namespace was requested: then the helper
  * stays as a small supervisor that forwards signals and exits like the command).
+ *
+ * The driver speaks the protocol and nothing more: a failure the helper reports is a plain
+ * HelperFailure ({step, errno, detail}); the caller's `explain` (src/spawn/explain.ts,
+ * src/mount/errors.ts) turns it into an error that says what went wrong and what to do.
  */
 import { type ChildProcess, type StdioOptions, spawn as spawnChild } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import type { Duplex, Writable } from 'node:stream';
-import { explainMountFailure } from '../mount/errors.js';
-import { DOCTOR_HINT, SpawnError } from '../spawn/errors.js';
+import { getSystemErrorName } from 'node:util';
+import { DOCTOR_HINT, type ErrorCode, SpawnError } from '../errors/index.js';
 import { resolveHelperBinary } from './helper-binary.js';
 
 /** A namespace the helper can create or join (names as in `--unshare`). */
@@ -30,31 +35,52 @@ export interface NamespaceId {
 }
 
 /**
+ * What the helper does (protocol.md "Modes"): run a command in new namespaces, hold new
+ * namespaces with a keeper, join a keeper's namespaces and run a command there, make detached
+ * mounts, or walk a tree.
+ */
+export type HelperMode = 'run' | 'hold' | 'join' | 'mount' | 'walk';
+
+/** A failure the helper reported ("error <step> <errno> <text>"), as plain facts. */
+export interface HelperFailure {
+  /** The step that failed: usage, prctl, unshare, join, setns, exec, mount-open, … (protocol.md). */
+  step: string;
+  /** The errno's name (EPERM, ENOENT, …; util.getSystemErrorName), or its number when unknown. */
+  errno: string;
+  /** strerror's text, then ": " and what the step was about (a path, an ID, "#<mount index> <path>"). */
+  detail: string;
+  /** The report line as the helper wrote it. */
+  report: string;
+}
+
+/** Turns a helper's failure into the error the caller throws (src/spawn/explain.ts, src/mount/errors.ts). */
+export type ExplainFailure = (failure: HelperFailure, options: HelperOptions) => Error;
+
+/**
  * How to start the native helper (src/native/protocol.md): the namespaces, the command and IDs
- * inside, mounts, stdio; the low-level interface under {@link spawn}.
+ * inside, mounts, stdio; the low-level interface under spawn() (src/spawn/spawn.ts).
  */
 export interface HelperOptions {
+  /**
+   * Default 'run'; 'join' with `join`. 'hold': no command; after go() the helper forks a detached
+   * keeper that holds the namespaces (protocol.md); go() resolves once the keeper reported
+   * "held", commit() lets it detach. 'walk' (src/shift/tree-walk.ts): no command; after go() the
+   * helper itself walks a tree (job on its stdin, records on its stdout); go() resolves when the
+   * walk starts. ('mount' is driven by src/mount/detached.ts with helperArgs.)
+   */
+  mode?: HelperMode;
   /** Namespaces to create; 'user' is always created. Ignored with `join`. */
   namespaces: readonly Namespace[];
-  /** The command and its arguments (looked up in PATH of `env` when it has no '/'); [] with `hold`. */
+  /** The command and its arguments (looked up in PATH of `env` when it has no '/'); [] without one. */
   command: readonly string[];
-  /**
-   * Keeper mode: no command; after go() the helper forks a detached keeper that holds the
-   * namespaces (see protocol.md). go() resolves once the keeper reported "held"; commit() lets
-   * it detach.
-   */
-  hold?: boolean;
-  /**
-   * Walk mode (src/shift/tree-walk.ts): no command; after go() the helper itself walks a tree
-   * (job on its stdin, records on its stdout). go() resolves when the walk starts.
-   */
-  walk?: boolean;
-  /** With `walk`: create no namespace at all (a read-only scan in the caller's view). */
+  /** With mode 'walk': create no namespace at all (a read-only scan in the caller's view). */
   noUserns?: boolean;
   /** Report the new namespaces' inodes and nsfs handles before "ready" (handle.namespaceIds). */
   reportNamespaces?: boolean;
-  /** Enter these namespaces of process `pid` (checked against the inodes) instead of creating new ones. */
+  /** Enter these namespaces of process `pid` (checked against the inodes) instead of creating new ones (mode 'join'). */
   join?: { pid: number; namespaces: readonly { type: Namespace; inode: number }[] };
+  /** Explains a reported failure; default: plainFailure (a SpawnError coded by step). */
+  explain?: ExplainFailure;
   /** With `cwd`: the directory to use when `cwd` cannot be entered. */
   cwdFallback?: string;
   /** Send "go" at once, without waiting for "ready" (nothing to write in between: join mode). */
@@ -126,7 +152,7 @@ export interface HelperHandle {
   commit(): Promise<void>;
   /** The helper process, which becomes the command. */
   child: ChildProcess;
-  /** Lets the helper go on; resolves once the command was executed, rejects with a SpawnError. */
+  /** Lets the helper go on; resolves once the command was executed, rejects with the explained failure. */
   go(): Promise<void>;
   /** Tells the helper to exit (or kills it after go) and reaps it. Never rejects. */
   abort(message?: string): Promise<void>;
@@ -142,9 +168,28 @@ export function helperPath(explicit?: string): string {
   return path;
 }
 
-/** Builds the helper's argv (without the binary). Exported for --dry-run and tests. */
-export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBase = 5): string[] {
-  if (options.join !== undefined && (options.mounts?.length ?? 0) > 0)
+/** The mode the options ask for: `mode`, else 'join' with `join`, else 'run'. */
+export function modeOf(options: Pick<HelperOptions, 'mode' | 'join'>): HelperMode {
+  return options.mode ?? (options.join === undefined ? 'run' : 'join');
+}
+
+/**
+ * Builds the helper's argv (without the binary), `--mode=MODE` first. Exported for --dry-run
+ * and tests. Throws SpawnError USAGE for options the mode cannot take.
+ */
+export function helperArgs(
+  options: Omit<HelperOptions, 'command' | 'namespaces'> &
+    Partial<Pick<HelperOptions, 'command' | 'namespaces'>>,
+  ppid = process.pid,
+  extraFdBase = 5,
+): string[] {
+  const mode = modeOf(options);
+  if ((mode === 'join') !== (options.join !== undefined))
+    throw new SpawnError(
+      'USAGE',
+      `helper mode ${mode} ${mode === 'join' ? 'needs' : 'cannot take'} namespaces to join`,
+    );
+  if (mode === 'join' && (options.mounts?.length ?? 0) > 0)
     throw new SpawnError(
       'USAGE',
       'mounts cannot be made when joining existing namespaces (--mount with --join)',
@@ -152,41 +197,43 @@ export function helperArgs(options: HelperOptions, ppid = process.pid, extraFdBa
         hint: 'give the mounts when the namespaces are created',
       },
     );
-  const args = [`--ppid=${ppid}`];
+  const args = [`--mode=${mode}`, `--ppid=${ppid}`];
   if (options.join !== undefined) {
     const byType = new Map(options.join.namespaces.map((n) => [n.type, n.inode]));
     args.push(
-      `--join=${options.join.pid}`,
+      `--target=${options.join.pid}`,
       `--ns=${NAMESPACES.filter((n) => byType.has(n))
         .map((n) => `${n}:${byType.get(n)}`)
         .join(',')}`,
     );
-  } else {
-    const ns = new Set<Namespace>(['user', ...options.namespaces]);
+  } else if (mode === 'run' || mode === 'hold') {
+    const ns = new Set<Namespace>(['user', ...(options.namespaces ?? [])]);
     if (options.mountProc || (options.mounts?.length ?? 0) > 0) ns.add('mount');
     args.push(`--unshare=${NAMESPACES.filter((n) => ns.has(n)).join(',')}`);
   }
-  if (options.goAtOnce && options.join !== undefined) args.push('--no-wait');
-  if (options.hold) args.push('--hold');
-  if (options.walk) args.push('--walk');
-  if (options.walk && options.noUserns) args.push('--no-userns');
-  if (options.reportNamespaces) args.push('--report-ns');
-  const user = options.user === undefined ? { uid: 0, gid: 0 } : options.user;
-  if (user !== null) args.push(`--uid=${user.uid}`, `--gid=${user.gid}`);
-  const sg = options.setgroupsCall ?? 'try';
-  if (sg !== false) args.push(sg === true ? '--setgroups=must' : '--setgroups=try');
-  if (options.cwd !== undefined) args.push(`--cwd=${options.cwd}`);
-  if (options.cwdFallback !== undefined) args.push(`--cwd-fallback=${options.cwdFallback}`);
-  if (options.mountProc && options.join === undefined) args.push('--mount-proc');
-  for (const m of options.mounts ?? []) args.push(mountArg(m));
-  const stdio = normalizeStdio(options.stdio);
-  let source = extraFdBase;
-  for (let target = 3; target < stdio.length; target++, source++) {
-    if (stdio[target] === null || stdio[target] === undefined || stdio[target] === 'ignore') continue;
-    args.push(`--fd=${target}:${source}`);
+  if (options.goAtOnce && mode === 'join') args.push('--no-wait');
+  if (mode === 'walk' && options.noUserns) args.push('--no-userns');
+  if (options.reportNamespaces && (mode === 'run' || mode === 'hold')) args.push('--report-ns');
+  if (mode === 'run' || mode === 'join') {
+    const user = options.user === undefined ? { uid: 0, gid: 0 } : options.user;
+    if (user !== null) args.push(`--uid=${user.uid}`, `--gid=${user.gid}`);
+    const sg = options.setgroupsCall ?? 'try';
+    if (sg !== false) args.push(sg === true ? '--setgroups=must' : '--setgroups=try');
+    if (options.cwd !== undefined) args.push(`--cwd=${options.cwd}`);
+    if (options.cwdFallback !== undefined) args.push(`--cwd-fallback=${options.cwdFallback}`);
   }
-  for (const fd of options.keepFds ?? []) args.push(`--fd=${fd}:${source++}`);
-  if (!options.hold && !options.walk) args.push('--', ...options.command);
+  if (options.mountProc && (mode === 'run' || mode === 'hold')) args.push('--mount-proc');
+  for (const m of options.mounts ?? []) args.push(mountArg(m));
+  if (mode === 'run' || mode === 'join') {
+    const stdio = normalizeStdio(options.stdio);
+    let source = extraFdBase;
+    for (let target = 3; target < stdio.length; target++, source++) {
+      if (stdio[target] === null || stdio[target] === undefined || stdio[target] === 'ignore') continue;
+      args.push(`--fd=${target}:${source}`);
+    }
+    for (const fd of options.keepFds ?? []) args.push(`--fd=${fd}:${source++}`);
+    args.push('--', ...(options.command ?? []));
+  }
   return args;
 }
 
@@ -198,7 +245,8 @@ function normalizeStdio(stdio: StdioOptions | undefined): StdioEntry[] {
   return out;
 }
 
-const STEP_CODES: Record<string, string> = {
+/** The code of a failure at each step when nobody explains it better. */
+const STEP_CODES: Record<string, ErrorCode> = {
   exec: 'EXEC_FAILED',
   unshare: 'UNSHARE_FAILED',
   setgroups: 'SETGROUPS_FAILED',
@@ -212,112 +260,52 @@ const STEP_CODES: Record<string, string> = {
   keeper: 'KEEPER_FAILED',
 };
 
-/** Turns one "error <step> <ERRNO> <message>" line of the helper into a typed error. */
-export function helperFailure(
-  line: string,
-  command: readonly string[],
-  options: { cwd?: string; mounts?: readonly HelperMount[] } = {},
-): SpawnError {
-  const m = /^error (\S+) (\S+) (.*)$/.exec(line);
-  if (m === null)
-    return new SpawnError('HELPER_PROTOCOL', `unexpected report from the helper: ${JSON.stringify(line)}`);
-  const [, step, errno, text] = m as unknown as [string, string, string, string];
-  const d = { step, errno, data: { report: line } };
-  const name = command[0] ?? '';
-  switch (step) {
-    case 'exec':
-      if (errno === 'ENOENT') {
-        return name.includes('/')
-          ? new SpawnError('COMMAND_NOT_FOUND', `command not found: ${name} (no such file)`, {
-              ...d,
-              hint: 'check the path (it is resolved after switching IDs and directory inside the namespace)',
-            })
-          : new SpawnError('COMMAND_NOT_FOUND', `command not found: ${name}`, {
-              ...d,
-              hint: 'check the name and PATH, or give the full path',
-            });
-      }
-      if (errno === 'EACCES' || errno === 'ENOEXEC') {
-        return new SpawnError('COMMAND_NOT_EXECUTABLE', `cannot execute ${name}: ${text}`, {
-          ...d,
-          hint: 'the file must be executable by the user inside the namespace',
-        });
-      }
-      return new SpawnError('EXEC_FAILED', `cannot execute ${name}: ${text}`, d);
-    case 'unshare':
-      return new SpawnError('UNSHARE_FAILED', `cannot create the namespaces (unshare: ${text})`, {
-        ...d,
-        hint:
-          errno === 'ENOSPC'
-            ? `too many user namespaces (user.max_user_namespaces) or nested deeper than 32 levels; ${DOCTOR_HINT}`
-            : errno === 'EPERM'
-              ? `user namespaces may be disabled or restricted (sysctls, AppArmor, seccomp, a chroot); ${DOCTOR_HINT}`
-              : DOCTOR_HINT,
-      });
-    case 'setresuid':
-    case 'setresgid':
-      if (errno === 'EINVAL') {
-        const kind = step === 'setresuid' ? 'uid' : 'gid';
-        return new SpawnError(
-          'ID_NOT_MAPPED',
-          `cannot become ${text.replace(/^.*: /, '')} inside: that ${kind} is not in the namespace's ${kind}_map`,
-          {
-            ...d,
-            hint: `choose a ${kind} the map contains (--user), or map it; ${DOCTOR_HINT}`,
-          },
-        );
-      }
-      return new SpawnError('SETID_FAILED', `cannot switch IDs inside (${step}: ${text})`, {
-        ...d,
-        hint: DOCTOR_HINT,
-      });
-    case 'join':
-    case 'setns':
-      return new SpawnError(
-        errno === 'ESTALE' || errno === 'ESRCH' ? 'NS_STALE' : 'JOIN_FAILED',
-        errno === 'ESTALE' || errno === 'ESRCH'
-          ? `the namespaces to enter are gone (${step}: ${text})`
-          : `cannot enter the namespaces (${step}: ${text})`,
-        { ...d, hint: DOCTOR_HINT },
-      );
-    case 'mount-userns':
-    case 'mount-open':
-    case 'mount-idmap':
-    case 'mount-setattr':
-    case 'mount-ns':
-    case 'mount-attach':
-      return explainMountFailure(
-        step,
-        errno,
-        text,
-        (options.mounts ?? []).map((m) => ({
-          source: m.source,
-          target: m.target,
-          idmap: m.userns !== undefined,
-          ...(m.detached ? { detached: true } : {}),
-        })),
-        line,
-      );
-    case 'setgroups':
-      return new SpawnError('SETGROUPS_FAILED', `cannot drop supplementary groups (setgroups: ${text})`, {
-        ...d,
-        hint: "setgroups is denied in this namespace; use setgroups 'allow' with a gid map that allows it",
-      });
-    case 'chdir':
-      return new SpawnError('CWD_FAILED', `cannot change to directory ${options.cwd ?? text}: ${text}`, {
-        ...d,
-        hint: 'the directory must exist and be searchable by the user inside the namespace',
-      });
-    default:
-      return new SpawnError(
-        STEP_CODES[step] ?? 'SETUP_FAILED',
-        `setting up the namespace failed at ${step}: ${text}`,
-        {
-          ...d,
-          hint: DOCTOR_HINT,
-        },
-      );
+/** Errno names by number, for those libuv has no name for (ESTALE, EUSERS, …): the first of aliases. */
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, value] of Object.entries(osConstants.errno))
+  if (!ERRNO_NAMES.has(value)) ERRNO_NAMES.set(value, name);
+
+/**
+ * The name of an errno number the helper sent (EPERM for 1): util.getSystemErrorName, else
+ * os.constants.errno (libuv does not name every Linux errno, e.g. ESTALE); the number as text
+ * when neither knows it.
+ */
+export function errnoName(errno: number): string {
+  let name: string | undefined;
+  try {
+    name = getSystemErrorName(-errno);
+  } catch {
+    // not a valid errno number
   }
+  if (name !== undefined && !name.startsWith('Unknown')) return name;
+  return ERRNO_NAMES.get(errno) ?? String(errno);
+}
+
+/** Parses one "error <step> <errno> <text>" report line; undefined when it is not one. */
+export function parseFailure(line: string): HelperFailure | undefined {
+  const m = /^error (\S+) (\d+) (.*)$/.exec(line);
+  if (m === null) return undefined;
+  return { step: m[1]!, errno: errnoName(Number(m[2])), detail: m[3]!, report: line };
+}
+
+/**
+ * A helper failure as a SpawnError coded by its step (EXEC_FAILED, UNSHARE_FAILED, …;
+ * SETUP_FAILED for the others), for callers that have nothing better to say.
+ */
+export function plainFailure(failure: HelperFailure): SpawnError {
+  return new SpawnError(
+    STEP_CODES[failure.step] ?? 'SETUP_FAILED',
+    `setting up the namespace failed at ${failure.step}: ${failure.detail}`,
+    { step: failure.step, errno: failure.errno, hint: DOCTOR_HINT, data: { report: failure.report } },
+  );
+}
+
+/** The error for a report line: the caller's explanation of the failure, or a protocol error. */
+function failureOf(line: string, options: HelperOptions): Error {
+  const failure = parseFailure(line);
+  if (failure === undefined)
+    return new SpawnError('HELPER_PROTOCOL', `unexpected report from the helper: ${JSON.stringify(line)}`);
+  return (options.explain ?? plainFailure)(failure, options);
 }
 
 /** Resolves once the child has exited, or could not be started ('error' and no 'exit' then). */
@@ -355,7 +343,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
     stdio[2],
     'pipe',
     // goAtOnce in join mode: no control fd at all (--no-wait), one socketpair less per exec.
-    options.goAtOnce && options.join !== undefined ? 'ignore' : 'pipe',
+    options.goAtOnce && modeOf(options) === 'join' ? 'ignore' : 'pipe',
     ...extras,
     ...(options.keepFds ?? []),
   ];
@@ -368,7 +356,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
   const control = child.stdio[4] as Writable | null;
   if (options.goAtOnce) control?.destroy();
   // Mounts with user namespaces: the helper waits for their paths before it unshares.
-  if (options.join === undefined && options.mounts?.some((m) => m.userns !== undefined)) {
+  if (modeOf(options) !== 'join' && options.mounts?.some((m) => m.userns !== undefined)) {
     Promise.resolve(options.mountNamespaces ?? []).then(
       (paths) => {
         control?.write(`userns ${paths.join(' ')}\n`);
@@ -378,16 +366,16 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
       },
     );
   }
-  const command = options.command;
+  const mode = modeOf(options);
 
   const ready = new Promise<HelperHandle>((resolve, reject) => {
     let buffered = '';
     let state: 'starting' | 'ready' | 'going' | 'done' = 'starting';
-    let failure: SpawnError | undefined;
-    let settleGo: ((error?: SpawnError) => void) | undefined;
+    let failure: Error | undefined;
+    let settleGo: ((error?: Error) => void) | undefined;
     let settleCommit: (() => void) | undefined;
     // goAtOnce: the outcome of "go" when it arrived before go() was called.
-    let early: { error: SpawnError | undefined } | undefined;
+    let early: { error: Error | undefined } | undefined;
     const lines: string[] = [];
 
     const onLine = (line: string) => {
@@ -398,7 +386,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
       }
       lines.push(line);
       if (line.startsWith('error ')) {
-        if (failure === undefined) failure = helperFailure(line, command, options);
+        if (failure === undefined) failure = failureOf(line, options);
         return;
       }
       handle.reports.push(line);
@@ -414,7 +402,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
       // (written by the helper after its fork) both arrived: the two processes race, so either
       // may come first. Only failures before then fail go().
       if (
-        options.hold &&
+        mode === 'hold' &&
         state === 'going' &&
         (line === 'held' || line.startsWith('keeper ')) &&
         handle.reports.includes('held') &&
@@ -455,7 +443,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
       if (previous === 'going') {
         const error =
           failure ??
-          (options.hold && !handle.reports.includes('held')
+          (mode === 'hold' && !handle.reports.includes('held')
             ? new SpawnError('HELPER_DIED', 'the keeper exited before holding the namespaces', {
                 hint: DOCTOR_HINT,
                 data: { report: lines },

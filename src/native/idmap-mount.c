@@ -1,15 +1,8 @@
 /*
- * Bind mounts, read-only and idmapped, for userns-helper (see src/native/protocol.md, "Mounts").
- * Only system calls here: which sources, which maps and how to explain a failure are decided in
- * src/mount/.
- *
- *   --mount=FLAGS:NS:SRCLEN:SRC:DST   (repeatable)
- *       FLAGS  "-" or letters: r = read-only, R = recursive (rbind), d = SRC is a detached mount
- *              (a /proc/PID/fd/N link): clone it, or attach it itself when the kernel cannot
- *       NS     "-" (no idmap) or "@K": idmap with the K-th user namespace of the "userns" line
- *       SRCLEN length of SRC in bytes; SRC and DST are paths (DST is the rest of the argument)
- *   --detach-mounts   make the mounts but attach none: report "mount <index> <fd>", "held",
- *                     wait for EOF on the report fd, exit 0
+ * Bind mounts, read-only and idmapped, for userns-helper: the --mount=SPEC option of run and hold
+ * mode, and mount mode (--mode=mount). The format of SPEC and the sequence are in
+ * src/native/protocol.md, "Mounts". Only system calls here: which sources, which maps and how to
+ * explain a failure are decided in src/mount/.
  *
  * The setup runs before the helper creates its user namespace, with the caller's capabilities:
  * mount_setattr(MOUNT_ATTR_IDMAP) needs CAP_SYS_ADMIN over the source's superblock.
@@ -69,20 +62,15 @@ struct spec {
 };
 
 static struct spec specs[MAX_MOUNTS];
-static int nspecs = 0, detach = 0;
+static int nspecs = 0;
 
-int idmap_mount_option(const char *arg) {
-  if (strcmp(arg, "--detach-mounts") == 0) {
-    detach = 1;
-    return 1;
-  }
-  if (strncmp(arg, "--mount=", 8) != 0) return 0;
+int idmap_mount_add(const char *spec) {
   if (nspecs >= MAX_MOUNTS) return -1;
   struct spec *s = &specs[nspecs];
   memset(s, 0, sizeof *s);
   s->ns = -1;
   s->fd = -1;
-  const char *p = arg + 8;
+  const char *p = spec;
   for (; *p != ':'; p++) {
     if (*p == 'r') s->readonly = 1;
     else if (*p == 'R') s->recursive = 1;
@@ -108,12 +96,10 @@ int idmap_mount_option(const char *arg) {
   s->dst = strdup(end + 2 + len);
   if (s->src == NULL || s->dst == NULL) return -1;
   nspecs++;
-  return 1;
+  return 0;
 }
 
-int idmap_mount_detach_mode(void) { return detach; }
-
-int idmap_mount_requested(void) { return nspecs > 0 || detach; }
+int idmap_mount_count(void) { return nspecs; }
 
 static int failed(struct idmap_mount_error *e, const char *step, int err, int index, const char *path) {
   e->step = step;
@@ -160,9 +146,9 @@ static void report_line(int fd, const char *text) {
   }
 }
 
-int idmap_mounts_setup(int ns_flags, int report_fd, int control_fd, struct idmap_mount_error *e) {
+int idmap_mounts_setup(int ns_flags, int detach, int report_fd, int control_fd, struct idmap_mount_error *e) {
   int userns[MAX_USERNS], nuserns = 0, need_userns = 0;
-  if (nspecs == 0) return detach ? failed(e, "usage", EINVAL, -1, "--detach-mounts without --mount") : 0;
+  if (nspecs == 0) return detach ? failed(e, "usage", EINVAL, -1, "--mode=mount without --mount") : 0;
   if (!detach && !(ns_flags & CLONE_NEWNS)) return failed(e, "usage", EINVAL, -1, "--mount needs mount in --unshare");
   for (int i = 0; i < nspecs; i++) {
     if (specs[i].ns >= 0) need_userns = 1;

@@ -1,4 +1,4 @@
-/* The --walk mode of userns-helper (tree-walk.c): reads a job on fd 0, writes records on fd 1,
+/* The walk mode of userns-helper (tree-walk.c, --mode=walk): reads a job on fd 0, writes records on fd 1,
    returns the exit status. */
 #ifndef USERNS_TREE_WALK_H
 #define USERNS_TREE_WALK_H

@@ -10,34 +10,32 @@
  * says what the runtime and the kernel would refuse, and why; filling edits only the mapping
  * fields (json-edit.ts), so every other byte of the file stays as it was.
  */
-import { UsernsError } from '../errors.js';
-import type { Extent } from '../idmap/extent.js';
+
+import { OciError, type OciErrorCode } from '../errors/index.js';
+import type { Extent, IdKind } from '../idmap/extent.js';
 import { formatTriple } from '../idmap/extent.js';
-import { type JsonArray, type JsonNode, type JsonObject, parseJsonTree } from '../idmap/formats/json-tree.js';
+import {
+  type JsonArray,
+  type JsonNode,
+  type JsonObject,
+  lastMember,
+  parseJsonTree,
+} from '../idmap/formats/json-tree.js';
 import { decimalU32, isProblem } from '../idmap/formats/numbers.js';
 import { lineColumn } from '../idmap/formats/position.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
-import { appendItem, applyEdits, detectStyle, type Edit, lastMember, setMembers } from './json-edit.js';
-
-/**
- * Codes: OCI_READ_FAILED, OCI_WRITE_FAILED (the file), OCI_INVALID (a mapping field has the
- * wrong type or value: data.path is its JSON path), OCI_MAP_REJECTED (the kernel would refuse a
- * map: data.errno, data.path), OCI_MISSING_MAPS, OCI_NO_USER_NAMESPACE, OCI_USERNS_PATH,
- * OCI_MOUNT_NOT_FOUND, OCI_MOUNT_MAPS, OCI_UNKNOWN_FORMAT, KUBERNETES_RULES, RANGE_NOT_ALLOWED.
- */
-export class OciError extends UsernsError {}
+import { appendItem, applyEdits, detectStyle, type Edit, setMembers } from './json-edit.js';
 
 /** An OCI runtime config (config.json) or a kubelet per-pod userns record. */
 export type BundleFormat = 'oci' | 'kubernetes';
-type Kind = 'uid' | 'gid';
 
 /** A list of mappings read from the document, with where it is. */
 export interface MappingList {
   /** JSON path, e.g. `linux.uidMappings` or `mounts[3].gidMappings`. */
   path: string;
-  kind: Kind;
+  kind: IdKind;
   extents: Extent[];
 }
 
@@ -99,7 +97,7 @@ class Reader {
     readonly file: string,
   ) {}
 
-  fail(code: string, path: string, reason: string, node?: JsonNode, hint?: string): OciError {
+  fail(code: OciErrorCode, path: string, reason: string, node?: JsonNode, hint?: string): OciError {
     const at = node === undefined ? undefined : lineColumn(this.text, node.offset);
     const where = at === undefined ? '' : ` (line ${at.line}, column ${at.column})`;
     return new OciError(code, `${this.file}: ${path}: ${reason}${where}`, {
@@ -140,7 +138,7 @@ class Reader {
   }
 
   /** A mapping list; null (Go's empty slice) reads as empty. */
-  mappings(node: JsonNode, path: string, kind: Kind, format: BundleFormat): MappingList {
+  mappings(node: JsonNode, path: string, kind: IdKind, format: BundleFormat): MappingList {
     if (node.type === 'null') return { path, kind, extents: [] };
     const fields = format === 'oci' ? OCI_FIELDS : K8S_FIELDS;
     const other = format === 'oci' ? K8S_FIELDS : OCI_FIELDS;
@@ -222,7 +220,7 @@ function parse(text: string, file: string, format?: BundleFormat): Parsed {
   }
   const root = reader.object(tree, '(document)');
   if (fmt === 'kubernetes') {
-    const list = (key: string, kind: Kind) => {
+    const list = (key: string, kind: IdKind) => {
       const m = lastMember(root, key);
       return m === undefined ? undefined : reader.mappings(m.value, key, kind, 'kubernetes');
     };
@@ -246,7 +244,7 @@ function parse(text: string, file: string, format?: BundleFormat): Parsed {
     linuxMember === undefined || linuxMember.value.type === 'null'
       ? undefined
       : reader.object(linuxMember.value, 'linux');
-  const list = (key: string, kind: Kind) => {
+  const list = (key: string, kind: IdKind) => {
     const m = linux === undefined ? undefined : lastMember(linux, key);
     return m === undefined ? undefined : reader.mappings(m.value, `linux.${key}`, kind, 'oci');
   };
@@ -282,7 +280,7 @@ function parse(text: string, file: string, format?: BundleFormat): Parsed {
           : reader
               .array(opts.value, `${p}.options`)
               .items.map((o, j) => reader.string(o, `${p}.options[${j}]`));
-      const mlist = (key: string, kind: Kind) => {
+      const mlist = (key: string, kind: IdKind) => {
         const m = lastMember(obj, key);
         return m === undefined ? undefined : reader.mappings(m.value, `${p}.${key}`, kind, 'oci');
       };

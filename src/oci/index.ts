@@ -26,17 +26,24 @@ import {
   statSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
+import * as alloc from '../alloc/index.js';
+import { OciError, SymlinkRefusedError, UsernsError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
 import { byKind } from '../idmap/formats/kinds.js';
 import { parseKubernetesUserns } from '../idmap/formats/kubernetes.js';
 import { IdMap } from '../idmap/idmap.js';
-import type { MapSpec } from '../spawn/modes.js';
+import type { MapSpec } from '../maps/modes.js';
+import { isMode, modeContext, needsSubordinate, resolveMapSpec } from '../maps/modes.js';
+import { planMaps } from '../maps/write-maps.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
-import { isPrivileged, ownMap, pageSize } from '../spawn/system.js';
-import { writeFileAtomic } from '../store/atomic.js';
+import { writeFileAtomic } from '../state/atomic.js';
+import { validateName } from '../state/names.js';
 import { CONFIG_INPUT_LIMIT, readFdBounded } from '../system/bounded-read.js';
-import { openDirectoryNoFollow, SymlinkRefusedError } from '../system/no-follow.js';
+import { openDirectoryNoFollow } from '../system/no-follow.js';
+import { pageSize } from '../system/proc.js';
+import { isPrivileged, ownMap } from '../system/self.js';
+import { getSubordinateRanges } from '../system/subordinate.js';
+import { currentUser } from '../system/users.js';
 import {
   type BundleFormat,
   type CheckEnvironment,
@@ -44,11 +51,8 @@ import {
   checkConfigText,
   fillConfigText,
   newKubernetesRecord,
-  OciError,
   refuseKubernetesIdmapMounts,
 } from './config.js';
-
-export * from './config.js';
 
 /** Options of {@link checkOciConfig} and {@link fillOciConfig}. */
 export interface OciOptions {
@@ -64,7 +68,7 @@ export interface OciOptions {
  */
 export interface OciFillOptions extends OciOptions {
   /** A mode ('auto' by default, 'self', 'keep-id', 'identity') or 'auto:size=N,…' (= allocate). */
-  userns?: SpawnOptions['userns'];
+  userns?: SpawnOptions['userns'] | `auto:${string}`;
   /** podman syntax, a mode, or an IdMap; outside IDs = IDs of the namespace the runtime runs in. */
   uidMap?: MapSpec;
   /** Default: the uid map's spec. */
@@ -218,16 +222,20 @@ async function checkEnvironment(privileged: boolean): Promise<CheckEnvironment> 
     gid: process.getegid?.() ?? 0,
   };
   if (!privileged) {
-    const { currentUser, subordinateRanges } = await import('../spawn/system.js');
     const user = await currentUser();
-    const [u, g] = await Promise.all([subordinateRanges(user, 'uid'), subordinateRanges(user, 'gid')]);
+    const [u, g] = await Promise.all([getSubordinateRanges(user, 'uid'), getSubordinateRanges(user, 'gid')]);
     env.subuid = u.ranges;
     env.subgid = g.ranges;
   }
   return env;
 }
 
-/** Checks a config.json or Kubernetes record as it is (see checkConfigText). */
+/**
+ * Checks a config.json (or a bundle directory's) or a Kubernetes userns record as it is, in this
+ * namespace and for this caller (see checkConfigText): the report lists the maps and warnings.
+ * Throws OciError (OCI_READ_FAILED, OCI_INVALID with the JSON path and line, OCI_MAP_REJECTED,
+ * RANGE_NOT_ALLOWED, …) for what the runtime or the kernel would refuse.
+ */
 export async function checkOciConfig(path: string, options: OciOptions = {}): Promise<CheckReport> {
   const file = configPath(path);
   const text = await inPinnedDirectory(file, (at) => readConfigFile(file, at).text);
@@ -256,14 +264,12 @@ function allocationNameFor(file: string, explicit: string | undefined): { name: 
     // a directory that does not exist: reported on writing
   }
   const hash = createHash('sha256').update(dir).digest('hex').slice(0, 12);
-  // At most 128 characters in all (store/names.ts): the directory name is cut, the hash kept.
+  // At most 128 characters in all (src/state/names.ts): the directory name is cut, the hash kept.
   const base = basename(dir).slice(0, 128 - 1 - hash.length);
   return { name: `${base}-${hash}`, base };
 }
 
 async function fromRegistry(file: string, options: OciFillOptions, autoOptions: string): Promise<Resolved> {
-  const alloc = await import('../alloc/index.js');
-  const { validateName } = await import('../store/names.js');
   const request = alloc.parseAutoUserns(autoOptions === '' ? 'auto' : `auto:${autoOptions}`)!;
   const { name, base } = allocationNameFor(file, options.allocationName);
   try {
@@ -330,7 +336,6 @@ async function resolveMaps(file: string, options: OciFillOptions, privileged: bo
       warnings: [],
     };
   }
-  const { modeContext, needsSubordinate, resolveMapSpec, isMode } = await import('../spawn/modes.js');
   const uidSpec = options.uidMap;
   const gidSpec = options.gidMap ?? options.uidMap;
   const ctx = await modeContext({ subordinate: needsSubordinate([uidSpec, gidSpec], privileged) });
@@ -375,7 +380,6 @@ async function fillPinned(file: string, at: string, options: OciFillOptions): Pr
   }
   const resolved = await resolveMaps(file, options, privileged);
   try {
-    const { planMaps } = await import('../spawn/write-maps.js');
     // Split and validated as `userns run` would write them (throws MAP_WRITE_FAILED, NOT_MAPPED_IN_PARENT).
     const plan = await planMaps(resolved.uid, resolved.gid, {
       privileged,
@@ -449,3 +453,20 @@ function writeConfig(file: string, text: string, source: ConfigFile | undefined,
     });
   }
 }
+
+export { OciError } from '../errors/index.js';
+export {
+  type BundleFormat,
+  type CheckEnvironment,
+  type CheckReport,
+  type ConfigView,
+  checkConfigText,
+  detectFormat,
+  type FillMaps,
+  type FillResult,
+  fillConfigText,
+  type MappingList,
+  type MountView,
+  newKubernetesRecord,
+  readConfigView,
+} from './config.js';

@@ -6,10 +6,11 @@
  * `runc spec` writes, or N spaces) at the depth it goes to, or compact when the document is
  * compact (Go's json.Marshal, the kubelet).
  *
- * Positions come from the positioned JSON reader of the map formats (json-tree.ts); values are
- * assumed to be valid JSON (the document was parsed first).
+ * Positions (where each value and key starts and ends) come from the one JSON reader, the
+ * positioned reader of the map formats (src/idmap/formats/json-tree.ts): nothing here scans JSON
+ * text again.
  */
-import type { JsonArray, JsonNode, JsonObject } from '../idmap/formats/json-tree.js';
+import { type JsonArray, type JsonNode, type JsonObject, lastMember } from '../idmap/formats/json-tree.js';
 
 /** One replacement of text[start, end) by `text` (start === end: an insertion). */
 export interface Edit {
@@ -27,41 +28,6 @@ export interface JsonStyle {
   colon: string;
   /** Line ending. */
   eol: '\n' | '\r\n';
-}
-
-/** The exclusive end offset of the JSON value starting at `offset` (after whitespace). */
-export function valueEnd(text: string, offset: number): number {
-  let i = offset;
-  while (i < text.length && /\s/.test(text[i]!)) i++;
-  const c = text[i];
-  if (c === '"') return stringEnd(text, i);
-  if (c === '{' || c === '[') {
-    let depth = 0;
-    for (; i < text.length; i++) {
-      const ch = text[i];
-      if (ch === '"') {
-        i = stringEnd(text, i) - 1;
-      } else if (ch === '{' || ch === '[') {
-        depth++;
-      } else if (ch === '}' || ch === ']') {
-        depth--;
-        if (depth === 0) return i + 1;
-      }
-    }
-    return text.length;
-  }
-  // number, true, false, null
-  while (i < text.length && /[-+.0-9a-zA-Z]/.test(text[i]!)) i++;
-  return i;
-}
-
-function stringEnd(text: string, start: number): number {
-  for (let i = start + 1; i < text.length; i++) {
-    const ch = text[i];
-    if (ch === '\\') i++;
-    else if (ch === '"') return i + 1;
-  }
-  return text.length;
 }
 
 /** The whitespace before `offset` on its line, when nothing else precedes it there; else undefined. */
@@ -89,7 +55,7 @@ export function detectStyle(text: string, root: JsonNode): JsonStyle {
   let colon = ': ';
   if (root.type === 'object' && root.members.length > 0) {
     const m = root.members[0]!;
-    const spacing = /^[ \t]*:([ \t]*)$/.exec(text.slice(stringEnd(text, m.offset), m.value.offset));
+    const spacing = /^[ \t]*:([ \t]*)$/.exec(text.slice(m.keyEnd, m.value.offset));
     if (spacing !== null) colon = `:${spacing[1]}`;
   }
   if (first === undefined) {
@@ -112,29 +78,15 @@ export function render(value: unknown, style: JsonStyle, indent: string): string
   return text.replace(/\n/g, style.eol + indent);
 }
 
-/** The same, on one line (for inline arrays and objects in a pretty document). */
+/** The same, on one line (for inline arrays and objects in a pretty document): `[1, 2]`, `{"a": 1}`. */
 function renderInline(value: unknown, style: JsonStyle): string {
-  const text = JSON.stringify(value);
-  if (!style.pretty) return text;
-  // {"a":1} → {"a": 1}, [1,2] → [1, 2], outside strings.
-  let out = '';
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (ch === '"') {
-      const end = stringEnd(text, i);
-      out += text.slice(i, end);
-      i = end - 1;
-    } else if (ch === ':') out += style.colon;
-    else if (ch === ',') out += ', ';
-    else out += ch;
+  if (!style.pretty) return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map((v) => renderInline(v, style)).join(', ')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const members = Object.entries(value).filter(([, v]) => v !== undefined);
+    return `{${members.map(([k, v]) => `${JSON.stringify(k)}${style.colon}${renderInline(v, style)}`).join(', ')}}`;
   }
-  return out;
-}
-
-/** The last member named `key` (the one JSON.parse and Go keep), or undefined. */
-export function lastMember(obj: JsonObject, key: string): JsonObject['members'][number] | undefined {
-  for (let i = obj.members.length - 1; i >= 0; i--) if (obj.members[i]!.key === key) return obj.members[i];
-  return undefined;
+  return JSON.stringify(value);
 }
 
 /**
@@ -156,7 +108,7 @@ export function setMembers(
       continue;
     }
     const start = existing.value.offset;
-    const end = valueEnd(text, start);
+    const end = existing.value.end;
     const indent = lineIndentAt(text, existing.offset);
     const inline =
       !text.slice(start, end).includes('\n') && ownLineIndent(text, existing.offset) === undefined;
@@ -171,7 +123,7 @@ export function setMembers(
     `${JSON.stringify(key)}${style.colon}${inline ? renderInline(value, style) : render(value, style, indent)}`;
   if (obj.members.length > 0) {
     const last = obj.members[obj.members.length - 1]!;
-    const at = valueEnd(text, last.value.offset);
+    const at = last.value.end;
     const indent = style.pretty ? ownLineIndent(text, last.offset) : undefined;
     const text_ =
       indent === undefined
@@ -181,7 +133,7 @@ export function setMembers(
     return edits;
   }
   // An empty object: rewritten whole.
-  const end = valueEnd(text, obj.offset);
+  const end = obj.end;
   if (!style.pretty) {
     edits.push({
       start: obj.offset,
@@ -199,17 +151,17 @@ export function setMembers(
 
 /** Appends `value` to an array, in the layout of its items. */
 export function appendItem(text: string, array: JsonArray, value: unknown, style: JsonStyle): Edit {
-  const end = valueEnd(text, array.offset);
+  const end = array.end;
   if (array.items.length > 0) {
     const last = array.items[array.items.length - 1]!;
-    const at = valueEnd(text, last.offset);
+    const at = last.end;
     const indent = style.pretty ? ownLineIndent(text, last.offset) : undefined;
     if (indent !== undefined)
       return { start: at, end: at, text: `,${style.eol}${indent}${render(value, style, indent)}` };
     let separator = style.pretty ? ', ' : ',';
     if (array.items.length >= 2) {
       const previous = array.items[array.items.length - 2]!;
-      separator = text.slice(valueEnd(text, previous.offset), last.offset);
+      separator = text.slice(previous.end, last.offset);
     }
     return { start: at, end: at, text: `${separator}${renderInline(value, style)}` };
   }

@@ -21,37 +21,26 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readlinkSync, statSync } from 'node:fs';
-import { constants } from 'node:os';
 import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsernsError } from '../errors.js';
+import { withAutoUserns } from '../alloc/auto.js';
+import { ReexecError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
+import type { MapSpec } from '../maps/modes.js';
+import { inspectNamespace, spawnInNamespace } from '../namespaces/index.js';
 import type { Namespace } from '../native/helper.js';
-import type { MapSpec } from '../spawn/modes.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
-import { isPrivileged, readProcMap, readSetgroups } from '../spawn/system.js';
+import { spawn } from '../spawn/spawn.js';
 import { type Reach, unreachableError } from '../spawn/unreachable.js';
+import { readIdMapSync, readSetgroupsSync } from '../system/proc.js';
+import { isPrivileged } from '../system/self.js';
+import { FORWARDED_SIGNALS, forwardSignals, signalNumber } from '../system/signals.js';
 
 /** The environment variable that marks a re-executed program. */
 export const REEXEC_ENV = 'USERNS_REEXEC';
 
 /** Signals forwarded to the re-executed program (as `userns run` does). */
-export const FORWARDED_SIGNALS = [
-  'SIGINT',
-  'SIGTERM',
-  'SIGHUP',
-  'SIGQUIT',
-  'SIGUSR1',
-  'SIGUSR2',
-  'SIGWINCH',
-] as const;
-
-/**
- * Code REEXEC_UNSUPPORTED: the program was read from standard input and cannot be run again.
- * Failures to set up the namespace keep their own types and codes (SpawnError, NewIdmapError,
- * MapError, NamespaceError, AllocError: e.g. NO_SUBORDINATE_IDS, NEWUIDMAP_MISSING, NS_STALE).
- */
-export class ReexecError extends UsernsError {}
+export { FORWARDED_SIGNALS, ReexecError };
 
 /** Options of {@link reexecInUserNamespace}. */
 export interface ReexecOptions {
@@ -60,7 +49,7 @@ export interface ReexecOptions {
    * subordinate ranges), 'self', 'keep-id', 'identity', or 'auto:size=N[,…]' for a range from the
    * allocation registry (released when the program ends).
    */
-  userns?: SpawnOptions['userns'];
+  userns?: SpawnOptions['userns'] | `auto:${string}`;
   uidMap?: MapSpec;
   gidMap?: MapSpec;
   /** Namespaces created besides the user namespace (default ['mount']; [] for none). */
@@ -161,9 +150,9 @@ function info(marker: Marker | undefined, inode: number, reexecuted: boolean): R
   return {
     inside: reexecuted,
     reexecuted,
-    uidMap: readProcMap('self', 'uid'),
-    gidMap: readProcMap('self', 'gid'),
-    setgroups: readSetgroups('self'),
+    uidMap: readIdMapSync('self', 'uid'),
+    gidMap: readIdMapSync('self', 'gid'),
+    setgroups: readSetgroupsSync('self'),
     rootless: marker?.rootless ?? !isPrivileged(),
     launcherUid: marker?.uid ?? euid,
     launcherGid: marker?.gid ?? egid,
@@ -203,10 +192,6 @@ export function reexecArgv(): string[] {
   return [...process.execArgv, ...process.argv.slice(1)];
 }
 
-function signalNumber(signal: NodeJS.Signals): number {
-  return constants.signals[signal] ?? 0;
-}
-
 /**
  * Signals the launcher never raises on itself: SIGKILL/SIGSTOP (handled apart), and those Node
  * intercepts instead of dying: SIGUSR1 would open the inspector's debugging port, SIGPIPE is
@@ -219,9 +204,9 @@ function finish(
   options: ReexecOptions,
   exitCode: number | null,
   signal: NodeJS.Signals | null,
-  handlers: Map<string, () => void>,
+  stopForwarding: () => void,
 ): void {
-  for (const [s, h] of handlers) process.off(s, h);
+  stopForwarding();
   const code = signal === null ? (exitCode ?? 1) : 128 + signalNumber(signal);
   if (options.exit !== undefined) {
     options.exit(code, signal);
@@ -242,31 +227,32 @@ function finish(
 }
 
 async function namedUserNamespace(name: string, root: string | undefined): Promise<number | undefined> {
-  const { inspectNamespace } = await import('../store/namespaces.js');
   const state = (await inspectNamespace(name, root === undefined ? {} : { root })).state;
   return state?.namespaces.find((n) => n.type === 'user')?.inode;
 }
 
 type Child = ChildProcess & Promise<{ exitCode: number | null; signal: NodeJS.Signals | null }>;
 
-/** Starts the program again: in a named namespace, or by spawn() in new namespaces. */
+/**
+ * Starts the program again: in a named namespace, or by spawn() in new namespaces (an `auto:…`
+ * range is allocated for this process first; `release` gives it back once the program ended).
+ */
 async function startChild(
   options: ReexecOptions,
   argv: string[],
   env: NodeJS.ProcessEnv,
-): Promise<{ child: Child }> {
+): Promise<{ child: Child; release: () => Promise<void> }> {
   if (options.namespace !== undefined) {
-    const { inspectNamespace, spawnInNamespace } = await import('../store/namespaces.js');
     const root = options.stateRoot === undefined ? {} : { root: options.stateRoot };
     const state = (await inspectNamespace(options.namespace, root).catch(() => undefined))?.state;
     if (state) {
       let unreachable: Error | undefined;
       try {
         unreachable = unreachableError(reexecNeeds(argv), {
-          uidMap: readProcMap(state.keeperPid, 'uid'),
-          gidMap: readProcMap(state.keeperPid, 'gid'),
+          uidMap: readIdMapSync(state.keeperPid, 'uid'),
+          gidMap: readIdMapSync(state.keeperPid, 'gid'),
           user: state.user,
-          setgroups: readSetgroups(state.keeperPid),
+          setgroups: readSetgroupsSync(state.keeperPid),
         });
       } catch {
         // the keeper is gone: spawnInNamespace says so
@@ -279,10 +265,9 @@ async function startChild(
       ...(options.stateRoot === undefined ? {} : { root: options.stateRoot }),
       ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
     });
-    return { child };
+    return { child, release: async () => {} };
   }
-  const { spawn } = await import('../spawn/spawn.js');
-  const spawnOptions: SpawnOptions = {
+  const spawnOptions: SpawnOptions & { userns?: ReexecOptions['userns'] } = {
     namespaces: options.namespaces ?? ['mount'],
     env,
     stdio: 'inherit',
@@ -292,7 +277,16 @@ async function startChild(
   for (const key of PASSED_ON) {
     if (options[key] !== undefined) (spawnOptions as Record<string, unknown>)[key] = options[key];
   }
-  return { child: spawn(process.execPath, argv, spawnOptions) };
+  const auto = await withAutoUserns(
+    spawnOptions,
+    options.stateRoot === undefined ? {} : { stateRoot: options.stateRoot },
+  );
+  try {
+    return { child: spawn(process.execPath, argv, auto.options), release: auto.release };
+  } catch (error) {
+    await auto.release().catch(() => {});
+    throw error;
+  }
 }
 
 /**
@@ -320,7 +314,6 @@ const PASSED_ON = [
   'fallback',
   'newuidmap',
   'newgidmap',
-  'stateRoot',
   'helperPath',
 ] as const;
 
@@ -362,31 +355,27 @@ export async function reexecInUserNamespace(options: ReexecOptions = {}): Promis
   };
   const env = { ...process.env, ...options.env, [REEXEC_ENV]: JSON.stringify(marker) };
   const argv = reexecArgv();
-  const handlers = new Map<string, () => void>();
   // Wrapped: the ChildProcess is itself a promise, which `await` would unwrap.
-  const { child } = await startChild(options, argv, env);
+  const { child, release } = await startChild(options, argv, env);
   const received: { signal: NodeJS.Signals | null } = { signal: null };
-  for (const signal of FORWARDED_SIGNALS) {
-    const handler = () => {
-      received.signal = signal;
-      child.kill(signal);
-    };
-    handlers.set(signal, handler);
-    process.on(signal, handler);
-  }
+  const stopForwarding = forwardSignals(child, (signal) => {
+    received.signal = signal;
+  });
   let result: { exitCode: number | null; signal: NodeJS.Signals | null };
   try {
     result = await child;
   } catch (error) {
+    await release().catch(() => {});
     if (received.signal !== null) {
       // Killed during setup by a signal we forwarded: exit as if the program had been.
-      finish(options, null, received.signal, handlers);
+      finish(options, null, received.signal, stopForwarding);
       return new Promise<never>(() => {});
     }
-    for (const [s, h] of handlers) process.off(s, h);
+    stopForwarding();
     throw error;
   }
-  finish(options, result.exitCode, result.signal, handlers);
+  await release().catch(() => {});
+  finish(options, result.exitCode, result.signal, stopForwarding);
   return new Promise<never>(() => {});
 }
 

@@ -5,13 +5,13 @@
  * owners, ACL entries, file-capability root IDs, and the users and groups of the tree's own
  * /etc/passwd and /etc/group. A read-only walk by the helper, in the caller's view.
  */
-import { readInside } from '../alloc/rootfs-size.js';
 import { compose } from '../idmap/compose.js';
-import { extent, formatTriple, MAX_MAPPABLE_ID } from '../idmap/extent.js';
+import { extent, formatTriple, type IdKind, MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
 import { normalize } from '../idmap/normalize.js';
 import { insideRanges } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
+import { readInside } from '../system/rootfs.js';
 import { parseGroupLine, parsePasswdLine } from '../system/users.js';
 import { requireValidKindMaps, treeRoot } from './shift.js';
 import { tableOf } from './translation.js';
@@ -29,7 +29,7 @@ export type FitSource = 'owner' | 'acl' | 'capability' | 'passwd' | 'group';
 
 /** An ID the map cannot represent, where it is used and a few example paths. */
 export interface UnfitId {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   id: number;
   /** Where the ID is used. */
   sources: FitSource[];
@@ -116,12 +116,10 @@ export function smallestFit(top: number): { size: number; suggestion: string } |
 }
 
 /**
- * Lists every uid and gid used in the tree at `dir` (owners, ACL entries, capability root IDs,
- * its /etc/passwd and /etc/group) that a user namespace with `map` cannot represent.
- *
- * @param dir The tree (as root unpacked it: IDs are the namespace's inside IDs).
- * @param map The uid map (inside = IDs of the tree); `options.gid` the gid map.
- * @throws ShiftError when `dir` cannot be walked; unreadable entries are counted in the result.
+ * Which IDs used by the tree `dir` (owners, ACL entries, capability root IDs, its /etc/passwd and
+ * /etc/group) the map (inside IDs = the IDs the tree uses) cannot represent, and the smallest map
+ * from 0 that would. Reads only; no namespace. Throws ShiftError FIT_NOT_A_DIRECTORY or
+ * FIT_DIR_UNREADABLE, SpawnError when the walk cannot start.
  */
 export async function fitTree(dir: string, map: IdMap, options: FitOptions = {}): Promise<FitResult> {
   const maps = { uid: map, gid: options.gid ?? map };
@@ -133,7 +131,7 @@ export async function fitTree(dir: string, map: IdMap, options: FitOptions = {})
   const found = new Map<string, UnfitId>();
   const note = (
     table: Map<string, UnfitId>,
-    kind: 'uid' | 'gid',
+    kind: IdKind,
     id: number,
     source: FitSource,
     example: string,
@@ -190,7 +188,7 @@ export async function fitTree(dir: string, map: IdMap, options: FitOptions = {})
     uid: summary.maxNewUid === null ? null : 'files',
     gid: summary.maxNewGid === null ? null : 'files',
   };
-  const raise = (kind: 'uid' | 'gid', id: number, where: string) => {
+  const raise = (kind: IdKind, id: number, where: string) => {
     const top = highest[kind];
     if (top === null || id > top) {
       highest[kind] = id;
@@ -201,7 +199,7 @@ export async function fitTree(dir: string, map: IdMap, options: FitOptions = {})
 
   // The tree's own users and groups (resolved inside the tree, never through a host link).
   const ignored = new Set<string>();
-  const listed = (kind: 'uid' | 'gid', id: number, name: string, where: string) => {
+  const listed = (kind: IdKind, id: number, name: string, where: string) => {
     const ignorable = IGNORABLE_NAMES.has(name) || id === NOBODY_ID;
     if (!ignorable && id <= MAX_MAPPABLE_ID) raise(kind, id, `${where} (${name})`);
     if (maps[kind].toOutside(id) !== undefined) return;

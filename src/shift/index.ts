@@ -1,24 +1,9 @@
 /**
- * Directory trees and ID maps: shift a tree's ownership, check which IDs a map cannot represent.
+ * Directory trees and ID maps (`userns/shift`): shift a tree's ownership, list the IDs a map cannot represent.
  *
  * @module userns/shift
  */
-export {
-  ACL_UNDEFINED_ID,
-  type AclEntry,
-  AclFormatError,
-  AclTag,
-  decodeAcl,
-  encodeAcl,
-  shiftAcl,
-} from './acl-xattr.js';
-export {
-  CapabilityFormatError,
-  decodeCapability,
-  encodeCapability,
-  type FileCapability,
-  shiftCapability,
-} from './capability-xattr.js';
+export { ShiftError, ShiftPlanError } from '../errors/index.js';
 export {
   type FitOptions,
   type FitResult,
@@ -31,7 +16,6 @@ export {
   describeUnmapped,
   type KindMaps,
   type ShiftChange,
-  ShiftError,
   type ShiftIssue,
   type ShiftOptions,
   type ShiftProgress,
@@ -40,5 +24,5 @@ export {
   shiftTree,
   type UnmappedId,
 } from './shift.js';
-export { protectiveMap, ShiftPlanError, shiftTranslation, viewTranslation } from './translation.js';
+export { protectiveMap, shiftTranslation, viewTranslation } from './translation.js';
 export { defaultWorkers, type UnmappedPolicy } from './tree-walk.js';

@@ -12,11 +12,12 @@
  */
 import { lstatSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
+import { ShiftError } from '../errors/index.js';
+import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { intersectRanges, outsideRanges } from '../idmap/ranges.js';
 import { requireValidMap } from '../idmap/validate.js';
-import type { MapWriteOptions } from '../spawn/write-maps.js';
+import type { MapWriteOptions } from '../maps/write-maps.js';
 import { overflowIds } from '../system/knobs.js';
 import { pageSize } from '../system/proc.js';
 import {
@@ -100,7 +101,7 @@ export interface ShiftOptions {
 
 /** An ID `from` does not translate, where it was found and a few example paths. */
 export interface UnmappedId {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   /** Where the ID was found. */
   where: 'owner' | 'acl' | 'capability';
   /** The ID (caller's view); null when it is outside every range the walk could see. */
@@ -148,24 +149,11 @@ export interface ShiftResult {
   elapsedMs: number;
 }
 
-/** A shift or fit could not start or was stopped; `result` holds what was done until then. */
-export class ShiftError extends UsernsError {
-  readonly result: ShiftResult | undefined;
-  constructor(
-    code: string,
-    message: string,
-    details: ConstructorParameters<typeof UsernsError>[2] & { result?: ShiftResult } = {},
-  ) {
-    super(code, message, details);
-    this.result = details.result;
-  }
-}
-
 const MAX_ERRORS_KEPT = 100;
 const MAX_MOUNTPOINTS_KEPT = 100;
 
 /** An ID as the walk saw it (in the protective namespace `view`, if any) as the caller's ID. */
-function callerId(view: KindMaps | null, kind: 'uid' | 'gid', id: number | null): number | null {
+function callerId(view: KindMaps | null, kind: IdKind, id: number | null): number | null {
   if (id === null || view === null) return id;
   return view[kind].toOutside(id) ?? null;
 }
@@ -204,7 +192,7 @@ class Collector {
     }
   }
 
-  private ownerFromHere(path: string, kind: 'uid' | 'gid'): number | null {
+  private ownerFromHere(path: string, kind: IdKind): number | null {
     try {
       return lstatSync(join(this.dir, path))[kind];
     } catch {
@@ -267,13 +255,17 @@ export function requireValidKindMaps(maps: KindMaps, name: string): void {
 }
 
 /**
- * Rewrites the owners of every entry of `dir` (and its ACLs and file-capability root IDs) from
- * `options.from` to `options.to`: an ID that `from` shows as inside ID i becomes `to`'s outside
- * ID for i. Links are never followed; hard links are changed once.
+ * Rewrites the owners, POSIX ACL entries and file-capability root IDs of every entry of the tree
+ * `dir` from the map `options.from` to `options.to` (IDs are the caller's: outside IDs of both
+ * maps), never following a symbolic link, in a protective user namespace by default. Unless
+ * `unmapped` says otherwise, a first pass checks everything and nothing changes when some ID has
+ * no translation. Resolves with the counts of what changed (or would, with dryRun).
  *
- * @returns What was done, counted on disk.
- * @throws ShiftError (`SHIFT_UNMAPPED` when an ID cannot be translated and `unmapped` is
- * `error`: nothing is changed then), MapError for maps the kernel would refuse.
+ * Throws MapError MAP_INVALID (a map the kernel would refuse, before anything is read);
+ * ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
+ * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
+ * changed), SHIFT_INCOMPLETE (some entries left as they were); ShiftPlanError when the maps do
+ * not fit one namespace; NewIdmapError / SpawnError when the walk cannot start.
  */
 export async function shiftTree(dir: string, options: ShiftOptions): Promise<ShiftResult> {
   const started = performance.now();

@@ -3,20 +3,13 @@
  * user namespace the walk runs in, and the tables the walk looks IDs up in, expressed in the
  * IDs the walk sees from inside that namespace.
  */
-import { UsernsError } from '../errors.js';
+import { ShiftPlanError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
-import { type Extent, extent } from '../idmap/extent.js';
+import { type Extent, extent, INVALID_ID, MAX_EXTENTS } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
 import { normalize } from '../idmap/normalize.js';
 import { type IdRange, outsideRanges, subtractRanges, unionRanges } from '../idmap/ranges.js';
 import type { Translation } from './tree-walk.js';
-
-/** The kernel's limit of lines in one uid_map/gid_map write (linux-idmap-rules.md §1). */
-export const MAX_MAP_EXTENTS = 340;
-const ID_LIMIT = 4294967295; // (u32)-1 is never an ID
-
-/** The two maps of a shift cannot be combined (they do not cover the same inside IDs). */
-export class ShiftPlanError extends UsernsError {}
 
 /**
  * Outside→outside translation of a shift: an ID that `from` shows as inside ID i becomes the
@@ -51,7 +44,7 @@ export function protectiveMap(ranges: readonly IdRange[], avoid: readonly number
     let left = r.count;
     while (left > 0) {
       nextFree();
-      const limit = skipAt < skip.length ? skip[skipAt]! : ID_LIMIT;
+      const limit = skipAt < skip.length ? skip[skipAt]! : INVALID_ID;
       const count = Math.min(left, limit - inside);
       if (count <= 0) {
         throw new ShiftPlanError(
@@ -67,10 +60,10 @@ export function protectiveMap(ranges: readonly IdRange[], avoid: readonly number
     }
   }
   const map = normalize(out);
-  if (map.length > MAX_MAP_EXTENTS) {
+  if (map.length > MAX_EXTENTS) {
     throw new ShiftPlanError(
       'PROTECTIVE_MAP_TOO_LARGE',
-      `the source and target ranges need ${map.length} map lines; the kernel takes at most ${MAX_MAP_EXTENTS}`,
+      `the source and target ranges need ${map.length} map lines; the kernel takes at most ${MAX_EXTENTS}`,
       { hint: 'shift with --no-userns (as root), or with fewer, larger ranges' },
     );
   }

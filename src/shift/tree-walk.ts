@@ -5,12 +5,13 @@
  * callers (shift.ts, fit.ts); this file only speaks the protocol.
  */
 import { availableParallelism } from 'node:os';
-import { UsernsError } from '../errors.js';
+import { SpawnError, WalkError } from '../errors/index.js';
+import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
 import type { IdRange } from '../idmap/ranges.js';
-import { launchHelper } from '../native/helper.js';
-import { SpawnError } from '../spawn/errors.js';
-import { type MapWriteOptions, planMaps, writeMaps } from '../spawn/write-maps.js';
+import { type MapWriteOptions, planMaps, writeMaps } from '../maps/write-maps.js';
+import { errnoName, launchHelper } from '../native/helper.js';
+import { explainSpawnFailure } from '../spawn/explain.js';
 
 /** One extent of a translation table: IDs [from, from+count) become [to, to+count). */
 export interface Translation {
@@ -63,10 +64,7 @@ const FILE_TYPES: Record<string, FileType> = {
 export type UnmappedKind = 'uid' | 'gid' | 'acl-uid' | 'acl-gid' | 'cap-root';
 
 /** What an "U" record's kind says: which kind of ID, and where it was found. */
-export const UNMAPPED_KINDS: Record<
-  UnmappedKind,
-  { kind: 'uid' | 'gid'; where: 'owner' | 'acl' | 'capability' }
-> = {
+export const UNMAPPED_KINDS: Record<UnmappedKind, { kind: IdKind; where: 'owner' | 'acl' | 'capability' }> = {
   uid: { kind: 'uid', where: 'owner' },
   gid: { kind: 'gid', where: 'owner' },
   'acl-uid': { kind: 'uid', where: 'acl' },
@@ -112,8 +110,6 @@ export interface WalkSummary {
   maxNewUid: number | null;
   maxNewGid: number | null;
 }
-
-export class WalkError extends UsernsError {}
 
 /** Undoes the C side's escaping of paths (\\, \t, \n, \xHH). */
 export function unescapePath(text: string): string {
@@ -167,7 +163,7 @@ export function parseRecord(line: string): WalkRecord | WorkerProgress | WorkerS
         path: unescapePath(f[3]!),
       };
     case 'E':
-      return { type: 'error', op: f[1]!, errno: f[2]!, path: unescapePath(f[3] ?? '') };
+      return { type: 'error', op: f[1]!, errno: errnoName(Number(f[2])), path: unescapePath(f[3] ?? '') };
     case 'M':
       return { type: 'mountpoint', path: unescapePath(f[1]!) };
     case 'H':
@@ -261,9 +257,10 @@ export async function runWalk(job: WalkJob, options: WalkOptions): Promise<WalkS
   // Plan first: a map the kernel (or newuidmap) would refuse is reported before anything starts.
   const plan = ns ? await planMaps(ns.uid, ns.gid, { noSplit: false, ...ns.mapWrite }) : undefined;
   const handle = await launchHelper({
+    mode: 'walk',
     namespaces: [],
     command: [],
-    walk: true,
+    explain: explainSpawnFailure,
     noUserns: ns === null,
     user: null,
     setgroupsCall: false,

@@ -1,16 +1,9 @@
 /**
- * Running commands in new user namespaces: the public API.
+ * Running commands in new user namespaces: the public API (`userns/spawn`).
  *
  * @module userns/spawn
  */
-export {
-  type HelperHandle,
-  type HelperOptions,
-  launchHelper,
-  NAMESPACES,
-  type Namespace,
-} from '../native/helper.js';
-export { DOCTOR_HINT, NewIdmapError, SpawnError } from './errors.js';
+export { DOCTOR_HINT, NewIdmapError, SpawnError } from '../errors/index.js';
 export {
   isMode,
   type MapSpec,
@@ -20,7 +13,17 @@ export {
   modeContext,
   resolveMapSpec,
   type UsernsMode,
-} from './modes.js';
+} from '../maps/modes.js';
+export {
+  type AppliedMaps,
+  type MapPlan,
+  type MapWriteOptions,
+  newidmapArgv,
+  planMaps,
+  singleMap,
+  writeMaps,
+} from '../maps/write-maps.js';
+export { NAMESPACES, type Namespace } from '../native/helper.js';
 export {
   dryRunSpawn,
   planSpawn,
@@ -32,12 +35,3 @@ export {
   spawn,
   type UsernsChildProcess,
 } from './spawn.js';
-export {
-  type AppliedMaps,
-  type MapPlan,
-  type MapWriteOptions,
-  newidmapArgv,
-  planMaps,
-  singleMap,
-  writeMaps,
-} from './write-maps.js';

@@ -10,19 +10,10 @@
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join, resolve } from 'node:path';
-import { IdMap } from '../idmap/idmap.js';
-import { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from '../mount/prepare.js';
-import type { MountSpec } from '../mount/spec.js';
-import {
-  type HelperHandle,
-  type HelperOptions,
-  helperArgs,
-  helperFailure,
-  type Namespace,
-  startHelper,
-} from '../native/helper.js';
-import { SpawnError } from './errors.js';
+import { SpawnError, UsageError } from '../errors/index.js';
+import type { IdMap } from '../idmap/idmap.js';
 import {
   isMode,
   type MapSpec,
@@ -30,9 +21,7 @@ import {
   needsSubordinate,
   resolveMapSpec,
   type UsernsMode,
-} from './modes.js';
-import { isPrivileged } from './system.js';
-import { explainUnreachable, type Reach, unreachableError } from './unreachable.js';
+} from '../maps/modes.js';
 import {
   type MapPlan,
   type MapWriteOptions,
@@ -40,7 +29,20 @@ import {
   predictToolFailures,
   writeMaps,
   writeProcFile,
-} from './write-maps.js';
+} from '../maps/write-maps.js';
+import { helperMountsFor, mountNamespacePaths, type PlannedMount, planMountMaps } from '../mount/prepare.js';
+import type { MountSpec } from '../mount/spec.js';
+import {
+  type HelperHandle,
+  type HelperOptions,
+  helperArgs,
+  type Namespace,
+  startHelper,
+} from '../native/helper.js';
+import { isPrivileged } from '../system/self.js';
+import { explainSpawnFailure } from './explain.js';
+import { closed, promiseChild } from './promise-child.js';
+import { explainUnreachable, type Reach, unreachableError } from './unreachable.js';
 
 /**
  * Options of {@link spawn}, {@link run} and {@link planSpawn}: the maps (a mode, maps, or an
@@ -48,13 +50,11 @@ import {
  */
 export interface SpawnOptions extends MapWriteOptions {
   /**
-   * How to map IDs when uidMap/gidMap are not given (default 'auto'). `auto:size=N[,…]` (podman's
-   * --userns=auto options: size, uidmapping, gidmapping, policy) takes a fresh range from the
-   * allocation registry instead, released when the command ends.
+   * How to map IDs when uidMap/gidMap are not given (default 'auto'). spawn() allocates nothing:
+   * for a fresh range from the allocation registry (`auto:size=N`, podman's --userns=auto),
+   * get the maps with withAutoUserns() from userns/alloc and pass them here.
    */
-  userns?: UsernsMode | `auto:${string}`;
-  /** State root of the allocation registry, for `auto:…` (default: /run/userns or $XDG_RUNTIME_DIR/userns). */
-  stateRoot?: string;
+  userns?: UsernsMode;
   /** The uid map: an IdMap, a mode, or podman --uidmap syntax. Outside IDs = current namespace. */
   uidMap?: MapSpec;
   /** The gid map; defaults to the uid map's spec when only that is given (as podman does). */
@@ -141,6 +141,7 @@ export function helperOptionsFor(
   return {
     namespaces: [...namespaces],
     command,
+    explain: explainSpawnFailure,
     user: { uid, gid },
     setgroupsCall: options.setgroups === 'deny' ? false : 'try',
     mountProc,
@@ -179,31 +180,14 @@ function cacheKey(options: SpawnOptions, privileged: boolean, subordinate: boole
   ]);
 }
 
-export /**
- * `userns: 'auto:…'`: allocates a range for this run and returns the options with its maps, and
- * the release to call when the command has ended (the allocation is also tied to this process,
- * so `userns alloc gc` frees it if we die first). The allocator is loaded only when used.
- */
-async function withAllocation(
-  options: SpawnOptions,
-): Promise<{ options: SpawnOptions; release: () => Promise<void> }> {
-  const mode = options.userns;
-  if (mode === undefined || !mode.startsWith('auto:')) return { options, release: async () => {} };
-  const alloc = await import('../alloc/index.js');
-  const request = alloc.parseAutoUserns(mode)!;
-  const location = options.stateRoot === undefined ? {} : { root: options.stateRoot };
-  const allocation = await alloc.allocateForRun({ ...request, ...location });
-  return {
-    options: {
-      ...options,
-      userns: 'auto',
-      uidMap: new IdMap(allocation.uidMap),
-      gidMap: new IdMap(allocation.gidMap),
-    },
-    release: async () => {
-      await alloc.releaseAllocation(allocation.id, location);
-    },
-  };
+/** spawn() and planSpawn() map by modes and maps only; an `auto:…` mode (JavaScript callers) is refused. */
+function refuseAllocation(options: SpawnOptions): void {
+  const mode = options.userns as string | undefined;
+  if (mode?.startsWith('auto:')) {
+    throw new UsageError(`userns ${mode}: spawn() does not allocate ID ranges`, {
+      hint: "get the maps from the allocation registry first: withAutoUserns() in 'userns/alloc'",
+    });
+  }
 }
 
 async function resolveMaps(options: SpawnOptions): Promise<MapPlan> {
@@ -233,7 +217,6 @@ async function computePlan(
   ctx.privileged = privileged;
   ctx.fallback = options.fallback ?? 'none';
   ctx.warnings = [];
-  // `auto:…` has become explicit maps (withAllocation) before planning.
   const mode = options.userns !== undefined && isMode(options.userns) ? options.userns : 'auto';
   const [uid, gid] = await Promise.all([
     resolveMapSpec(uidSpec, 'uid', ctx, mode),
@@ -250,16 +233,17 @@ async function computePlan(
  * namespaces, the IDs the command would run as, the mounts and the helper's arguments.
  * Takes the arguments of {@link spawn} and {@link run}, in the same shape.
  *
- * Nothing is started and nothing is written; an `auto:…` mode makes its allocation and
- * releases it at once, so the plan shows the range a run would get now.
+ * Nothing is started, allocated or written: an `auto:…` mode is a UsageError, as for spawn()
+ * (allocate first with withAutoUserns() from `userns/alloc`).
  *
  * @param command The program, as for spawn(): a name looked up in PATH, or a path.
  * @param args Its arguments (without the program itself).
  * @param options As for spawn(); `stdio`, `beforeExec` and the like are ignored.
  * @returns The plan; `command` is the full argv (`[command, ...args]`).
  * @throws Whatever spawn() would reject with before it starts anything: `SpawnError`
- *   (`NO_SUBORDINATE_IDS`, `USAGE`, …), `NewIdmapError` (`NEWUIDMAP_MISSING`,
- *   `RANGE_NOT_ALLOWED`, …), `MapError` (a map the kernel would refuse), `ParseError`.
+ *   (`NO_SUBORDINATE_IDS`, …), `UsageError` (an `auto:…` mode), `NewIdmapError`
+ *   (`NEWUIDMAP_MISSING`, `RANGE_NOT_ALLOWED`, …), `MapError` (a map the kernel would refuse),
+ *   `ParseError`.
  */
 export function planSpawn(
   command: string,
@@ -286,18 +270,12 @@ export function planSpawn(
 
 /**
  * {@link planSpawn} for a whole argv, which may be empty: then only the maps, namespaces and
- * mounts are planned (the keeper of `userns create` runs no command).
+ * mounts are planned (the keeper of `userns create` runs no command). No side effects.
  */
-export async function planArgv(argv: readonly string[], requested: SpawnOptions = {}): Promise<SpawnPlan> {
+export async function planArgv(argv: readonly string[], options: SpawnOptions = {}): Promise<SpawnPlan> {
   const command = [...argv];
-  // An `auto:` allocation is made and released at once: the plan shows the range a run now gets.
-  const { options, release } = await withAllocation(requested);
-  let maps: MapPlan;
-  try {
-    maps = await resolveMaps(options);
-  } finally {
-    await release();
-  }
+  refuseAllocation(options);
+  const maps = await resolveMaps(options);
   const helper = helperOptionsFor(command, options, maps.privileged);
   return {
     ...maps,
@@ -337,9 +315,20 @@ export async function dryRunSpawn(
   const plan = await planArgv(argv, options);
   const maps = await predictToolFailures(plan, options);
   if (!options.mounts?.length && !commandExists(command, options))
-    throw helperFailure('error exec ENOENT No such file or directory', argv);
+    // The failure the helper would report at exec (src/native/protocol.md), explained the same way.
+    throw explainSpawnFailure(
+      {
+        step: 'exec',
+        errno: 'ENOENT',
+        detail: `No such file or directory: ${command}`,
+        report: `error exec ${ENOENT} No such file or directory: ${command}`,
+      },
+      { command: argv },
+    );
   return { ...plan, ...maps };
 }
+
+const { ENOENT } = osConstants.errno;
 
 /** Whether execvp(3) would find `name` (PATH of the command's environment, or its default). */
 function commandExists(name: string, options: SpawnOptions): boolean {
@@ -367,12 +356,6 @@ function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(e
   return { promise, resolve, reject };
 }
 
-function closed(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  return new Promise((resolve) => {
-    child.once('close', (code, signal) => resolve({ code, signal }));
-  });
-}
-
 /**
  * Starts `command` in a new user namespace (and the other namespaces of `options.namespaces`)
  * with the maps of `options`: cut at the current namespace's extents, validated as the kernel
@@ -386,19 +369,21 @@ function closed(child: ChildProcess): Promise<{ code: number | null; signal: Nod
  * @param command The program: a name looked up in PATH (inside the new namespaces), or a path.
  * @param args Its arguments (without the program itself).
  * @param options The maps (`userns` mode, `uidMap`/`gidMap`), namespaces, IDs inside, mounts,
- *   and child_process options (`cwd`, `env`, `stdio`).
+ *   and child_process options (`cwd`, `env`, `stdio`). spawn() allocates nothing: for an
+ *   `auto:…` range, get the maps with withAutoUserns() from `userns/alloc` first.
  * @throws SpawnError synchronously only when there is no helper for this machine
- *   (`HELPER_MISSING`, `PLATFORM_UNSUPPORTED`). The promise rejects with `SpawnError`
- *   (`COMMAND_NOT_FOUND`, `COMMAND_NOT_EXECUTABLE`, `UNSHARE_FAILED`, `NO_SUBORDINATE_IDS`, …),
- *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `NEWUIDMAP_NOT_SETUID`, `RANGE_NOT_ALLOWED`,
- *   `MAP_WRITE_FAILED`, …), `MapError`/`ParseError` (a map the kernel would refuse or cannot
- *   read), `MountError` for `mounts`, each with a hint.
+ *   (`HELPER_MISSING`, `PLATFORM_UNSUPPORTED`), UsageError for an `auto:…` mode. The promise
+ *   rejects with `SpawnError` (`COMMAND_NOT_FOUND`, `COMMAND_NOT_EXECUTABLE`, `UNSHARE_FAILED`,
+ *   `NO_SUBORDINATE_IDS`, …), `NewIdmapError` (`NEWUIDMAP_MISSING`, `NEWUIDMAP_NOT_SETUID`,
+ *   `RANGE_NOT_ALLOWED`, `MAP_WRITE_FAILED`, …), `MapError`/`ParseError` (a map the kernel
+ *   would refuse or cannot read), `MountError` for `mounts`, each with a hint.
  */
 export function spawn(
   command: string,
   args: readonly string[] = [],
   options: SpawnOptions = {},
 ): UsernsChildProcess {
+  refuseAllocation(options);
   const privileged = options.privileged ?? isPrivileged();
   const argv = [command, ...args];
   // Idmapped mounts: their user namespaces are known once the maps are planned; the helper waits.
@@ -412,14 +397,7 @@ export function spawn(
   });
   const done = closed(child);
   const setup = async (): Promise<SpawnResult> => {
-    const allocating = withAllocation(options);
-    allocating.catch(() => {});
-    const planning = allocating.then((a) => resolveMaps({ ...a.options, privileged }));
-    // An allocation is released once the command has ended, whatever happened; a successful
-    // spawn resolves only after that.
-    const released = done.then(async () =>
-      (await allocating.catch(() => undefined))?.release().catch(() => {}),
-    );
+    const planning = resolveMaps({ ...options, privileged });
     // Planning runs while the helper starts; its failure is handled below, after `ready`.
     planning.catch(() => {});
     let releaseMountNamespaces = () => {};
@@ -508,7 +486,6 @@ export function spawn(
       });
     }
     const { code, signal } = await done;
-    await released;
     return {
       exitCode: code,
       signal,
@@ -519,20 +496,7 @@ export function spawn(
       warnings: applied.warnings,
     };
   };
-  const result = setup();
-  result.catch((error: unknown) => {
-    // Like child_process: a setup failure is also an 'error' event, when someone listens.
-    if (child.listenerCount('error') > 0) child.emit('error', error);
-  });
-  const thenable = child as UsernsChildProcess;
-  Object.defineProperties(thenable, {
-    // biome-ignore lint/suspicious/noThenProperty: the ChildProcess is deliberately a promise too (like execa)
-    then: { value: result.then.bind(result), configurable: true },
-    catch: { value: result.catch.bind(result), configurable: true },
-    finally: { value: result.finally.bind(result), configurable: true },
-    [Symbol.toStringTag]: { value: 'UsernsChildProcess', configurable: true },
-  });
-  return thenable;
+  return promiseChild(child, setup(), 'UsernsChildProcess');
 }
 
 /** What {@link run} resolves to: the {@link SpawnResult} and the captured output. */

@@ -1,6 +1,8 @@
 import { lstatSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { SpawnError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
+import { readIdMapSync, readSetgroupsSync } from '../system/proc.js';
 import {
   type Accessor,
   findUnreachable,
@@ -10,8 +12,6 @@ import {
   type Unreachable,
   unreachableData,
 } from '../system/reachability.js';
-import { SpawnError } from './errors.js';
-import { readProcMap, readSetgroups } from './system.js';
 
 /**
  * Explains an EACCES of the helper's exec or chdir inside a namespace: the kernel said
@@ -101,9 +101,9 @@ export function explainUnreachableIn(
   try {
     return explainUnreachable(error, {
       ...context,
-      uidMap: readProcMap(pid, 'uid'),
-      gidMap: readProcMap(pid, 'gid'),
-      setgroups: readSetgroups(pid),
+      uidMap: readIdMapSync(pid, 'uid'),
+      gidMap: readIdMapSync(pid, 'gid'),
+      setgroups: readSetgroupsSync(pid),
     });
   } catch {
     return error; // the namespace is gone already: keep the kernel's word

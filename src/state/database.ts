@@ -23,7 +23,7 @@
  */
 import { closeSync, constants, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { StateFileError } from '../errors.js';
+import { StateFileError } from '../errors/index.js';
 import { checkFileOrMissing, isNoSpace, stateFileError } from './files.js';
 
 /** The part of better-sqlite3's API userns uses. */
@@ -214,6 +214,12 @@ export function openDatabase(options: OpenOptions): SqliteDatabase {
     throw databaseError(error, context);
   }
   return db;
+}
+
+/** A private database in memory (nothing on disk), e.g. for a dry run over an empty registry. */
+export function openMemoryDatabase(): SqliteDatabase {
+  const Database = sqlite();
+  return new Database(':memory:');
 }
 
 export interface Schema {

@@ -5,7 +5,7 @@
  * naming the path and what to do, never an internal error.
  */
 import { lstatSync } from 'node:fs';
-import { StateFileError } from '../errors.js';
+import { StateFileError } from '../errors/index.js';
 
 /** True for errno codes of a full file system or an exhausted quota. */
 export function isNoSpace(error: unknown): boolean {

@@ -17,7 +17,7 @@
  */
 import { spawn } from 'node:child_process';
 import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
-import { StateFileError } from '../errors.js';
+import { StateFileError } from '../errors/index.js';
 import { findProgram } from '../system/exec.js';
 import { stateFileError } from './files.js';
 

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UsernsError } from '../errors.js';
+import { UsernsError } from '../errors/index.js';
 import { findUnreachable } from '../system/reachability.js';
 
 /**

@@ -8,30 +8,12 @@
  * Kubernetes records are a few KiB to tens of KiB, so 4 MiB.
  */
 import { closeSync, constants, openSync, readSync } from 'node:fs';
-import { UsernsError } from '../errors.js';
+import { InputTooLargeError } from '../errors/index.js';
 
 /** Map input: files and standard input given as a MAP. */
 export const MAP_INPUT_LIMIT = 1 << 20;
 /** OCI config.json, Kubernetes userns records. */
 export const CONFIG_INPUT_LIMIT = 4 << 20;
-
-/** Input larger than a limit (`data: { source, limit }`). */
-export class InputTooLargeError extends UsernsError {
-  constructor(source: string, limit: number) {
-    super(
-      'INPUT_TOO_LARGE',
-      `${source} is larger than ${formatBytes(limit)}, more than any real input of its kind`,
-      {
-        hint: 'check that this is the right file: real maps (a kernel map is under 4 KiB) and configs are far smaller',
-        data: { source, limit },
-      },
-    );
-  }
-}
-
-function formatBytes(n: number): string {
-  return n % (1 << 20) === 0 ? `${n / (1 << 20)} MiB` : n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
-}
 
 /** Reads an open descriptor to its end, at most `limit` bytes (else InputTooLargeError). */
 export function readFdBounded(fd: number, limit: number, source: string): Buffer {

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { INVALID_ID } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { IdMap } from '../idmap/idmap.js';
 
@@ -188,12 +189,10 @@ export interface Nesting {
   gidCount: number;
 }
 
-const FULL = 4294967295;
-
 function isFullIdentity(map: IdMap | undefined): boolean {
   if (map === undefined || map.extents.length !== 1) return false;
   const e = map.extents[0]!;
-  return e.inside === 0 && e.outside === 0 && e.count === FULL;
+  return e.inside === 0 && e.outside === 0 && e.count === INVALID_ID;
 }
 
 /**

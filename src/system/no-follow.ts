@@ -11,19 +11,26 @@
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
-
-/** A symbolic link where none may be (`data: { path, link }`: the path asked for, the link met). */
-export class SymlinkRefusedError extends UsernsError {}
+import { SymlinkRefusedError } from '../errors/index.js';
 
 const MAX_LINKS = 40; // the kernel's limit of links followed in one lookup
+
+/**
+ * O_PATH (Linux, the same value on x86-64 and arm64; Node does not export it): a descriptor
+ * that only pins a place in the tree. Opening a directory this way needs search permission on
+ * the way to it, as a path lookup does, not read permission on it: a walk with O_RDONLY would
+ * fail with EACCES on a directory the caller may pass through but not list (mode 0711).
+ */
+const O_PATH = 0o10000000;
+const DIRECTORY = O_PATH | constants.O_DIRECTORY;
 
 function fdPath(fd: number, name: string): string {
   return `/proc/self/fd/${fd}/${name}`;
 }
 
 /**
- * Opens directory `path` (O_RDONLY|O_DIRECTORY) as described above and returns its descriptor
+ * Opens directory `path` (O_PATH|O_DIRECTORY: usable as the base of `/proc/self/fd/N/NAME`
+ * and with fstat, not for reading the directory) as described above and returns its descriptor
  * (the caller closes it). Throws SymlinkRefusedError `PATH_SYMLINK` for a link that is refused,
  * and the system error (ENOENT, ENOTDIR, EACCES…) otherwise.
  */
@@ -32,7 +39,7 @@ export function openDirectoryNoFollow(path: string): number {
   let parts = resolve(path)
     .split('/')
     .filter((p) => p !== '');
-  let fd = openSync('/', constants.O_RDONLY | constants.O_DIRECTORY);
+  let fd = openSync('/', DIRECTORY);
   let followed = 0;
   try {
     for (let i = 0; i < parts.length; i++) {
@@ -66,12 +73,12 @@ export function openDirectoryNoFollow(path: string): number {
           .split('/')
           .filter((p) => p !== '');
         closeSync(fd);
-        fd = openSync('/', constants.O_RDONLY | constants.O_DIRECTORY);
+        fd = openSync('/', DIRECTORY);
         followed++;
         i = -1;
         continue;
       }
-      const next = openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      const next = openSync(at, DIRECTORY | constants.O_NOFOLLOW);
       closeSync(fd);
       fd = next;
     }

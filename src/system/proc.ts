@@ -1,7 +1,8 @@
-import { readFileSync, readlinkSync, statSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { ParseError, UsernsError } from '../errors.js';
+import { ParseError, UsernsError } from '../errors/index.js';
+import type { IdKind } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { IdMap } from '../idmap/idmap.js';
 
@@ -10,6 +11,10 @@ import { IdMap } from '../idmap/idmap.js';
  * PROC_READ_FAILED (any other I/O error), PROC_BAD_PID, and ParseError PROC_STAT_SYNTAX /
  * PROC_SETGROUPS_SYNTAX for content we do not understand (map syntax errors keep the kernel
  * parser's codes).
+ *
+ * The files are tiny and generated whole by the kernel on the first read, so they are read
+ * synchronously, in one read() where they fit (the spawn path stays on one event-loop turn); the
+ * promise-returning readers of the public API are the same readers.
  */
 
 export type ProcPid = number | 'self';
@@ -52,10 +57,31 @@ function readError(path: string, pid: ProcPid, error: unknown): UsernsError {
   });
 }
 
-async function readProc(pid: ProcPid, file: string): Promise<{ path: string; text: string }> {
+const scratch = Buffer.allocUnsafe(8192);
+
+/** A small /proc file, latin1, in one read() when it fits 8 KiB. Throws the fs error. */
+function readSmallFile(path: string): string {
+  const fd = openSync(path, 'r');
+  try {
+    let length = 0;
+    for (;;) {
+      const n = readSync(fd, scratch, length, scratch.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length === scratch.length)
+        return scratch.toString('latin1', 0, length) + readFileSync(fd, 'latin1');
+    }
+    return scratch.toString('latin1', 0, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** /proc/PID/FILE as text; typed errors (PROC_BAD_PID, PROC_NO_SUCH_PROCESS, PROC_READ_FAILED). */
+function readProc(pid: ProcPid, file: string): { path: string; text: string } {
   const path = procPath(pid, file);
   try {
-    return { path, text: await readFile(path, 'latin1') };
+    return { path, text: readSmallFile(path) };
   } catch (error) {
     throw readError(path, pid, error);
   }
@@ -64,17 +90,23 @@ async function readProc(pid: ProcPid, file: string): Promise<{ path: string; tex
 /**
  * The UID or GID map of a process's user namespace, as THIS process sees it: column 2 is in the
  * reader's namespace (or the parent's, when the reader is inside the target namespace), and
- * 4294967295 there means "not mappable from here" — kept as is (linux-idmap-rules.md §1.9).
+ * 4294967295 there means "not mappable from here" — kept as is (docs/kernel-rules.md, "Reading a
+ * map back").
  * An empty map (not written yet) gives an IdMap with no extents.
  */
-export async function readIdMap(pid: ProcPid, kind: 'uid' | 'gid'): Promise<IdMap> {
-  const { path, text } = await readProc(pid, `${kind}_map`);
+export function readIdMapSync(pid: ProcPid, kind: IdKind): IdMap {
+  const { path, text } = readProc(pid, `${kind}_map`);
   return new IdMap(parseKernelMap(text, { source: path }));
 }
 
+/** readIdMapSync as a promise (the public API's form). */
+export async function readIdMap(pid: ProcPid, kind: IdKind): Promise<IdMap> {
+  return readIdMapSync(pid, kind);
+}
+
 /** /proc/PID/setgroups: whether setgroups(2) is allowed in the process's user namespace. */
-export async function readSetgroups(pid: ProcPid): Promise<'allow' | 'deny'> {
-  const { path, text } = await readProc(pid, 'setgroups');
+export function readSetgroupsSync(pid: ProcPid): 'allow' | 'deny' {
+  const { path, text } = readProc(pid, 'setgroups');
   const value = text.trim();
   if (value === 'allow' || value === 'deny') return value;
   throw new ParseError('PROC_SETGROUPS_SYNTAX', 'expected "allow" or "deny"', {
@@ -83,6 +115,11 @@ export async function readSetgroups(pid: ProcPid): Promise<'allow' | 'deny'> {
     column: 1,
     text: value,
   });
+}
+
+/** readSetgroupsSync as a promise (the public API's form). */
+export async function readSetgroups(pid: ProcPid): Promise<'allow' | 'deny'> {
+  return readSetgroupsSync(pid);
 }
 
 /**
@@ -112,30 +149,75 @@ export function parseProcStat(
   };
 }
 
+/** What identifies a process across PID reuse, from one read of /proc/PID/stat. */
+export interface ProcessIdentity {
+  pid: number;
+  /** Field 22 of /proc/PID/stat: clock ticks after boot, as decimal text (exact, any size). */
+  startTime: string;
+  /** Field 3: R, S, D, Z (zombie), X (dead), … */
+  state: string;
+  /** Neither a zombie nor dead: the process still runs (an orphan's zombie may linger unreaped). */
+  running: boolean;
+}
+
+/**
+ * The identity of process `pid` (its start time and state), or undefined when it does not exist.
+ * PID + start time name one process for good: a reused PID has another start time. Synchronous
+ * (the liveness checks of locks, keepers and allocations run on hot paths). Throws ParseError
+ * PROC_STAT_SYNTAX when the file does not say what proc(5) says.
+ */
+export function readProcessIdentity(pid: ProcPid): ProcessIdentity | undefined {
+  let path: string;
+  let text: string;
+  try {
+    ({ path, text } = readProc(pid, 'stat'));
+  } catch (error) {
+    if (error instanceof UsernsError && error.code === 'PROC_NO_SUCH_PROCESS') return undefined;
+    throw error;
+  }
+  const parsed = parseProcStat(text, path);
+  const state = parsed.fields[0] ?? '?';
+  const startTime = parsed.fields[22 - 3];
+  if (startTime === undefined || !/^[0-9]+$/.test(startTime)) {
+    throw new ParseError('PROC_STAT_SYNTAX', 'field 22 (starttime) is missing or not a number', {
+      source: path,
+      line: 1,
+      column: 1,
+      text: startTime ?? '',
+    });
+  }
+  return { pid: parsed.pid, startTime, state, running: state !== 'Z' && state !== 'X' && state !== 'x' };
+}
+
+/**
+ * The start time of a process that still runs, for liveness checks: undefined when it does not
+ * exist, is not a valid PID, or is a zombie (which must not count as alive).
+ */
+export function runningStartTime(pid: ProcPid): string | undefined {
+  if (pid !== 'self' && !(Number.isInteger(pid) && pid > 0 && pid <= 4194304)) return undefined;
+  let identity: ProcessIdentity | undefined;
+  try {
+    identity = readProcessIdentity(pid);
+  } catch (error) {
+    // Unreadable: gone between the open and the read, or not ours to see; not alive for us.
+    if (error instanceof UsernsError && error.code === 'PROC_READ_FAILED') return undefined;
+    throw error;
+  }
+  return identity?.running ? identity.startTime : undefined;
+}
+
+/** Whether the process `pid` that started at `startTime` still runs (a zombie does not). */
+export function isRunning(pid: number, startTime: string): boolean {
+  return runningStartTime(pid) === startTime;
+}
+
 /**
  * The process's start time (field 22 of /proc/PID/stat: clock ticks since boot). Together with
  * the PID it identifies a process across PID reuse. undefined when the process does not exist.
  */
 export async function readProcessStartTime(pid: ProcPid): Promise<bigint | undefined> {
-  let path: string;
-  let text: string;
-  try {
-    ({ path, text } = await readProc(pid, 'stat'));
-  } catch (error) {
-    if (error instanceof UsernsError && error.code === 'PROC_NO_SUCH_PROCESS') return undefined;
-    throw error;
-  }
-  const { fields } = parseProcStat(text, path);
-  const value = fields[22 - 3];
-  if (value === undefined || !/^[0-9]+$/.test(value)) {
-    throw new ParseError('PROC_STAT_SYNTAX', 'field 22 (starttime) is missing or not a number', {
-      source: path,
-      line: 1,
-      column: 1,
-      text: value ?? '',
-    });
-  }
-  return BigInt(value);
+  const identity = readProcessIdentity(pid);
+  return identity === undefined ? undefined : BigInt(identity.startTime);
 }
 
 /**
@@ -206,25 +288,6 @@ export function pageSize(): number {
 }
 
 /**
- * The start time (field 22 of /proc/PID/stat, as a decimal string) of a process that is still
- * running, synchronously, for the liveness checks of locks, keepers and allocations: undefined
- * when the process does not exist or has exited and is only a zombie waiting to be reaped (an
- * orphan's zombie can linger when PID 1 is slow to reap, and it must not count as alive).
- */
-export function processStartTimeSync(pid: ProcPid): string | undefined {
-  let text: string;
-  try {
-    text = readFileSync(procPath(pid, 'stat'), 'latin1');
-  } catch {
-    return undefined;
-  }
-  const { fields } = parseProcStat(text);
-  const state = fields[0];
-  if (state === 'Z' || state === 'X' || state === 'x') return undefined;
-  return fields[22 - 3];
-}
-
-/**
  * The PID namespace whose PIDs this mount namespace's /proc shows, as the inode number of its
  * nsfs file; undefined when that cannot be told from here. A PID read from /proc (or recorded by
  * a process that read it there) means something only in that namespace: records that name a
@@ -282,7 +345,7 @@ export function procPidNamespace(): number | undefined {
 export function selfInProc(): { pid: number; startTime: string; pidNamespace: number } | undefined {
   try {
     const pid = Number(readlinkSync('/proc/self'));
-    const startTime = processStartTimeSync(pid);
+    const startTime = runningStartTime(pid);
     const pidNamespace = procPidNamespace();
     if (!Number.isInteger(pid) || startTime === undefined || pidNamespace === undefined) return undefined;
     return { pid, startTime, pidNamespace };
@@ -301,16 +364,15 @@ export function selfInProc(): { pid: number; startTime: string; pidNamespace: nu
 export function processLiveness(pid: number, startTime: string): 'alive' | 'dead' | 'unknown' {
   if (!Number.isInteger(pid) || pid <= 0) return 'unknown';
   if (pid > 4194304) return 'dead'; // above PID_MAX_LIMIT: no such process can exist
-  let text: string;
+  let identity: ProcessIdentity | undefined;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    identity = readProcessIdentity(pid);
   } catch (error) {
-    return isGone(error) ? 'dead' : 'unknown';
+    if (error instanceof UsernsError && error.code === 'PROC_READ_FAILED') return 'unknown';
+    throw error;
   }
-  const { fields } = parseProcStat(text);
-  const state = fields[0];
-  if (state === 'Z' || state === 'X' || state === 'x') return 'dead';
-  return fields[22 - 3] === startTime ? 'alive' : 'dead';
+  if (identity === undefined || !identity.running) return 'dead';
+  return identity.startTime === startTime ? 'alive' : 'dead';
 }
 
 let cachedBootId: string | undefined;

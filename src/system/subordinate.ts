@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { ParseError, UsernsError } from '../errors.js';
+import { ParseError, UsernsError } from '../errors/index.js';
+import type { IdKind } from '../idmap/extent.js';
 import { parseSubid, type SubidEntry, subidOwnerMatches } from '../idmap/formats/subid.js';
 import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { findProgram, run } from './exec.js';
@@ -18,8 +19,6 @@ import { findProgram, run } from './exec.js';
  *    the same UID). getsubids not installed, or "Error fetching ranges": no ranges. (Skipped when
  *    the caller substituted the file but not getsubids, which always reads the real one.)
  */
-
-export type SubidKind = 'uid' | 'gid';
 
 /**
  * Where subordinate ranges are read from (for tests and special setups): the files, nsswitch.conf, getsubids.
@@ -67,13 +66,13 @@ export interface SubidFile {
  * else /etc/subuid or /etc/subgid. The variables let a test or a chroot-like setup give userns
  * its own files; newuidmap and getsubids still read the real ones (see getSubordinateRanges).
  */
-export function subidFile(kind: SubidKind, options: SubordinateOptions = {}): string {
+export function subidFile(kind: IdKind, options: SubordinateOptions = {}): string {
   return kind === 'uid'
     ? (options.subuidPath ?? (process.env.USERNS_SUBUID_FILE || '/etc/subuid'))
     : (options.subgidPath ?? (process.env.USERNS_SUBGID_FILE || '/etc/subgid'));
 }
 
-const fileFor = (kind: SubidKind, options: SubordinateOptions) => subidFile(kind, options);
+const fileFor = (kind: IdKind, options: SubordinateOptions) => subidFile(kind, options);
 
 /**
  * The module named by the `subid:` line of nsswitch.conf text, or undefined when there is none.
@@ -118,7 +117,7 @@ async function readSubidFile(file: string): Promise<SubidFile> {
 
 /** Every entry of /etc/subuid or /etc/subgid (all owners), e.g. for overlap checks. */
 export async function listAllSubordinateRanges(
-  kind: SubidKind,
+  kind: IdKind,
   options: SubordinateOptions = {},
 ): Promise<SubidFile> {
   return readSubidFile(fileFor(kind, options));
@@ -166,7 +165,7 @@ interface GetsubidsAnswer {
 
 async function askGetsubids(
   user: { name: string; uid: number },
-  kind: SubidKind,
+  kind: IdKind,
   options: SubordinateOptions,
 ): Promise<GetsubidsAnswer> {
   const program = options.getsubidsPath ?? findProgram('getsubids');
@@ -186,7 +185,7 @@ async function askGetsubids(
  */
 export async function getSubordinateRanges(
   user: { name: string; uid: number },
-  kind: SubidKind,
+  kind: IdKind,
   options: SubordinateOptions = {},
 ): Promise<SubordinateRanges> {
   const module = await nssModule(options);
@@ -244,7 +243,7 @@ export interface LoginDefs {
 }
 
 /** SUB_UID_MIN/MAX/COUNT (or SUB_GID_*) from /etc/login.defs, with shadow's defaults. */
-export function loginDefs(kind: SubidKind, file = '/etc/login.defs'): LoginDefs {
+export function loginDefs(kind: IdKind, file = '/etc/login.defs'): LoginDefs {
   const prefix = kind === 'uid' ? 'SUB_UID_' : 'SUB_GID_';
   const out = { min: 100000, max: 600100000, count: 65536, file };
   let text = '';

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { INVALID_ID } from '../idmap/extent.js';
 import { findProgram, run } from './exec.js';
 
 /**
@@ -37,7 +38,7 @@ export interface LookupOptions {
 function parseId(text: string | undefined): number | undefined {
   if (text === undefined || !/^[0-9]{1,10}$/.test(text)) return undefined;
   const n = Number(text);
-  return n <= 4294967295 ? n : undefined;
+  return n <= INVALID_ID ? n : undefined;
 }
 
 /** Parses one passwd(5) line `name:pw:uid:gid:gecos:home:shell`; undefined when malformed. */
@@ -64,7 +65,7 @@ type Key = { by: 'name'; name: string } | { by: 'id'; id: number };
 /** A numeric string or number is an ID (like getent and shadow); anything else a name. */
 function keyOf(nameOrId: string | number): Key | undefined {
   if (typeof nameOrId === 'number') {
-    return Number.isInteger(nameOrId) && nameOrId >= 0 && nameOrId <= 4294967295
+    return Number.isInteger(nameOrId) && nameOrId >= 0 && nameOrId <= INVALID_ID
       ? { by: 'id', id: nameOrId }
       : undefined;
   }

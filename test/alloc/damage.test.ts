@@ -63,7 +63,7 @@ describe('planted files, damaged databases, full disks', { timeout: 120_000 }, (
     await allocate({ ...where, size: 10 });
     const path = join(where.root, 'alloc', 'registry.db');
     // Close every connection so the file is whole, then overwrite its header.
-    (await import('../../src/alloc/index.js')).openRegistry(where).close();
+    (await import('../../src/alloc/allocate.js')).openRegistry(where).close();
     const fd = openSync(path, 'r+');
     writeSync(fd, Buffer.from('this is not a SQLite database at all'), 0, 36, 0);
     closeSync(fd);
@@ -84,7 +84,7 @@ describe('planted files, damaged databases, full disks', { timeout: 120_000 }, (
   /** 400 allocations in a closed registry; returns its path and the pages of the allocations table. */
   async function registryWith400(where: ReturnType<typeof common>) {
     for (let i = 0; i < 400; i++) await allocate({ ...where, name: `a${i}`, size: 10 });
-    (await import('../../src/alloc/index.js')).openRegistry(where).close();
+    (await import('../../src/alloc/allocate.js')).openRegistry(where).close();
     const path = join(where.root, 'alloc', 'registry.db');
     const db = openDatabase({ path, what: 'the test registry', readonly: true });
     const pageSize = db.pragma('page_size', { simple: true }) as number;

@@ -7,8 +7,9 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { allocate, collectGarbage, listAllocations, release } from '../../src/alloc/index.js';
-import { writeFileAtomic } from '../../src/store/atomic.js';
+import { allocate, listAllocations, release } from '../../src/alloc/index.js';
+import { collectAllocationGarbage as collectGarbage } from '../../src/namespaces/index.js';
+import { writeFileAtomic } from '../../src/state/atomic.js';
 
 const [mnt] = process.argv.slice(2);
 const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));

@@ -6,19 +6,18 @@ import { after, describe, test } from 'node:test';
 import {
   allocate,
   allocateForRun,
-  clipPool,
-  gc,
   listAllocations,
   parseAutoUserns,
   parsePassthrough,
-  Registry,
   release,
   releaseAllocation,
   resolvePools,
 } from '../../src/alloc/index.js';
-import type { Pools } from '../../src/alloc/pool.js';
+import { clipPool, type Pools } from '../../src/alloc/pool.js';
+import { Registry } from '../../src/alloc/registry.js';
+import { gcAllocations } from '../../src/namespaces/index.js';
 import { openDatabase } from '../../src/state/database.js';
-import { defaultStateRoot, ensureStateRoot } from '../../src/store/state-root.js';
+import { defaultStateRoot, ensureStateRoot } from '../../src/state/state-root.js';
 
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-'));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -264,7 +263,7 @@ describe('registry', () => {
     const mine = await allocateForRun({ ...common, name: 'run', size: 10 });
     mkdirSync(join(root, 'ns', 'alive'), { recursive: true });
     writeFileSync(join(root, 'ns', 'alive', 'state.json'), JSON.stringify({ keeperPid: process.pid }));
-    const released = await gc({ root });
+    const released = await gcAllocations({ root });
     assert.deepEqual(released.map((a) => a.name).sort(), ['g1', 'p1']);
     assert.deepEqual(
       (await listAllocations({ root })).map((a) => a.id),

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runDoctor } from '../../src/doctor/index.js';
 import { stepOf } from '../../src/doctor/probe.js';
-import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
+import { NewIdmapError, SpawnError } from '../../src/errors/index.js';
 import { runtimeDependencies } from '../../src/state/stage.js';
 import { findProgram } from '../../src/system/exec.js';
 import { runCli } from '../cli/run-cli.js';

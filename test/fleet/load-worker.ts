@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { FleetRegistry } from '../../src/alloc/fleet/registry.js';
 import { parseRegistryUrl } from '../../src/alloc/fleet/url.js';
 import type { Allocation } from '../../src/alloc/registry.js';
-import type { UsernsError } from '../../src/errors.js';
+import type { UsernsError } from '../../src/errors/index.js';
 
 export interface WorkerInput {
   registry: string;

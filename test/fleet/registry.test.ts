@@ -172,6 +172,29 @@ describe('fleet registry on etcd (3 members)', { skip, timeout: 180_000 }, () =>
     assert.deepEqual((await a.verify()).problems, []);
   });
 
+  test('preview (dry run): what allocate would give, committing nothing', { timeout: 30_000 }, async () => {
+    const p = `preview${n++}`;
+    const a = registry(p, 'a');
+    await assert.rejects(a.preview({ size: 10, policy: FIRST_FIT }), { code: 'REGISTRY_NOT_CONFIGURED' });
+    const admin = await configured(p, { policy: 'slot' });
+    await admin.allocate({ size: 1000, policy: FIRST_FIT, name: 'held' });
+    const seen = await a.preview({ size: 65536, policy: FIRST_FIT, defaults: { policy: true, size: true } });
+    assert.equal(seen.seq, 0);
+    assert.deepEqual(await admin.list().then((l) => l.map((q) => q.name)), ['held'], 'nothing committed');
+    const made = await a.allocate({ size: 65536, policy: FIRST_FIT, defaults: { policy: true, size: true } });
+    assert.deepEqual([seen.uidMap, seen.gidMap, seen.policy], [made.uidMap, made.gidMap, made.policy]);
+    const named = await a.preview({ size: 1000, policy: FIRST_FIT, name: 'held' });
+    assert.equal(named.reused, true);
+    await assert.rejects(a.preview({ size: 999, policy: FIRST_FIT, name: 'held' }), {
+      code: 'ALLOC_NAME_MISMATCH',
+    });
+    await assert.rejects(a.preview({ size: 10, policy: FIRST_FIT, lease: 'node' }), {
+      code: 'NODE_NOT_REGISTERED',
+    });
+    await assert.rejects(a.preview({ size: 20_000_000, policy: FIRST_FIT }), { code: 'ALLOC_EXHAUSTED' });
+    assert.equal((await admin.list()).length, 2);
+  });
+
   test('a conflicting commit between read and write is retried; the retries are bounded', {
     timeout: 30_000,
   }, async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { ParseError } from '../../src/errors.js';
+import { ParseError } from '../../src/errors/index.js';
 import { detectFormat } from '../../src/idmap/formats/detect.js';
 import { FORMAT_NAMES } from '../../src/idmap/formats/index.js';
 import { anyText, throwsParse } from './fuzz.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { ParseError, UsernsError } from '../../src/errors.js';
-import type { Extent, IdKind, KindedExtent } from '../../src/idmap/extent.js';
+import { ParseError, UsernsError } from '../../src/errors/index.js';
+import type { Extent, ExtentKind, KindedExtent } from '../../src/idmap/extent.js';
 
 /** Shared generators and the "only typed errors" fuzz property for the format tests. */
 
@@ -25,7 +25,7 @@ export function u32Extents(minCount = 0, maxLength = 8): fc.Arbitrary<Extent[]> 
 }
 
 export function kindedExtents(
-  kinds: readonly IdKind[] = ['uid', 'gid', 'both'],
+  kinds: readonly ExtentKind[] = ['uid', 'gid', 'both'],
   minCount = 0,
 ): fc.Arbitrary<KindedExtent[]> {
   return fc.array(

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import type { UsernsError } from '../../src/errors.js';
+import type { UsernsError } from '../../src/errors/index.js';
 import { detectFormat } from '../../src/idmap/formats/detect.js';
 import { formatIncusRawIdmap, parseIncusRawIdmap } from '../../src/idmap/formats/incus.js';
 import { assertU32Extents, kindedExtents, onlyTypedErrors, throwsParse } from './fuzz.js';

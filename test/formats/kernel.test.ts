@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { ParseError, UsernsError } from '../../src/errors.js';
+import { ParseError, UsernsError } from '../../src/errors/index.js';
 import { formatKernelMap, parseKernelMap } from '../../src/idmap/formats/kernel.js';
 import { validExtents } from '../arbitraries.js';
 

@@ -11,7 +11,7 @@ import {
 import { assertU32Extents, onlyTypedErrors, throwsParse, u32Extents } from './fuzz.js';
 
 describe('newuidmap/newgidmap argument vectors', () => {
-  test('vectors (linux-idmap-rules.md §2.1)', () => {
+  test('vectors (docs/kernel-rules.md, "newuidmap and newgidmap")', () => {
     assert.deepEqual(parseNewidmapArgs(['newuidmap', '1234', '0', '1000', '1', '1', '100000', '65536']), {
       program: 'newuidmap',
       target: 1234,

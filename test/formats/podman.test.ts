@@ -70,7 +70,7 @@ describe('podman --uidmap/--gidmap', () => {
     assert.deepEqual(uid('100:@100000:1', rootless), [[100, 1, 1]]);
   });
 
-  test('@host is translated through the parent (anchors.md rootless layout)', () => {
+  test('@host is translated through the parent (the rootless layout, docs/kernel-rules.md)', () => {
     // host IDs 1000 and 1000000 are inside IDs 0 and 1 of {0→1000:1, 1→1000000:65536}
     assert.deepEqual(uid('0:@1000:1,1:@1000000:1', map([0, 1000, 1], [1, 1000000, 65536])), [[0, 0, 2]]);
     // a range crossing parent extents is fine while it stays contiguous inside

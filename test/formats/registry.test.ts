@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import type { UsernsError } from '../../src/errors.js';
+import type { UsernsError } from '../../src/errors/index.js';
 import type { KindedExtent } from '../../src/idmap/extent.js';
 import { detectFormat } from '../../src/idmap/formats/detect.js';
 import { FORMAT_NAMES, FORMATS, type FormatName } from '../../src/idmap/formats/index.js';

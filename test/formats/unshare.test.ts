@@ -8,7 +8,7 @@ import { formatUnshareArgs, formatUnshareValue, parseUnshareMap } from '../../sr
 import { kindedExtents, onlyTypedErrors, throwsParse, u32Extent } from './fuzz.js';
 
 describe('util-linux unshare --map-users/--map-groups', () => {
-  test('vectors (linux-idmap-rules.md §3)', () => {
+  test('vectors (docs/kernel-rules.md, "util-linux unshare")', () => {
     assert.deepEqual(parseUnshareMap('0:100000:65536'), [
       { inside: 0, outside: 100000, count: 65536, kind: 'both' },
     ]);

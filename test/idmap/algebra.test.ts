@@ -178,7 +178,7 @@ describe('splitAcrossParent', () => {
     );
   });
 
-  test('anchors.md vectors', () => {
+  test('peer vectors (docs/kernel-rules.md, "Test vectors from peers")', () => {
     const parent = [
       { inside: 0, outside: 1000, count: 1 },
       { inside: 1, outside: 1000000, count: 65536 },

@@ -107,7 +107,7 @@ describe('range sets agree with set arithmetic', () => {
     );
   });
 
-  test('anchors.md vector: [1000,100000) with nothing used, size 65536 → 0:1000:65536', () => {
+  test('peer vector (podman auto): [1000,100000) with nothing used, size 65536 → 0:1000:65536', () => {
     assert.deepEqual(takeFromPool([{ start: 1000, count: 99000 }], 65536), [
       { inside: 0, outside: 1000, count: 65536 },
     ]);

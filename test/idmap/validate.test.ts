@@ -20,7 +20,7 @@ function check(rows: Row[], options: Parameters<typeof validateMapText>[1] = {})
 const lines = (n: number, f: (i: number) => string = (i) => `${i} ${i} 1`) =>
   Array.from({ length: n }, (_, i) => `${f(i)}\n`).join('');
 
-describe('linux-idmap-rules.md §1.3: the line grammar', () => {
+describe('the line grammar (docs/kernel-rules.md)', () => {
   test('accepted forms', () =>
     check([
       ['0 1000 1\n', null],
@@ -55,7 +55,7 @@ describe('linux-idmap-rules.md §1.3: the line grammar', () => {
   });
 });
 
-describe('§1.4 numeric constraints and §1.5 overlap and limits', () => {
+describe('numbers of a line, overlaps and limits (docs/kernel-rules.md)', () => {
   test('u32 edges', () =>
     check([
       ['0 0 4294967295\n', null],
@@ -96,7 +96,7 @@ describe('§1.4 numeric constraints and §1.5 overlap and limits', () => {
   });
 });
 
-describe('§1.6 permission (as alice, uid/gid 1001, owner, no capabilities)', () => {
+describe('who may write a map (as alice, uid/gid 1001, owner, no capabilities)', () => {
   const alice: WriterSituation = {
     capSetid: false,
     capSetfcap: false,
@@ -144,7 +144,7 @@ describe('§1.6 permission (as alice, uid/gid 1001, owner, no capabilities)', ()
   });
 });
 
-describe('§1.7 containment in the parent map (oracle results)', () => {
+describe("lines inside the parent's lines (the kernel's answers in docs/kernel-rules.md)", () => {
   const ex = (inside: number, outside: number, count: number): Extent => ({ inside, outside, count });
   test('parent 0 1000 1 + 1 100000 65536', () =>
     check(

@@ -20,22 +20,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { MountError, SpawnError } from '../../src/errors/index.js';
 import type { IdMap } from '../../src/idmap/idmap.js';
+import { clearIdmapProbeCache } from '../../src/mount/detached.js';
 import {
-  clearIdmapProbeCache,
-  clearUsernsFdCache,
-  helperMountsFor,
-  MountError,
   mountInfoOf,
   openDetachedMount,
   openIdmappedMount,
   parseMountSpec,
   probeIdmapSupport,
   usernsFd,
-  usernsFdCacheStats,
 } from '../../src/mount/index.js';
+import { helperMountsFor } from '../../src/mount/prepare.js';
+import { clearUsernsFdCache, usernsFdCacheStats } from '../../src/mount/userns-fd.js';
 import { helperArgs, helperPath } from '../../src/native/helper.js';
-import { SpawnError } from '../../src/spawn/errors.js';
 import { run } from '../../src/spawn/spawn.js';
 import { mountOf, nosuidMountOf } from '../../src/system/index.js';
 import { readableRepo } from '../fixtures/readable-repo.js';
@@ -154,7 +152,7 @@ describe('mount checks (no privileges needed)', () => {
     });
   });
 
-  test('mounts are refused with join (helperArgs), and the helper refuses --mount with --join', async () => {
+  test('mounts are refused with join (helperArgs), and the helper refuses --mount in join mode', async () => {
     const join_ = { pid: process.pid, namespaces: [{ type: 'user' as const, inode: 1 }] };
     assert.throws(
       () =>
@@ -170,7 +168,7 @@ describe('mount checks (no privileges needed)', () => {
     const ino = statSync('/proc/self/ns/user').ino;
     const child = spawnChild(
       helperPath(),
-      [`--join=${process.pid}`, `--ns=user:${ino}`, '--mount=-:-:4:/tmp:/mnt', '--', 'true'],
+      ['--mode=join', `--target=${process.pid}`, `--ns=user:${ino}`, '--mount=-:-:4:/tmp:/mnt', '--', 'true'],
       { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] },
     );
     const report = child.stdio[3] as NodeJS.ReadableStream;
@@ -187,7 +185,8 @@ describe('mount checks (no privileges needed)', () => {
       child.kill('SIGKILL');
       throw error;
     });
-    assert.match(out, /^error usage EINVAL .*--join excludes .*--mount/m, out);
+    // Join mode takes no --mount (the option table): a usage error (EINVAL = 22) naming it.
+    assert.match(out, /^error usage 22 .*--mount=/m, out);
     assert.notEqual(code, 0);
   });
 

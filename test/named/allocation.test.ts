@@ -4,8 +4,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { gc, listAllocations } from '../../src/alloc/index.js';
-import { createNamespace, execInNamespace, removeNamespace } from '../../src/store/namespaces.js';
+import { listAllocations } from '../../src/alloc/index.js';
+import {
+  createNamespace,
+  execInNamespace,
+  gcAllocations,
+  removeNamespace,
+} from '../../src/namespaces/index.js';
 import { isolateHostFiles } from '../fixtures/host-files.js';
 
 // Root's allocation pool must not depend on the host's /etc/subuid (a `containers` line).
@@ -42,7 +47,7 @@ describe('named namespaces with an allocated range', { skip: isRoot ? false : 'n
     // A keeper that dies leaves its allocation to gc.
     process.kill(b.keeperPid, 'SIGKILL');
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const released = await gc({ root });
+    const released = await gcAllocations({ root });
     assert.deepEqual(
       released.map((x) => x.namespace),
       ['alloc-b'],

@@ -1,5 +1,5 @@
 /**
- * The helper's --hold and --join modes at the protocol level (as root: maps written directly).
+ * The helper's hold and join modes at the protocol level (as root: maps written directly).
  */
 import assert from 'node:assert/strict';
 import { readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,7 @@ async function hold(namespaces: ('pid' | 'mount')[] = [], stdio: 'ignore' | 'pip
   const h = await launchHelper({
     namespaces,
     command: [],
-    hold: true,
+    mode: 'hold',
     reportNamespaces: true,
     mountProc: namespaces.includes('pid'),
     user: null,
@@ -44,8 +44,8 @@ async function hold(namespaces: ('pid' | 'mount')[] = [], stdio: 'ignore' | 'pip
   return { h, keeper };
 }
 
-describe('helper --hold and --join', { skip: isRoot ? false : 'needs root' }, () => {
-  test('usage errors: a command with --hold, --join without the user namespace, --no-wait without --join', async () => {
+describe('helper modes hold and join', { skip: isRoot ? false : 'needs root' }, () => {
+  test('usage errors: a command in hold mode, join mode without the user namespace', async () => {
     await assert.rejects(launchHelper({ namespaces: [], command: [], stdio: 'ignore' }), {
       code: 'SETUP_FAILED',
       message: /usage/,
@@ -76,7 +76,7 @@ describe('helper --hold and --join', { skip: isRoot ? false : 'needs root' }, ()
     const stat = readFileSync(`/proc/${keeper}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     assert.equal(fields[3], String(keeper), 'session leader (setsid)');
-    assert.equal(readFileSync(`/proc/${keeper}/cmdline`, 'latin1').includes('--hold'), true);
+    assert.equal(readFileSync(`/proc/${keeper}/cmdline`, 'latin1').includes('--mode=hold'), true);
     for (const fd of ['0', '1', '2'])
       assert.equal(readlinkSync(`/proc/${keeper}/fd/${fd}`), '/dev/null', `fd ${fd}`);
     process.kill(keeper, 'SIGHUP');

@@ -27,11 +27,11 @@ import {
   type NamespaceState,
   removeNamespace,
   spawnInNamespace,
-} from '../../src/store/namespaces.js';
+} from '../../src/namespaces/index.js';
 
 const isRoot = process.geteuid?.() === 0;
 const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
-const MODULE = fileURLToPath(new URL('../../src/store/namespaces.js', import.meta.url));
+const MODULE = fileURLToPath(new URL('../../src/namespaces/index.js', import.meta.url));
 const MAP = '0:100000:65536';
 
 interface Result {
@@ -62,7 +62,7 @@ function runNode(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Result> {
 
 const cli = (args: string[]) => runNode([BIN, ...args]);
 
-/** PIDs of keepers (helpers in --hold mode) running as root. */
+/** PIDs of keepers (helpers in hold mode) running as root. */
 function keepers(): Set<number> {
   const out = new Set<number>();
   for (const entry of readdirSync('/proc')) {
@@ -70,7 +70,8 @@ function keepers(): Set<number> {
     try {
       const cmd = readFileSync(`/proc/${entry}/cmdline`, 'latin1').split('\0');
       const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${entry}/status`, 'latin1'))?.[1];
-      if (uid === '0' && cmd[0]?.endsWith('userns-helper') && cmd.includes('--hold')) out.add(Number(entry));
+      if (uid === '0' && cmd[0]?.endsWith('userns-helper') && cmd.includes('--mode=hold'))
+        out.add(Number(entry));
     } catch {
       // gone
     }
@@ -153,7 +154,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
       root,
     });
     assert.notEqual(ps.stdout.split('\n')[0], '1');
-    assert.match(ps.stdout, /userns-helper .*--hold/);
+    assert.match(ps.stdout, /userns-helper --mode=hold /);
     // nsfs handles where the kernel has them (6.18+): type f1, 16 bytes.
     for (const ns of state.namespaces) if (ns.handle !== null) assert.match(ns.handle, /^f1:[0-9a-f]{32}$/);
     const info = await inspectNamespace('shared', { root });
@@ -270,10 +271,12 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     assert.throws(() => spawnInNamespace('ident', 'true', [], { root }), { code: 'NS_STALE' });
     // The helper checks the inodes itself (the keeper could die between the check and the join).
     const { launchHelper } = await import('../../src/native/helper.js');
+    const { explainSpawnFailure } = await import('../../src/spawn/explain.js');
     await assert.rejects(
       launchHelper({
         namespaces: [],
         command: ['true'],
+        explain: explainSpawnFailure,
         join: { pid: state.keeperPid, namespaces: [{ type: 'user', inode: 4026531837 }] },
         stdio: 'ignore',
       }),

@@ -37,10 +37,10 @@ import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { SpawnError } from '../../src/errors/index.js';
 import { launchHelper } from '../../src/native/helper.js';
 import { packagedHelperPath } from '../../src/native/helper-binary.js';
 import { runWalk, type WalkJob, type WalkRecord } from '../../src/shift/tree-walk.js';
-import { SpawnError } from '../../src/spawn/errors.js';
 import { run } from '../../src/spawn/spawn.js';
 
 const CI = process.env.CI === 'true';
@@ -124,7 +124,7 @@ describe('arm64 helper under qemu-aarch64-static (user-mode emulation)', () => {
     const h = await launchHelper({
       namespaces: [],
       command: [],
-      walk: true,
+      mode: 'walk',
       noUserns: true,
       user: null,
       setgroupsCall: false,
@@ -137,12 +137,12 @@ describe('arm64 helper under qemu-aarch64-static (user-mode emulation)', () => {
     assert.equal(await closed, 125);
   });
 
-  test('a usage error is reported on fd 3 as "error usage EINVAL" with exit 127', {
+  test('a usage error is reported on fd 3 as "error usage 22" (EINVAL) with exit 127', {
     skip,
     timeout: 30_000,
   }, async () => {
     assert.equal(reason, false, reason || '');
-    const child = spawnChild(wrapper, [`--ppid=${process.pid}`, '--no-such-option'], {
+    const child = spawnChild(wrapper, ['--mode=run', `--ppid=${process.pid}`, '--no-such-option'], {
       stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'],
     });
     let report = '';
@@ -152,7 +152,7 @@ describe('arm64 helper under qemu-aarch64-static (user-mode emulation)', () => {
       report += d;
     });
     const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
-    assert.match(report, /^error usage EINVAL .*--no-such-option/);
+    assert.match(report, /^error usage 22 .*--no-such-option/);
     assert.equal(code, 127);
   });
 
@@ -327,7 +327,7 @@ describe('arm64 helper on an arm64 kernel (qemu-system-aarch64)', () => {
     const r3 = result(3);
     assert.equal(r3.status, '127');
     assert.equal(r3.reports[0], `ready ${r3.child}`);
-    assert.match(r3.reports[1] ?? '', /^error exec ENOENT /);
+    assert.match(r3.reports[1] ?? '', /^error exec 2 /); // ENOENT
 
     // 4. Abort instead of go: exit 125, nothing reported after "ready".
     const r4 = result(4);

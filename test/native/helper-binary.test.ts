@@ -9,13 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { SpawnError } from '../../src/errors/index.js';
 import { helperPath } from '../../src/native/helper.js';
 import {
   PREBUILT_HELPER_PLATFORMS,
   packagedHelperPath,
   resolveHelperBinary,
 } from '../../src/native/helper-binary.js';
-import { SpawnError } from '../../src/spawn/errors.js';
 import { EM_AARCH64, EM_X86_64, readElf } from './elf.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -9,11 +9,15 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type HelperOptions, launchHelper } from '../../src/native/helper.js';
+import { SpawnError } from '../../src/errors/index.js';
+import { type HelperOptions, launchHelper as launchPlain } from '../../src/native/helper.js';
 import { packagedHelperPath } from '../../src/native/helper-binary.js';
-import { SpawnError } from '../../src/spawn/errors.js';
+import { explainSpawnFailure } from '../../src/spawn/explain.js';
 
 const isRoot = process.geteuid?.() === 0;
+
+/** The driver with spawn()'s explanation of failures (the driver alone reports plain ones). */
+const launchHelper = (options: HelperOptions) => launchPlain({ explain: explainSpawnFailure, ...options });
 const MAP = '0 100000 65536\n';
 
 function collect(child: ChildProcess): {
@@ -261,7 +265,7 @@ describe('native helper without root', () => {
       const h = await launchHelper({
         namespaces: [],
         command: [],
-        hold: true,
+        mode: 'hold',
         stdio: 'ignore',
         helperPath: fake,
       });

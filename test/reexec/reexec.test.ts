@@ -10,7 +10,7 @@ import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createNamespace, removeNamespace } from '../../src/store/namespaces.js';
+import { createNamespace, removeNamespace } from '../../src/namespaces/index.js';
 import { isolateHostFiles } from '../fixtures/host-files.js';
 import { readablePath } from '../fixtures/readable-repo.js';
 import {

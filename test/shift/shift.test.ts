@@ -15,15 +15,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
+import { ShiftError } from '../../src/errors/index.js';
 import { IdMap } from '../../src/idmap/idmap.js';
 import { fitTree } from '../../src/shift/fit.js';
-import {
-  type KindMaps,
-  ShiftError,
-  type ShiftResult,
-  shiftIncomplete,
-  shiftTree,
-} from '../../src/shift/shift.js';
+import { type KindMaps, type ShiftResult, shiftIncomplete, shiftTree } from '../../src/shift/shift.js';
 import { runWalk } from '../../src/shift/tree-walk.js';
 import { buildTree, expectShiftOutcome, normalizeSnapshot, shifted, snapshot } from './tree-fixture.js';
 

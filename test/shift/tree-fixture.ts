@@ -18,8 +18,8 @@ import {
 } from 'node:fs';
 import { join, relative } from 'node:path';
 import type { IdMap } from '../../src/idmap/idmap.js';
-import { type AclEntry, decodeAcl } from '../../src/shift/acl-xattr.js';
-import { decodeCapability, type FileCapability } from '../../src/shift/capability-xattr.js';
+import { type AclEntry, decodeAcl } from './oracle/acl-xattr.js';
+import { decodeCapability, type FileCapability } from './oracle/capability-xattr.js';
 
 export interface EntryState {
   type: string;

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { ACL_UNDEFINED_ID, AclTag, decodeAcl, encodeAcl, shiftAcl } from '../../src/shift/acl-xattr.js';
-import { decodeCapability, encodeCapability, shiftCapability } from '../../src/shift/capability-xattr.js';
+import { ACL_UNDEFINED_ID, AclTag, decodeAcl, encodeAcl, shiftAcl } from './oracle/acl-xattr.js';
+import { decodeCapability, encodeCapability, shiftCapability } from './oracle/capability-xattr.js';
 
 const u32 = fc.integer({ min: 0, max: 4294967295 });
 

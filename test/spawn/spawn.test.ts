@@ -6,8 +6,8 @@ import { spawn as spawnChild } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { NewIdmapError, SpawnError } from '../../src/errors/index.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { NewIdmapError, SpawnError } from '../../src/spawn/errors.js';
 import { dryRunSpawn, planSpawn, run, spawn } from '../../src/spawn/index.js';
 import { readableBin } from '../fixtures/readable-repo.js';
 

@@ -9,8 +9,8 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { createNamespace, execInNamespace, removeNamespace } from '../../src/namespaces/index.js';
 import { run } from '../../src/spawn/spawn.js';
-import { createNamespace, execInNamespace, removeNamespace } from '../../src/store/namespaces.js';
 import { runCli } from '../cli/run-cli.js';
 import { readablePath } from '../fixtures/readable-repo.js';
 

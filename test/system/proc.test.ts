@@ -161,7 +161,7 @@ describe('/proc readers', () => {
           : 'unshare --user does not work here',
   }, async () => {
     // A child in a new user namespace without maps; as root we write a map that leaves kernel
-    // uid 0 unmapped, then read the initial namespace's map from inside (linux-idmap-rules §1.9).
+    // uid 0 unmapped, then read the initial namespace's map from inside (docs/kernel-rules.md, "Reading a map back").
     const child = await startChild('unshare', ['--user', 'sleep', '30']);
     try {
       const own = await readNamespaceInode('self', 'user');

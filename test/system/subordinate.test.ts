@@ -4,7 +4,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { UsernsError } from '../../src/errors.js';
+import type { UsernsError } from '../../src/errors/index.js';
 import {
   getSubordinateRanges,
   listAllSubordinateRanges,

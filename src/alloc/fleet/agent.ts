@@ -26,12 +26,11 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { UsernsError } from '../../errors.js';
+import { AllocError, UsernsError } from '../../errors/index.js';
 import { intersectRanges } from '../../idmap/ranges.js';
 import { type FileLock, tryFileLock } from '../../state/lock.js';
-import { validateName } from '../../store/names.js';
-import { ensurePrivateDir } from '../../store/state-root.js';
-import { AllocError } from '../registry.js';
+import { validateName } from '../../state/names.js';
+import { ensurePrivateDir } from '../../state/state-root.js';
 import { SystemTaken, type SystemTakenOptions } from '../system-taken.js';
 import { FleetCache } from './cache.js';
 import { connectFleet, type EtcdClient, type KeepAliveStream, registryError } from './client.js';

@@ -25,7 +25,7 @@ import {
   openDatabase,
   type SqliteDatabase,
 } from '../../state/database.js';
-import { ensurePrivateDir } from '../../store/state-root.js';
+import { ensurePrivateDir } from '../../state/state-root.js';
 import type { Allocation } from '../registry.js';
 
 export const CACHE_FILE = 'fleet-cache.db';

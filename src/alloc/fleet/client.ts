@@ -15,8 +15,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { UsernsError } from '../../errors.js';
-import { AllocError } from '../registry.js';
+import { AllocError, UsernsError } from '../../errors/index.js';
 import type { Kv } from './layout.js';
 import type { FleetRegistryUrl } from './url.js';
 

@@ -17,7 +17,7 @@
  *
  * Pure: no I/O.
  */
-import { UsernsError } from '../../errors.js';
+import { UsernsError } from '../../errors/index.js';
 import { type Extent, extent } from '../../idmap/extent.js';
 import { type IdRange, normalizeRanges } from '../../idmap/ranges.js';
 import { parsePolicy } from '../policy.js';

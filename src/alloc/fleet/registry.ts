@@ -37,7 +37,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { UsernsError } from '../../errors.js';
+import { AllocError, UsernsError } from '../../errors/index.js';
 import { formatRange } from '../../idmap/extent.js';
 import {
   type IdRange,
@@ -46,8 +46,8 @@ import {
   rangesSize,
   subtractRanges,
 } from '../../idmap/ranges.js';
-import { validateName } from '../../store/names.js';
-import { processStartTimeSync, procPidNamespace, selfInProc } from '../../system/proc.js';
+import { validateName } from '../../state/names.js';
+import { procPidNamespace, runningStartTime, selfInProc } from '../../system/proc.js';
 import type { AllocationRegistry } from '../backend.js';
 import { FreeSpace } from '../free-space.js';
 import {
@@ -64,7 +64,6 @@ import {
   ALLOC_NOT_FOUND,
   type Allocation,
   type AllocationRequest,
-  AllocError,
   type GcResult,
   holderLiveness,
   type KindUsage,
@@ -474,25 +473,63 @@ export class FleetRegistry implements AllocationRegistry {
       await this.#resolvePending();
       return await this.#allocateOnline(request);
     } catch (error) {
-      if (!(error instanceof UsernsError) || error.code !== 'REGISTRY_UNREACHABLE') throw error;
-      const offline =
-        request.name === undefined || request.reuse === false
-          ? undefined
-          : this.#fromCache(request.name, error);
-      if (typeof offline === 'object')
-        return { ...reuseMatching(offline.allocation, request), offline: offline.offline };
-      const why =
-        typeof offline === 'string'
-          ? offline
-          : request.name === undefined
-            ? 'a new range is never allocated offline'
-            : `this node holds no allocation named ${request.name} it could use offline, and a new range is never allocated offline`;
-      throw new AllocError('REGISTRY_UNREACHABLE', `${error.message}; ${why}`, {
-        hint: error.hint ?? '',
-        data: { ...error.data, offline: true },
-        cause: error.cause,
-      });
+      return this.#offline(request, error);
     }
+  }
+
+  /**
+   * What allocate() would return now, committing nothing (a dry run): the allocation of the
+   * name when it would be reused, else where a new one would go in the current state, with the
+   * same errors (REGISTRY_NOT_CONFIGURED, ALLOC_EXHAUSTED, ALLOC_NAME_MISMATCH,
+   * NODE_NOT_REGISTERED…); offline, what allocate() would answer from the cache. `seq` is 0 for a
+   * new one (no revision created it).
+   */
+  async preview(request: AllocationRequest): Promise<Allocation & { warnings?: string[] }> {
+    checkRequest(request);
+    await this.#systemTaken?.refresh();
+    try {
+      const snap = await this.#snapshot(request.name);
+      if (snap.config === undefined) throw this.#notConfigured();
+      if (request.name !== undefined && snap.nameId !== undefined) {
+        const existing = await this.#readAllocation(snap.nameId);
+        if (existing !== undefined) {
+          if (request.reuse === false) throw nameTaken(request.name, existing.allocation);
+          const a = existing.allocation;
+          if (a.lease !== undefined && a.node !== this.node) throw this.#leasedElsewhere(a);
+          return reuseMatching(a, request);
+        }
+      }
+      return this.#placeNew(request, snap, randomBytes(6).toString('hex'), new Date().toISOString())
+        .allocation;
+    } catch (error) {
+      return this.#offline(request, error);
+    }
+  }
+
+  /**
+   * For an error of allocate() or preview(): when the registry is unreachable, the allocation of
+   * the request's name from this node's cache if it may be used offline; else the error (with
+   * why nothing can be served offline).
+   */
+  #offline(request: AllocationRequest, error: unknown): Allocation {
+    if (!(error instanceof UsernsError) || error.code !== 'REGISTRY_UNREACHABLE') throw error;
+    const offline =
+      request.name === undefined || request.reuse === false
+        ? undefined
+        : this.#fromCache(request.name, error);
+    if (typeof offline === 'object')
+      return { ...reuseMatching(offline.allocation, request), offline: offline.offline };
+    const why =
+      typeof offline === 'string'
+        ? offline
+        : request.name === undefined
+          ? 'a new range is never allocated offline'
+          : `this node holds no allocation named ${request.name} it could use offline, and a new range is never allocated offline`;
+    throw new AllocError('REGISTRY_UNREACHABLE', `${error.message}; ${why}`, {
+      hint: error.hint ?? '',
+      data: { ...error.data, offline: true },
+      cause: error.cause,
+    });
   }
 
   /** The request with the configuration's policy (and slot size) when the caller chose none. */
@@ -503,11 +540,55 @@ export class FleetRegistry implements AllocationRegistry {
     return { ...request, policy, size };
   }
 
+  /**
+   * A new allocation for `request` in the state `snap` read (not committed): its placement, and
+   * the lease it goes on (undefined: persistent).
+   */
+  #placeNew(
+    request: AllocationRequest,
+    snap: Snapshot,
+    id: string,
+    created: string,
+  ): { allocation: Allocation & { node: string }; lease: string | undefined } {
+    const config = snap.config!;
+    const leaseMode = request.lease ?? 'none';
+    let lease: string | undefined;
+    if (leaseMode !== 'none') {
+      lease = snap.nodes.find((n) => n.node === this.node)?.lease;
+      if (lease === undefined && leaseMode === 'node') throw this.#notRegistered();
+    }
+    const req = this.#withDefaults(request, config);
+    const space = this.#space(snap, config);
+    const holderOf = (kind: IdKind, r: IdRange) => {
+      const hit = snap.index[kind].find((e) => e.start < r.start + r.count && r.start < e.start + e.count);
+      return hit === undefined ? undefined : { id: hit.id, name: hit.id };
+    };
+    const placed = place(
+      req,
+      space,
+      holderOf,
+      `'userns alloc list --registry ${this.url.display}', 'userns alloc release --registry …'`,
+    );
+    const a: Allocation & { node: string } = {
+      id,
+      name: request.name ?? id,
+      owner: process.geteuid?.() ?? 0,
+      created,
+      policy: formatPolicy(req.policy),
+      size: req.size,
+      ...placed,
+      seq: 0,
+      node: this.node,
+    };
+    if (request.namespace !== undefined) a.namespace = request.namespace;
+    const holder = recordedHolder(request.holder);
+    if (holder !== undefined) a.holder = holder;
+    return { allocation: a, lease };
+  }
+
   async #allocateOnline(request: AllocationRequest): Promise<Allocation & { warnings?: string[] }> {
     const k = this.keys;
-    const holder = recordedHolder(request.holder);
     const reuse = request.reuse ?? true;
-    const leaseMode = request.lease ?? 'none';
     let id = randomBytes(6).toString('hex');
     const created = new Date().toISOString();
     const sent = new Set<string>();
@@ -529,36 +610,7 @@ export class FleetRegistry implements AllocationRegistry {
         await sleep(backoffMs(conflicts++));
         continue;
       }
-      let lease: string | undefined;
-      if (leaseMode !== 'none') {
-        lease = snap.nodes.find((n) => n.node === this.node)?.lease;
-        if (lease === undefined && leaseMode === 'node') throw this.#notRegistered();
-      }
-      const req = this.#withDefaults(request, snap.config);
-      const space = this.#space(snap, snap.config);
-      const holderOf = (kind: IdKind, r: IdRange) => {
-        const hit = snap.index[kind].find((e) => e.start < r.start + r.count && r.start < e.start + e.count);
-        return hit === undefined ? undefined : { id: hit.id, name: hit.id };
-      };
-      const placed = place(
-        req,
-        space,
-        holderOf,
-        `'userns alloc list --registry ${this.url.display}', 'userns alloc release --registry …'`,
-      );
-      const a: Allocation & { node: string } = {
-        id,
-        name: request.name ?? id,
-        owner: process.geteuid?.() ?? 0,
-        created,
-        policy: formatPolicy(req.policy),
-        size: req.size,
-        ...placed,
-        seq: 0,
-        node: this.node,
-      };
-      if (request.namespace !== undefined) a.namespace = request.namespace;
-      if (holder !== undefined) a.holder = holder;
+      const { allocation: a, lease } = this.#placeNew(request, snap, id, created);
       const value = encodeAllocation(a);
       sent.add(value);
       const success: RequestOp[] = [
@@ -703,6 +755,19 @@ export class FleetRegistry implements AllocationRegistry {
     return { allocation, mod: kv.mod_revision };
   }
 
+  /** ALLOC_NAME_TAKEN for a name whose allocation lives on another node's lease. */
+  #leasedElsewhere(a: Allocation): AllocError {
+    const error = nameTaken(a.name, a);
+    return new AllocError(
+      error.code,
+      `${error.message}; it lives on node ${a.node}'s lease, so no other node can use it`,
+      {
+        hint: 'a range shared by several nodes must be persistent (allocated without --lease); choose another name',
+        ...(error.data === undefined ? {} : { data: error.data }),
+      },
+    );
+  }
+
   /** Step 5: an existing allocation asked for by name. Undefined: it changed meanwhile, look again. */
   async #reuse(
     existing: { allocation: Allocation; mod: string },
@@ -710,17 +775,7 @@ export class FleetRegistry implements AllocationRegistry {
     snap: Snapshot,
   ): Promise<Allocation | undefined> {
     const a = existing.allocation;
-    if (a.lease !== undefined && a.node !== this.node) {
-      const error = nameTaken(a.name, a);
-      throw new AllocError(
-        error.code,
-        `${error.message}; it lives on node ${a.node}'s lease, so no other node can use it`,
-        {
-          hint: 'a range shared by several nodes must be persistent (allocated without --lease); choose another name',
-          ...(error.data === undefined ? {} : { data: error.data }),
-        },
-      );
-    }
+    if (a.lease !== undefined && a.node !== this.node) throw this.#leasedElsewhere(a);
     const reused = reuseMatching(a, request);
     const myLease = snap.nodes.find((n) => n.node === this.node)?.lease;
     if (a.node !== this.node && myLease !== undefined && !(a.holders ?? []).includes(this.node)) {
@@ -1163,7 +1218,5 @@ export class FleetRegistry implements AllocationRegistry {
 
 /** This process as pending entries record it. */
 function selfProcess(): PendingProcess {
-  return (
-    selfInProc() ?? { pid: process.pid, startTime: processStartTimeSync('self') ?? '0', pidNamespace: null }
-  );
+  return selfInProc() ?? { pid: process.pid, startTime: runningStartTime('self') ?? '0', pidNamespace: null };
 }

@@ -15,7 +15,7 @@
  *
  * Pure: nothing is read or connected here.
  */
-import { UsageError } from '../../errors.js';
+import { UsageError } from '../../errors/index.js';
 
 export interface FleetRegistryUrl {
   /** `etcd://h1:2379,h2:2379/prefix`: as given, without credentials or options (for messages). */

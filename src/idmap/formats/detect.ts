@@ -1,4 +1,4 @@
-import type { ParseError } from '../../errors.js';
+import type { ParseError } from '../../errors/index.js';
 import type { FormatName } from './index.js';
 import { type JsonNode, member, parseJsonTree } from './json-tree.js';
 import { parseError } from './position.js';

@@ -1,5 +1,5 @@
-import { UsernsError } from '../../errors.js';
-import { type IdKind, type KindedExtent, U32_MAX } from '../extent.js';
+import { UsernsError } from '../../errors/index.js';
+import { type ExtentKind, INVALID_ID, type KindedExtent } from '../extent.js';
 import { assertWritable, decimalU32, isProblem } from './numbers.js';
 import { parseErrorAt, splitLines } from './position.js';
 
@@ -19,7 +19,7 @@ export interface IncusParseOptions {
   source?: string;
 }
 
-const KINDS: Record<string, IdKind> = { both: 'both', uid: 'uid', gid: 'gid' };
+const KINDS: Record<string, ExtentKind> = { both: 'both', uid: 'uid', gid: 'gid' };
 const HINT =
   'each line is "both|uid|gid HOST CONTAINER" with IDs or inclusive ranges A-B, e.g. uid 1000-1999 0-999';
 
@@ -63,7 +63,7 @@ function parseRange(
       HINT,
     );
   }
-  if (last - start + 1 > U32_MAX) {
+  if (last - start + 1 > INVALID_ID) {
     throw parseErrorAt(
       'NUMBER_TOO_LARGE',
       `${side} range ${field} holds ${last - start + 1} IDs, more than 4294967295`,
@@ -132,7 +132,7 @@ export function formatIncusRawIdmap(entries: readonly KindedExtent[]): string {
   let text = '';
   for (const e of entries) {
     assertWritable(e, 'Incus raw.idmap');
-    if (e.count === 0 || e.inside + e.count - 1 > U32_MAX || e.outside + e.count - 1 > U32_MAX) {
+    if (e.count === 0 || e.inside + e.count - 1 > INVALID_ID || e.outside + e.count - 1 > INVALID_ID) {
       throw new UsernsError(
         'INVALID_EXTENT',
         `cannot write Incus raw.idmap: ${e.inside}:${e.outside}:${e.count} is not a range of IDs`,

@@ -1,5 +1,5 @@
-import { UsernsError } from '../../errors.js';
-import type { IdKind, KindedExtent } from '../extent.js';
+import { UsernsError } from '../../errors/index.js';
+import type { ExtentKind, IdKind, KindedExtent } from '../extent.js';
 import type { IdMap } from '../idmap.js';
 import { formatIncusRawIdmap, parseIncusRawIdmap } from './incus.js';
 import { formatUsernsJson, parseUsernsJson } from './json.js';
@@ -43,7 +43,7 @@ export type FormatName =
 /** What a format needs besides the text: the kind, the parent map, a label for messages, the owner. */
 export interface FormatContext {
   /** The kind of map being read or written (uid_map or gid_map). */
-  kind?: 'uid' | 'gid' | undefined;
+  kind?: IdKind | undefined;
   /** The current namespace's map (podman `@` and rootless `+`). */
   parent?: IdMap | undefined;
   /** File name or label for error messages. */
@@ -65,7 +65,7 @@ export interface MapFormat {
   format(entries: readonly KindedExtent[], ctx?: FormatContext): string;
 }
 
-const singleKindOf = (ctx: FormatContext): IdKind => ctx.kind ?? 'both';
+const singleKindOf = (ctx: FormatContext): ExtentKind => ctx.kind ?? 'both';
 
 function sameExtents(a: readonly KindedExtent[], b: readonly KindedExtent[]): boolean {
   return (
@@ -132,7 +132,7 @@ function formatSubidMap(entries: readonly KindedExtent[], ctx: FormatContext): s
 function parseNewidmap(text: string, ctx: FormatContext): KindedExtent[] {
   const args = parseNewidmapCommand(text, { source: ctx.source });
   // The program says which map it writes; only without one does the caller's kind apply.
-  const kind: IdKind =
+  const kind: ExtentKind =
     args.program === undefined ? singleKindOf(ctx) : /newgidmap$/.test(args.program) ? 'gid' : 'uid';
   return args.extents.map((e) => kinded(e, kind));
 }

@@ -1,4 +1,4 @@
-import type { ParseError } from '../../errors.js';
+import type { ParseError, ParseErrorCode } from '../../errors/index.js';
 import { decimalU32, isProblem } from './numbers.js';
 import { parseErrorAt } from './position.js';
 
@@ -11,20 +11,23 @@ import { parseErrorAt } from './position.js';
  * `__proto__` surprises). Grammar: RFC 8259; a leading byte-order mark is skipped.
  */
 
+/** A value with where it is in the text: `offset` of its first character, `end` just after its last. */
 export type JsonNode =
-  | { type: 'object'; offset: number; members: JsonMember[] }
-  | { type: 'array'; offset: number; items: JsonNode[] }
-  | { type: 'string'; offset: number; value: string }
-  | { type: 'number'; offset: number; raw: string }
-  | { type: 'boolean'; offset: number; value: boolean }
-  | { type: 'null'; offset: number };
+  | { type: 'object'; offset: number; end: number; members: JsonMember[] }
+  | { type: 'array'; offset: number; end: number; items: JsonNode[] }
+  | { type: 'string'; offset: number; end: number; value: string }
+  | { type: 'number'; offset: number; end: number; raw: string }
+  | { type: 'boolean'; offset: number; end: number; value: boolean }
+  | { type: 'null'; offset: number; end: number };
 
 export type JsonObject = Extract<JsonNode, { type: 'object' }>;
 export type JsonArray = Extract<JsonNode, { type: 'array' }>;
 
 export interface JsonMember {
   key: string;
+  /** Where the key's opening quote is, and just after its closing quote. */
   offset: number;
+  keyEnd: number;
   value: JsonNode;
 }
 
@@ -70,17 +73,23 @@ class Reader {
     const c = this.text[this.pos];
     if (c === '{') return this.object(depth);
     if (c === '[') return this.array(depth);
-    if (c === '"') return { type: 'string', offset, value: this.string() };
-    if (c === '-' || (c !== undefined && c >= '0' && c <= '9'))
-      return { type: 'number', offset, raw: this.number() };
-    for (const [word, node] of [
-      ['true', { type: 'boolean', offset, value: true }],
-      ['false', { type: 'boolean', offset, value: false }],
-      ['null', { type: 'null', offset }],
+    if (c === '"') {
+      const value = this.string();
+      return { type: 'string', offset, end: this.pos, value };
+    }
+    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) {
+      const raw = this.number();
+      return { type: 'number', offset, end: this.pos, raw };
+    }
+    for (const [word, value] of [
+      ['true', true],
+      ['false', false],
+      ['null', null],
     ] as const) {
       if (this.text.startsWith(word, this.pos)) {
         this.pos += word.length;
-        return node;
+        const end = this.pos;
+        return value === null ? { type: 'null', offset, end } : { type: 'boolean', offset, end, value };
       }
     }
     throw this.fail(c === undefined ? 'unexpected end of input, expected a value' : 'expected a value');
@@ -92,21 +101,22 @@ class Reader {
     this.skipSpace();
     if (this.text[this.pos] === '}') {
       this.pos++;
-      return { type: 'object', offset, members };
+      return { type: 'object', offset, end: this.pos, members };
     }
     for (;;) {
       this.skipSpace();
       const keyOffset = this.pos;
       if (this.text[this.pos] !== '"') throw this.fail('expected a property name in double quotes');
       const key = this.string();
+      const keyEnd = this.pos;
       this.skipSpace();
       if (this.text[this.pos] !== ':') throw this.fail("expected ':' after the property name");
       this.pos++;
-      members.push({ key, offset: keyOffset, value: this.value(depth + 1) });
+      members.push({ key, offset: keyOffset, keyEnd, value: this.value(depth + 1) });
       this.skipSpace();
       const c = this.text[this.pos];
       this.pos++;
-      if (c === '}') return { type: 'object', offset, members };
+      if (c === '}') return { type: 'object', offset, end: this.pos, members };
       if (c !== ',') throw this.fail("expected ',' or '}'", this.pos - 1);
     }
   }
@@ -117,14 +127,14 @@ class Reader {
     this.skipSpace();
     if (this.text[this.pos] === ']') {
       this.pos++;
-      return { type: 'array', offset, items };
+      return { type: 'array', offset, end: this.pos, items };
     }
     for (;;) {
       items.push(this.value(depth + 1));
       this.skipSpace();
       const c = this.text[this.pos];
       this.pos++;
-      if (c === ']') return { type: 'array', offset, items };
+      if (c === ']') return { type: 'array', offset, end: this.pos, items };
       if (c !== ',') throw this.fail("expected ',' or ']'", this.pos - 1);
     }
   }
@@ -185,11 +195,15 @@ export function parseJsonTree(text: string, source?: string): JsonNode {
   return node;
 }
 
+/** The member `key` (the last one when repeated: the one JSON.parse and Go keep), or undefined. */
+export function lastMember(node: JsonObject, key: string): JsonMember | undefined {
+  for (let i = node.members.length - 1; i >= 0; i--) if (node.members[i]!.key === key) return node.members[i];
+  return undefined;
+}
+
 /** The value of `key` (the last one when repeated, as JSON.parse and Go do). */
 export function member(node: JsonObject, key: string): JsonNode | undefined {
-  for (let i = node.members.length - 1; i >= 0; i--)
-    if (node.members[i]!.key === key) return node.members[i]!.value;
-  return undefined;
+  return lastMember(node, key)?.value;
 }
 
 export function describe(node: JsonNode): string {
@@ -220,7 +234,7 @@ export class JsonDoc {
     return this.text.slice(node.offset, node.offset + 40);
   }
 
-  fail(code: string, reason: string, node: JsonNode, hint?: string): ParseError {
+  fail(code: ParseErrorCode, reason: string, node: JsonNode, hint?: string): ParseError {
     return parseErrorAt(code, reason, this, node.offset, this.snippet(node), hint);
   }
 

@@ -1,10 +1,10 @@
-import { ParseError } from '../../errors.js';
-import { type Extent, extent, U32_MAX } from '../extent.js';
+import { ParseError } from '../../errors/index.js';
+import { type Extent, extent, INVALID_ID } from '../extent.js';
 
 /**
  * The kernel's /proc/PID/{uid,gid}_map text.
  *
- * Writing: the exact grammar of kernel map_write() (linux-idmap-rules.md §1.3): lines split at
+ * Writing: the exact grammar of kernel map_write() (docs/kernel-rules.md, "Line grammar"): lines split at
  * '\n' with at most one trailing newline; per line optional leading whitespace, three decimal
  * numbers separated by whitespace (C isspace: SP \t \n \v \f \r), optional trailing whitespace.
  * Reading: the kernel prints "%10u %10u %10u\n", which the same grammar accepts; 4294967295 in
@@ -72,7 +72,7 @@ export function parseKernelLine(line: string): KernelLine {
         },
       };
     }
-    if (value > U32_MAX) {
+    if (value > INVALID_ID) {
       const digits = line.slice(start, pos);
       return {
         problem: {

@@ -1,5 +1,5 @@
-import { UsernsError } from '../../errors.js';
-import { type Extent, extent, type IdKind, type KindedExtent } from '../extent.js';
+import { UsernsError } from '../../errors/index.js';
+import { type Extent, type ExtentKind, extent, type IdKind, type KindedExtent } from '../extent.js';
 
 /**
  * UID/GID kinds across formats. Some formats carry a kind per entry (LXC `u`/`g`/`b`, Incus
@@ -7,7 +7,7 @@ import { type Extent, extent, type IdKind, type KindedExtent } from '../extent.j
  * userns JSON), and some hold a single map of unknown kind (kernel text, triples, newuidmap).
  */
 
-export function kinded(e: Extent, kind: IdKind): KindedExtent {
+export function kinded(e: Extent, kind: ExtentKind): KindedExtent {
   return { inside: e.inside, outside: e.outside, count: e.count, kind };
 }
 
@@ -16,7 +16,7 @@ export function plain(e: Extent): Extent {
 }
 
 /** Whether an entry of kind `entryKind` applies to IDs of kind `kind`. */
-export function appliesTo(entryKind: IdKind, kind: 'uid' | 'gid'): boolean {
+export function appliesTo(entryKind: ExtentKind, kind: IdKind): boolean {
   return entryKind === 'both' || entryKind === kind;
 }
 
@@ -35,7 +35,7 @@ export function byKind(entries: readonly KindedExtent[]): { uid: Extent[]; gid: 
  */
 export function singleKind(
   entries: readonly KindedExtent[],
-  kind: 'uid' | 'gid' | undefined,
+  kind: IdKind | undefined,
   format: string,
 ): Extent[] {
   if (kind !== undefined) return entries.filter((e) => appliesTo(e.kind, kind)).map(plain);

@@ -1,4 +1,4 @@
-import type { IdKind, KindedExtent } from '../extent.js';
+import type { ExtentKind, KindedExtent } from '../extent.js';
 import { assertWritable, decimalU32, isProblem } from './numbers.js';
 import { type Line, parseErrorAt, splitLines } from './position.js';
 
@@ -22,7 +22,7 @@ export interface LxcParseOptions {
   otherKeys?: 'error' | 'skip';
 }
 
-const KINDS: Record<string, IdKind> = { u: 'uid', g: 'gid', b: 'both' };
+const KINDS: Record<string, ExtentKind> = { u: 'uid', g: 'gid', b: 'both' };
 const FIELDS = ['container (inside) ID', 'host (outside) ID', 'count'] as const;
 const HINT = 'each line is "lxc.idmap = u|g CONTAINER_ID HOST_ID COUNT", e.g. lxc.idmap = u 0 100000 65536';
 

@@ -1,4 +1,4 @@
-import { UsernsError } from '../../errors.js';
+import { UsernsError } from '../../errors/index.js';
 import { type Extent, extent } from '../extent.js';
 import { assertWritable, base0U32, decimalU32, isProblem } from './numbers.js';
 import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';
@@ -6,7 +6,7 @@ import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';
 /**
  * shadow-utils newuidmap / newgidmap argument vectors:
  * `newuidmap <pid>|fd:<N> <uid> <loweruid> <count> [<uid> <loweruid> <count>]…`
- * (linux-idmap-rules.md §2.1). The program name is optional.
+ * (docs/kernel-rules.md, "newuidmap and newgidmap"). The program name is optional.
  *
  * Numbers are read as shadow reads them, with strtoul base 0: `0x3e9` is 1001 and a leading
  * `0` means OCTAL (`010` is 8), leading whitespace is allowed and trailing junk is refused.

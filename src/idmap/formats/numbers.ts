@@ -1,5 +1,5 @@
-import { UsernsError } from '../../errors.js';
-import { type Extent, U32_MAX } from '../extent.js';
+import { UsernsError } from '../../errors/index.js';
+import { type Extent, INVALID_ID } from '../extent.js';
 import { isCSpace } from './position.js';
 
 /**
@@ -28,7 +28,7 @@ export function decimalU32(token: string, what: string): number | NumberProblem 
   if (token === '') return { code: 'MISSING_FIELD', reason: `expected ${what}, found nothing` };
   if (/^[0-9]+$/.test(token)) {
     const digits = token.replace(/^0+(?=.)/, '');
-    if (digits.length > 10 || Number(digits) > U32_MAX) {
+    if (digits.length > 10 || Number(digits) > INVALID_ID) {
       return { code: 'NUMBER_TOO_LARGE', reason: `${what} ${clipDigits(token)} is larger than 4294967295` };
     }
     return Number(digits);
@@ -79,7 +79,7 @@ export function base0U32(token: string, what: string): number | NumberProblem {
     const digit = Number.parseInt(token[i]!, radix);
     if (Number.isNaN(digit)) break;
     // Stop growing once too large: the answer is already known and the loop stays exact.
-    if (value <= U32_MAX) value = value * radix + digit;
+    if (value <= INVALID_ID) value = value * radix + digit;
   }
   if (i === start)
     return { code: 'BAD_NUMBER', reason: `expected ${what} as a number (decimal, 0x hex or 0 octal)` };
@@ -92,7 +92,7 @@ export function base0U32(token: string, what: string): number | NumberProblem {
       reason: `unexpected ${JSON.stringify(clipDigits(rest))} after ${what}${octalHint}`,
     };
   }
-  if (value > U32_MAX)
+  if (value > INVALID_ID)
     return {
       code: 'NUMBER_TOO_LARGE',
       reason: `${what} ${clipDigits(token.trim())} is larger than 4294967295`,
@@ -107,7 +107,7 @@ export function base0U32(token: string, what: string): number | NumberProblem {
 export function assertWritable(e: Extent, format: string): void {
   for (const field of ['inside', 'outside', 'count'] as const) {
     const value = e[field];
-    if (!Number.isInteger(value) || value < 0 || value > U32_MAX) {
+    if (!Number.isInteger(value) || value < 0 || value > INVALID_ID) {
       throw new UsernsError(
         'INVALID_EXTENT',
         `cannot write ${format}: ${field} ${String(value)} is not an integer in 0…4294967295`,

@@ -1,4 +1,4 @@
-import { type Extent, extent, type IdKind } from '../extent.js';
+import { type Extent, type ExtentKind, extent, type IdKind } from '../extent.js';
 import type { IdMap } from '../idmap.js';
 import { normalize } from '../normalize.js';
 import { punchHole } from '../punch.js';
@@ -34,7 +34,7 @@ import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';
 
 export interface PodmanParseOptions {
   /** Which map is being built: entries flagged for the other kind are skipped. */
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   /** The current namespace's map, needed by `@` and enabling the rootless `+` fill. */
   parent?: IdMap | undefined;
   source?: string | undefined;
@@ -46,7 +46,7 @@ const HINT =
 type Input = { text: string; source?: string | undefined };
 
 interface Entry {
-  kind: IdKind;
+  kind: ExtentKind;
   plus: boolean;
   inside: number;
   host: number;
@@ -57,7 +57,7 @@ interface Entry {
 }
 
 /** Reads the flags before the container ID; returns them and where the digits start. */
-function parseFlags(field: Token, input: Input): { kind: IdKind; plus: boolean; digitsAt: number } {
+function parseFlags(field: Token, input: Input): { kind: ExtentKind; plus: boolean; digitsAt: number } {
   let u = false;
   let g = false;
   let plus = false;
@@ -254,7 +254,7 @@ export function parsePodmanMap(text: string, options: PodmanParseOptions): IdMap
  * `0:1000:1,1:100000:65536`: explicit sizes, a `u`/`g` flag for entries of kind uid/gid (plain
  * extents and 'both' entries get none). No trailing newline.
  */
-export function formatPodmanMap(extents: readonly (Extent & { readonly kind?: IdKind })[]): string {
+export function formatPodmanMap(extents: readonly (Extent & { readonly kind?: ExtentKind })[]): string {
   return extents
     .map((e) => {
       assertWritable(e, 'podman --uidmap');

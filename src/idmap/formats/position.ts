@@ -1,4 +1,4 @@
-import { type ErrorDetails, ParseError } from '../../errors.js';
+import { type ErrorCode, type ErrorDetails, ParseError } from '../../errors/index.js';
 
 /**
  * Positions and errors shared by the map-format parsers. Every parser reports problems as a
@@ -31,7 +31,7 @@ function clip(text: string): string {
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
-export function parseError(code: string, reason: string, where: Where, hint?: string): ParseError {
+export function parseError(code: ErrorCode, reason: string, where: Where, hint?: string): ParseError {
   const details: ErrorDetails = hint === undefined ? {} : { hint };
   return new ParseError(
     code,
@@ -43,7 +43,7 @@ export function parseError(code: string, reason: string, where: Where, hint?: st
 
 /** A ParseError at `offset` of `text` (line and column computed from the offset). */
 export function parseErrorAt(
-  code: string,
+  code: ErrorCode,
   reason: string,
   input: { text: string; source?: string | undefined },
   offset: number,

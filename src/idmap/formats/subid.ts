@@ -1,5 +1,5 @@
-import { ParseError, UsernsError } from '../../errors.js';
-import { U32_MAX } from '../extent.js';
+import { ParseError, type ParseErrorCode, UsernsError } from '../../errors/index.js';
+import { INVALID_ID } from '../extent.js';
 
 /**
  * /etc/subuid and /etc/subgid: one `owner:start:count` per line, owner a login name or a numeric
@@ -80,7 +80,7 @@ function shadowReading(digits: string): string {
 }
 
 interface LineProblem {
-  code: string;
+  code: ParseErrorCode;
   reason: string;
   column: number; // 1-based
   text: string;
@@ -140,7 +140,7 @@ function parseLine(line: string): { owner: string; start: number; count: number 
     }
     // Digit strings longer than 10 are certainly too large; keep the conversion exact.
     const value = field.length > 10 ? Number.POSITIVE_INFINITY : Number(field);
-    if (value > U32_MAX) {
+    if (value > INVALID_ID) {
       return {
         code: 'SUBID_NUMBER_TOO_LARGE',
         reason: `${FIELD_NAMES[f]} ${field} is larger than 4294967295`,
@@ -220,9 +220,9 @@ export function formatSubid(entries: readonly { owner: string; start: number; co
       Number.isInteger(e.start) &&
       Number.isInteger(e.count) &&
       e.start >= 0 &&
-      e.start <= U32_MAX &&
+      e.start <= INVALID_ID &&
       e.count >= 1 &&
-      e.count <= U32_MAX &&
+      e.count <= INVALID_ID &&
       e.start + e.count <= 4294967296;
     if (!isValidSubidOwner(e.owner) || !validNumbers) {
       throw new UsernsError('SUBID_INVALID_ENTRY', `cannot write subordinate ID entry ${JSON.stringify(e)}`, {

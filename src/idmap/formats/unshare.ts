@@ -1,10 +1,11 @@
-import type { Extent, IdKind, KindedExtent } from '../extent.js';
+import type { ParseErrorCode } from '../../errors/index.js';
+import type { Extent, ExtentKind, KindedExtent } from '../extent.js';
 import { byKind } from './kinds.js';
 import { assertWritable, decimalU32, isProblem } from './numbers.js';
 import { isCSpace, lineColumn, parseErrorAt, type Token, tokens } from './position.js';
 
 /**
- * util-linux unshare `--map-users` / `--map-groups` values (linux-idmap-rules.md §3):
+ * util-linux unshare `--map-users` / `--map-groups` values (docs/kernel-rules.md, "util-linux unshare"):
  * - `inner:outer:count` (v2.39+; unshare tries this form first),
  * - `outer,inner,count` (v2.38, deprecated; note the swapped order),
  * - keywords `auto` (first subid block at inner 0), `all` (v2.40: copy the current map as
@@ -22,7 +23,7 @@ export type UnshareKeyword = 'auto' | 'all' | 'subids';
 
 /** A util-linux keyword (`auto`, `all`, `subids`) in place of numbers, with where it was. */
 export interface UnshareKeywordEntry {
-  kind: IdKind;
+  kind: ExtentKind;
   keyword: UnshareKeyword;
   line: number;
   column: number;
@@ -35,11 +36,11 @@ export type UnshareEntry = KindedExtent | UnshareKeywordEntry;
 export interface UnshareParseOptions {
   source?: string;
   /** Kind of values given without an option name. Default 'both'. */
-  kind?: IdKind;
+  kind?: ExtentKind;
 }
 
 const KEYWORDS: readonly string[] = ['auto', 'all', 'subids'];
-const OPTIONS: Record<string, IdKind> = { '--map-users': 'uid', '--map-groups': 'gid' };
+const OPTIONS: Record<string, ExtentKind> = { '--map-users': 'uid', '--map-groups': 'gid' };
 const HINT = 'values are inner:outer:count (or the old outer,inner,count), auto, all or subids';
 
 type Input = { text: string; source?: string | undefined };
@@ -50,7 +51,7 @@ export function isUnshareKeyword(entry: UnshareEntry): entry is UnshareKeywordEn
 }
 
 interface FieldProblem {
-  code: string;
+  code: ParseErrorCode;
   reason: string;
   at: number;
 }
@@ -76,7 +77,7 @@ function threeNumbers(value: string, sep: string, names: readonly string[]): num
   return values;
 }
 
-function parseValue(token: Token, kind: IdKind, input: Input): UnshareEntry {
+function parseValue(token: Token, kind: ExtentKind, input: Input): UnshareEntry {
   const v = token.text;
   if (KEYWORDS.includes(v))
     return { kind, keyword: v as UnshareKeyword, ...lineColumn(input.text, token.offset) };

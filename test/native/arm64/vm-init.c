@@ -68,6 +68,7 @@ static void run(int index, char *line) {
   char ppid[32];
   int argc = 0;
   argv[argc++] = "userns-helper";
+  argv[argc++] = "--mode=run";
   snprintf(ppid, sizeof ppid, "--ppid=%d", (int)getpid());
   argv[argc++] = ppid;
   for (char *tok = strtok(line, " "); tok != NULL && argc < 63; tok = strtok(NULL, " ")) argv[argc++] = tok;

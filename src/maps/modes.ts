@@ -5,21 +5,18 @@
  * `mapForMode` is pure (given the caller's IDs, privilege, own maps and subordinate ranges);
  * `modeContext` gathers those inputs.
  */
-import { type Extent, extent, formatRange } from '../idmap/extent.js';
+import { DOCTOR_HINT, NewIdmapError } from '../errors/index.js';
+import { type Extent, extent, formatRange, type IdKind } from '../idmap/extent.js';
+import { parsePodmanMap } from '../idmap/formats/podman.js';
 import { IdMap } from '../idmap/idmap.js';
 import { type IdRange, insideRanges, subtractRanges, unionRanges } from '../idmap/ranges.js';
-import type { SubordinateOptions } from '../system/subordinate.js';
-import { DOCTOR_HINT, NewIdmapError } from './errors.js';
+import { isPrivileged, ownMap } from '../system/self.js';
 import {
-  currentUser,
-  isPrivileged,
-  type Kind,
-  ownMap,
-  parseMapText,
-  subordinateRanges,
+  getSubordinateRanges,
+  type SubordinateOptions,
   suggestSubordinateRange,
-  type UserInfo,
-} from './system.js';
+} from '../system/subordinate.js';
+import { currentUser, type UserInfo } from '../system/users.js';
 
 /**
  * How maps are chosen when none is given: `auto` (root: every ID; others: 0 = you, 1… = your
@@ -64,7 +61,7 @@ export interface ModeContext {
  * caller silently is what leads to "potentially insufficient UIDs or GIDs" much later, so it is
  * an error unless the caller asked for the fallback.
  */
-function withoutSubordinateIds(mode: UsernsMode, kind: Kind, ctx: ModeContext, single: IdMap): IdMap {
+function withoutSubordinateIds(mode: UsernsMode, kind: IdKind, ctx: ModeContext, single: IdMap): IdMap {
   const own = kind === 'uid' ? ctx.uid : ctx.gid;
   const who = ctx.user?.name ?? `uid ${ctx.uid}`;
   const message = `${who} has no subordinate ${kind}s (/etc/sub${kind} or libsubid), so mode ${mode} can map only ${kind} ${own}`;
@@ -128,7 +125,7 @@ function layOut(pool: readonly IdRange[], insideStart: number, skip?: number): E
  *   (podman `--userns=keep-id`). Privileged: identity.
  * - `identity`: inside = outside for every ID the caller can map.
  */
-export function mapForMode(mode: UsernsMode, kind: Kind, ctx: ModeContext): IdMap {
+export function mapForMode(mode: UsernsMode, kind: IdKind, ctx: ModeContext): IdMap {
   const own = kind === 'uid' ? ctx.uid : ctx.gid;
   const available = insideRanges(kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap);
   const sub = usablePool(kind === 'uid' ? ctx.subuid : ctx.subgid, own);
@@ -174,8 +171,8 @@ export async function modeContext(
   if (options.subordinate ?? !privileged) {
     const user = await currentUser();
     const [u, g] = await Promise.all([
-      subordinateRanges(user, 'uid', options.files),
-      subordinateRanges(user, 'gid', options.files),
+      getSubordinateRanges(user, 'uid', options.files),
+      getSubordinateRanges(user, 'gid', options.files),
     ]);
     ctx.user = user;
     ctx.subuid = u.ranges;
@@ -193,7 +190,7 @@ export async function modeContext(
  */
 export async function resolveMapSpec(
   spec: MapSpec | undefined,
-  kind: Kind,
+  kind: IdKind,
   ctx: ModeContext,
   fallbackMode: UsernsMode = 'auto',
 ): Promise<IdMap> {
@@ -203,5 +200,9 @@ export async function resolveMapSpec(
   if (typeof spec !== 'string') {
     throw new NewIdmapError('INVALID_MAP', `--${kind}map must be an IdMap, a mode or a map string`);
   }
-  return parseMapText(spec, kind, kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap, `--${kind}map`);
+  return parsePodmanMap(spec, {
+    kind,
+    parent: kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap,
+    source: `--${kind}map`,
+  });
 }

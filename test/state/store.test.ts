@@ -3,8 +3,8 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { writeFileAtomic } from '../../src/store/atomic.js';
-import { validateName } from '../../src/store/names.js';
+import { writeFileAtomic } from '../../src/state/atomic.js';
+import { validateName } from '../../src/state/names.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'userns-store-'));
 after(() => rmSync(dir, { recursive: true, force: true }));

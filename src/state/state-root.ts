@@ -1,9 +1,7 @@
 import { lstatSync, mkdirSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
-import { UsernsError } from '../errors.js';
-
-export class StateRootError extends UsernsError {}
+import { StateRootError } from '../errors/index.js';
 
 /**
  * The state root: where named namespaces (`<root>/ns/<name>/`) and the ID allocation registry

@@ -1,9 +1,7 @@
-import { UsernsError } from '../errors.js';
+import { InvalidNameError } from '../errors/index.js';
 
 /** Names of namespaces and allocations: what runc allows for container IDs, at most 128 long. */
 const NAME = /^[A-Za-z0-9_+.-]{1,128}$/;
-
-export class InvalidNameError extends UsernsError {}
 
 /**
  * Checks a name that becomes a path component under a state root. Only [A-Za-z0-9_+.-], 1 to

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { splitCommand } from '../../src/cli/run.js';
+import { NewIdmapError } from '../../src/errors/index.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { NewIdmapError } from '../../src/spawn/errors.js';
-import { type ModeContext, mapForMode, modeContext, usablePool } from '../../src/spawn/modes.js';
-import { newidmapArgv, singleMap } from '../../src/spawn/write-maps.js';
+import { type ModeContext, mapForMode, modeContext, usablePool } from '../../src/maps/modes.js';
+import { newidmapArgv, singleMap } from '../../src/maps/write-maps.js';
 import { suggestSubordinateRange } from '../../src/system/subordinate.js';
 
 const rootless: ModeContext = {

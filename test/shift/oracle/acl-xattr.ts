@@ -1,5 +1,9 @@
-import { UsernsError } from '../errors.js';
-import type { IdMap } from '../idmap/idmap.js';
+/**
+ * The tests' oracle for the xattr codecs: the helper's tree walk (src/native/tree-walk.c) owns
+ * the real ones; this TypeScript copy builds fixtures and checks what the walk wrote.
+ */
+import { INVALID_ID } from '../../../src/idmap/extent.js';
+import type { IdMap } from '../../../src/idmap/idmap.js';
 
 /**
  * The on-disk form of a POSIX ACL, as the kernel stores it in the `system.posix_acl_access` and
@@ -8,8 +12,7 @@ import type { IdMap } from '../idmap/idmap.js';
  * entries carry an ID; the others hold (u32)-1.
  */
 export const ACL_XATTR_VERSION = 2;
-/** The ID field of ACL entries that carry none ((u32)-1). */
-export const ACL_UNDEFINED_ID = 4294967295;
+export const ACL_UNDEFINED_ID = INVALID_ID;
 
 /** ACL entry tags (ACL_USER_OBJ … ACL_OTHER); only USER and GROUP entries carry an ID. */
 export const AclTag = {
@@ -31,7 +34,15 @@ export interface AclEntry {
   id: number;
 }
 
-export class AclFormatError extends UsernsError {}
+/** A malformed xattr value (the oracle's own error: userns itself has no TypeScript codec). */
+export class AclFormatError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * Decodes a `system.posix_acl_access`/`_default` xattr value into its entries, in stored order.

@@ -1,5 +1,8 @@
-import { UsernsError } from '../errors.js';
-import type { IdMap } from '../idmap/idmap.js';
+/**
+ * The tests' oracle for the xattr codecs: the helper's tree walk (src/native/tree-walk.c) owns
+ * the real ones; this TypeScript copy builds fixtures and checks what the walk wrote.
+ */
+import type { IdMap } from '../../../src/idmap/idmap.js';
 
 /**
  * File capabilities as stored in the `security.capability` xattr (include/uapi/linux/capability.h,
@@ -31,8 +34,15 @@ export interface FileCapability {
   rootid: number;
 }
 
-/** A security.capability value that is not a valid VFS capability (revision 1, 2 or 3). */
-export class CapabilityFormatError extends UsernsError {}
+/** A malformed xattr value (the oracle's own error: userns itself has no TypeScript codec). */
+export class CapabilityFormatError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /**
  * Decodes a security.capability xattr value (little-endian `vfs_ns_cap_data`).

@@ -6,26 +6,19 @@
  */
 import { spawn as spawnChild } from 'node:child_process';
 import { closeSync, existsSync, openSync, statSync, writeSync } from 'node:fs';
-import { type Extent, extent, formatRange } from '../idmap/extent.js';
+import { DOCTOR_HINT, NewIdmapError } from '../errors/index.js';
+import { type Extent, extent, formatRange, type IdKind } from '../idmap/extent.js';
 import { formatKernelMap } from '../idmap/formats/kernel.js';
 import { IdMap } from '../idmap/idmap.js';
 import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { splitAcrossParent } from '../idmap/split.js';
 import { validateMap } from '../idmap/validate.js';
-import { DOCTOR_HINT, NewIdmapError } from './errors.js';
-import {
-  currentUser,
-  findInPath,
-  isPrivileged,
-  type Kind,
-  ownMap,
-  ownSetgroups,
-  pageSize,
-  readProcMap,
-  readSetgroups,
-  subordinateRanges,
-  toolProblem,
-} from './system.js';
+import { findProgram } from '../system/exec.js';
+import { inspectNewIdmap } from '../system/newidmap.js';
+import { pageSize, readIdMapSync, readSetgroupsSync } from '../system/proc.js';
+import { isPrivileged, ownMap, ownSetgroups } from '../system/self.js';
+import { getSubordinateRanges } from '../system/subordinate.js';
+import { currentUser } from '../system/users.js';
 
 /** How maps are written: setgroups, splitting, newuidmap/newgidmap paths, privilege override. */
 export interface MapWriteOptions {
@@ -108,7 +101,7 @@ export async function planMaps(
   // Unprivileged direct gid write: the kernel requires setgroups deny first.
   const setgroupsWrite =
     options.setgroups === 'deny' || (!privileged && gidMethod === 'direct') ? 'deny' : null;
-  const prepared: Record<Kind, IdMap> = { uid: uidRequest, gid: gidRequest };
+  const prepared: Record<IdKind, IdMap> = { uid: uidRequest, gid: gidRequest };
   for (const kind of ['uid', 'gid'] as const) {
     const request = prepared[kind];
     const parent = ownMap(kind);
@@ -145,7 +138,7 @@ export async function planMaps(
     prepared[kind] = map;
   }
   const tool = (name: 'newuidmap' | 'newgidmap', explicit: string | undefined) =>
-    explicit ?? findInPath(name) ?? name;
+    explicit ?? findProgram(name) ?? name;
   return {
     privileged,
     requested: { uid: uidRequest, gid: gidRequest },
@@ -180,7 +173,7 @@ export function writeProcFile(path: string, text: string): string | null {
   }
 }
 
-function writeMapDirect(pid: number, kind: Kind, map: IdMap): void {
+function writeMapDirect(pid: number, kind: IdKind, map: IdMap): void {
   const errno = writeProcFile(`/proc/${pid}/${kind}_map`, formatKernelMap(map.extents));
   if (errno === null) return;
   const verdict = validateMap(map, { kind, parent: ownMap(kind) });
@@ -226,10 +219,10 @@ function isSetuidRoot(path: string): boolean | undefined {
 }
 
 /** NEWUIDMAP_MISSING / NEWGIDMAP_MISSING: the tool is not there (the run's error and the dry run's). */
-function toolMissingError(kind: Kind, toolPath: string, argv: string[]): NewIdmapError {
+function toolMissingError(kind: IdKind, toolPath: string, argv: string[]): NewIdmapError {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
   return new NewIdmapError(
-    `${tool.toUpperCase()}_MISSING`,
+    kind === 'uid' ? 'NEWUIDMAP_MISSING' : 'NEWGIDMAP_MISSING',
     `${tool} is needed to map more than your own ${kind} without privileges, and ${toolPath === tool ? 'it is not in PATH' : `${toolPath} does not exist`}`,
     {
       hint: `install it (Debian/Ubuntu: apt-get install uidmap; Fedora: shadow-utils), or use --userns self; ${DOCTOR_HINT}`,
@@ -243,19 +236,20 @@ function toolMissingError(kind: Kind, toolPath: string, argv: string[]): NewIdma
  * this user. The same error whether the tool said so (`stderr`) or the dry run predicted it.
  */
 async function rangeNotAllowedError(
-  kind: Kind,
+  kind: IdKind,
   denied: Extent,
   stderr: string | null,
 ): Promise<NewIdmapError> {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
   const user = await currentUser();
-  const sub = await subordinateRanges(user, kind);
+  const sub = await getSubordinateRanges(user, kind);
+  const file = sub.file ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
   const has = sub.ranges.length
     ? `${user.name} has ${sub.ranges.map((x) => formatRange(x.start, x.count)).join(', ')}`
     : `${user.name} has no subordinate ${kind}s there`;
   return new NewIdmapError(
     'RANGE_NOT_ALLOWED',
-    `${kind}s ${formatRange(denied.outside, denied.count)} (inside ${formatRange(denied.inside, denied.count)}) are not in ${sub.file} for ${user.name}; ${has} (and may map its own ${kind} ${kind === 'uid' ? user.uid : (process.getgid?.() ?? user.gid)})`,
+    `${kind}s ${formatRange(denied.outside, denied.count)} (inside ${formatRange(denied.inside, denied.count)}) are not in ${file} for ${user.name}; ${has} (and may map its own ${kind} ${kind === 'uid' ? user.uid : (process.getgid?.() ?? user.gid)})`,
     {
       hint: `ask an administrator to add a range (usermod --add-sub${kind}s START-END ${user.name}), or map only your ranges; ${DOCTOR_HINT}`,
       data: {
@@ -272,7 +266,7 @@ async function rangeNotAllowedError(
 
 /**
  * The first line newuidmap/newgidmap would refuse, as shadow's verify_range() decides
- * (linux-idmap-rules.md §2.2): a line is allowed when the caller's subordinate ranges cover its
+ * (docs/kernel-rules.md, "newuidmap and newgidmap"): a line is allowed when the caller's subordinate ranges cover its
  * outside range (several adjacent ranges may), or when it maps one ID, the caller's own real
  * uid (newgidmap: real gid). undefined: every line is allowed.
  */
@@ -300,11 +294,11 @@ export async function predictToolFailures(plan: MapPlan, options: MapWriteOption
     const argv = (uid ? plan.newuidmapArgv : plan.newgidmapArgv)!;
     const toolPath = argv[0]!;
     let error: NewIdmapError | undefined;
-    if (!(toolPath.includes('/') ? existsSync(toolPath) : findInPath(toolPath) !== undefined))
+    if (!(toolPath.includes('/') ? existsSync(toolPath) : findProgram(toolPath) !== undefined))
       error = toolMissingError(kind, toolPath, argv);
     else {
       const own = uid ? (process.getuid?.() ?? 0) : (process.getgid?.() ?? 0);
-      const { ranges } = await subordinateRanges(await currentUser(), kind);
+      const { ranges } = await getSubordinateRanges(await currentUser(), kind);
       const denied = firstRefusedByTool(uid ? plan.uidMap : plan.gidMap, own, ranges);
       if (denied !== undefined) error = await rangeNotAllowedError(kind, denied, null);
     }
@@ -332,9 +326,9 @@ export async function predictToolFailures(plan: MapPlan, options: MapWriteOption
 }
 
 /** Runs newuidmap/newgidmap and turns its failures into typed errors. */
-async function writeWithTool(pid: number, kind: Kind, map: IdMap, toolPath: string): Promise<void> {
+async function writeWithTool(pid: number, kind: IdKind, map: IdMap, toolPath: string): Promise<void> {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
-  const TOOL = tool.toUpperCase();
+  const TOOL = kind === 'uid' ? 'NEWUIDMAP' : 'NEWGIDMAP';
   const argv = newidmapArgv(toolPath, pid, map);
   const r = await runTool(argv);
   if (r.code === 0) return;
@@ -353,7 +347,10 @@ async function writeWithTool(pid: number, kind: Kind, map: IdMap, toolPath: stri
   }
   const setuid = isSetuidRoot(toolPath);
   if (setuid === false) {
-    const reason = await toolProblem(tool, toolPath).catch(() => undefined);
+    const reason = await inspectNewIdmap(tool, { path: toolPath }).then(
+      (info) => (info.usable ? undefined : info.reason),
+      () => undefined,
+    );
     throw new NewIdmapError(
       `${TOOL}_NOT_SETUID`,
       `${toolPath} is not setuid root (and has no usable file capabilities), so it cannot write ${kind}_map: ${stderr || `exit ${r.code}`}`,
@@ -429,7 +426,7 @@ export async function writeMaps(
   if (plan.setgroupsWrite !== null) setgroups(plan.setgroupsWrite);
 
   /** Writes one kind's map directly or through its tool; on a tool failure, maybe falls back. */
-  const writeKind = async (kind: Kind) => {
+  const writeKind = async (kind: IdKind) => {
     const uid = kind === 'uid';
     const map = uid ? plan.uidMap : plan.gidMap;
     if ((uid ? plan.uidMethod : plan.gidMethod) === 'direct') return writeMapDirect(pid, kind, map);
@@ -449,7 +446,7 @@ export async function writeMaps(
         `${error.message}; falling back to a single-ID ${kind} map ${single}${deny} (only ${kind} ${own} is mapped)`,
       );
       // An unprivileged single-ID gid map needs setgroups deny first.
-      if (!uid && readSetgroups(pid) !== 'deny') setgroups('deny');
+      if (!uid && readSetgroupsSync(pid) !== 'deny') setgroups('deny');
       writeMapDirect(pid, kind, single);
     }
   };
@@ -464,7 +461,7 @@ export async function writeMaps(
 
   // Nothing wrote setgroups: a new namespace inherits its parent's (ours), read once per process.
   const untouched = plan.setgroupsWrite === null && plan.gidMethod === 'direct' && warnings.length === 0;
-  const inForce = untouched ? ownSetgroups() : readSetgroups(pid);
+  const inForce = untouched ? ownSetgroups() : readSetgroupsSync(pid);
   if (options.setgroups === 'allow' && inForce === 'deny') {
     throw new NewIdmapError(
       'SETGROUPS_DENIED',
@@ -475,7 +472,12 @@ export async function writeMaps(
       { hint: `map gids from /etc/subgid, or use setgroups deny; ${DOCTOR_HINT}` },
     );
   }
-  return { uidMap: readProcMap(pid, 'uid'), gidMap: readProcMap(pid, 'gid'), setgroups: inForce, warnings };
+  return {
+    uidMap: readIdMapSync(pid, 'uid'),
+    gidMap: readIdMapSync(pid, 'gid'),
+    setgroups: inForce,
+    warnings,
+  };
 }
 
 /** For messages: a map as kernel text lines. */
