@@ -205,10 +205,12 @@ const ALLOC_POOLS = {
 
 const ALLOC_USAGE = [
   'alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]',
-  'alloc list [--pool START:COUNT]... [--root DIR] [--json]',
-  'alloc release ID|NAME [--root DIR] [--json]',
-  'alloc gc [--root DIR] [--json]',
+  'alloc list [--pool START:COUNT]... [--root DIR] [--registry URL] [--json]',
+  'alloc release ID|NAME [--root DIR] [--registry URL [--force]] [--json]',
+  'alloc gc [--root DIR] [--registry URL] [--json]',
   'alloc recover [--root DIR] [--json]',
+  'alloc config --registry URL [--pool START:COUNT]... [--policy POLICY] [--lease-ttl S]',
+  'alloc agent --registry URL [--node NAME] [--ttl S] [--revoke-on-exit]',
 ] as const;
 
 /** Where `alloc` and `alloc list` read the pools and the IDs taken by the system. */
@@ -240,6 +242,31 @@ const ALLOC_ROOT = {
   ...root,
   help: "state root (default /run/userns for root; see 'State root' in the README)",
 } as const;
+
+/** Which registry: the local one, or a fleet registry on etcd (and this machine's name in it). */
+const ALLOC_REGISTRY = {
+  registry: {
+    type: 'string',
+    value: 'URL',
+    help: `the registry: local (the default: the SQLite file under the state root) or a
+fleet registry on etcd v3, etcd://HOST:PORT[,HOST:PORT…]/PREFIX (etcds:// for
+TLS; ?timeout=MS bounds a call, default 10000); default $USERNS_REGISTRY`,
+  },
+  node: {
+    type: 'string',
+    value: 'NAME',
+    help: "this machine's name in a fleet registry (default $USERNS_NODE, else the host name)",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+/** `--registry` is required: a command only a fleet registry has. */
+const FLEET_REGISTRY = {
+  ...ALLOC_REGISTRY,
+  registry: {
+    ...ALLOC_REGISTRY.registry,
+    help: 'the fleet registry, etcd://HOST:PORT[,HOST:PORT…]/PREFIX (required)',
+  },
+} as const satisfies Record<string, OptionSpec>;
 
 /**
  * Every command, by the words that name it (`map split`). The order is the order of
@@ -606,9 +633,23 @@ uidmapping=), repeatable; host IDs from the pool are reserved too`,
       gidmapping: { type: 'string', multiple: true, value: 'MAP', help: 'the same for gids' },
       root: ALLOC_ROOT,
       ...ALLOC_FILES,
+      ...ALLOC_REGISTRY,
+      lease: {
+        type: 'boolean',
+        help: `fleet: tie the allocation to this node's lease (needs 'alloc agent'):
+released fleet-wide when the node is gone for longer than the lease TTL;
+without it an allocation is persistent`,
+      },
       json: { type: 'boolean', help: 'machine-readable output' },
     },
-    after: `Subcommands:
+    after: `Fleet registry (etcd): every node allocates from one pool (set with 'alloc config'), in one
+etcd transaction per allocate or release, so no two nodes ever get overlapping ranges. The
+same --name gives the same range on every node: the first allocates, later ones read it
+('reused'). When etcd is unreachable, a node still gets the named ranges it already holds, from
+its cache under the state root (said on stderr and as "offline" in --json); it never allocates
+a new range offline. See "Fleet" in the README.
+
+Subcommands:
   list                   live allocations, how much of each pool is free, and which IDs of
                          it are excluded and why
   release ID|NAME        releases one allocation (works on a full disk too)
@@ -617,6 +658,14 @@ uidmapping=), repeatable; host IDs from the pool are reserved too`,
                          from here (another PID namespace) is kept and listed
   recover                after REGISTRY_CORRUPT: moves the damaged database aside and makes a
                          new one with every allocation that can still be read from it
+  config                 a fleet registry's configuration: shows it, or sets the pools
+                         (--pool, --uid-pool, --gid-pool), the default --policy and the node
+                         --lease-ttl (seconds, default 60); --force keeps allocations a smaller
+                         pool leaves outside
+  agent                  keeps this node's lease alive until SIGINT or SIGTERM (adopting the
+                         lease of its previous run when that is still alive); --lease
+                         allocations of the node live on it. --ttl S overrides the configured
+                         TTL; --revoke-on-exit releases the node's leased allocations on exit
 
 Examples:
   userns alloc --name web                       # 65536 uids and gids, first fit
@@ -624,34 +673,53 @@ Examples:
   userns alloc --policy slot --pool 0x80000:0x6FF80000 --json
   userns alloc --size 65536 --uidmapping 1000:1000:1 --name dev
   userns alloc list
-  userns alloc release web`,
-    subcommands: ['list', 'release', 'gc', 'recover'],
+  userns alloc release web
+  userns alloc config --registry etcd://10.0.0.1:2379,10.0.0.2:2379/userns/prod --pool 0x80000:0x6FF80000 --policy slot
+  userns alloc agent --registry etcd://10.0.0.1:2379/userns/prod --node worker-1 &
+  userns alloc --registry etcd://10.0.0.1:2379/userns/prod --name tenant-a --lease`,
+    subcommands: ['list', 'release', 'gc', 'recover', 'config', 'agent'],
   },
   'alloc list': {
     summary: 'live allocations, how much of each pool is free, and which IDs are excluded',
-    usage: ['alloc list [--pool START:COUNT]... [--root DIR] [--json]'],
+    usage: ['alloc list [--pool START:COUNT]... [--root DIR] [--registry URL] [--json]'],
     description: `Lists the live allocations, and for each kind the pool, how much of it is free, the largest
 free block, and which IDs of it are excluded (not free, held by no allocation) and why. The
-pool is the one 'userns alloc' would use (see 'userns alloc --help'), or --pool.`,
+pool is the one 'userns alloc' would use (see 'userns alloc --help'), or --pool. With a fleet
+registry: which node holds each allocation (its lease, the nodes that use it), the live nodes,
+and the fleet's pools.`,
     options: {
       ...ALLOC_POOLS,
       root: ALLOC_ROOT,
       ...ALLOC_FILES,
+      ...ALLOC_REGISTRY,
       json: { type: 'boolean', help: 'machine-readable output' },
     },
   },
   'alloc release': {
     summary: 'release one allocation (works on a full disk too)',
-    usage: ['alloc release ID|NAME [--root DIR] [--json]'],
-    description: "Releases one allocation, by its id or name ('userns alloc list' shows them).",
-    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+    usage: ['alloc release ID|NAME [--root DIR] [--registry URL [--force]] [--json]'],
+    description: `Releases one allocation, by its id or name ('userns alloc list' shows them). In a fleet
+registry, a persistent allocation that other nodes' agents say they use is released only with
+--force.`,
+    options: {
+      root: ALLOC_ROOT,
+      ...ALLOC_REGISTRY,
+      force: { type: 'boolean', help: 'fleet: release it even though other nodes use it' },
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
   },
   'alloc gc': {
     summary: 'release allocations whose namespace or process is gone',
-    usage: ['alloc gc [--root DIR] [--json]'],
+    usage: ['alloc gc [--root DIR] [--registry URL] [--json]'],
     description: `Releases the allocations whose named namespace is gone, or whose 'userns run' process has
-exited. An owner that cannot be checked from here (another PID namespace) is kept and listed.`,
-    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+exited. An owner that cannot be checked from here (another PID namespace) is kept and listed.
+In a fleet registry, only this node's allocations are judged (owners live on the node that
+made them).`,
+    options: {
+      root: ALLOC_ROOT,
+      ...ALLOC_REGISTRY,
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
   },
   'alloc recover': {
     summary: 'rebuild a damaged allocation registry from what can still be read',
@@ -660,6 +728,51 @@ exited. An owner that cannot be checked from here (another PID namespace) is kep
 allocation that can still be read from it, and says which could not (their IDs may still be in
 use).`,
     options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+  },
+  'alloc config': {
+    summary: "show or set a fleet registry's pools, default policy and lease TTL",
+    usage: [
+      'alloc config --registry URL [--pool START:COUNT]... [--policy POLICY] [--lease-ttl S] [--force]',
+    ],
+    description: `Shows the configuration of a fleet registry (PREFIX/config in etcd), or sets it: the pools every
+node allocates from (--pool, --uid-pool, --gid-pool), the policy used when a request names
+none (--policy), and the TTL of the nodes' leases (--lease-ttl, seconds, default 60, at least
+2). Setting it is one transaction that compares the configuration read; a pool that leaves
+live allocations outside is refused unless --force (they keep their ranges, and doctor reports
+them).`,
+    options: {
+      ...ALLOC_POOLS,
+      policy: {
+        type: 'string',
+        value: 'POLICY',
+        complete: ['first-fit', 'slot', 'slot:', 'base:'],
+        help: 'the default policy: first-fit, slot[:SIZE] (base:N is per request)',
+      },
+      'lease-ttl': { type: 'string', value: 'S', help: "the nodes' lease TTL in seconds (default 60)" },
+      force: { type: 'boolean', help: 'set pools that leave live allocations outside' },
+      root: ALLOC_ROOT,
+      ...FLEET_REGISTRY,
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
+  },
+  'alloc agent': {
+    summary: "keep this node's lease in a fleet registry alive",
+    usage: ['alloc agent --registry URL [--node NAME] [--ttl S] [--revoke-on-exit]'],
+    description: `Keeps this node's lease in a fleet registry alive until SIGINT or SIGTERM, and publishes the
+IDs this machine uses locally (passwd/group entries, subordinate ranges) so that no node
+allocates them. Allocations made with --lease on this node live on the lease: when the node is
+gone for longer than the TTL, etcd releases them. A restarted agent adopts the lease of its
+previous run while it is alive. One agent per node name and state root.`,
+    options: {
+      ttl: { type: 'string', value: 'S', help: "the lease TTL in seconds (default: the configuration's)" },
+      'revoke-on-exit': {
+        type: 'boolean',
+        help: "revoke the lease on exit: the node's leased allocations go at once",
+      },
+      root: ALLOC_ROOT,
+      ...FLEET_REGISTRY,
+      json: { type: 'boolean', help: 'events as JSON lines' },
+    },
   },
   shift: {
     summary: "rewrite a directory tree's owners from one ID map to another",
@@ -885,7 +998,9 @@ Examples:
   },
   doctor: {
     summary: 'find and explain what blocks user namespaces here',
-    usage: ['doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--no-probe] [--json]'],
+    usage: [
+      'doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--registry URL] [--no-probe] [--json]',
+    ],
     description: `Checks everything that can stand in the way of user namespaces for a user (default: you), says
 for each finding what is wrong, what it read (value, file and line) and the exact fix, and ends
 with a live probe that really creates a user namespace with the maps 'userns run' would use.
@@ -903,6 +1018,10 @@ Checks:
   newidmap     newuidmap/newgidmap present, setuid root or file capabilities
                (security.capability), owner, mode, version, nosuid mounts
   environment  XDG_RUNTIME_DIR, whether / is a shared mount, no_new_privs
+  registry     with a fleet allocation registry (--registry or $USERNS_REGISTRY): every etcd
+               member answers; the pool configuration exists and what is stored is consistent
+               (index, names, leases, no overlap, allocations inside the pools); this node has
+               a live agent; none of this machine's users' IDs lie in the fleet pool
   probe        creates a namespace through the real 'userns run' path, reads the maps back
                inside and reports the exact step that failed (helper launch, unshare,
                newuidmap, newgidmap, write, setup, exec, read back)
@@ -929,6 +1048,17 @@ that user.`,
         complete: 'file',
         help: 'inspect and use this newgidmap (default: from PATH)',
       },
+      registry: {
+        type: 'string',
+        value: 'URL',
+        help: 'check this fleet allocation registry (default $USERNS_REGISTRY)',
+      },
+      node: {
+        type: 'string',
+        value: 'NAME',
+        help: "this machine's node name in it (default $USERNS_NODE, else the host name)",
+      },
+      root: { ...root, help: "the state root (this node's cache of the fleet registry)" },
       'no-probe': { type: 'boolean', help: 'skip the live probe' },
       json: {
         type: 'boolean',
