@@ -159,12 +159,16 @@ export {
   usernsFd,
 } from './mount/index.js';
 export {
+  type CreatedWithCommand,
   type CreateOptions,
+  type CreateWithCommandOptions,
   createNamespace,
+  createNamespaceWithCommand,
   type ExecOptions,
   type ExecResult,
   execInNamespace,
   gcAllocations,
+  type HoldMode,
   type InspectResult,
   inspectNamespace,
   listNamespaces,

@@ -5,8 +5,8 @@ import { type CliIo, type Command, parseCommandLine, writeJson } from './common.
 
 export const HELP = `Usage: userns inspect [--root DIR] [--json] NAME
 
-Shows a named namespace: its status, keeper, namespaces (inode numbers and nsfs handles), the
-maps in force (as the kernel applied them), and whether your subordinate IDs changed since it
+Shows a named namespace: its status, how it is held (keeper PID, bind-mount files, or nothing),
+its namespaces (inode numbers and nsfs handles), the maps (as the kernel applied them), and whether your subordinate IDs changed since it
 was created (the namespace keeps the map it was created with: a map is written only once).
 
 Options:
@@ -37,8 +37,14 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const triples = (m: [number, number, number][]) => m.map((t) => `    ${t.join(' ')}`).join('\n');
   let out = `name:        ${r.name}\nstatus:      ${r.status}${r.reason ? ` (${r.reason})` : ''}\npath:        ${r.path}\n`;
   if (s !== null) {
+    const held =
+      s.hold === 'keeper'
+        ? `keeper (PID ${s.keeperPid}, start time ${s.keeperStartTime})`
+        : s.hold === 'mount'
+          ? `mount (bind mounts under ${r.path}/hold/, no process)`
+          : 'none (lives while its processes do)';
     out +=
-      `keeper:      PID ${s.keeperPid} (start time ${s.keeperStartTime})\n` +
+      `hold:        ${held}\n` +
       `created:     ${s.createdAt} by uid ${s.creator.uid}\n` +
       `namespaces:\n${s.namespaces.map((n) => `    ${n.type.padEnd(7)} ${n.inode}${n.handle ? `  handle ${n.handle}` : ''}`).join('\n')}\n` +
       `uid map (inside outside count):\n${triples(s.uidMap)}\n` +

@@ -6,9 +6,15 @@ import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from
 
 export const HELP = `Usage: userns list [--root DIR] [--json]
 
-Lists the named namespaces (made by 'userns create') with their status:
-  running    the keeper holds the recorded namespaces
-  stale      the keeper is gone, its PID was reused, or a namespace changed ('userns rm NAME')
+Lists the named namespaces (made by 'userns create') with how they are held (keeper, mount,
+none) and their status:
+  running    its keeper or bind mounts hold the recorded namespaces (--hold none: they still
+             exist, asked by nsfs handle)
+  stale      the keeper is gone, its PID was reused, a bind mount is gone, or a namespace
+             changed ('userns rm NAME')
+  gone       --hold none: all its processes exited ('userns rm NAME')
+  unknown    it cannot be checked from here (its keeper runs in a PID namespace this /proc does
+             not show, and no nsfs handle answers); never removed from here
   creating   a 'userns create' is making it right now
   broken     its state file is unreadable ('userns rm --force NAME')
   unsafe     its entry is not a real directory (a link); never followed ('userns rm --force NAME')
@@ -25,6 +31,8 @@ const OPTIONS = { root: { type: 'string' } } as const;
 const COLOURS: Record<string, string> = {
   running: '32',
   stale: '31',
+  gone: '31',
+  unknown: '33',
   broken: '31',
   unsafe: '31',
   creating: '33',
@@ -50,12 +58,13 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const rows = entries.map((e) => [
     e.name,
     e.status,
-    e.state === null ? '-' : String(e.state.keeperPid),
+    e.state === null ? '-' : e.state.hold,
+    e.state?.keeperPid === undefined ? '-' : String(e.state.keeperPid),
     e.state === null ? '-' : e.state.namespaces.map((n) => n.type).join(','),
     triples(e.state?.uidMap),
     e.state === null ? '-' : e.state.createdAt.replace(/\.\d+Z$/, 'Z'),
   ]);
-  const header = ['NAME', 'STATUS', 'KEEPER', 'NAMESPACES', 'UID MAP', 'CREATED'];
+  const header = ['NAME', 'STATUS', 'HOLD', 'KEEPER', 'NAMESPACES', 'UID MAP', 'CREATED'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[], paint = false) =>
     `${cells

@@ -74,6 +74,9 @@ Environment:
   USERNS_ALLOC_CONFIG
                  the allocation pool configuration (default /etc/userns/alloc.json)
   USERNS_HELPER  the native helper binary (default: the package's build/userns-helper)
+  USERNS_NSFS_HANDLES=0
+                 act as on a kernel without nsfs file handles: named namespaces are joined
+                 through their keeper or bind mounts, and '--hold none' is refused
   TMPDIR         where 'doctor --user NAME' stages a copy of userns that NAME can read, when
                  the install itself is private (falls back to /tmp)
 `;

@@ -6,7 +6,11 @@ import { type CliIo, type Command, parseCommandLine, reportError, writeJson } fr
 export const HELP = `Usage: userns rm [--force] [--root DIR] [--json] NAME...
 
 Removes named namespaces: stops the keeper (SIGTERM, then SIGKILL; with a PID namespace every
-process in it dies too) and deletes the state. Stale entries (keeper gone) are removed as well.
+process in it dies too) or removes the bind mounts (--hold mount), and deletes the state. Stale
+and gone entries are removed as well. A --hold none namespace whose processes still run keeps
+running (only its record goes; a warning says so). A namespace whose keeper runs in a PID
+namespace this /proc does not show is never removed from here (NS_UNCHECKABLE), even with
+--force: its keeper could not be stopped.
 
 Options:
   -f, --force  also remove broken entries and entries that are not real directories (a link is
@@ -40,6 +44,7 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       });
       results.push(r);
       if (!json && r.removed) io.stdout.write(`${name}\n`);
+      if (!json) for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
     } catch (error) {
       status = 1;
       if (json) results.push({ name, ...(error as { toJSON?: () => object }).toJSON?.() });
