@@ -26,6 +26,9 @@ Checks:
   newidmap     newuidmap/newgidmap present, setuid root or file capabilities
                (security.capability), owner, mode, version, nosuid mounts
   environment  XDG_RUNTIME_DIR, whether / is a shared mount, no_new_privs
+  namespaces   nsfs file handles (Linux 6.18+: joins by handle, --hold none), pidfds,
+               whether --hold mount is available to you, and each of your named namespaces:
+               how it is held (keeper, mount, none) and whether it is alive
   probe        creates a namespace through the real 'userns run' path, reads the maps back
                inside and reports the exact step that failed (helper launch, unshare,
                newuidmap, newgidmap, write, setup, exec, read back)
@@ -38,7 +41,8 @@ Options:
   --user NAME        diagnose this user (login name or UID) instead of yourself
   --newuidmap PATH   inspect and use this newuidmap (default: from PATH)
   --newgidmap PATH   inspect and use this newgidmap (default: from PATH)
-  --no-probe         skip the live probe
+  --no-probe         skip the live probe (and the named-namespace checks, which start the helper)
+  --root DIR         state root whose named namespaces are reported (default: yours)
   --json             one object: { ok, user, checks: [{ id, status, title, message, evidence, fix }] }
   -h, --help         this text
 
@@ -58,6 +62,7 @@ const OPTIONS = {
   newuidmap: { type: 'string' },
   newgidmap: { type: 'string' },
   'no-probe': { type: 'boolean' },
+  root: { type: 'string' },
 } as const;
 
 const GROUP_TITLES: Record<string, string> = {
@@ -65,6 +70,7 @@ const GROUP_TITLES: Record<string, string> = {
   subids: 'Subordinate IDs',
   newidmap: 'newuidmap / newgidmap',
   environment: 'Environment',
+  namespaces: 'Named namespaces',
   probe: 'Live probe',
 };
 
@@ -141,6 +147,7 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     ...(values.user === undefined ? {} : { user: values.user }),
     ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),
     ...(values.newgidmap === undefined ? {} : { newgidmap: values.newgidmap }),
+    ...(values.root === undefined ? {} : { stateRoot: values.root }),
     probe: values['no-probe'] !== true,
   });
   if (values.json) {

@@ -4,7 +4,7 @@ import type { UserInfo } from '../system/users.js';
 export type CheckStatus = 'ok' | 'warning' | 'error' | 'skipped';
 
 /** The area a check belongs to (the report is grouped by it; it is also the prefix of the id). */
-export type CheckGroup = 'kernel' | 'subids' | 'newidmap' | 'environment' | 'probe';
+export type CheckGroup = 'kernel' | 'subids' | 'newidmap' | 'environment' | 'namespaces' | 'probe';
 
 /** What a check read: the value, and where (file and line, counting from 1) when it came from a file. */
 export interface Evidence {
@@ -52,6 +52,8 @@ export interface DoctorOptions {
   env?: NodeJS.ProcessEnv;
   /** Give up on the live probe after this long (default 20 s). */
   probeTimeoutMs?: number;
+  /** The state root whose named namespaces are reported (default: the caller's; see userns create). */
+  stateRoot?: string;
 }
 
 export interface DoctorReport {
