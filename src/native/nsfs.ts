@@ -63,7 +63,8 @@ export function probeNsfs(handles: readonly string[] = [], options: NsfsOptions 
   const { lines, failure } = runReporting(args, options);
   if (failure !== undefined)
     throw Object.assign(new Error(`nsfs probe failed: ${failure.detail}`), { failure });
-  const name = (n: string) => (n === '0' ? null : errnoName(Number(n)));
+  // 95 is both ENOTSUP and EOPNOTSUPP on Linux; the kernel's name for what it means here is EOPNOTSUPP.
+  const name = (n: string) => (n === '0' ? null : n === '95' ? 'EOPNOTSUPP' : errnoName(Number(n)));
   const out: NsfsProbe = { encode: 'EIO', decode: 'EIO', pidfd: 'EIO', handles: [] };
   for (const line of lines) {
     let m = /^nsfs (\d+) (\d+)$/.exec(line);
