@@ -1,6 +1,7 @@
+import type { ChildProcess } from 'node:child_process';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError, UsernsError } from '../errors/index.js';
-import { exitStatusForSignal } from '../system/signals.js';
+import { exitStatusForSignal, forwardSignals } from '../system/signals.js';
 
 /** Streams a command writes to; replaced by buffers in tests. */
 export interface CliIo {
@@ -89,4 +90,33 @@ export function exitStatus(result: { exitCode: number | null; signal: NodeJS.Sig
 /** The exit status when the command could not be started: 127 not found, 126 not executable, else 125. */
 export function failureStatus(error: UsernsError): number {
   return error.code === 'COMMAND_NOT_FOUND' ? 127 : error.code === 'COMMAND_NOT_EXECUTABLE' ? 126 : 125;
+}
+
+/**
+ * Runs a command userns starts in the foreground (exec, create --hold none): signals are
+ * forwarded, and the exit status is the command's; userns's own failures (usage errors aside,
+ * which the caller reports as 2) are reported here and give 125, 126 or 127.
+ */
+export async function foreground(
+  start: () => StartedChild | Promise<StartedChild>,
+  io: CliIo,
+  json: boolean,
+): Promise<number> {
+  let stopForwarding = () => {};
+  try {
+    const { child } = await start();
+    stopForwarding = forwardSignals(child);
+    return exitStatus(await child);
+  } catch (error) {
+    if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
+    reportError(error, io, json);
+    return failureStatus(error);
+  } finally {
+    stopForwarding();
+  }
+}
+
+/** A started command, in an object: the child is itself a promise, which await would unwrap. */
+export interface StartedChild {
+  child: ChildProcess & Promise<{ exitCode: number | null; signal: NodeJS.Signals | null }>;
 }

@@ -1,21 +1,12 @@
 /** `userns create NAME`: named namespaces held by a keeper, bind mounts or their command, with their state on disk. */
-import { UsageError, UsernsError } from '../errors/index.js';
+import { UsageError } from '../errors/index.js';
 import {
   createNamespace,
   createNamespaceWithCommand,
   HOLD_MODES,
   type HoldMode,
 } from '../namespaces/index.js';
-import { forwardSignals } from '../system/signals.js';
-import {
-  type CliIo,
-  type Command,
-  exitStatus,
-  failureStatus,
-  parseCommandLine,
-  reportError,
-  writeJson,
-} from './common.js';
+import { type CliIo, type Command, foreground, parseCommandLine, writeJson } from './common.js';
 import { MAPPING_OPTIONS, parseMappingOptions } from './mapping-options.js';
 
 const HELP_HEAD = `Usage: userns create [options] NAME
@@ -115,22 +106,11 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const mapping = parseMappingOptions(values, { command: 'create', json, io, warnings });
   const where = values.root === undefined ? {} : { root: values.root };
   if (hold === 'none') {
-    let stopForwarding = () => {};
-    try {
-      const { child } = await createNamespaceWithCommand(name, command, {
-        ...mapping,
-        ...where,
-        stdio: 'inherit',
-      });
-      stopForwarding = forwardSignals(child);
-      return exitStatus(await child);
-    } catch (error) {
-      if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
-      reportError(error, io, json);
-      return failureStatus(error);
-    } finally {
-      stopForwarding();
-    }
+    return foreground(
+      () => createNamespaceWithCommand(name, command, { ...mapping, ...where, stdio: 'inherit' }),
+      io,
+      json,
+    );
   }
   const state = await createNamespace(name, { ...mapping, ...where, hold });
   if (json) {

@@ -1,22 +1,17 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
-import { UsageError, UsernsError } from '../errors/index.js';
+import { UsageError } from '../errors/index.js';
 import { spawnInNamespace } from '../namespaces/index.js';
-import { forwardSignals } from '../system/signals.js';
-import {
-  type CliIo,
-  type Command,
-  exitStatus,
-  failureStatus,
-  parseCommandLine,
-  reportError,
-} from './common.js';
+import { type CliIo, type Command, foreground, parseCommandLine } from './common.js';
 import { parseUserOption } from './mapping-options.js';
 
 export const HELP = `Usage: userns exec [options] NAME [--] COMMAND [ARGS...]
 
-Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper joins the
-user namespace first, then the others, checking that they are still the recorded ones. A stale
-NAME (its keeper gone, its PID reused) is refused; remove it with 'userns rm NAME'.
+Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper reopens them
+by their nsfs handles (Linux 6.18+; else through the keeper's pidfd or the bind-mounted files),
+checks that each is the recorded one, and enters the user namespace first, then the others. A
+stale NAME (its keeper gone, its PID reused, a bind mount gone) is refused with NS_STALE, one
+whose namespaces no longer exist (--hold none after its processes exited) with NS_GONE; remove
+it with 'userns rm NAME'.
 
 Options:
   --user UID[:GID]   IDs to run as inside (default: those given to create, else 0:0)
@@ -68,22 +63,17 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     });
   }
   const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
-  let stopForwarding = () => {};
-  try {
-    const [command, ...args] = split.command as [string, ...string[]];
-    const child = spawnInNamespace(positionals[0]!, command, args, {
-      stdio: 'inherit',
-      ...(ids === undefined ? {} : { user: ids.user, group: ids.group }),
-      ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
-      ...(values.root === undefined ? {} : { root: values.root }),
-    });
-    stopForwarding = forwardSignals(child);
-    return exitStatus(await child);
-  } catch (error) {
-    if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
-    reportError(error, io, json);
-    return failureStatus(error);
-  } finally {
-    stopForwarding();
-  }
+  const [command, ...args] = split.command as [string, ...string[]];
+  return foreground(
+    () => ({
+      child: spawnInNamespace(positionals[0]!, command, args, {
+        stdio: 'inherit',
+        ...(ids === undefined ? {} : { user: ids.user, group: ids.group }),
+        ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
+        ...(values.root === undefined ? {} : { root: values.root }),
+      }),
+    }),
+    io,
+    json,
+  );
 };

@@ -152,13 +152,25 @@ static int parse_handle(const char *text, struct file_handle *fh) {
   return 0;
 }
 
+/* Room for one nsfs file handle (16 bytes on 6.18; MAX_HANDLE_SZ allowed). */
+typedef union {
+  struct file_handle fh;
+  char space[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+} handle_buf;
+
+/* name_to_handle_at on an open namespace fd: 0, or the errno (EOPNOTSUPP with --no-handles). */
+static int encode_handle(int fd, handle_buf *h) {
+  if (no_handles) return EOPNOTSUPP;
+  int mount_id;
+  h->fh.handle_bytes = MAX_HANDLE_SZ;
+  if (name_to_handle_at(fd, "", &h->fh, &mount_id, AT_EMPTY_PATH) < 0) return errno;
+  return h->fh.handle_bytes <= MAX_HANDLE_SZ ? 0 : EOVERFLOW;
+}
+
 /* Reopens a namespace from its nsfs handle (ESTALE: gone or not permitted; EBADF/EOPNOTSUPP: no
    nsfs handles on this kernel; EINVAL: a malformed handle). Returns the fd or -1 with errno. */
 static int open_handle(const char *text) {
-  union {
-    struct file_handle fh;
-    char space[sizeof(struct file_handle) + MAX_HANDLE_SZ];
-  } h;
+  handle_buf h;
   if (parse_handle(text, &h.fh) < 0) {
     errno = EINVAL;
     return -1;
@@ -716,14 +728,8 @@ static void report_namespaces(int flags) {
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) fail("unshare", errno, path);
     char handle[2 * MAX_HANDLE_SZ + 16] = "-";
-    union {
-      struct file_handle fh;
-      char space[sizeof(struct file_handle) + MAX_HANDLE_SZ];
-    } h;
-    h.fh.handle_bytes = MAX_HANDLE_SZ;
-    int mount_id;
-    if (!no_handles && name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) == 0 &&
-        h.fh.handle_bytes <= MAX_HANDLE_SZ) {
+    handle_buf h;
+    if (encode_handle(fd, &h) == 0) {
       int n = snprintf(handle, sizeof handle, "%x:", (unsigned)h.fh.handle_type);
       for (unsigned b = 0; b < h.fh.handle_bytes; b++)
         n += snprintf(handle + n, sizeof handle - (size_t)n, "%02x", h.fh.f_handle[b]);
@@ -733,6 +739,19 @@ static void report_namespaces(int flags) {
     int n = snprintf(line, sizeof line, "ns %s %llu %s\n", ns_types[t].name, (unsigned long long)st.st_ino, handle);
     report(line, (size_t)n);
   }
+}
+
+/* Reads the report socket until the parent's "commit\n"; EOF or anything else: exit 125. */
+static void wait_for_commit(void) {
+  char buf[64];
+  size_t got = 0;
+  while (got < 7) {
+    ssize_t r = read(report_fd, buf + got, sizeof buf - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) _exit(EXIT_ABORTED);
+    got += (size_t)r;
+  }
+  if (memcmp(buf, "commit\n", 7) != 0) _exit(EXIT_ABORTED);
 }
 
 static volatile sig_atomic_t keeper_term = 0;
@@ -778,15 +797,7 @@ static void keeper(int mount_proc, int report_pid_ns) {
   close_from((unsigned int)report_fd + 1, ~0U);
   if (report_pid_ns) report_namespaces(CLONE_NEWPID);
   report("held\n", 5);
-  char buf[64];
-  size_t got = 0;
-  while (got < 7) {
-    ssize_t r = read(report_fd, buf + got, sizeof buf - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) _exit(EXIT_ABORTED);
-    got += (size_t)r;
-  }
-  if (memcmp(buf, "commit\n", 7) != 0) _exit(EXIT_ABORTED);
+  wait_for_commit();
   close(report_fd);
   report_fd = -1;
   for (;;) {
@@ -918,16 +929,10 @@ static void probe(const struct options *o) {
   char line[128];
   int encode = 0, decode = 0;
   int fd = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
-  union {
-    struct file_handle fh;
-    char space[sizeof(struct file_handle) + MAX_HANDLE_SZ];
-  } h;
-  h.fh.handle_bytes = MAX_HANDLE_SZ;
-  int mount_id;
+  handle_buf h;
   struct stat own;
   if (fd < 0 || fstat(fd, &own) < 0) encode = errno;
-  else if (no_handles) encode = EOPNOTSUPP;
-  else if (name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) < 0) encode = errno;
+  else encode = encode_handle(fd, &h);
   if (encode != 0) {
     decode = encode;
   } else {
@@ -960,15 +965,8 @@ static void probe(const struct options *o) {
    own references (bind mounts) and writes "commit", or closes the report fd; then it exits. */
 static void hold_until_commit(void) {
   report("held\n", 5);
-  char buf[64];
-  size_t got = 0;
-  while (got < 7) {
-    ssize_t r = read(report_fd, buf + got, sizeof buf - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) _exit(EXIT_ABORTED);
-    got += (size_t)r;
-  }
-  _exit(memcmp(buf, "commit\n", 7) == 0 ? 0 : EXIT_ABORTED);
+  wait_for_commit();
+  _exit(0);
 }
 
 int main(int argc, char **argv) {

@@ -5,42 +5,12 @@
  * cannot misfire (docs/nsfs-handles.md section 7.3). Prints one JSON object of observations.
  */
 import { spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { probeNsfs } from '../../src/native/nsfs.js';
+import { cli, membersOf } from './hold-fixtures.js';
 
-const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
 const root = process.argv[2]!;
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const r = spawnSync(process.execPath, [BIN, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, NO_COLOR: '1', ...env },
-    timeout: 30_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/**
- * PIDs of processes in the user namespace `inode` with uid map `map` (as /proc shows them). The
- * map too: the kernel reuses a namespace inode as soon as it is free, and other suites on this
- * machine make namespaces all the time.
- */
-function membersOf(inode: number, map: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (statSync(`/proc/${entry}/ns/user`).ino !== inode) continue;
-      if (readFileSync(`/proc/${entry}/uid_map`, 'latin1').trim().split(/\s+/).join(' ') === map)
-        out.push(Number(entry));
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return out;
-}
 
 const made = cli([
   'create',

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { runDoctor } from '../../src/doctor/index.js';
 import { listNamespaces, removeNamespace } from '../../src/namespaces/index.js';
 import { probeNsfs } from '../../src/native/nsfs.js';
+import { cli, membersOf, until } from './hold-fixtures.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
 const SCENARIO = fileURLToPath(new URL('./hold-mount-scenario.js', import.meta.url));
@@ -31,52 +32,6 @@ function kernelSkip(): string | false {
   return false;
 }
 const skip = kernelSkip();
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Result {
-  const argv = [...wrap, process.execPath, BIN, ...args];
-  const r = spawnSync(argv[0]!, argv.slice(1), {
-    encoding: 'utf8',
-    env: { ...process.env, NO_COLOR: '1', ...env },
-    timeout: 30_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/**
- * PIDs of processes in the user namespace `inode` with uid map `map` (as /proc shows them). The
- * map too: the kernel reuses a namespace inode as soon as it is free, and other suites on this
- * machine make namespaces all the time.
- */
-function membersOf(inode: number, map: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (statSync(`/proc/${entry}/ns/user`).ino !== inode) continue;
-      if (readFileSync(`/proc/${entry}/uid_map`, 'latin1').trim().split(/\s+/).join(' ') === map)
-        out.push(Number(entry));
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return out;
-}
-
-async function until<T>(fn: () => T | undefined, ms: number, what: string): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 const userOf = (state: { namespaces: { type: string; inode: number; handle: string | null }[] }) =>
   state.namespaces.find((n) => n.type === 'user')!;

@@ -5,13 +5,14 @@
  * as its command. The root side is in hold.test.ts.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { arch } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { probeNsfs } from '../../src/native/nsfs.js';
 import { readableBin, readablePath } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
+import { membersOf, until } from './hold-fixtures.js';
 
 function skipReason(): string | false {
   const unavailable = throwawayUserUnavailable();
@@ -23,36 +24,6 @@ function skipReason(): string | false {
     return `the helper cannot probe: ${(error as Error).message}`;
   }
   return false;
-}
-
-/** Processes in user namespace `inode` whose uid map is `map` (the inode alone may be reused). */
-function membersOf(inode: number, map: string): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (statSync(`/proc/${entry}/ns/user`).ino !== inode) continue;
-      if (readFileSync(`/proc/${entry}/uid_map`, 'latin1').trim().split(/\s+/).join(' ') === map)
-        out.push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-async function until<T>(
-  fn: () => Promise<T | undefined> | T | undefined,
-  ms: number,
-  what: string,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe('hold modes (rootless)', { skip: skipReason() }, () => {
