@@ -185,7 +185,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     assert.equal(r.stdout, '5\n6\n/tmp\n', r.stderr);
     const list = await cli(['list', '--root', root]);
     assert.match(list.stdout, /^NAME\s+STATUS\s+HOLD\s+KEEPER/);
-    assert.match(list.stdout, /\ncli\s+running\s+\d+\s+user\s+0:100000:65536/);
+    assert.match(list.stdout, /\ncli\s+running\s+keeper\s+\d+\s+user\s+0:100000:65536/);
     const rm = await cli(['rm', '--root', root, 'cli']);
     assert.equal(rm.code, 0, rm.stderr);
     assert.equal((await cli(['rm', '--root', root, 'cli'])).code, 1);
