@@ -1,32 +1,10 @@
 /** `userns list`: the named namespaces and whether they still run. */
-
 import { UsageError } from '../errors/index.js';
 import { listNamespaces } from '../namespaces/index.js';
-import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns list [--root DIR] [--json]
-
-Lists the named namespaces (made by 'userns create') with how they are held (keeper, mount,
-none) and their status:
-  running    its keeper or bind mounts hold the recorded namespaces (--hold none: they still
-             exist, asked by nsfs handle)
-  stale      the keeper is gone, its PID was reused, a bind mount is gone, or a namespace
-             changed ('userns rm NAME')
-  gone       --hold none: all its processes exited ('userns rm NAME')
-  unknown    it cannot be checked from here (its keeper runs in a PID namespace this /proc does
-             not show, and no nsfs handle answers); never removed from here
-  creating   a 'userns create' is making it right now
-  broken     its state file is unreadable ('userns rm --force NAME')
-  unsafe     its entry is not a real directory (a link); never followed ('userns rm --force NAME')
-Entries whose creator died before finishing are removed on the way.
-
-Options:
-  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
-  --json       machine-readable output
-  -h, --help   this text
-`;
-
-const OPTIONS = { root: { type: 'string' } } as const;
+const OPTIONS = COMMANDS.list.options;
 
 const COLOURS: Record<string, string> = {
   running: '32',
@@ -40,10 +18,7 @@ const COLOURS: Record<string, string> = {
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'list');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'list');
   if (positionals.length > 0) {
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns list --help'" });
   }

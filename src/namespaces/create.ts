@@ -50,6 +50,7 @@ import {
 
 const { O_CREAT, O_EXCL, O_WRONLY, O_NOFOLLOW } = constants;
 
+/** Options of {@link createNamespace}: the mapping and namespace options of spawn(), and the state root. */
 export interface CreateOptions
   extends RootOption,
     Pick<

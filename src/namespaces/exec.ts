@@ -16,6 +16,7 @@ import { handlesDisabled, joinSource, staleMeansGone } from './handles.js';
 import { namespaceRoot, pathsFor, type RootOption } from './paths.js';
 import { examineForExec, goneError, type NamespaceState, notFound, unusable } from './state.js';
 
+/** Options of {@link execInNamespace} and {@link spawnInNamespace}. */
 export interface ExecOptions extends RootOption {
   /** IDs inside (default: the namespace's, see NamespaceState.user). */
   user?: number;
@@ -36,6 +37,7 @@ export interface ExecOptions extends RootOption {
   joinBy?: 'handle' | 'holder';
 }
 
+/** How a command run in a named namespace ended (and its output, for execInNamespace). */
 export interface ExecResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
@@ -45,6 +47,7 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** What {@link spawnInNamespace} returns: a ChildProcess that is also a promise of how it ended. */
 export type NamespaceChildProcess = ChildProcess & Promise<Omit<ExecResult, 'stdout' | 'stderr'>>;
 
 /**

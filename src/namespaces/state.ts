@@ -68,6 +68,7 @@ export interface NamespaceState {
   bootId?: string;
 }
 
+/** The options a named namespace was created with, as recorded in its state. */
 export interface StoredOptions {
   userns?: string;
   uidMap?: string;
@@ -101,6 +102,7 @@ export type NamespaceStatus =
   | 'broken'
   | 'unsafe';
 
+/** A named namespace as {@link listNamespaces} sees it: name, status, and its state when readable. */
 export interface NamespaceInfo {
   name: string;
   /** The entry directory. */

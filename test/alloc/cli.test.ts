@@ -43,7 +43,7 @@ describe('userns alloc (CLI)', () => {
     const web = JSON.parse(a.stdout);
     assert.equal(web.ok, true);
     assert.equal(web.allocation.name, 'web');
-    assert.deepEqual(web.allocation.uidMap, [{ inside: 0, outside: 100000, count: 65536 }]);
+    assert.deepEqual(web.allocation.uidMap, [[0, 100000, 65536]]);
 
     const b = await runCli(['alloc', '--policy', 'slot', '--namespace', 'gone-ns', ...pool, '--json']);
     assert.equal(b.code, 0, b.stderr);

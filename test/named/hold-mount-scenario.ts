@@ -25,7 +25,7 @@ const made = cli([
   '--json',
   'm1',
 ]);
-const state = made.code === 0 ? JSON.parse(made.stdout) : null;
+const state = made.code === 0 ? JSON.parse(made.stdout).state : null;
 const user = state?.namespaces.find((n: { type: string }) => n.type === 'user');
 const probe = 'cat /proc/self/uid_map; stat -L -c %i /proc/self/ns/user /proc/self/ns/net; hostname';
 const members = user ? membersOf(user.inode, '0 200000 65536') : null;

@@ -63,7 +63,7 @@ describe('hold modes (root)', { skip }, () => {
       'k1',
     ]);
     assert.equal(made.code, 0, made.stderr);
-    const state = JSON.parse(made.stdout);
+    const state = JSON.parse(made.stdout).state;
     assert.equal(state.hold, 'keeper');
     assert.equal(state.version, 2);
     assert.ok(
@@ -255,7 +255,7 @@ describe('hold modes (root)', { skip }, () => {
       off,
     );
     assert.equal(made.code, 0, made.stderr);
-    const state = JSON.parse(made.stdout);
+    const state = JSON.parse(made.stdout).state;
     assert.ok(state.namespaces.every((n: { handle: string | null }) => n.handle === null));
     // Joined through the keeper (a pidfd), with or without the switch: there is no handle.
     for (const env of [off, {}]) {
@@ -294,7 +294,7 @@ describe('hold modes (root)', { skip }, () => {
   test('a keeper seen from another PID namespace: running by handle, exec works there, rm refuses and leaves it (issue 13 item 14)', () => {
     const made = cli(['create', '--root', root, '--uidmap', '0:100000:65536', '--json', 'k3']);
     assert.equal(made.code, 0, made.stderr);
-    const state = JSON.parse(made.stdout);
+    const state = JSON.parse(made.stdout).state;
     const elsewhere = ['unshare', '--pid', '--fork', '--mount-proc'];
     const listed = JSON.parse(cli(['list', '--root', root, '--json'], {}, elsewhere).stdout).namespaces;
     const k3 = listed.find((e: { name: string }) => e.name === 'k3');

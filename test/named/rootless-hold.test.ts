@@ -51,7 +51,7 @@ describe('hold modes (rootless)', { skip: skipReason() }, () => {
         // keeper: handles recorded; joined by handle, then through the keeper's pidfd.
         const made = await userns(['create', '--unshare', 'mount,uts', '--json', 'k']);
         assert.equal(made.code, 0, made.stderr);
-        const k = JSON.parse(made.stdout);
+        const k = JSON.parse(made.stdout).state;
         assert.equal(k.hold, 'keeper');
         assert.ok(k.namespaces.every((n: { handle: string | null }) => typeof n.handle === 'string'));
         const expected = `0 ${user.uid} 1 1 ${user.subuid.start} ${user.subuid.count}`;
