@@ -249,6 +249,7 @@ export {
   type SpawnOptions,
   type SpawnPlan,
   type SpawnResult,
+  type StartedNamespaces,
   singleMap,
   spawn,
   type UsernsChildProcess,

@@ -17,6 +17,7 @@ import { isMissing, type Paths, readNoFollow } from './paths.js';
  * - none: nothing holds it; it lives while the processes started in it do.
  */
 export type HoldMode = 'keeper' | 'mount' | 'none';
+/** Every hold mode, in the order of the documentation (the default first). */
 export const HOLD_MODES: readonly HoldMode[] = ['keeper', 'mount', 'none'];
 
 /**
