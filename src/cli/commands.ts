@@ -471,12 +471,21 @@ whole setup (newuidmap, /etc/subuid, kernel settings).`,
   },
   create: {
     summary: 'create named namespaces that outlive a command',
-    usage: ['create [options] NAME'],
-    description: `Creates a user namespace (and other namespaces on request) named NAME that outlives this
-command: a small keeper process holds it (PID 1 of the new PID namespace, if there is one), and
-its state (the maps as the kernel applied them, the keeper, the namespace identities) is kept
-in ROOT/ns/NAME/state.json. Run commands in it with 'userns exec NAME -- COMMAND'; remove it
-with 'userns rm NAME'.
+    usage: ['create [options] NAME', 'create --hold none [options] NAME -- COMMAND [ARGS...]'],
+    description: `Creates a user namespace (and other namespaces on request) named NAME, records it in
+ROOT/ns/NAME/state.json (the maps as the kernel applied them, how it is held, the identity of
+each namespace: inode and nsfs handle), and keeps it alive as --hold says:
+
+  keeper  a small keeper process holds it (PID 1 of the new PID namespace, if there is one).
+          The default; works for everyone.
+  mount   each namespace file is bind-mounted under ROOT/ns/NAME/hold/; no process remains.
+          Root only (CAP_SYS_ADMIN over userns's mount namespace); not with a PID namespace.
+  none    nothing holds it: COMMAND (after --) is its first process, and it lives as long as
+          some process in it does; 'userns exec' joins it by nsfs handle (Linux 6.18+) while it
+          lives, and fails with NS_GONE after. This command runs COMMAND in the foreground and
+          exits with its status, like 'userns run'.
+
+Run commands in it with 'userns exec NAME -- COMMAND'; remove it with 'userns rm NAME'.
 
 NAME: 1 to 128 characters of [A-Za-z0-9_+.-], not "." or "..".
 
@@ -504,22 +513,40 @@ sees it; repeatable`,
         ...MAPPING.fallback,
         help: 'map only your own IDs (with a warning) if your subordinate ranges fail',
       },
+      hold: {
+        type: 'string',
+        value: 'keeper|mount|none',
+        help: 'how it is kept alive (see above; default keeper)',
+      },
       root,
-      json: { type: 'boolean', help: 'print the state as JSON' },
+      json: {
+        type: 'boolean',
+        help: 'print the state as JSON (with --hold none: errors only; COMMAND owns stdout)',
+      },
     },
-    after: `Examples:
+    after: `Exit status: 0 when created (with --hold none: COMMAND's status, and 125 when userns
+failed, 126/127 when COMMAND cannot be executed / is not found); 1 when it cannot be created;
+2 for usage errors.
+
+Examples:
   userns create dev                                   # your subordinate IDs, user namespace only
   userns create --unshare pid,mount,uts box
   userns exec box -- sh -c 'hostname box; hostname'
   userns create --uidmap 0:100000:65536 --mount /srv/data:/mnt:idmap data
+  userns create --hold mount --unshare net vpn         # as root: no process holds it
+  userns create --hold none --unshare pid,mount job -- sleep 600 &
+  userns exec job -- ps -e                            # joined by nsfs handle
   userns rm box`,
   },
   exec: {
     summary: 'run a command inside a named namespace',
     usage: ['exec [options] NAME [--] COMMAND [ARGS...]'],
-    description: `Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper joins the
-user namespace first, then the others, checking that they are still the recorded ones. A stale
-NAME (its keeper gone, its PID reused) is refused; remove it with 'userns rm NAME'.`,
+    description: `Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper reopens them
+by their nsfs handles (Linux 6.18+; else through the keeper's pidfd or the bind-mounted files),
+checks that each is the recorded one, and enters the user namespace first, then the others. A
+stale NAME (its keeper gone, its PID reused, a bind mount gone) is refused with NS_STALE, one
+whose namespaces no longer exist (--hold none after its processes exited) with NS_GONE; remove
+it with 'userns rm NAME'.`,
     options: {
       user: {
         type: 'string',
@@ -542,9 +569,15 @@ namespace, / when the current one cannot be entered inside)`,
   list: {
     summary: 'list named namespaces',
     usage: ['list [--root DIR] [--json]'],
-    description: `Lists the named namespaces (made by 'userns create') with their status:
-  running    the keeper holds the recorded namespaces
-  stale      the keeper is gone, its PID was reused, or a namespace changed ('userns rm NAME')
+    description: `Lists the named namespaces (made by 'userns create') with how they are held (keeper, mount,
+none) and their status:
+  running    its keeper or bind mounts hold the recorded namespaces (--hold none: they still
+             exist, asked by nsfs handle)
+  stale      the keeper is gone, its PID was reused, a bind mount is gone, or a namespace
+             changed ('userns rm NAME')
+  gone       --hold none: all its processes exited ('userns rm NAME')
+  unknown    it cannot be checked from here (its keeper runs in a PID namespace this /proc does
+             not show, and no nsfs handle answers); never removed from here
   creating   a 'userns create' is making it right now
   broken     its state file is unreadable ('userns rm --force NAME')
   unsafe     its entry is not a real directory (a link); never followed ('userns rm --force NAME')
@@ -554,8 +587,8 @@ Entries whose creator died before finishing are removed on the way.`,
   inspect: {
     summary: 'show the state of a named namespace',
     usage: ['inspect [--root DIR] [--json] NAME'],
-    description: `Shows a named namespace: its status, keeper, namespaces (inode numbers and nsfs handles), the
-maps in force (as the kernel applied them), and whether your subordinate IDs changed since it
+    description: `Shows a named namespace: its status, how it is held (keeper PID, bind-mount files, or nothing),
+its namespaces (inode numbers and nsfs handles), the maps (as the kernel applied them), and whether your subordinate IDs changed since it
 was created (the namespace keeps the map it was created with: a map is written only once).`,
     options: { root, json: { type: 'boolean', help: 'machine-readable output' } },
     operands: 'namespace',
@@ -564,7 +597,11 @@ was created (the namespace keeps the map it was created with: a map is written o
     summary: 'remove a named namespace',
     usage: ['rm [--force] [--root DIR] [--json] NAME...'],
     description: `Removes named namespaces: stops the keeper (SIGTERM, then SIGKILL; with a PID namespace every
-process in it dies too) and deletes the state. Stale entries (keeper gone) are removed as well.`,
+process in it dies too) or removes the bind mounts (--hold mount), and deletes the state. Stale
+and gone entries are removed as well. A --hold none namespace whose processes still run keeps
+running (only its record goes; a warning says so). A namespace whose keeper runs in a PID
+namespace this /proc does not show is never removed from here (NS_UNCHECKABLE), even with
+--force: its keeper could not be stopped.`,
     options: {
       force: {
         type: 'boolean',
@@ -999,7 +1036,7 @@ Examples:
   doctor: {
     summary: 'find and explain what blocks user namespaces here',
     usage: [
-      'doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--registry URL] [--no-probe] [--json]',
+      'doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--registry URL] [--no-probe] [--root DIR] [--json]',
     ],
     description: `Checks everything that can stand in the way of user namespaces for a user (default: you), says
 for each finding what is wrong, what it read (value, file and line) and the exact fix, and ends
@@ -1018,6 +1055,9 @@ Checks:
   newidmap     newuidmap/newgidmap present, setuid root or file capabilities
                (security.capability), owner, mode, version, nosuid mounts
   environment  XDG_RUNTIME_DIR, whether / is a shared mount, no_new_privs
+  namespaces   nsfs file handles (Linux 6.18+: joins by handle, --hold none), pidfds,
+               whether --hold mount is available to you, and each of your named namespaces:
+               how it is held (keeper, mount, none) and whether it is alive
   registry     with a fleet allocation registry (--registry or $USERNS_REGISTRY): every etcd
                member answers; the pool configuration exists and what is stored is consistent
                (index, names, leases, no overlap, allocations inside the pools); this node has
@@ -1058,8 +1098,14 @@ that user.`,
         value: 'NAME',
         help: "this machine's node name in it (default $USERNS_NODE, else the host name)",
       },
-      root: { ...root, help: "the state root (this node's cache of the fleet registry)" },
-      'no-probe': { type: 'boolean', help: 'skip the live probe' },
+      root: {
+        ...root,
+        help: "state root whose named namespaces are reported, and this node's cache of the fleet registry (default: yours)",
+      },
+      'no-probe': {
+        type: 'boolean',
+        help: 'skip the live probe (and the named-namespace checks, which start the helper)',
+      },
       json: {
         type: 'boolean',
         help: 'one object: { ok, user, checks: [{ id, status, title, message, evidence, fix }] }',
@@ -1144,6 +1190,10 @@ the kernel would refuse, 'map lookup' for an unmapped ID, 'fit' for a tree the m
     ],
     ['USERNS_ALLOC_CONFIG', 'the allocation pool configuration (default /etc/userns/alloc.json)'],
     ['USERNS_HELPER', 'the native helper binary (default: the one the package ships for this machine)'],
+    [
+      'USERNS_NSFS_HANDLES=0',
+      "act as on a kernel without nsfs file handles: named namespaces are joined through their keeper or bind mounts, and '--hold none' is refused",
+    ],
     [
       'TMPDIR',
       "where 'doctor --user NAME' stages a copy of userns that NAME can read, when the install itself is private (falls back to /tmp)",

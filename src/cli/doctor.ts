@@ -15,6 +15,7 @@ const GROUP_TITLES: Record<string, string> = {
   subids: 'Subordinate IDs',
   newidmap: 'newuidmap / newgidmap',
   environment: 'Environment',
+  namespaces: 'Named namespaces',
   registry: 'Fleet allocation registry',
   probe: 'Live probe',
 };

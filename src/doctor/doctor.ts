@@ -3,6 +3,7 @@ import { isPrivileged } from '../system/self.js';
 import { currentUser, lookupUser } from '../system/users.js';
 import { environmentChecks } from './environment.js';
 import { kernelChecks } from './kernel.js';
+import { namespaceChecks } from './namespaces.js';
 import { newidmapChecks } from './newidmap.js';
 import { type ProbeOptions, probeAsUser, probeHere } from './probe.js';
 import { registryChecks } from './registry.js';
@@ -15,6 +16,7 @@ export const GROUPS = [
   { group: 'subids', title: 'Subordinate IDs' },
   { group: 'newidmap', title: 'newuidmap / newgidmap' },
   { group: 'environment', title: 'Environment' },
+  { group: 'namespaces', title: 'Named namespaces' },
   { group: 'registry', title: 'Fleet allocation registry' },
   { group: 'probe', title: 'Live probe' },
 ] as const;
@@ -58,6 +60,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
   ];
 
   if (options.probe !== false) {
+    checks.push(...(await namespaceChecks(ctx)));
     const probeOptions: ProbeOptions = {
       ...(options.newuidmap === undefined ? {} : { newuidmap: options.newuidmap }),
       ...(options.newgidmap === undefined ? {} : { newgidmap: options.newgidmap }),

@@ -158,9 +158,13 @@ export type NamespaceErrorCode =
   | 'NS_BROKEN'
   | 'NS_CREATING'
   | 'NS_EXISTS'
+  | 'NS_GONE'
+  | 'NS_HANDLES_UNAVAILABLE'
+  | 'NS_HOLD_UNSUPPORTED'
   | 'NS_KEEPER_FAILED'
   | 'NS_NOT_FOUND'
   | 'NS_STALE'
+  | 'NS_UNCHECKABLE'
   | 'NS_UNSAFE';
 
 /** OciError: OCI bundles and Kubernetes userns records. */
