@@ -7,6 +7,11 @@
 import type { Pools } from './pool.js';
 import type { Allocation, AllocationRequest, GcResult, KindUsage, Liveness } from './registry.js';
 
+/**
+ * The operations every registry backend offers (the local SQLite one and the fleet one on etcd):
+ * what the alloc layer's allocate/release/list/gc/usage call. Errors: AllocError (ALLOC_*),
+ * StateFileError (the local file), and for the fleet, errors naming the etcd members.
+ */
 export interface AllocationRegistry {
   /** `local` (SQLite) or `etcd`. */
   readonly backend: 'local' | 'etcd';

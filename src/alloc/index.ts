@@ -51,6 +51,7 @@ export {
   readPoolConfig,
   resolvePools,
 } from './pool.js';
+export type { AllocationRequest } from './registry.js';
 export {
   ALLOC_EXHAUSTED,
   ALLOC_NAME_TAKEN,

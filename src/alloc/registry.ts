@@ -142,7 +142,7 @@ export interface Holder {
 }
 
 /**
- * What {@link Registry.allocate} is asked for: `size` IDs from inside 0, placed by `policy` in
+ * What an allocation registry's `allocate()` is asked for: `size` IDs from inside 0, placed by `policy` in
  * `pools`, with an optional unique name, owner (named namespace or process) and extra mappings.
  */
 export interface AllocationRequest {

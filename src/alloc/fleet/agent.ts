@@ -46,6 +46,7 @@ import {
 import { defaultNodeName } from './registry.js';
 import type { FleetRegistryUrl } from './url.js';
 
+/** How a node's agent runs (see {@link NodeAgent}). */
 export interface NodeAgentOptions {
   /** The state root's registry directory (`<root>/alloc`): the cache and the agent's lock. */
   dir: string;
@@ -61,6 +62,11 @@ export interface NodeAgentOptions {
   onEvent?: (event: AgentEvent) => void;
 }
 
+/**
+ * What a node's agent reports: its lease registered (or adopted after a restart), keepalives
+ * failing and coming back, the lease lost (its leased allocations are gone fleet-wide; `forgotten`
+ * counts those dropped from this node's cache), and its end (`revoked`: the lease was revoked).
+ */
 export type AgentEvent =
   | { type: 'registered'; node: string; lease: string; ttl: number; adopted: boolean }
   | { type: 'keepalive-failed'; message: string }
@@ -68,9 +74,14 @@ export type AgentEvent =
   | { type: 'lost'; node: string; lease: string; forgotten: number }
   | { type: 'stopped'; node: string; lease: string; revoked: boolean };
 
+/**
+ * The process that keeps this node's lease alive in a fleet registry (`userns alloc agent`):
+ * allocations made with `--lease` live as long as it does. Emits 'event' with {@link AgentEvent}s.
+ */
 export class NodeAgent extends EventEmitter {
   readonly url: FleetRegistryUrl;
   readonly node: string;
+  /** @internal */
   readonly keys: FleetKeys;
   readonly #options: NodeAgentOptions;
   readonly #cache: FleetCache;

@@ -293,7 +293,9 @@ export interface NodeRecord {
   taken: { uid: IdRange[]; gid: IdRange[] };
 }
 
+/** A node registered in the fleet with a live lease (what `alloc list` shows per node). */
 export interface LiveNode extends NodeRecord {
+  /** Its lease ID (hexadecimal). */
   lease: string;
 }
 

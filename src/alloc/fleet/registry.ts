@@ -100,6 +100,7 @@ import {
 } from './layout.js';
 import type { FleetRegistryUrl } from './url.js';
 
+/** How to open a fleet registry (see {@link FleetRegistry}). */
 export interface FleetRegistryOptions {
   /** The state root's registry directory (`<root>/alloc`): this node's cache lives there. */
   dir: string;
@@ -112,6 +113,7 @@ export interface FleetRegistryOptions {
   /** Close the connection after this long without a call (default 500 ms; 0: keep it until close()). */
   idleCloseMs?: number;
   /**
+   * @internal
    * Tests: every transaction goes through this (to lose an answer, repeat a commit, or commit
    * something else in between). `send` performs the transaction.
    */
@@ -202,12 +204,20 @@ export function backoffMs(conflicts: number, random = Math.random): number {
   return Math.floor(random() * Math.min(1000, 10 * 2 ** Math.min(conflicts, 7)));
 }
 
+/**
+ * The allocation registry of a fleet, on etcd v3 (`--registry etcd://HOST:PORT,…/PREFIX`): every
+ * allocate and release is one transaction that compares the revisions it read, so two nodes never
+ * take overlapping ranges; this node's cache answers for the ranges it holds while etcd is
+ * unreachable. Errors: AllocError (ALLOC_*; ALLOC_CONTENDED after too many conflicts).
+ */
 export class FleetRegistry implements AllocationRegistry {
   readonly backend = 'etcd' as const;
   readonly poolsFromRegistry = true;
   readonly url: FleetRegistryUrl;
   readonly node: string;
+  /** @internal */
   readonly keys: FleetKeys;
+  /** @internal */
   readonly cache: FleetCache;
   readonly #options: FleetRegistryOptions;
   readonly #systemTaken: SystemTaken | undefined;

@@ -17,6 +17,7 @@
  */
 import { UsageError } from '../../errors/index.js';
 
+/** A parsed `etcd://` registry URL (see {@link parseRegistryUrl}). */
 export interface FleetRegistryUrl {
   /** `etcd://h1:2379,h2:2379/prefix`: as given, without credentials or options (for messages). */
   display: string;
