@@ -12,16 +12,14 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { SymlinkRefusedError } from '../errors/index.js';
+import { O_PATH } from './open-flags.js';
 
 const MAX_LINKS = 40; // the kernel's limit of links followed in one lookup
 
 /**
- * O_PATH (Linux, the same value on x86-64 and arm64; Node does not export it): a descriptor
- * that only pins a place in the tree. Opening a directory this way needs search permission on
- * the way to it, as a path lookup does, not read permission on it: a walk with O_RDONLY would
- * fail with EACCES on a directory the caller may pass through but not list (mode 0711).
+ * Each directory is opened O_PATH (see open-flags.ts): a walk with O_RDONLY would fail with
+ * EACCES on a directory the caller may pass through but not list (mode 0711).
  */
-const O_PATH = 0o10000000;
 const DIRECTORY = O_PATH | constants.O_DIRECTORY;
 
 function fdPath(fd: number, name: string): string {
