@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { COMMANDS } from '../../src/cli/commands.js';
 import type { CliIo } from '../../src/cli/common.js';
 import { main as unbundledMain } from '../../src/cli/main.js';
 import { mapStack } from '../../src/cli/stack.js';
@@ -57,6 +58,23 @@ describe('the CLI bundle', { timeout: 30_000 }, () => {
       assert.equal(codeA, codeB, argv.join(' '));
       assert.equal(a.out(), b.out(), argv.join(' '));
       assert.equal(a.err(), b.err(), argv.join(' '));
+    }
+  });
+
+  test('holds every command of the command table: each --help as the unbundled modules print it', async () => {
+    const bundled = require(BUNDLE) as { main: typeof unbundledMain };
+    const names = Object.keys(COMMANDS);
+    assert.ok(names.length > 20, 'the command table');
+    for (const name of names) {
+      const argv = [...name.split(' '), '--help'];
+      const a = bufferIo();
+      const b = bufferIo();
+      const codeA = await bundled.main(argv, a);
+      const codeB = await unbundledMain(argv, b);
+      assert.equal(codeA, 0, `${argv.join(' ')}: ${a.err()}`);
+      assert.equal(codeA, codeB, argv.join(' '));
+      assert.equal(a.out(), b.out(), argv.join(' '));
+      assert.ok(a.out().length > 0, argv.join(' '));
     }
   });
 
