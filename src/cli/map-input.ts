@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { UsageError, UsernsError } from '../errors/index.js';
 import type { Extent, IdKind, KindedExtent } from '../idmap/extent.js';
 import { detectFormat } from '../idmap/formats/detect.js';
@@ -50,7 +50,11 @@ export interface ResolveOptions {
   kind: IdKind;
   from?: FormatName | undefined;
   parent?: IdMap | undefined;
-  stdin?: NodeJS.ReadableStream;
+  /**
+   * Standard input, or a function that gives it: called only for the MAP `-` (creating
+   * process.stdin loads Node's stream modules, a cost every start-up of `userns map` would pay).
+   */
+  stdin?: NodeJS.ReadableStream | (() => NodeJS.ReadableStream);
   /**
    * Refuse a map the kernel would refuse (MapError MAP_INVALID), as every entry point does
    * (default true). Only `userns map validate`, whose job is to explain such maps, turns it off.
@@ -78,7 +82,8 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     const pid = procMatch[1] ?? 'self';
     const path = `/proc/${pid}/${options.kind}_map`;
     try {
-      return { source: path, format: 'kernel', text: await readFile(path, 'latin1') };
+      // Read at once: at most 340 short lines, and no promise machinery loaded for it (start-up).
+      return { source: path, format: 'kernel', text: readFileSync(path, 'latin1') };
     } catch (error) {
       throw new UsernsError('PROC_READ_FAILED', `cannot read ${path}: ${(error as Error).message}`, {
         hint: pid === 'self' ? undefined : `is process ${pid} running, and are you allowed to see it?`,
@@ -89,7 +94,8 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
   if (options.from === undefined && INLINE.test(argument))
     return { source: options.label ?? 'argument', format: 'triples', text: argument };
   if (argument === '-') {
-    const text = await readStdin(options.stdin ?? process.stdin);
+    const stdin = typeof options.stdin === 'function' ? options.stdin() : (options.stdin ?? process.stdin);
+    const text = await readStdin(stdin);
     return { source: '<stdin>', format: options.from ?? detectFormat(text), text };
   }
   let text: string;

@@ -56,7 +56,7 @@ async function optionalParent(
 ): Promise<IdMap | undefined> {
   return argument === undefined
     ? undefined
-    : (await resolveMapArgument(argument, { kind, stdin: io.stdin })).map;
+    : (await resolveMapArgument(argument, { kind, stdin: () => io.stdin })).map;
 }
 
 /** --page-size, defaulting to this kernel's page size (the limit of one map write). */
@@ -97,7 +97,7 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
     };
   }
   const options = { kind, parent, pageSize, writer };
-  const raw = await readMapArgument(positionals[0]!, { kind, from, parent, stdin: io.stdin });
+  const raw = await readMapArgument(positionals[0]!, { kind, from, parent, stdin: () => io.stdin });
   // Kernel text is judged byte for byte by the kernel's own grammar (a syntax error is EINVAL,
   // not a usage problem); other formats are parsed first and then written as userns would.
   if (raw.format === 'kernel') {
@@ -126,13 +126,13 @@ async function split(argv: string[], io: CliIo): Promise<number> {
   if (values.parent === undefined)
     throw new UsageError('userns map split needs --parent MAP (for example --parent self)');
   const kind = parseKind(values.kind);
-  const parent = (await resolveMapArgument(values.parent, { kind, stdin: io.stdin })).map;
+  const parent = (await resolveMapArgument(values.parent, { kind, stdin: () => io.stdin })).map;
   const request = (
     await resolveMapArgument(positionals[0]!, {
       kind,
       from: parseFormatName(values.from, '--from'),
       parent,
-      stdin: io.stdin,
+      stdin: () => io.stdin,
     })
   ).map;
   // Errors (an ID the parent does not map; a result the kernel would refuse) are reported as
@@ -164,7 +164,8 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
   const parent = await optionalParent(values.parent, kind ?? 'uid', io);
   const entries: KindedExtent[] = [];
   for (const argument of positionals) {
-    for (const e of await readMapEntries(argument, { kind, from, parent, stdin: io.stdin })) entries.push(e);
+    for (const e of await readMapEntries(argument, { kind, from, parent, stdin: () => io.stdin }))
+      entries.push(e);
   }
   requireValidEntries(entries, positionals.length === 1 ? positionals[0]! : 'the input');
   if (
@@ -197,7 +198,7 @@ async function lookup(argv: string[], io: CliIo): Promise<number> {
   const { map } = await resolveMapArgument(positionals[0]!, {
     kind,
     from: parseFormatName(values.from, '--from'),
-    stdin: io.stdin,
+    stdin: () => io.stdin,
   });
   const results = positionals.slice(1).map((text) => {
     const id = parseId(text);
@@ -221,9 +222,9 @@ async function composeCommand(argv: string[], io: CliIo): Promise<number> {
   needPositionals(positionals, 2, 'compose');
   const kind = parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
-  let result = (await resolveMapArgument(positionals[0]!, { kind, from, stdin: io.stdin })).map;
+  let result = (await resolveMapArgument(positionals[0]!, { kind, from, stdin: () => io.stdin })).map;
   for (const argument of positionals.slice(1)) {
-    result = compose(result, (await resolveMapArgument(argument, { kind, from, stdin: io.stdin })).map);
+    result = compose(result, (await resolveMapArgument(argument, { kind, from, stdin: () => io.stdin })).map);
   }
   if (values.json) writeJson(io, { ok: true, map: result.toJSON() });
   else io.stdout.write(formatKernelMap(result.extents));
@@ -238,7 +239,7 @@ async function show(argv: string[], io: CliIo): Promise<number> {
   const { map } = await resolveMapArgument(positionals[0]!, {
     kind,
     from: parseFormatName(values.from, '--from'),
-    stdin: io.stdin,
+    stdin: () => io.stdin,
   });
   if (values.json) writeJson(io, { ok: true, kind, size: map.size, map: map.toJSON() });
   else io.stdout.write(renderMap(map, kind, useColour(io.stdout, io.env)));

@@ -23,13 +23,17 @@ export async function readKindMaps(
   io: CliIo,
   labels: { uid: string; gid: string } = { uid: 'argument', gid: 'argument' },
 ): Promise<{ uid: IdMap; gid: IdMap }> {
-  const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin, label: labels.uid });
+  const raw = await readMapArgument(argument, { kind: 'uid', stdin: () => io.stdin, label: labels.uid });
   const uid = parseMapInput(raw, { kind: 'uid' });
   let gid: IdMap;
   if (gidArgument === undefined) {
     gid = parseMapInput(raw, { kind: 'gid' });
   } else {
-    const rawGid = await readMapArgument(gidArgument, { kind: 'gid', stdin: io.stdin, label: labels.gid });
+    const rawGid = await readMapArgument(gidArgument, {
+      kind: 'gid',
+      stdin: () => io.stdin,
+      label: labels.gid,
+    });
     gid = parseMapInput(rawGid, { kind: 'gid' });
   }
   return { uid, gid };

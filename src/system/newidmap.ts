@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+// fsp: node:fs's `promises`, reached when first used (why: src/system/proc.ts).
+import { promises as fsp, readFileSync } from 'node:fs';
 import { findProgram, run } from './exec.js';
 import { mountOf } from './mounts.js';
 
@@ -169,9 +169,9 @@ export async function inspectNewIdmap(
     info.reason = `${which} is not installed (not found in PATH, /usr/bin, /usr/sbin or /bin): ${INSTALL_HINT}`;
     return info;
   }
-  let st: Awaited<ReturnType<typeof stat>>;
+  let st: Awaited<ReturnType<typeof fsp.stat>>;
   try {
-    st = await stat(path);
+    st = await fsp.stat(path);
   } catch (error) {
     info.reason = `${path} does not exist (${(error as NodeJS.ErrnoException).code ?? 'error'}): ${INSTALL_HINT}`;
     return info;

@@ -1,5 +1,14 @@
-import { closeSync, openSync, readFileSync, readlinkSync, readSync, statSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+// node:fs's `promises`, reached when first used: importing node:fs/promises loads ten more of
+// Node's modules (readline among them) on every start-up of the CLI (issue 18).
+import {
+  closeSync,
+  promises as fsp,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  statSync,
+} from 'node:fs';
 import { endianness } from 'node:os';
 import { ParseError, UsernsError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
@@ -227,12 +236,12 @@ export async function readProcessStartTime(pid: ProcPid): Promise<bigint | undef
 export async function readNamespaceInode(pid: ProcPid, ns: NamespaceType): Promise<number> {
   const path = procPath(pid, `ns/${ns}`);
   try {
-    return (await stat(path)).ino;
+    return (await fsp.stat(path)).ino;
   } catch (error) {
     // /proc/PID exists but not this ns file: a namespace type this kernel does not have.
     if (isGone(error)) {
       try {
-        await stat(procPath(pid, ''));
+        await fsp.stat(procPath(pid, ''));
       } catch {
         throw readError(path, pid, error);
       }

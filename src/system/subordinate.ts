@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+// fsp: node:fs's `promises`, reached when first used (why: src/system/proc.ts).
+import { promises as fsp, readFileSync } from 'node:fs';
 import { ParseError, UsernsError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import { parseSubid, type SubidEntry, subidOwnerMatches } from '../idmap/formats/subid.js';
@@ -91,7 +91,7 @@ export function parseNsswitchSubid(text: string): string | undefined {
 async function nssModule(options: SubordinateOptions): Promise<string> {
   try {
     return (
-      parseNsswitchSubid(await readFile(options.nsswitchPath ?? '/etc/nsswitch.conf', 'utf8')) ?? 'files'
+      parseNsswitchSubid(await fsp.readFile(options.nsswitchPath ?? '/etc/nsswitch.conf', 'utf8')) ?? 'files'
     );
   } catch {
     return 'files';
@@ -102,7 +102,7 @@ async function nssModule(options: SubordinateOptions): Promise<string> {
 async function readSubidFile(file: string): Promise<SubidFile> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await fsp.readFile(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return { file, exists: false, entries: [], problems: [] };

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+// fsp: node:fs's `promises`, reached when first used (why: src/system/proc.ts).
+import { promises as fsp } from 'node:fs';
 import { INVALID_ID } from '../idmap/extent.js';
 import { findProgram, run } from './exec.js';
 
@@ -104,7 +105,7 @@ async function lookup<T extends { name: string }>(
     database === 'passwd' ? (options.passwdPath ?? '/etc/passwd') : (options.groupPath ?? '/etc/group');
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = await fsp.readFile(path, 'utf8');
   } catch {
     return undefined;
   }

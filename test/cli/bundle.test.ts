@@ -15,6 +15,17 @@ import { mapStack } from '../../src/cli/stack.js';
 
 const BUNDLE = fileURLToPath(new URL('../../src/cli/main.bundle.cjs', import.meta.url));
 const require = createRequire(import.meta.url);
+const BIN = fileURLToPath(new URL('../../../bin/userns', import.meta.url));
+
+/** bin/userns's exports when it is required rather than run. */
+interface Entry {
+  bundleFor(argv: string[]): string;
+  bundlePath(name: string): string;
+  loadBundle(
+    name: string,
+  ): { exports: { main: typeof unbundledMain }; script: { cachedDataRejected?: boolean } } | undefined;
+}
+const entry = require(BIN) as Entry;
 
 function bufferIo(overrides: Partial<CliIo> = {}): CliIo & { out(): string; err(): string } {
   const stdout = new PassThrough();
@@ -92,6 +103,75 @@ describe('the CLI bundle', { timeout: 30_000 }, () => {
     assert.match(io.err(), /^userns: internal error: TypeError: synthetic failure\n/);
     assert.match(io.err(), /\/src\/cli\/main\.ts:\d+:\d+\)/, io.err());
     assert.doesNotMatch(io.err(), /main\.bundle\.cjs/, io.err());
+  });
+});
+
+describe('bin/userns: one bundle per command line, with V8 code caches', { timeout: 60_000 }, () => {
+  test('run and map have bundles of their own; run --userns auto:… and every other command the whole CLI', () => {
+    assert.equal(entry.bundleFor(['run', '--', 'true']), 'run');
+    assert.equal(entry.bundleFor(['run', '--uid-map', '0:100000:65536', '--', 'sh', '-c', 'id']), 'run');
+    assert.equal(entry.bundleFor(['run', '--userns', 'auto:size=65536', '--', 'true']), 'main');
+    assert.equal(entry.bundleFor(['run', '--userns=auto:size=65536', '--', 'true']), 'main');
+    assert.equal(entry.bundleFor(['map', 'split', '--parent', 'self', '0:0:100']), 'map');
+    for (const argv of [[], ['--help'], ['doctor'], ['shift', 'x'], ['help', 'run'], ['version']])
+      assert.equal(entry.bundleFor(argv), 'main', argv.join(' '));
+  });
+
+  test('each bundle has a code cache that this Node accepts (the build made it with this Node)', () => {
+    for (const name of ['main', 'run', 'map']) {
+      assert.ok(existsSync(`${entry.bundlePath(name)}.cache`), `${name}: no code cache`);
+      const loaded = entry.loadBundle(name);
+      assert.ok(loaded !== undefined, name);
+      assert.equal(loaded.script.cachedDataRejected, false, `${name}: V8 rejected the code cache`);
+    }
+  });
+
+  test('the one-command bundles answer as the unbundled modules do', async () => {
+    const cases: [string, string[]][] = [
+      [
+        'run',
+        ['run', '--dry-run', '--uid-map', '0:100000:65536', '--gid-map', '0:100000:65536', '--', 'true'],
+      ],
+      ['run', ['run', '--help']],
+      ['run', ['run', '--no-such-option']],
+      ['map', ['map', 'split', '--parent', '0:1000:1,1:100000:65536', '0:0:100']],
+      ['map', ['map', 'validate', '--json', '0:1000:10,5:5000:1']],
+      ['map', ['map', '--help']],
+    ];
+    for (const [name, argv] of cases) {
+      const bundled = entry.loadBundle(name)!.exports;
+      const a = bufferIo();
+      const b = bufferIo();
+      const codeA = await bundled.main(argv, a);
+      const codeB = await unbundledMain(argv, b);
+      assert.equal(codeA, codeB, argv.join(' '));
+      assert.equal(a.out(), b.out(), argv.join(' '));
+      assert.equal(a.err(), b.err(), argv.join(' '));
+    }
+  });
+
+  test('a one-command bundle sent another command fails as an internal error, never silently', async () => {
+    const io = bufferIo();
+    const code = await entry.loadBundle('run')!.exports.main(['map', 'show', '0:0:1'], io);
+    assert.equal(code, 70);
+    assert.match(io.err(), /run\.bundle\.cjs holds no \.\/map\.js: bin\/userns chose the wrong bundle/);
+  });
+
+  test('an internal error in a bundle loaded by bin/userns names TypeScript files and lines', async () => {
+    for (const name of ['main', 'run', 'map']) {
+      const io = bufferIo();
+      Object.defineProperty(io, 'stdout', {
+        get() {
+          throw new TypeError('synthetic failure');
+        },
+      });
+      // --help of the bundle's command writes to stdout: the getter throws inside the bundle.
+      const argv = name === 'main' ? ['--version'] : [name, '--help'];
+      const code = await entry.loadBundle(name)!.exports.main(argv, io);
+      assert.equal(code, 70, name);
+      assert.match(io.err(), /\/src\/cli\/[a-z-]+\.ts:\d+:\d+\)/, io.err());
+      assert.doesNotMatch(io.err(), /\.bundle\.cjs/, io.err());
+    }
   });
 });
 

@@ -20,8 +20,16 @@ const ALLOWED: [RegExp, string][] = [
   [/^bin\/package\.json$/, 'makes bin/userns CommonJS (start-up: no ES module loader)'],
   [/^dist\/src\/cli\/main\.bundle\.cjs$/, 'the CLI in one file (scripts/bundle-cli.mjs: start-up)'],
   [
-    /^dist\/src\/cli\/main\.bundle\.cjs\.map$/,
-    "the bundle's source map: an internal error's stack names src/ files and lines (src/cli/stack.ts)",
+    /^dist\/src\/cli\/(run|map)\.bundle\.cjs$/,
+    'one command in one file, which bin/userns picks for it (start-up)',
+  ],
+  [
+    /^dist\/src\/cli\/(main|run|map)\.bundle\.cjs\.map$/,
+    "a bundle's source map: an internal error's stack names src/ files and lines (src/cli/stack.ts)",
+  ],
+  [
+    /^dist\/src\/cli\/(main|run|map)\.bundle\.cjs\.cache$/,
+    "V8's code cache of a bundle, made by the packing Node (another Node rejects it and compiles)",
   ],
   [/^build\/linux-(x64|arm64)\/userns-helper$/, 'a prebuilt helper'],
   [/^dist\/src\/.+\.js$/, 'compiled JavaScript'],
@@ -49,8 +57,9 @@ describe('the package (npm pack)', { timeout: 120_000 }, () => {
     assert.deepEqual(strays, [], `files no user needs: ${strays.join(', ')}`);
     for (const path of files().keys()) {
       assert.doesNotMatch(path, /(^|\/)(test|bench)\//);
-      // One source map is shipped: the bundle's, for stack traces in bug reports.
-      if (path !== 'dist/src/cli/main.bundle.cjs.map') assert.doesNotMatch(path, /\.map$|(?<!\.d)\.ts$/);
+      // The bundles' source maps are shipped, for stack traces in bug reports; no other map.
+      if (!/^dist\/src\/cli\/(main|run|map)\.bundle\.cjs\.map$/.test(path))
+        assert.doesNotMatch(path, /\.map$|(?<!\.d)\.ts$/);
     }
   });
 
@@ -72,6 +81,13 @@ describe('the package (npm pack)', { timeout: 120_000 }, () => {
     assert.ok(list.has('dist/man/userns.1'), 'the man page is not in the package (npm run build makes it)');
     // The CLI's modules and what the build script needs to build a helper elsewhere.
     assert.ok(list.has('dist/src/cli/main.js'));
+    // The bundles bin/userns picks from, each with its map and V8 code cache (npm run build).
+    for (const name of ['main', 'run', 'map'])
+      for (const suffix of ['', '.map', '.cache'])
+        assert.ok(
+          list.has(`dist/src/cli/${name}.bundle.cjs${suffix}`),
+          `${name}.bundle.cjs${suffix} is not in the package`,
+        );
     assert.ok(list.has('src/native/userns-helper.c') && list.has('scripts/build-native.mjs'));
   });
 
