@@ -49,6 +49,17 @@ function bufferIo(overrides: Partial<CliIo> = {}): CliIo & { out(): string; err(
   };
 }
 
+/** A bundle's main answers argv with the exit code, output and errors of the unbundled modules. */
+async function assertSameAsUnbundled(bundled: { main: typeof unbundledMain }, argv: string[]): Promise<void> {
+  const a = bufferIo();
+  const b = bufferIo();
+  const codeA = await bundled.main(argv, a);
+  const codeB = await unbundledMain(argv, b);
+  assert.equal(codeA, codeB, argv.join(' '));
+  assert.equal(a.out(), b.out(), argv.join(' '));
+  assert.equal(a.err(), b.err(), argv.join(' '));
+}
+
 describe('the CLI bundle', { timeout: 30_000 }, () => {
   test('npm run build made it (esbuild is a dev dependency), with its source map', () => {
     assert.ok(existsSync(BUNDLE), `${BUNDLE} is missing: the build did not bundle the CLI`);
@@ -62,13 +73,7 @@ describe('the CLI bundle', { timeout: 30_000 }, () => {
       ['map', 'validate', '--json', '0:1000:10,5:5000:1'],
       ['nonsense'],
     ]) {
-      const a = bufferIo();
-      const b = bufferIo();
-      const codeA = await bundled.main(argv, a);
-      const codeB = await unbundledMain(argv, b);
-      assert.equal(codeA, codeB, argv.join(' '));
-      assert.equal(a.out(), b.out(), argv.join(' '));
-      assert.equal(a.err(), b.err(), argv.join(' '));
+      await assertSameAsUnbundled(bundled, argv);
     }
   });
 
@@ -139,14 +144,7 @@ describe('bin/userns: one bundle per command line, with V8 code caches', { timeo
       ['map', ['map', '--help']],
     ];
     for (const [name, argv] of cases) {
-      const bundled = entry.loadBundle(name)!.exports;
-      const a = bufferIo();
-      const b = bufferIo();
-      const codeA = await bundled.main(argv, a);
-      const codeB = await unbundledMain(argv, b);
-      assert.equal(codeA, codeB, argv.join(' '));
-      assert.equal(a.out(), b.out(), argv.join(' '));
-      assert.equal(a.err(), b.err(), argv.join(' '));
+      await assertSameAsUnbundled(entry.loadBundle(name)!.exports, argv);
     }
   });
 
