@@ -30,8 +30,10 @@ Options:
                            auto:size=N[,uidmapping=M][,gidmapping=M][,policy=P]
                                      a fresh range of N IDs from the allocation registry
                                      (see 'userns alloc'), released when the command ends
-  --uidmap MAP           uid map in podman syntax, INSIDE:OUTSIDE[:COUNT][,...]; repeatable
-                         (OUTSIDE = IDs of the namespace userns runs in)
+  --uidmap MAP           uid map in podman syntax, [+][u|g]INSIDE:[@]OUTSIDE[:COUNT][,...];
+                         repeatable (OUTSIDE = IDs of the namespace userns runs in, @OUTSIDE =
+                         host IDs); a leading + entry fills the rest from the IDs you may
+                         map, as rootless podman does
   --gidmap MAP           gid map (default: the same as --uidmap when only that is given)
   --unshare LIST         more namespaces: mount,pid,uts,ipc,net,cgroup or all
                          (pid mounts a fresh /proc; the command is PID 1)

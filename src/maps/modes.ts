@@ -132,9 +132,36 @@ export function mapForMode(mode: UsernsMode, kind: IdKind, ctx: ModeContext): Id
   }
 }
 
-/** Whether resolving these specs needs the subordinate ranges (unprivileged modes). */
+/** Whether a podman map string has a `+` entry (whose rootless fill needs the caller's ranges). */
+function hasPlusEntry(spec: string): boolean {
+  return spec.includes('+');
+}
+
+/**
+ * Whether resolving these specs needs the subordinate ranges: unprivileged modes, and podman
+ * strings with a `+` entry (their rootless fill hands out the caller's IDs).
+ */
 export function needsSubordinate(specs: readonly (MapSpec | undefined)[], privileged: boolean): boolean {
-  return !privileged && specs.some((s) => s === undefined || (isMode(s) && s !== 'self'));
+  return (
+    !privileged &&
+    specs.some(
+      (s) =>
+        s === undefined ||
+        (isMode(s) && s !== 'self') ||
+        (typeof s === 'string' && !isMode(s) && hasPlusEntry(s)),
+    )
+  );
+}
+
+/**
+ * The map of podman's rootless namespace for an unprivileged caller: its `auto` map (0 = the
+ * caller, 1… = its subordinate ranges), or only the caller when it has none (podman then has
+ * nothing else either). Inside: IDs of that namespace; outside: IDs of the current namespace.
+ */
+export function rootlessMap(kind: IdKind, ctx: ModeContext): IdMap {
+  const own = kind === 'uid' ? ctx.uid : ctx.gid;
+  const sub = usablePool(kind === 'uid' ? ctx.subuid : ctx.subgid, own);
+  return new IdMap([extent(0, own, 1), ...layOut(sub, 1)]);
 }
 
 /** Gathers the inputs of mapForMode. Subordinate ranges are read only when asked for. */
@@ -162,7 +189,9 @@ export async function modeContext(options: { subordinate?: boolean } = {}): Prom
 /**
  * Resolves one map option. `undefined` means the `fallbackMode` (the `userns` option, default
  * auto). A string that is not a mode name is parsed as podman --uidmap syntax, whose `@ID` form
- * (an ID of the initial namespace) is translated through the current namespace's own map.
+ * (an ID of the initial namespace) is translated through the current namespace's own map. For an
+ * unprivileged caller a leading `+` entry fills from the IDs it may map (`rootlessMap`), as
+ * rootless podman does; a privileged caller fills from the current namespace's map.
  */
 export async function resolveMapSpec(
   spec: MapSpec | undefined,
@@ -179,6 +208,7 @@ export async function resolveMapSpec(
   return parsePodmanMap(spec, {
     kind,
     parent: kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap,
+    rootless: ctx.privileged || !hasPlusEntry(spec) ? undefined : rootlessMap(kind, ctx),
     source: `--${kind}map`,
   });
 }

@@ -2,8 +2,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { splitCommand } from '../../src/cli/run.js';
+import { compose } from '../../src/idmap/compose.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { type ModeContext, mapForMode, usablePool } from '../../src/maps/modes.js';
+import { normalize } from '../../src/idmap/normalize.js';
+import {
+  type ModeContext,
+  mapForMode,
+  needsSubordinate,
+  resolveMapSpec,
+  rootlessMap,
+  usablePool,
+} from '../../src/maps/modes.js';
 import { newidmapArgv, singleMap } from '../../src/maps/write-maps.js';
 
 const rootless: ModeContext = {
@@ -67,6 +76,71 @@ describe('mapForMode', () => {
         { start: 1010, count: 5 },
       ],
     );
+  });
+});
+
+describe('podman + and @ at the top level (issue 14 item 1)', () => {
+  // alice (uid 2001, gid 2001): subuid alice:100000:65536; subgid alice:100000:65536 and alice:3000:1.
+  const alice: ModeContext = {
+    uid: 2001,
+    gid: 2001,
+    privileged: false,
+    ownUidMap: IdMap.identity(),
+    ownGidMap: IdMap.identity(),
+    subuid: [{ start: 100000, count: 65536 }],
+    subgid: [
+      { start: 100000, count: 65536 },
+      { start: 3000, count: 1 },
+    ],
+  };
+  test('rootless: + fills from the IDs the caller may map (podman rootless semantics)', async () => {
+    assert.equal(
+      (await resolveMapSpec('+100000:@3000:1', 'gid', alice)).toString(),
+      '0:2001:1,1:100000:65536,100000:3000:1',
+    );
+    assert.equal(
+      (await resolveMapSpec('+1000:@2001:1', 'uid', alice)).toString(),
+      '0:100000:1000,1000:2001:1,1001:101000:64536',
+    );
+    // without @ the host column is an ID of the current namespace (here the host): same result
+    assert.equal(
+      (await resolveMapSpec('+1000:2001:1', 'uid', alice)).toString(),
+      '0:100000:1000,1000:2001:1,1001:101000:64536',
+    );
+  });
+  test('the top-level result equals the nested one composed with the rootless map', async () => {
+    // Nested inside `userns run` (auto), the caller is root over a namespace mapped by its auto
+    // map; there podman's own rule applies (fill from the parent's inside IDs).
+    for (const [spec, kind] of [
+      ['+100000:@3000:1', 'gid'],
+      ['+1000:@2001:1', 'uid'],
+      ['+5:@100010:3,+0:@2001', 'uid'],
+    ] as const) {
+      const parent = rootlessMap(kind, alice);
+      const nested: ModeContext = {
+        ...alice,
+        uid: 0,
+        gid: 0,
+        privileged: true,
+        ownUidMap: parent,
+        ownGidMap: parent,
+      };
+      const inner = await resolveMapSpec(spec, kind, nested);
+      const top = await resolveMapSpec(spec, kind, alice);
+      assert.equal(top.toString(), normalize(compose(inner, parent)).toString(), spec);
+    }
+  });
+  test('no subordinate IDs: the fill has only the caller', async () => {
+    const bare = { ...alice, subuid: [], subgid: [] };
+    assert.equal((await resolveMapSpec('+5:@100000:1', 'uid', bare)).toString(), '0:2001:1,5:100000:1');
+  });
+  test('privileged callers and entries without + keep their meaning', async () => {
+    const root: ModeContext = { ...alice, uid: 0, gid: 0, privileged: true, subuid: [], subgid: [] };
+    assert.equal((await resolveMapSpec('0:100000:65536', 'uid', alice)).toString(), '0:100000:65536');
+    assert.equal((await resolveMapSpec('+1000:@1000:1', 'uid', root)).toString(), '0:0:4294967295');
+    assert.equal(needsSubordinate(['+1000:@2001:1', undefined], true), false);
+    assert.equal(needsSubordinate(['+1000:@2001:1', '0:1:1'], false), true);
+    assert.equal(needsSubordinate(['0:100000:10', '0:100000:10'], false), false);
   });
 });
 
