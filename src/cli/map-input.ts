@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { UsageError, UsernsError } from '../errors/index.js';
 import type { Extent, IdKind, KindedExtent } from '../idmap/extent.js';
 import { detectFormat } from '../idmap/formats/detect.js';
-import { FORMATS, type FormatName } from '../idmap/formats/index.js';
+import { FORMAT_ALIASES, FORMATS, type FormatName, formatByName } from '../idmap/formats/index.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
@@ -26,9 +26,11 @@ export function parseKind(value: string | undefined): IdKind {
 
 export function parseFormatName(value: string | undefined, option: string): FormatName | undefined {
   if (value === undefined) return undefined;
-  if (Object.hasOwn(FORMATS, value)) return value as FormatName;
+  const name = formatByName(value);
+  if (name !== undefined) return name;
+  const aliases = Object.entries(FORMAT_ALIASES).map(([alias, to]) => `${alias} (= ${to})`);
   throw new UsageError(`${option} '${value}' is not a known format`, {
-    hint: `formats: ${Object.keys(FORMATS).join(', ')}`,
+    hint: `formats: ${[...Object.keys(FORMATS), ...aliases].join(', ')}`,
   });
 }
 
@@ -60,10 +62,21 @@ export interface RawMapInput {
   text: string;
 }
 
+/** Formats whose entries act on the entries before them (podman `+`, unshare's hole rule). */
+const JOINED_FORMATS: ReadonlySet<FormatName> = new Set(['podman', 'unshare']);
+
+/** A missing file name that is not a map: a path (has '/', no blank, not JSON). */
+function looksLikePath(argument: string): boolean {
+  return argument.includes('/') && !/\s/.test(argument) && !/^[[{]/.test(argument);
+}
+
 /**
- * Reads a MAP argument: inline triples `inside:outside:count[,…]`, `self` or `pid:N` (that
- * process's /proc map of `kind`), `-` (standard input), or a file path. Text formats are
- * auto-detected unless `from` names one.
+ * Reads a MAP argument: `self` or `pid:N` (that process's /proc map of `kind`), `-` (standard
+ * input), a file path, or the map itself (inline). Inline triples `inside:outside:count[,…]`
+ * are recognised without `--from`; with `from`, an argument that is not an existing file is the
+ * map's text in that format (`--from podman +1:100:1`, `--from kernel '0 1000 1'`). Without
+ * `from`, an inline value that is not a path is auto-detected. Text formats are auto-detected
+ * unless `from` names one.
  */
 export async function readMapArgument(argument: string, options: ResolveOptions): Promise<RawMapInput> {
   const procMatch = /^(?:self|pid:(\d+))$/.exec(argument);
@@ -85,13 +98,15 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     const text = await readStdin(options.stdin ?? process.stdin);
     return { source: '<stdin>', format: options.from ?? detectFormat(text), text };
   }
+  if (options.from !== undefined && INLINE.test(argument))
+    return { source: 'argument', format: options.from, text: argument };
   let text: string;
   try {
     text = await readFile(argument, 'latin1');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && /^[\d:,+@ug]+$/.test(argument)) {
-      throw new UsageError(`'${argument}' is neither a file nor inline triples 'inside:outside:count[,…]'`);
+    if ((code === 'ENOENT' || code === 'ENAMETOOLONG') && !looksLikePath(argument) && argument !== '') {
+      return inlineArgument(argument, options.from);
     }
     throw new UsernsError(
       'MAP_READ_FAILED',
@@ -100,6 +115,44 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     );
   }
   return { source: argument, format: options.from ?? detectFormat(text), text };
+}
+
+/** An argument that names no file, read as the map itself. */
+function inlineArgument(argument: string, from: FormatName | undefined): RawMapInput {
+  if (from !== undefined) return { source: 'argument', format: from, text: argument };
+  try {
+    return { source: 'argument', format: detectFormat(argument), text: argument };
+  } catch {
+    throw new UsageError(`'${argument}' is neither a file nor a map in a known format`, {
+      hint: 'give the format with --from FORMAT (userns map convert --help lists them)',
+    });
+  }
+}
+
+/**
+ * readMapArgument for several arguments. Consecutive inline values of podman or unshare syntax
+ * are one map, as several `--uidmap` (or `--map-users`) options are: a later `+` entry punches
+ * into the earlier ones, and unshare's single-ID options act on the ranges.
+ */
+export async function readMapArguments(
+  arguments_: readonly string[],
+  options: ResolveOptions,
+): Promise<RawMapInput[]> {
+  const out: RawMapInput[] = [];
+  for (const argument of arguments_) {
+    const raw = await readMapArgument(argument, options);
+    const last = out.at(-1);
+    if (
+      last !== undefined &&
+      last.source === 'argument' &&
+      raw.source === 'argument' &&
+      last.format === raw.format &&
+      JOINED_FORMATS.has(raw.format)
+    ) {
+      out[out.length - 1] = { ...last, text: `${last.text}\n${raw.text}` };
+    } else out.push(raw);
+  }
+  return out;
 }
 
 /** Parses what readMapArgument read into the extents that apply to `kind`. */

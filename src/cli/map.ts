@@ -14,6 +14,7 @@ import {
   parseKind,
   parseMapInput,
   readMapArgument,
+  readMapArguments,
   resolveMapArgument,
 } from './map-input.js';
 import { renderMap } from './map-show.js';
@@ -256,9 +257,9 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
   const from = parseFormatName(values.from, '--from');
   const parent = await optionalParent(values.parent, kind, io);
   const entries = [];
-  for (const argument of positionals) {
-    const input = await resolveMapArgument(argument, { kind, from, parent, stdin: io.stdin });
-    entries.push(...input.map.extents.map((e) => ({ ...e, kind })));
+  const options = { kind, from, parent, stdin: io.stdin };
+  for (const raw of await readMapArguments(positionals, options)) {
+    entries.push(...parseMapInput(raw, options).extents.map((e) => ({ ...e, kind })));
   }
   const text = FORMATS[to].format(entries, {
     kind,

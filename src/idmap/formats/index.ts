@@ -229,4 +229,16 @@ export const FORMATS: Record<FormatName, MapFormat> = {
 
 export const FORMAT_NAMES = Object.keys(FORMATS) as FormatName[];
 
+/**
+ * Other names accepted for a format: `proc` is the kernel format (what /proc/PID/uid_map holds;
+ * Incus and LXC call it that).
+ */
+export const FORMAT_ALIASES: Readonly<Record<string, FormatName>> = { proc: 'kernel' };
+
+/** A format name or alias → the format's name; undefined when it names none. */
+export function formatByName(name: string): FormatName | undefined {
+  if (Object.hasOwn(FORMATS, name)) return name as FormatName;
+  return Object.hasOwn(FORMAT_ALIASES, name) ? FORMAT_ALIASES[name] : undefined;
+}
+
 export { detectFormat } from './detect.js';
