@@ -7,9 +7,11 @@ import { join, resolve } from 'node:path';
 import { UsageError } from '../errors/index.js';
 import type { Extent, IdKind } from '../idmap/extent.js';
 import { parsePodmanMap } from '../idmap/formats/podman.js';
+import type { IdMap } from '../idmap/idmap.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { defaultStateRoot, ensureStateRoot } from '../state/state-root.js';
 import { runningStartTime, selfInProc } from '../system/proc.js';
+import { ownMap } from '../system/self.js';
 import { type Policy, parsePolicy } from './policy.js';
 import { type PoolOptions, type Pools, resolvePools } from './pool.js';
 import {
@@ -139,13 +141,18 @@ export function poolFiles(location: RegistryLocation): Pick<PoolOptions, 'subord
 /**
  * Passthrough mappings as podman's `uidmapping=`/`gidmapping=` write them (podman `--uidmap`
  * syntax: `INSIDE:HOST[:SIZE]`, several separated by commas, `u`/`g` flags), for one kind.
+ * HOST is an ID of the current namespace (the pool's IDs); `@HOST` is an ID of the initial
+ * namespace, translated through `parent` (default: this process's own map, read only when an
+ * `@` is present), as `--uidmap` does. Throws ParseError (HOST_ID_NOT_MAPPED, …).
  */
 export function parsePassthrough(
   text: string,
   option = 'uidmapping',
   kind: IdKind = option.startsWith('gid') ? 'gid' : 'uid',
+  parent?: IdMap,
 ): Extent[] {
-  return [...parsePodmanMap(text, { kind, source: option }).extents];
+  const map = parent ?? (text.includes('@') ? ownMap(kind) : undefined);
+  return [...parsePodmanMap(text, { kind, source: option, parent: map }).extents];
 }
 
 function passthrough(
@@ -323,7 +330,7 @@ export function parseAutoUserns(text: string): AllocateOptions | undefined {
     else if (key === 'policy') out.policy = parsePolicy(value);
     else {
       throw new UsageError(`--userns ${text}: unknown or malformed option ${JSON.stringify(option)}`, {
-        hint: 'auto accepts size=N, uidmapping=INSIDE:HOST[:SIZE], gidmapping=… and policy=first-fit|slot[:SIZE]|base:N',
+        hint: 'auto accepts size=N, uidmapping=INSIDE:HOST[:SIZE], gidmapping=… and policy=first-fit|contiguous|slot[:SIZE]|base:N',
       });
     }
   }

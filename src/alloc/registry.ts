@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AllocError, MapError, StateFileError, UsernsError } from '../errors/index.js';
-import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
+import { type Extent, extent, formatRange, formatTriple, MAX_EXTENTS } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import {
@@ -37,7 +37,7 @@ import {
   type LegacyAllocation,
   readLegacyRegistry,
 } from './legacy-journal.js';
-import { blockShape, formatPolicy, type Policy, pickBlock } from './policy.js';
+import { blockShape, formatPolicy, MAP_BYTES, MAX_LINE_BYTES, type Policy, pickBlocks } from './policy.js';
 import { formatPool, type Pool, type Pools } from './pool.js';
 import { type Exclusion, exclusionsIn, SystemTaken, type SystemTakenOptions } from './system-taken.js';
 
@@ -573,7 +573,9 @@ export class Registry {
         ? ` (${formatRange(request.policy.base, reserve)} is not entirely free in the pool)`
         : align > 1 && free.largest >= reserve
           ? ` (no free block of ${reserve} starts at a multiple of ${align})`
-          : '';
+          : request.policy.kind === 'first-fit' && free.total >= reserve
+            ? ` (the free IDs are spread over more blocks than one map can hold: ${MAX_EXTENTS} lines, ${MAP_BYTES} bytes)`
+            : '';
     return new AllocError(
       ALLOC_EXHAUSTED,
       `cannot allocate: asked for ${asked}; the largest free block in pool ${where} is ${free.largest} (${free.total} free in total)${baseNote}`,
@@ -596,14 +598,20 @@ export class Registry {
   #buildMap(
     sql: Statements,
     kind: 'uid' | 'gid',
-    start: number,
+    blocks: readonly IdRange[],
     request: AllocationRequest,
     pool: Pool,
     ix: IndexEntry,
   ): { map: Extent[]; reserved: IdRange[] } {
-    const { reserve } = blockShape(request.policy, request.size);
-    let map = [extent(0, start, request.size)];
-    const reserved: IdRange[] = [{ start, count: reserve }];
+    // The blocks at consecutive inside IDs from 0 (one block: `0 start size`).
+    let map: Extent[] = [];
+    let inside = 0;
+    for (const b of blocks) {
+      const n = Math.min(b.count, request.size - inside);
+      if (n > 0) map.push(extent(inside, b.start, n));
+      inside += n;
+    }
+    const reserved: IdRange[] = blocks.map((b) => ({ ...b }));
     const passthrough = (kind === 'uid' ? request.uidPassthrough : request.gidPassthrough) ?? [];
     for (const hole of passthrough) {
       map = [...punchHole(map, hole).extents];
@@ -611,7 +619,7 @@ export class Registry {
       // others (a host user outside the pool) are shared, as podman does.
       const fromPool = subtractRanges(
         intersectRanges([{ start: hole.outside, count: hole.count }], pool.ranges),
-        [{ start, count: reserve }],
+        blocks,
       );
       for (const r of fromPool) {
         // Ranges never overlap, so the last one starting before r's end is the only candidate.
@@ -685,12 +693,29 @@ export class Registry {
     }
     const uidIx = this.#index(sql, 'uid', request.pools.uid.ranges);
     const gidIx = this.#index(sql, 'gid', request.pools.gid.ranges);
-    const uidStart = pickBlock(uidIx.free, request.policy, request.size);
-    if (uidStart === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
-    const gidStart = pickBlock(gidIx.free, request.policy, request.size, uidStart);
-    if (gidStart === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
-    const uid = this.#buildMap(sql, 'uid', uidStart, request, request.pools.uid, uidIx);
-    const gid = this.#buildMap(sql, 'gid', gidStart, request, request.pools.gid, gidIx);
+    // Room for the blocks: a passthrough mapping may cut a line in two and adds its own.
+    const lines = (passthrough: readonly Extent[] | undefined) => ({
+      lines: MAX_EXTENTS - 2 * (passthrough?.length ?? 0),
+      bytes: MAP_BYTES - 2 * MAX_LINE_BYTES * (passthrough?.length ?? 0),
+    });
+    const uidBlocks = pickBlocks(
+      uidIx.free,
+      request.policy,
+      request.size,
+      undefined,
+      lines(request.uidPassthrough),
+    );
+    if (uidBlocks === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
+    const gidBlocks = pickBlocks(
+      gidIx.free,
+      request.policy,
+      request.size,
+      uidBlocks.length === 1 ? uidBlocks[0]!.start : undefined,
+      lines(request.gidPassthrough),
+    );
+    if (gidBlocks === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
+    const uid = this.#buildMap(sql, 'uid', uidBlocks, request, request.pools.uid, uidIx);
+    const gid = this.#buildMap(sql, 'gid', gidBlocks, request, request.pools.gid, gidIx);
     let id = randomBytes(6).toString('hex');
     while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
     const a: Allocation = {

@@ -34,7 +34,10 @@ Options:
   --for-rootfs DIR       estimate the size from an unpacked image: highest uid/gid owning a
                          file or named in its /etc/passwd and /etc/group (65534, nobody and
                          nogroup ignored), plus one; at least 1024
-  --policy POLICY        first-fit   lowest free block (podman --userns=auto; the default)
+  --policy POLICY        first-fit   lowest free block; when none is large enough, the
+                                     lowest free IDs of several blocks (podman
+                                     --userns=auto, containers/storage; the default)
+                         contiguous  lowest free block, or fail (one line per map)
                          slot[:SIZE] blocks aligned to SIZE, a multiple of 65536 (default
                                      65536: systemd-nspawn pick, nsresourced, kubelet)
                          base:N      exactly at host ID N, or fail
@@ -44,7 +47,8 @@ Options:
   --namespace NAME       the named namespace it belongs to: 'alloc gc' releases it once the
                          namespace is gone
   --uidmapping MAP       extra INSIDE:HOST[:SIZE] uid mapping punched into the map (podman's
-                         uidmapping=), repeatable; host IDs from the pool are reserved too
+                         uidmapping=), repeatable; host IDs from the pool are reserved too;
+                         @HOST is a host ID translated through this namespace's map
   --gidmapping MAP       the same for gids
   --root DIR             state root (default /run/userns for root; see 'State root' in the README)
   --config PATH          root's pool configuration (default /etc/userns/alloc.json)

@@ -35,7 +35,7 @@ Options:
   --allocate[=OPTIONS]   a range from the allocation registry ('userns alloc'), named after the
                          bundle (its directory's name and a hash of its path, so each bundle
                          has its own; --name to choose); OPTIONS as podman's auto:
-                         size=N, policy=first-fit|slot[:SIZE]|base:N, uidmapping=M, gidmapping=M.
+                         size=N, policy=first-fit|contiguous|slot[:SIZE]|base:N, uidmapping=M, gidmapping=M.
                          An allocation of that name is reused, so filling again keeps the IDs;
                          'userns alloc release NAME' frees it
   --name NAME            the allocation's name

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { ownMap } from '../../src/system/self.js';
 import { runCli } from '../cli/run-cli.js';
 
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-cli-'));
@@ -185,5 +186,68 @@ describe('userns alloc (CLI)', () => {
     ]);
     assert.equal(bad.code, 1);
     assert.equal(JSON.parse(bad.stdout).code, 'INVALID_NAME');
+  });
+
+  test('@HOST in --uidmapping and --userns auto:…,uidmapping= (issue 14 item 2)', {
+    timeout: 60_000,
+  }, async () => {
+    const here = ownMap('uid').toInside(5000);
+    if (here === undefined) return; // host uid 5000 not mapped here: nothing to translate
+    const root = join(base, 'at-state');
+    const expected = [
+      { inside: 0, outside: 500000, count: 1000 },
+      { inside: 1000, outside: here, count: 1 },
+      { inside: 1001, outside: 501001, count: 999 },
+    ];
+    const a = await runCli([
+      'alloc',
+      '--size',
+      '2000',
+      '--uidmapping',
+      '1000:@5000:1',
+      '--pool',
+      '500000:100000',
+      '--root',
+      root,
+      ...etc('at'),
+      '--json',
+    ]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.deepEqual(JSON.parse(a.stdout).allocation.uidMap, expected);
+    const cfg = join(base, 'at-alloc.json');
+    writeFileSync(cfg, JSON.stringify({ pool: ['500000:100000'] }));
+    const runtime = join(base, 'at-runtime');
+    mkdirSync(runtime, { recursive: true, mode: 0o700 });
+    const r = await runCli(
+      ['run', '--userns', 'auto:size=2000,uidmapping=1000:@5000:1', '--dry-run', '--json', '--', 'true'],
+      {
+        env: {
+          XDG_RUNTIME_DIR: runtime,
+          USERNS_ALLOC_CONFIG: cfg,
+          USERNS_SUBUID_FILE: '/dev/null',
+          USERNS_SUBGID_FILE: '/dev/null',
+        },
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      JSON.parse(r.stdout).requested.uidMap,
+      expected.map((e) => [e.inside, e.outside, e.count]),
+    );
+    const bad = await runCli([
+      'alloc',
+      '--size',
+      '10',
+      '--uidmapping',
+      '0:@4294967295',
+      '--pool',
+      '500000:1000',
+      '--root',
+      root,
+      ...etc('at'),
+      '--json',
+    ]);
+    assert.equal(bad.code, 1);
+    assert.equal(JSON.parse(bad.stdout).code, 'HOST_ID_NOT_MAPPED');
   });
 });

@@ -37,6 +37,30 @@ describe('every allocation is a map the kernel accepts', {
         uidPassthrough: parsePassthrough('1000:1000:1,2000:1610612736:5'),
         gidPassthrough: parsePassthrough('5:5:3'),
       }),
+      // Several free blocks (issue 14 item 3): one map of three lines, plus a passthrough hole.
+      await r.allocate({
+        size: 65536,
+        policy: { kind: 'first-fit' },
+        pools: {
+          uid: {
+            ranges: [
+              { start: 11000, count: 9000 },
+              { start: 25000, count: 5000 },
+              { start: 35000, count: 65000 },
+            ],
+            source: 'blocks',
+          },
+          gid: {
+            ranges: [
+              { start: 11000, count: 9000 },
+              { start: 25000, count: 5000 },
+              { start: 35000, count: 65000 },
+            ],
+            source: 'blocks',
+          },
+        },
+        uidPassthrough: parsePassthrough('8990:1000:20'),
+      }),
       // Ends exactly at 4294967294, the last mappable ID.
       await r.allocate({ size: 70000, policy: { kind: 'first-fit' }, pools: high }),
     ];
