@@ -49,6 +49,12 @@ export interface RegistryLocation {
 
 export interface AllocateOptions extends RegistryLocation {
   size?: number;
+  /**
+   * When `size` is not given, the size (the estimate, the slot or the default) grows to at
+   * least this: podman sizes an automatic namespace to cover the `--user` IDs (their highest
+   * plus one; `--user 2000:3000` → at least 3001). An explicit `size` is kept as given.
+   */
+  minSize?: number;
   /** Estimate the size from this root filesystem (ignored when `size` is given). */
   forRootfs?: string;
   /** first-fit (default), slot[:SIZE], base:N. */
@@ -178,6 +184,7 @@ async function requestFor(
     size = estimate.size;
   }
   size ??= policy.kind === 'slot' ? policy.slotSize : DEFAULT_SIZE;
+  if (options.size === undefined && options.minSize !== undefined) size = Math.max(size, options.minSize);
   const pools =
     options.pools ??
     (await resolvePools({

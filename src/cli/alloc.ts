@@ -1,3 +1,4 @@
+import { parseUserOption } from './mapping-options.js';
 /**
  * `userns alloc`: allocate non-overlapping uid/gid ranges for containers, list, release, gc.
  */
@@ -34,6 +35,8 @@ Options:
   --for-rootfs DIR       estimate the size from an unpacked image: highest uid/gid owning a
                          file or named in its /etc/passwd and /etc/group (65534, nobody and
                          nogroup ignored), plus one; at least 1024
+  --user UID[:GID]       without --size, grow the size to cover these IDs (podman sizes
+                         --userns=auto for --user so: --user 2000:3000 → at least 3001)
   --policy POLICY        first-fit   lowest free block; when none is large enough, the
                                      lowest free IDs of several blocks (podman
                                      --userns=auto, containers/storage; the default)
@@ -80,6 +83,7 @@ Examples:
 const ALLOC_OPTIONS = {
   size: { type: 'string' },
   'for-rootfs': { type: 'string' },
+  user: { type: 'string' },
   policy: { type: 'string' },
   pool: { type: 'string', multiple: true },
   'uid-pool': { type: 'string', multiple: true },
@@ -169,8 +173,10 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   const pool = poolArg(values.pool, '--pool');
   const uidPool = poolArg(values['uid-pool'], '--uid-pool');
   const gidPool = poolArg(values['gid-pool'], '--gid-pool');
+  const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'alloc');
   const result = await alloc.allocate({
     ...location(values),
+    ...(ids === undefined ? {} : { minSize: Math.max(ids.user, ids.group) + 1 }),
     ...(values.size === undefined ? {} : { size: parseSize(values.size) }),
     ...(values['for-rootfs'] === undefined ? {} : { forRootfs: values['for-rootfs'] }),
     ...(values.policy === undefined ? {} : { policy: values.policy }),

@@ -230,4 +230,38 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
       '1',
     ]);
   });
+  test('keep-id:uid=N,gid=N,size=N maps and runs as podman does (issue 14 item 4)', async () => {
+    const s = user.subuid.start;
+    const g = user.subgid.start;
+    const r = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--userns',
+      'keep-id:uid=1000,gid=1001,size=3000',
+      '--',
+      'sh',
+      '-c',
+      'cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; id -u; id -g',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const [u, gm, ids] = r.stdout.split('--\n');
+    const sorted = (text: string) => procMap(text).split(',').sort().join(',');
+    assert.equal(sorted(u!), [`0:${s}:1000`, `1000:${user.uid}:1`, `1001:${s + 1000}:1999`].sort().join(','));
+    assert.equal(
+      sorted(gm!),
+      [`0:${g}:1001`, `1001:${user.gid}:1`, `1002:${g + 1001}:1998`].sort().join(','),
+    );
+    assert.equal(ids, '1000\n1001\n');
+    const bad = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--userns',
+      'keep-id:size=0',
+      '--',
+      'true',
+    ]);
+    assert.equal(bad.code, 2, bad.stderr);
+  });
 });
