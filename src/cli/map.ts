@@ -1,6 +1,7 @@
 import { UsageError, UsernsError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
-import { type IdKind, INVALID_ID } from '../idmap/extent.js';
+import { hostIdsCoveredBy, type Uncovered } from '../idmap/coverage.js';
+import { type Extent, type IdKind, INVALID_ID } from '../idmap/extent.js';
 import { FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
@@ -10,6 +11,7 @@ import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js
 import { pageSize } from '../system/proc.js';
 import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
 import {
+  entriesForKind,
   parseFormatName,
   parseKind,
   parseMapInput,
@@ -40,7 +42,7 @@ Subcommands:
 ${MAP_HELP}
 Options for every subcommand: --kind uid|gid, --json, --help.
 `,
-  validate: `Usage: userns map validate [--parent MAP] [--kind uid|gid] [--page-size N]
+  validate: `Usage: userns map validate [--parent MAP] [--kind uid|gid] [--page-size N] [--allowed MAP]
                           [--unprivileged [--euid N] [--egid N] [--setgroups allow|deny]] MAP
 
 Says whether the kernel would accept MAP written in one write() to /proc/PID/${'{uid,gid}'}_map,
@@ -52,6 +54,9 @@ either side, the 340-line limit, then permission and containment in the parent m
   --unprivileged    predict for a writer without CAP_SETUID/CAP_SETGID/CAP_SETFCAP that owns the
                     namespace (euid/egid default to this process's)
   --setgroups V     the target's setgroups at write time (default allow)
+  --allowed MAP     also require every host ID of MAP to lie in this allow-list's host IDs of the
+                    same kind (any format: subid lines, raw.idmap, triples…); exit 1 naming the
+                    first host ID outside it (Incus HostIDsCoveredBy)
   --json            {"ok": bool, "errno": "EINVAL"|"EPERM"|null, "reason": str|null, "line": n|null}
 
 Exit status: 0 accepted, 1 rejected, 2 usage error.
@@ -157,6 +162,7 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
       euid: { type: 'string' },
       egid: { type: 'string' },
       setgroups: { type: 'string' },
+      allowed: { type: 'string' },
     },
     'map validate',
   );
@@ -186,10 +192,47 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
   // not a usage problem); other formats are parsed first and then written as userns would.
   if (raw.format === 'kernel') {
     const verdict = validateMapText(raw.text, options);
+    if (verdict.ok && values.allowed !== undefined) {
+      const extents = parseMapInput(raw, { kind, parent }).extents;
+      const coverage = await allowedCoverage(values.allowed, extents, kind, io);
+      if (!coverage.ok) return printUncovered(io, values.json === true, coverage, values.allowed);
+    }
     return printVerdict(io, values.json === true, verdict, kind, kernelLines(raw.text).length);
   }
   const map = parseMapInput(raw, { kind, parent });
-  return printVerdict(io, values.json === true, validateMap(map, options), kind, map.length);
+  const verdict = validateMap(map, options);
+  if (verdict.ok && values.allowed !== undefined) {
+    const coverage = await allowedCoverage(values.allowed, map.extents, kind, io);
+    if (!coverage.ok) return printUncovered(io, values.json === true, coverage, values.allowed);
+  }
+  return printVerdict(io, values.json === true, verdict, kind, map.length);
+}
+
+/**
+ * --allowed ALLOWED: the host IDs of every line of the map must lie in ALLOWED's host (outside)
+ * IDs of the map's kind (Incus HostIDsCoveredBy). ALLOWED is a MAP in any format: a subid file,
+ * an Incus raw.idmap, kernel lines, triples, …
+ */
+async function allowedCoverage(argument: string, extents: readonly Extent[], kind: IdKind, io: CliIo) {
+  const raw = await readMapArgument(argument, { kind, stdin: io.stdin });
+  const entries = FORMATS[raw.format].parse(raw.text, { kind, source: raw.source });
+  const hostIds = entriesForKind(entries, kind).map((e) => ({ start: e.outside, count: e.count }));
+  return hostIdsCoveredBy(extents, { [kind]: hostIds }, kind);
+}
+
+function printUncovered(io: CliIo, json: boolean, c: Uncovered, allowed: string): number {
+  const e = c.extent;
+  const reason = `line ${c.index + 1} (${e.inside}:${e.outside}:${e.count}) maps host ${c.kind} ${c.id}, which is not in the allowed host ${c.kind}s (${allowed})`;
+  if (json)
+    writeJson(io, {
+      ok: false,
+      errno: null,
+      reason,
+      line: c.index + 1,
+      uncovered: { kind: c.kind, id: c.id },
+    });
+  else io.stdout.write(`not allowed: ${reason}\n`);
+  return 1;
 }
 
 async function split(argv: string[], io: CliIo): Promise<number> {

@@ -1,5 +1,6 @@
 /** The pure ID-map core: model, algebra, validation and formats. No I/O. */
 export { compose } from './compose.js';
+export { type AllowedHostIds, type Coverage, hostIdsCoveredBy, type Uncovered } from './coverage.js';
 export {
   type Extent,
   type ExtentKind,
@@ -19,10 +20,12 @@ export {
 export { detectFormat } from './formats/detect.js';
 export { formatIncusRawIdmap, type IncusParseOptions, parseIncusRawIdmap } from './formats/incus.js';
 export {
+  FORMAT_ALIASES,
   FORMAT_NAMES,
   FORMATS,
   type FormatContext,
   type FormatName,
+  formatByName,
   type MapFormat,
 } from './formats/index.js';
 export { formatUsernsJson, parseUsernsJson, type UsernsJsonParseOptions } from './formats/json.js';

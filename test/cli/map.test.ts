@@ -205,4 +205,31 @@ describe('inline values in every format (issue 14 item 5)', () => {
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /proc \(= kernel\)/);
   });
+  test('map validate --allowed: host IDs outside the allow-list are named (issue 14 item 7)', async () => {
+    const allowed = file('allowed-subid', 'alice:100000:65536\nalice:3000:1\n');
+    const ok = await runCli(['map', 'validate', '--allowed', allowed, '0:100000:65536,65536:3000:1']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const bad = await runCli([
+      'map',
+      'validate',
+      '--json',
+      '--allowed',
+      allowed,
+      '--from',
+      'kernel',
+      '0 100000 65536\n65536 3000 2',
+    ]);
+    assert.equal(bad.code, 1);
+    assert.deepEqual(JSON.parse(bad.stdout).uncovered, { kind: 'uid', id: 3001 });
+    assert.equal(JSON.parse(bad.stdout).line, 2);
+    // Incus raw.idmap as the allow-list: gid entries allow gids only
+    const gid = await runCli(['map', 'validate', '--kind', 'gid', '--allowed', 'gid 3000 0', '0:3000:1']);
+    assert.equal(gid.code, 0, gid.stdout);
+    const uid = await runCli(['map', 'validate', '--kind', 'uid', '--allowed', 'gid 3000 0', '0:3000:1']);
+    assert.equal(uid.code, 1);
+    assert.match(
+      uid.stdout,
+      /^not allowed: line 1 \(0:3000:1\) maps host uid 3000, which is not in the allowed host uids/,
+    );
+  });
 });
