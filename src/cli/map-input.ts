@@ -163,6 +163,7 @@ export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap 
     kind: options.kind,
     source: raw.source,
     parent: options.parent,
+    caller: { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 },
   });
   return new IdMap(entriesForKind(entries, options.kind));
 }

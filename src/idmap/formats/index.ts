@@ -13,7 +13,13 @@ import { formatPodmanMap, parsePodmanMap } from './podman.js';
 import { parseError } from './position.js';
 import { formatSubid, parseSubid } from './subid.js';
 import { formatTriples, parseTriples } from './triples.js';
-import { formatUnshareArgs, isUnshareKeyword, parseUnshareMap } from './unshare.js';
+import {
+  formatUnshareArgs,
+  isUnshareKeyword,
+  isUnshareSingle,
+  parseUnshareMap,
+  resolveUnshareSingles,
+} from './unshare.js';
 
 /**
  * Every map format, by name, with a parse and a format function of the same shape, so that
@@ -53,6 +59,8 @@ export interface FormatContext {
   program?: string | undefined;
   /** newuidmap output: target pid or fd (default the placeholder `$PID`). */
   pid?: NewidmapTarget | undefined;
+  /** The caller's euid and egid: unshare's `--map-user`, `-r` and `-c` map them. */
+  caller?: { uid: number; gid: number } | undefined;
 }
 
 export interface MapFormat {
@@ -135,7 +143,19 @@ function parseNewidmap(text: string, ctx: FormatContext): KindedExtent[] {
 
 function parseUnshare(text: string, ctx: FormatContext): KindedExtent[] {
   const out: KindedExtent[] = [];
-  for (const entry of parseUnshareMap(text, { source: ctx.source, kind: singleKindOf(ctx) })) {
+  const parsed = parseUnshareMap(text, { source: ctx.source, kind: singleKindOf(ctx) });
+  const single = parsed.find(isUnshareSingle);
+  if (single !== undefined && ctx.caller === undefined) {
+    throw parseError(
+      'CALLER_REQUIRED',
+      "--map-user, --map-group, -r and -c map the caller's own IDs, which this reader was not given",
+      { source: ctx.source, line: single.line, column: single.column, text: '' },
+      'give the caller (FormatContext.caller: {uid, gid}); the CLI passes your euid and egid',
+    );
+  }
+  const entries = ctx.caller === undefined ? parsed : resolveUnshareSingles(parsed, ctx.caller);
+  for (const entry of entries) {
+    if (isUnshareSingle(entry)) continue;
     if (isUnshareKeyword(entry)) {
       throw parseError(
         'UNRESOLVED_KEYWORD',
