@@ -6,6 +6,8 @@
  * (`userns/alloc`), mounts, shifting, OCI bundles, re-executing and the doctor do I/O. Each
  * subpath entry point exports its folder's API; this one exports the whole library, without
  * the internals (the helper's driver, /proc parsers, caches).
+ *
+ * @module userns
  */
 
 export {
@@ -22,11 +24,25 @@ export {
   withAutoUserns,
 } from './alloc/index.js';
 export { type Check, type DoctorReport, runDoctor } from './doctor/index.js';
+export type {
+  MapErrorCode,
+  MountErrorCode,
+  NamespaceErrorCode,
+  NewIdmapErrorCode,
+  OciErrorCode,
+  ParseErrorCode,
+  ShiftErrorCode,
+  SpawnErrorCode,
+  StateErrorCode,
+  StepDetails,
+} from './errors/index.js';
 export {
   AllocError,
+  type AllocErrorCode,
   DOCTOR_HINT,
   type ErrorCode,
   type ErrorDetails,
+  InputTooLargeError,
   InvalidNameError,
   LockTimeoutError,
   MapError,
@@ -41,6 +57,7 @@ export {
   type SourcePosition,
   SpawnError,
   StateRootError,
+  SymlinkRefusedError,
   UsageError,
   UsernsError,
   WalkError,
@@ -159,6 +176,7 @@ export {
   type MountSpec,
   openDetachedMount,
   openIdmappedMount,
+  type PlannedMount,
   parseMountSpec,
   probeIdmapSupport,
   usernsFd,
@@ -212,6 +230,7 @@ export {
 } from './shift/index.js';
 export {
   type AppliedMaps,
+  dryRunSpawn,
   isMode,
   type MapPlan,
   type MapSpec,

@@ -31,6 +31,7 @@ import { estimateRootfsSize, type RootfsEstimate } from './rootfs-size.js';
 /** Size when neither `size` nor `forRootfs` is given (and the policy is not a slot). */
 export const DEFAULT_SIZE = 65536;
 
+/** Where the allocation registry lives: `<root>/alloc/` of a state root. */
 export interface RegistryLocation {
   /** State root (default: src/state/state-root.ts defaultStateRoot). */
   root?: string;
@@ -47,6 +48,11 @@ export interface RegistryLocation {
   groupPath?: string;
 }
 
+/**
+ * Options of {@link allocate}: the size (IDs from inside 0; default 65536 or the slot size) or a
+ * root filesystem to size from, the policy, the pools, a unique name, the owner (named namespace
+ * or process) and podman-style extra mappings.
+ */
 export interface AllocateOptions extends RegistryLocation {
   size?: number;
   /**
@@ -255,7 +261,13 @@ export async function release(idOrName: string, location: RegistryLocation = {})
   return result!.allocation;
 }
 
-/** Every live allocation of the registry, in creation order. */
+/**
+ * The live allocations, oldest first.
+ *
+ * @param location The state root (default: /run/userns for root, $XDG_RUNTIME_DIR/userns otherwise).
+ * @returns Each allocation with its uid and gid ranges and maps (host IDs), name, owner and creation time.
+ * @throws AllocError when the registry cannot be read or locked (a damaged file names itself).
+ */
 export async function listAllocations(location: RegistryLocation = {}): Promise<Allocation[]> {
   return openRegistry(location).list();
 }
@@ -273,6 +285,7 @@ export async function allocationUsage(
   return openRegistry(options).usage(pools);
 }
 
+/** Options of {@link collectGarbage}. */
 export interface GcOptions extends RegistryLocation {
   /**
    * Whether the named namespace `name` still holds its IDs, as far as can be told from here (the

@@ -26,6 +26,7 @@ export interface AutoUsernsCapable {
 /** The options with the allocated maps in place of the `auto:…` mode. */
 export type WithMaps<T extends AutoUsernsCapable> = Omit<T, 'userns'> & { userns?: UsernsModeSpec };
 
+/** How withAutoUserns() allocates: the registry's state root, the owner, or only a preview. */
 export interface AutoUsernsOptions {
   /** State root of the registry (default: /run/userns for root, $XDG_RUNTIME_DIR/userns otherwise). */
   stateRoot?: string;
@@ -38,6 +39,7 @@ export interface AutoUsernsOptions {
   preview?: boolean;
 }
 
+/** What withAutoUserns() returns: the options with explicit maps, the allocation, and its release. */
 export interface AutoUserns<T extends AutoUsernsCapable> {
   /** `options` with `userns: 'auto'` and the range's uidMap and gidMap (unchanged without `auto:`). */
   options: WithMaps<T>;

@@ -120,12 +120,18 @@ function alignUp(value: number, align: number): number {
   return r === 0 ? value : value + (align - r);
 }
 
+/** A request to FreeSpace.fit: `size` IDs (≥ 1) whose start is a multiple of `align`. */
 export interface FitRequest {
   size: number;
   /** Start must be a multiple of this (default 1). */
   align?: number;
 }
 
+/**
+ * The free IDs of one pool as ordered gaps in a balanced tree whose nodes know the largest gap
+ * and the free total below them: first fit and aligned fits in O(log n), take and give back in
+ * O(log n). IDs are u32 numbers; ranges are `{start, count}`.
+ */
 export class FreeSpace {
   #root: Node | null = null;
 

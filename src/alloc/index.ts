@@ -1,4 +1,8 @@
-/** ID range allocation for many containers (`userns/alloc`). */
+/**
+ * ID range allocation for many containers (`userns/alloc`).
+ *
+ * @module userns/alloc
+ */
 export { AllocError } from '../errors/index.js';
 export {
   type AllocateOptions,
@@ -55,4 +59,4 @@ export {
   type RootfsEstimate,
   type RootfsOptions,
 } from './rootfs-size.js';
-export type { SystemTakenOptions } from './system-taken.js';
+export type { Exclusion, SystemTakenOptions } from './system-taken.js';

@@ -22,8 +22,10 @@ export type Policy =
   | { kind: 'slot'; slotSize: number }
   | { kind: 'base'; base: number };
 
+/** The unit of slot sizes: 65536 IDs (systemd, Kubernetes and podman hand out ranges of this size). */
 export const SLOT_UNIT = 65536;
 
+/** The text form of a policy, as `--policy` takes it: `first-fit`, `slot:SIZE`, `base:N`. */
 export function formatPolicy(p: Policy): string {
   switch (p.kind) {
     case 'first-fit':

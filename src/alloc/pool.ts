@@ -2,7 +2,11 @@ import { readFileSync } from 'node:fs';
 import { UsageError, UsernsError } from '../errors/index.js';
 import { formatRange, type IdKind, INVALID_ID } from '../idmap/extent.js';
 import { type IdRange, intersectRanges, rangesSize, subtractRanges } from '../idmap/ranges.js';
-import { getSubordinateRanges, type SubordinateOptions } from '../system/subordinate.js';
+import {
+  getSubordinateRanges,
+  type SubordinateOptions,
+  suggestSubordinateRange,
+} from '../system/subordinate.js';
 import { currentUser, lookupUser } from '../system/users.js';
 
 /**
@@ -22,6 +26,7 @@ export const SYSTEMD_CONTAINER_RANGE: IdRange = Object.freeze({
   start: 0x80000,
   count: 0x70000000 - 0x80000,
 });
+/** Root's pool configuration: `{"pool": ["START:COUNT", …]}` or `uidPool`/`gidPool` (optional file). */
 export const DEFAULT_CONFIG_PATH = '/etc/userns/alloc.json';
 
 /** The configuration file in force: $USERNS_ALLOC_CONFIG when set, else /etc/userns/alloc.json. */
@@ -29,12 +34,14 @@ export function configPath(): string {
   return process.env.USERNS_ALLOC_CONFIG || DEFAULT_CONFIG_PATH;
 }
 
+/** The IDs one kind (uids or gids) may be allocated from. */
 export interface Pool {
   ranges: IdRange[];
   /** Where the ranges came from, in words. */
   source: string;
 }
 
+/** The uid pool and the gid pool (allocations take the same range from each when they can). */
 export interface Pools {
   uid: Pool;
   gid: Pool;
@@ -45,6 +52,10 @@ export interface Pools {
   warnings?: string[];
 }
 
+/**
+ * Where {@link resolvePools} takes the pools from: explicit ranges, the configuration file, the
+ * caller (its subordinate ranges when not root).
+ */
 export interface PoolOptions {
   /** The same ranges for uids and gids. */
   pool?: readonly IdRange[];
@@ -64,6 +75,7 @@ export function clipPool(ranges: Iterable<IdRange>): IdRange[] {
   return intersectRanges(ranges, [{ start: 0, count: INVALID_ID }]);
 }
 
+/** `[100000-165535, …]` (inclusive ranges), or `[] (empty)`: a pool in messages. */
 export function formatPool(ranges: readonly IdRange[]): string {
   if (ranges.length === 0) return '[] (empty)';
   return `[${ranges.map((r) => formatRange(r.start, r.count)).join(', ')}]`;
@@ -179,6 +191,14 @@ function problemsOf(
     .map((p) => p.message);
 }
 
+/**
+ * The pools an allocation draws from. Root: explicit ranges, else /etc/userns/alloc.json, else the
+ * subordinate ranges of the user `containers`, else systemd's container range 0x80000–0x6FFFFFFF.
+ * Others: their own subordinate ranges (explicit ranges must lie inside them).
+ *
+ * @throws AllocError when a pool is empty or an explicit range is not the caller's; ParseError for a
+ * malformed configuration file (file and line).
+ */
 export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
   const euid = options.euid ?? process.geteuid?.() ?? 0;
   const out: Partial<Pools> = {};
@@ -232,12 +252,14 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
     const own = clipPool(sub.ranges);
     const where = sub.file ?? sub.getsubids ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
     if (own.length === 0) {
+      // A range nobody has yet (the one doctor proposes), not a fixed one another user may own.
+      const free = await suggestSubordinateRange(options.subordinate);
       const broken = problemsOf(sub, user);
       throw new UsernsError(
         'ALLOC_NO_POOL',
         `user ${user.name} has no subordinate ${kind}s to allocate from (${where})${broken.length > 0 ? `: ${broken.join('; ')}` : ''}`,
         {
-          hint: `ask an administrator to add a range: usermod --add-sub${kind}s 100000-165535 ${user.name}`,
+          hint: `ask an administrator to add a free range: usermod --add-sub${kind}s ${formatRange(free.start, free.count)} ${user.name}`,
           data: { kind, user: user.name, source: where },
         },
       );
@@ -260,6 +282,7 @@ export async function resolvePools(options: PoolOptions = {}): Promise<Pools> {
   return out as Pools;
 }
 
+/** The number of IDs in a pool. */
 export function poolSize(pool: Pool): number {
   return rangesSize(pool.ranges);
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { AllocError, MapError, StateFileError, UsernsError } from '../errors/index.js';
-import { type Extent, extent, formatRange, formatTriple, MAX_EXTENTS } from '../idmap/extent.js';
+import { type Extent, extent, formatRange, formatTriple, type IdKind, MAX_EXTENTS } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import {
@@ -119,6 +119,10 @@ export interface Holder {
   boot?: string;
 }
 
+/**
+ * What {@link Registry.allocate} is asked for: `size` IDs from inside 0, placed by `policy` in
+ * `pools`, with an optional unique name, owner (named namespace or process) and extra mappings.
+ */
 export interface AllocationRequest {
   size: number;
   policy: Policy;
@@ -132,6 +136,7 @@ export interface AllocationRequest {
   gidPassthrough?: readonly Extent[];
 }
 
+/** How much of one kind's pool is used: sizes in IDs, `largestFree` the largest free block. */
 export interface KindUsage {
   pool: IdRange[];
   source: string;
@@ -143,6 +148,7 @@ export interface KindUsage {
   excluded: Exclusion[];
 }
 
+/** Tuning and test options of a Registry (the registry's database and index, registry.ts). */
 export interface RegistryOptions {
   /** IDs taken by passwd/group entries, users' subordinate ranges and systemd-nsresourced; null = ignore them (tests). */
   systemTaken?: SystemTakenOptions | null;
@@ -155,14 +161,20 @@ export interface RegistryOptions {
 /** Whether a gc candidate's owner is gone; 'unknown' keeps it (with a reason). */
 export type Liveness = 'alive' | 'dead' | 'unknown';
 
+/** What {@link collectGarbage} did: the allocations released, and those kept because their owner could not be checked. */
 export interface GcResult {
   released: Allocation[];
   /** Allocations whose owner could not be checked from here, with why: kept. */
   kept: { allocation: Allocation; reason: string }[];
 }
 
+/**
+ * No block of the requested size is free in a pool (the error's data has the largest free block and the free total).
+ */
 export const ALLOC_EXHAUSTED = 'ALLOC_EXHAUSTED';
+/** An allocation of that name exists already. */
 export const ALLOC_NAME_TAKEN = 'ALLOC_NAME_TAKEN';
+/** No allocation has that id or name. */
 export const ALLOC_NOT_FOUND = 'ALLOC_NOT_FOUND';
 
 /** The database file in a registry directory. */
@@ -171,6 +183,7 @@ const RESERVE_FILE = 'registry.reserve';
 const RESERVE_BYTES = 256 * 1024;
 /** "usns" */
 const APPLICATION_ID = 0x75736e73;
+/** The version of the registry database's schema (`PRAGMA user_version`); a newer one is refused. */
 export const REGISTRY_SCHEMA_VERSION = 1;
 
 const DDL = `
@@ -229,7 +242,7 @@ interface AllocationRow {
 }
 
 interface RangeRow {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   start: number;
   count: number;
   allocation: string;
@@ -268,7 +281,7 @@ interface ReleasedRow {
 }
 
 interface IndexEntry {
-  kind: 'uid' | 'gid';
+  kind: IdKind;
   pool: IdRange[];
   taken: IdRange[];
   takenVersion: number;
@@ -327,6 +340,12 @@ function prepare(db: SqliteDatabase): Statements {
   };
 }
 
+/**
+ * The allocation registry of one state root (`<root>/alloc/`): every process sees the same
+ * allocations, changes are made under a cross-process lock and survive crashes. Use the
+ * functions of `userns/alloc` ({@link allocate}, {@link release}, {@link gc}) unless you need to
+ * keep one open.
+ */
 export class Registry {
   readonly dir: string;
   /** The database file. */
@@ -532,14 +551,14 @@ export class Registry {
 
   // --- the free-space index --------------------------------------------------------------------
 
-  #taken(kind: 'uid' | 'gid'): { ranges: IdRange[]; version: number } {
+  #taken(kind: IdKind): { ranges: IdRange[]; version: number } {
     if (this.#systemTaken === undefined) return { ranges: [], version: 0 };
     const t = this.#systemTaken.get();
     return { ranges: kind === 'uid' ? t.uid : t.gid, version: this.#systemTaken.version };
   }
 
   /** The free space of `pool` (built on first use from `ranges`: O(n log n); then kept up to date). */
-  #index(sql: Statements, kind: 'uid' | 'gid', pool: readonly IdRange[]): IndexEntry {
+  #index(sql: Statements, kind: IdKind, pool: readonly IdRange[]): IndexEntry {
     const taken = this.#taken(kind);
     const normalized = normalizeRanges(pool);
     const key = JSON.stringify(normalized);
@@ -561,7 +580,7 @@ export class Registry {
 
   // --- operations ------------------------------------------------------------------------------
 
-  #exhausted(kind: 'uid' | 'gid', request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
+  #exhausted(kind: IdKind, request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
     const { reserve, align } = blockShape(request.policy, request.size);
     const where = formatPool(pool.ranges);
     const asked =
@@ -597,7 +616,7 @@ export class Registry {
 
   #buildMap(
     sql: Statements,
-    kind: 'uid' | 'gid',
+    kind: IdKind,
     blocks: readonly IdRange[],
     request: AllocationRequest,
     pool: Pool,
@@ -896,7 +915,7 @@ export class Registry {
   async usage(pools: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
     await this.#systemTaken?.refresh();
     return this.#transaction(false, (sql) => {
-      const one = (kind: 'uid' | 'gid'): KindUsage => {
+      const one = (kind: IdKind): KindUsage => {
         const pool = pools[kind];
         const ix = this.#index(sql, kind, pool.ranges);
         const poolSize = rangesSize(pool.ranges);
@@ -1110,6 +1129,34 @@ function migrateLegacy(db: SqliteDatabase, dir: string): Registry['migration'] {
   return { from: legacy.files, allocations: legacy.allocations.length, warnings };
 }
 
+/**
+ * The IDs of every allocation a damaged registry still names. A scan stops at the first
+ * damaged page, so the allocations table is read from both ends, and the index of ranges by
+ * allocation (a separate b-tree) from both ends too: rows on one damaged leaf are then still
+ * named by the index, and their loss is counted instead of going unnoticed.
+ * `complete`: at least one of the scans read its whole b-tree (every allocation has ranges,
+ * so a whole index scan names them all).
+ */
+function listSalvageableIds(db: SqliteDatabase): { ids: Set<string>; complete: boolean } {
+  const ids = new Set<string>();
+  let complete = false;
+  for (const text of [
+    'SELECT id FROM allocations ORDER BY id',
+    'SELECT id FROM allocations ORDER BY id DESC',
+    'SELECT allocation FROM ranges INDEXED BY ranges_of_allocation ORDER BY allocation',
+    'SELECT allocation FROM ranges INDEXED BY ranges_of_allocation ORDER BY allocation DESC',
+  ]) {
+    try {
+      for (const id of db.prepare(text).pluck().iterate() as IterableIterator<string>) ids.add(id);
+      complete = true;
+    } catch {
+      // Damaged page: keep what this scan read before it.
+    }
+  }
+  return { ids, complete };
+}
+
+/** What `userns alloc recover` ({@link recoverAllocations}) did with a damaged registry. */
 export interface RecoverResult {
   /** Whether the registry was damaged (nothing is done when it was not). */
   damaged: boolean;
@@ -1119,7 +1166,10 @@ export interface RecoverResult {
   movedTo?: string;
   /** Allocations read back from the damaged file into the new one. */
   salvaged: Allocation[];
-  /** Allocations that could not be read (null: the damaged file could not be enumerated). */
+  /**
+   * Allocations the damaged file names but whose row or ranges could not be read (null: no
+   * scan of the file could list every allocation, so how many were lost is unknown).
+   */
   lost: number | null;
   warnings: string[];
 }
@@ -1167,16 +1217,19 @@ export async function recoverRegistry(dir: string, options: RegistryOptions = {}
         } catch {
           /* unreadable: the highest allocation seq will do */
         }
-        const ids = old.prepare('SELECT id FROM allocations').pluck().all() as string[];
-        lost = 0;
+        const { ids, complete } = listSalvageableIds(old);
+        const byId = old.prepare('SELECT * FROM allocations WHERE id = ?');
+        let unreadable = 0;
         for (const id of ids) {
           try {
-            const row = sql.byIdOrName.get({ key: id }) as AllocationRow;
+            const row = byId.get(id) as AllocationRow | undefined;
+            if (row === undefined) throw new Error('no row');
             salvaged.push(fromRow(row, sql.rangesOf.all(id) as RangeRow[]));
           } catch {
-            lost++;
+            unreadable++;
           }
         }
+        lost = complete ? unreadable : null;
       } finally {
         old.close();
       }

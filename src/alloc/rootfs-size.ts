@@ -14,8 +14,13 @@ import { parseGroupLine, parsePasswdLine } from '../system/users.js';
  */
 
 export const NOBODY_ID = 65534;
+/** The smallest size `--for-rootfs` suggests, whatever the image uses (IDs). */
 export const MIN_ROOTFS_SIZE = 1024;
 
+/**
+ * The size an image needs: the highest uid and gid it uses (and where: a file path or
+ * /etc/passwd, /etc/group), the number of files walked, and `size` = max(highest + 1, minimum).
+ */
 export interface RootfsEstimate {
   /** The number of IDs to allocate: max(highest + 1, minimum). */
   size: number;
@@ -24,12 +29,21 @@ export interface RootfsEstimate {
   files: number;
 }
 
+/** Options of {@link estimateRootfsSize}: `minimum` size (default {@link MIN_ROOTFS_SIZE}). */
 export interface RootfsOptions {
   minimum?: number;
 }
 
 const IGNORED_NAMES = new Set(['nobody', 'nogroup', 'nfsnobody']);
 
+/**
+ * How many IDs an unpacked image needs: the highest uid/gid owning a file or named in its
+ * /etc/passwd and /etc/group (65534, nobody, nogroup ignored), plus one, at least `minimum`.
+ * Symbolic links are never followed out of the tree.
+ *
+ * @param root The image's root directory.
+ * @throws UsernsError `ROOTFS_UNREADABLE` when `root` cannot be read.
+ */
 export function estimateRootfsSize(root: string, options: RootfsOptions = {}): RootfsEstimate {
   let top: ReturnType<typeof lstatSync>;
   try {

@@ -56,6 +56,7 @@ export interface Exclusion {
   reason: string;
 }
 
+/** IDs taken by the system, per kind, as sorted ranges. */
 export interface TakenIds {
   uid: IdRange[];
   gid: IdRange[];
@@ -65,6 +66,7 @@ export interface TakenIds {
   sources: string[];
 }
 
+/** Where systemd-nsresourced records the ranges it handed out (they count as taken). */
 export const NSRESOURCE_REGISTRY = '/run/systemd/nsresource/registry';
 
 function mtimeKey(path: string): string {
@@ -215,6 +217,10 @@ async function subordinateExclusions(
   return out;
 }
 
+/**
+ * IDs the allocator must not hand out although no allocation holds them: IDs of passwd and group
+ * entries and ranges registered by systemd-nsresourced; re-read when those files change.
+ */
 export class SystemTaken {
   readonly #options: SystemTakenOptions;
   #key = '';

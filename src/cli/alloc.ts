@@ -1,4 +1,3 @@
-import { parseUserOption } from './mapping-options.js';
 /**
  * `userns alloc`: allocate non-overlapping uid/gid ranges for containers, list, release, gc.
  */
@@ -10,108 +9,18 @@ import { UsageError } from '../errors/index.js';
 import { formatRange, formatTriple, INVALID_ID } from '../idmap/extent.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { collectAllocationGarbage } from '../namespaces/index.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
-
-export const HELP = `Usage: userns alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]
-       userns alloc list [--pool START:COUNT]... [--root DIR] [--json]
-       userns alloc release ID|NAME [--root DIR] [--json]
-       userns alloc gc [--root DIR] [--json]
-       userns alloc recover [--root DIR] [--json]
-
-Gives each container its own range of host uids and gids, never overlapping any other live
-allocation, any ID owned by a passwd or group entry, any user's subordinate range (other than
-the pool's own owner's) or any range registered by systemd-nsresourced. The registry is a SQLite
-database under the state root (<root>/alloc/registry.db), safe for any number of concurrent
-processes, from any PID or mount namespace, and against crashes.
-
-Pools (uid and gid separately):
-  root     the subordinate ranges of the user "containers" if it has some, else the systemd
-           container range 0x80000-0x6FFFFFFF; or "pool"/"uidPool"/"gidPool" in
-           /etc/userns/alloc.json; or --pool
-  others   your own /etc/subuid and /etc/subgid ranges (--pool must lie inside them)
-
-Options:
-  --size N               IDs to map from 0 (default 65536, or the slot size)
-  --for-rootfs DIR       estimate the size from an unpacked image: highest uid/gid owning a
-                         file or named in its /etc/passwd and /etc/group (65534, nobody and
-                         nogroup ignored), plus one; at least 1024
-  --user UID[:GID]       without --size, grow the size to cover these IDs (podman sizes
-                         --userns=auto for --user so: --user 2000:3000 → at least 3001)
-  --policy POLICY        first-fit   lowest free block; when none is large enough, the
-                                     lowest free IDs of several blocks (podman
-                                     --userns=auto, containers/storage; the default)
-                         contiguous  lowest free block, or fail (one line per map)
-                         slot[:SIZE] blocks aligned to SIZE, a multiple of 65536 (default
-                                     65536: systemd-nspawn pick, nsresourced, kubelet)
-                         base:N      exactly at host ID N, or fail
-  --pool START:COUNT     the pool for uids and gids (repeatable; decimal or 0x hex)
-  --uid-pool START:COUNT, --gid-pool START:COUNT   one kind's pool (repeatable)
-  --name NAME            a unique name ([A-Za-z0-9_+.-], at most 128; default: the id)
-  --namespace NAME       the named namespace it belongs to: 'alloc gc' releases it once the
-                         namespace is gone
-  --uidmapping MAP       extra INSIDE:HOST[:SIZE] uid mapping punched into the map (podman's
-                         uidmapping=), repeatable; host IDs from the pool are reserved too;
-                         @HOST is a host ID translated through this namespace's map
-  --gidmapping MAP       the same for gids
-  --root DIR             state root (default /run/userns for root; see 'State root' in the README)
-  --config PATH          root's pool configuration (default /etc/userns/alloc.json)
-  --subuid-file PATH, --subgid-file PATH, --passwd-file PATH, --group-file PATH
-                         read these instead of /etc/subuid, /etc/subgid, /etc/passwd, /etc/group
-                         (pools and excluded IDs; getent and getsubids are then not asked)
-  --json                 machine-readable output
-  -h, --help             this text
-
-Subcommands:
-  list                   live allocations, how much of each pool is free, and which IDs of
-                         it are excluded and why
-  release ID|NAME        releases one allocation (works on a full disk too)
-  gc                     releases allocations whose named namespace is gone, or whose
-                         'userns run' process has exited; an owner that cannot be checked
-                         from here (another PID namespace) is kept and listed
-  recover                after REGISTRY_CORRUPT: moves the damaged database aside and makes a
-                         new one with every allocation that can still be read from it
-
-Examples:
-  userns alloc --name web                       # 65536 uids and gids, first fit
-  userns alloc --for-rootfs ./rootfs --name db  # sized for an image
-  userns alloc --policy slot --pool 0x80000:0x6FF80000 --json
-  userns alloc --size 65536 --uidmapping 1000:1000:1 --name dev
-  userns alloc list
-  userns alloc release web
-`;
-
-const ALLOC_OPTIONS = {
-  size: { type: 'string' },
-  'for-rootfs': { type: 'string' },
-  user: { type: 'string' },
-  policy: { type: 'string' },
-  pool: { type: 'string', multiple: true },
-  'uid-pool': { type: 'string', multiple: true },
-  'gid-pool': { type: 'string', multiple: true },
-  name: { type: 'string' },
-  namespace: { type: 'string' },
-  uidmapping: { type: 'string', multiple: true },
-  gidmapping: { type: 'string', multiple: true },
-  root: { type: 'string' },
-  config: { type: 'string' },
-  'subuid-file': { type: 'string' },
-  'subgid-file': { type: 'string' },
-  'passwd-file': { type: 'string' },
-  'group-file': { type: 'string' },
-} as const;
-
-const ROOT_ONLY = { root: { type: 'string' } } as const;
-const LIST_OPTIONS = {
-  root: { type: 'string' },
-  config: { type: 'string' },
-  'subuid-file': { type: 'string' },
-  'subgid-file': { type: 'string' },
-  'passwd-file': { type: 'string' },
-  'group-file': { type: 'string' },
-  pool: { type: 'string', multiple: true },
-  'uid-pool': { type: 'string', multiple: true },
-  'gid-pool': { type: 'string', multiple: true },
-} as const;
+import { COMMANDS } from './commands.js';
+import {
+  type CliIo,
+  type Command,
+  mapJson,
+  parseCommandLine,
+  reportError,
+  writeHelp,
+  writeJson,
+} from './common.js';
+import { parseUserOption } from './mapping-options.js';
+import { didYouMean } from './suggest.js';
 
 /** --root and the substituted files, as a RegistryLocation. */
 function location(values: {
@@ -142,8 +51,8 @@ function allocationJson(a: alloc.Allocation & { estimate?: unknown; warnings?: u
   const { seq: _seq, warnings: _warnings, ...rest } = a;
   return {
     ...rest,
-    uidMap: a.uidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
-    gidMap: a.gidMap.map((e) => ({ inside: e.inside, outside: e.outside, count: e.count })),
+    uidMap: mapJson(a.uidMap),
+    gidMap: mapJson(a.gidMap),
   };
 }
 
@@ -155,15 +64,15 @@ function parseSize(text: string): number {
 }
 
 async function doAllocate(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, ALLOC_OPTIONS, 'alloc');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommandLine(argv, COMMANDS.alloc.options, 'alloc');
+  if (values.help) return writeHelp(io, 'alloc');
   if (positionals.length > 0) {
-    throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`, {
-      hint: "subcommands are list, release and gc; see 'userns alloc --help'",
-    });
+    throw new UsageError(
+      `unexpected argument ${JSON.stringify(positionals[0])}${didYouMean(positionals[0]!, COMMANDS.alloc.subcommands)}`,
+      {
+        hint: "subcommands are list, release, gc and recover; see 'userns alloc --help'",
+      },
+    );
   }
   if (values.size !== undefined && values['for-rootfs'] !== undefined) {
     throw new UsageError('--size and --for-rootfs cannot be combined', { hint: 'give one or the other' });
@@ -209,11 +118,8 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function doList(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, LIST_OPTIONS, 'alloc list');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc list'].options, 'alloc list');
+  if (values.help) return writeHelp(io, 'alloc list');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const where = location(values);
   const registry = openRegistry(where);
@@ -291,11 +197,8 @@ async function doList(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function doRelease(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc release');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc release'].options, 'alloc release');
+  if (values.help) return writeHelp(io, 'alloc release');
   if (positionals.length !== 1) {
     throw new UsageError(
       positionals.length === 0 ? 'alloc release needs an ID or NAME' : 'alloc release takes one ID or NAME',
@@ -317,11 +220,8 @@ async function doRelease(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function doGc(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc gc');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc gc'].options, 'alloc gc');
+  if (values.help) return writeHelp(io, 'alloc gc');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const { released, kept } = await collectAllocationGarbage(
     values.root === undefined ? {} : { root: values.root },
@@ -345,11 +245,8 @@ async function doGc(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function doRecover(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, ROOT_ONLY, 'alloc recover');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['alloc recover'].options, 'alloc recover');
+  if (values.help) return writeHelp(io, 'alloc recover');
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`);
   const result = await alloc.recoverAllocations(values.root === undefined ? {} : { root: values.root });
   warn(io, result.warnings);
@@ -381,10 +278,7 @@ export const main: Command = async (argv, io) => {
     if (first === 'release') return await doRelease(rest, io);
     if (first === 'gc') return await doGc(rest, io);
     if (first === 'recover') return await doRecover(rest, io);
-    if (first === 'help') {
-      io.stdout.write(HELP);
-      return 0;
-    }
+    if (first === 'help') return await writeHelp(io, 'alloc');
     return await doAllocate(argv, io);
   } catch (error) {
     return reportError(error, io, json);

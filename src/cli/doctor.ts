@@ -5,60 +5,10 @@
 import { runDoctor } from '../doctor/doctor.js';
 import type { Check, DoctorReport, Evidence } from '../doctor/types.js';
 import { UsageError } from '../errors/index.js';
-import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--no-probe] [--json]
-
-Checks everything that can stand in the way of user namespaces for a user (default: you), says
-for each finding what is wrong, what it read (value, file and line) and the exact fix, and ends
-with a live probe that really creates a user namespace with the maps 'userns run' would use.
-
-Checks:
-  kernel       user namespaces compiled in; user.max_user_namespaces (0 blocks everyone);
-               kernel.unprivileged_userns_clone (Debian/Ubuntu); kernel.apparmor_restrict_
-               unprivileged_userns (Ubuntu >= 23.10) and AppArmor profiles for the helper;
-               nesting (running in a container) and how many IDs this namespace has;
-               kernel.overflowuid/overflowgid; seccomp
-  subids       the user's /etc/subuid and /etc/subgid entries (by name or numeric UID),
-               libsubid ('subid:' in nsswitch.conf, getsubids), ranges under 65536 IDs,
-               ranges overlapping another user's, the user's own ID inside its range,
-               subgid missing while subuid exists, malformed lines
-  newidmap     newuidmap/newgidmap present, setuid root or file capabilities
-               (security.capability), owner, mode, version, nosuid mounts
-  environment  XDG_RUNTIME_DIR, whether / is a shared mount, no_new_privs
-  probe        creates a namespace through the real 'userns run' path, reads the maps back
-               inside and reports the exact step that failed (helper launch, unshare,
-               newuidmap, newgidmap, write, setup, exec, read back)
-
-For root, the rootless checks (subordinate IDs, newuidmap) are informational: root writes its
-maps directly. Run as root with --user NAME to diagnose another user; the probe then runs as
-that user.
-
-Options:
-  --user NAME        diagnose this user (login name or UID) instead of yourself
-  --newuidmap PATH   inspect and use this newuidmap (default: from PATH)
-  --newgidmap PATH   inspect and use this newgidmap (default: from PATH)
-  --no-probe         skip the live probe
-  --json             one object: { ok, user, checks: [{ id, status, title, message, evidence, fix }] }
-  -h, --help         this text
-
-Output is coloured on a terminal (NO_COLOR=1 turns it off).
-
-Exit status: 0 when nothing blocks (warnings allowed), 1 when a check found an error,
-2 for usage errors.
-
-Examples:
-  userns doctor
-  sudo userns doctor --user alice
-  userns doctor --json | jq '.checks[] | select(.status != "ok")'
-`;
-
-const OPTIONS = {
-  user: { type: 'string' },
-  newuidmap: { type: 'string' },
-  newgidmap: { type: 'string' },
-  'no-probe': { type: 'boolean' },
-} as const;
+const OPTIONS = COMMANDS.doctor.options;
 
 const GROUP_TITLES: Record<string, string> = {
   kernel: 'Kernel',
@@ -130,10 +80,7 @@ export function renderReport(report: DoctorReport, colour: boolean): string {
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'doctor');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'doctor');
   if (positionals.length > 0) {
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns doctor --help'" });
   }

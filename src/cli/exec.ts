@@ -1,42 +1,20 @@
 /** `userns exec NAME -- COMMAND`: run a command inside a named namespace. */
-import { UsageError, UsernsError } from '../errors/index.js';
+import { UsageError } from '../errors/index.js';
 import { spawnInNamespace } from '../namespaces/index.js';
-import { forwardSignals } from '../system/signals.js';
+import { COMMANDS } from './commands.js';
 import {
   type CliIo,
   type Command,
-  exitStatus,
-  failureStatus,
+  forwardAndWait,
   parseCommandLine,
-  reportError,
+  passThroughStatus,
+  valueOptions,
+  writeHelp,
 } from './common.js';
 import { parseUserOption } from './mapping-options.js';
 
-export const HELP = `Usage: userns exec [options] NAME [--] COMMAND [ARGS...]
-
-Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper joins the
-user namespace first, then the others, checking that they are still the recorded ones. A stale
-NAME (its keeper gone, its PID reused) is refused; remove it with 'userns rm NAME'.
-
-Options:
-  --user UID[:GID]   IDs to run as inside (default: those given to create, else 0:0)
-  --cwd DIR          working directory inside (default: the current one; with a mount
-                     namespace, / when the current one cannot be entered inside)
-  --root DIR         state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
-  --json             errors as JSON
-  -h, --help         this text
-
-Exit status: the command's, or 128+N when it was killed by signal N; 125 when userns itself
-failed, 126 when the command cannot be executed, 127 when it is not found, 2 for usage errors.
-SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to the command.
-`;
-
-const OPTIONS = {
-  user: { type: 'string' },
-  cwd: { type: 'string' },
-  root: { type: 'string' },
-} as const;
-const VALUE_OPTIONS = new Set(['--user', '--cwd', '--root']);
+const OPTIONS = COMMANDS.exec.options;
+const VALUE_OPTIONS = valueOptions(OPTIONS);
 
 /** Options and NAME, then the command: after `--`, or from the first word after NAME. */
 export function splitExec(argv: string[]): { options: string[]; command: string[] } {
@@ -54,22 +32,17 @@ export function splitExec(argv: string[]): { options: string[]; command: string[
   return { options: argv, command: [] };
 }
 
-export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
-  const split = splitExec(argv);
-  const { values, positionals } = parseCommandLine(split.options, OPTIONS, 'exec');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
-  const json = values.json === true;
-  if (positionals.length !== 1 || split.command.length === 0) {
-    throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'no command given', {
-      hint: "usage: userns exec [options] NAME -- COMMAND [ARGS...]; see 'userns exec --help'",
-    });
-  }
-  const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
-  let stopForwarding = () => {};
-  try {
+export const main: Command = passThroughStatus(
+  async (argv: string[], io: CliIo): Promise<number> => {
+    const split = splitExec(argv);
+    const { values, positionals } = parseCommandLine(split.options, OPTIONS, 'exec');
+    if (values.help) return writeHelp(io, 'exec');
+    if (positionals.length !== 1 || split.command.length === 0) {
+      throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'no command given', {
+        hint: "usage: userns exec [options] NAME -- COMMAND [ARGS...]; see 'userns exec --help'",
+      });
+    }
+    const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'exec');
     const [command, ...args] = split.command as [string, ...string[]];
     const child = spawnInNamespace(positionals[0]!, command, args, {
       stdio: 'inherit',
@@ -77,13 +50,7 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       ...(values.cwd === undefined ? {} : { cwd: values.cwd }),
       ...(values.root === undefined ? {} : { root: values.root }),
     });
-    stopForwarding = forwardSignals(child);
-    return exitStatus(await child);
-  } catch (error) {
-    if (!(error instanceof UsernsError) || error instanceof UsageError) throw error;
-    reportError(error, io, json);
-    return failureStatus(error);
-  } finally {
-    stopForwarding();
-  }
-};
+    return forwardAndWait(child);
+  },
+  (argv) => splitExec(argv).options,
+);

@@ -2,44 +2,11 @@
 import { UsageError } from '../errors/index.js';
 import type { FitResult, UnfitId } from '../shift/fit.js';
 import { fitTree } from '../shift/fit.js';
-import { type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 import { readKindMaps } from './shift.js';
 
-export const HELP = `Usage: userns fit [options] MAP DIR
-
-Lists every UID and GID used in DIR that a user namespace with MAP cannot represent: file owners,
-POSIX ACL entries, file-capability root IDs, and the users and groups of DIR's own /etc/passwd
-and /etc/group (resolved inside DIR). IDs are the IDs the namespace would see (inside IDs of
-MAP), as in an image unpacked by root. Each comes with a few example paths; the report ends with
-the smallest map from 0 that would fit the tree. This is the check to run when an image fails to
-unpack with "potentially insufficient UIDs or GIDs available in user namespace".
-
-nobody/nogroup entries of /etc/passwd and /etc/group (or ID 65534) that no file uses are listed
-as ignorable: an unmapped ID is shown as the overflow ID anyway.
-
-MAP: inline triples inside:outside:count[,…], a file in any format userns reads, 'self' (this
-process's own maps) or 'pid:N'. The gid map is MAP's gid entries unless --gidmap gives one.
-
-Options:
-  --gidmap MAP            the gid map (default: from MAP)
-  --examples N            example paths per ID (default 3)
-  --cross-filesystems     also walk filesystems mounted under DIR
-  --json                  the report as JSON
-  -h, --help              this text
-
-Exit status: 0 when MAP fits the tree, 1 when it does not (or part of the tree was unreadable),
-2 for usage errors.
-
-Examples:
-  userns fit 0:100000:65536 ./rootfs
-  userns fit self ./rootfs          # does the current namespace fit this image?
-`;
-
-const OPTIONS = {
-  gidmap: { type: 'string' },
-  examples: { type: 'string' },
-  'cross-filesystems': { type: 'boolean' },
-} as const;
+const OPTIONS = COMMANDS.fit.options;
 
 function idLine(u: UnfitId): string {
   return `  ${u.kind} ${String(u.id).padEnd(10)} ${u.sources.join(', ')}${u.count > 0 ? ` (${u.count} entr${u.count === 1 ? 'y' : 'ies'})` : ''}: ${u.examples.join(', ')}`;
@@ -47,8 +14,12 @@ function idLine(u: UnfitId): string {
 
 export function fitText(r: FitResult): string {
   const lines: string[] = [];
-  if (r.missing.length === 0) {
+  if (r.missing.length === 0 && r.outsideFrom.length === 0) {
     lines.push(`${r.dir}: the map fits (${r.seen.toLocaleString('en-US')} entries)`);
+  } else if (r.missing.length === 0) {
+    lines.push(
+      `${r.dir}: the map fits every ID read through --from, but ${r.outsideFrom.length} on-disk ID${r.outsideFrom.length === 1 ? ' is' : 's are'} not in --from (${r.seen.toLocaleString('en-US')} entries)`,
+    );
   } else {
     lines.push(
       `${r.dir}: the map cannot represent ${r.missing.length} ID${r.missing.length === 1 ? '' : 's'} (${r.seen.toLocaleString('en-US')} entries):`,
@@ -59,10 +30,22 @@ export function fitText(r: FitResult): string {
     lines.push('ignorable (nobody/nogroup, shown as the overflow ID when unmapped):');
     for (const u of r.ignored) lines.push(idLine(u));
   }
-  const highest = `highest uid ${r.highest.uid ?? '-'}, gid ${r.highest.gid ?? '-'}`;
-  lines.push(
-    `smallest map from 0 that fits: count ${r.smallestSize} (e.g. 0:100000:${r.smallestSize}; ${highest})`,
-  );
+  if (r.outsideFrom.length > 0) {
+    lines.push('on-disk IDs --from does not map (shift the tree, or extend --from):');
+    for (const u of r.outsideFrom) lines.push(idLine(u));
+  }
+  if (r.smallestSize !== null && r.suggestion !== null) {
+    const where = (kind: 'uid' | 'gid') =>
+      r.highest[kind] === null ? `${kind} -` : `${kind} ${r.highest[kind]} (${r.highestFrom[kind]})`;
+    lines.push(
+      `smallest map from 0 that fits: count ${r.smallestSize} (e.g. ${r.suggestion}); highest ${where('uid')}, ${where('gid')}`,
+    );
+  } else {
+    const named = r.unrepresentable.map((u) => `${u.kind} ${u.id} (${u.examples.join(', ')})`).join(', ');
+    lines.push(
+      `no map can fit this tree: ${named} ${r.unrepresentable.length === 1 ? 'is' : 'are'} (u32)-1, never an ID`,
+    );
+  }
   for (const e of r.errors) lines.push(`  unreadable: ${e.op} ${e.path || '.'}: ${e.errno}`);
   if (r.errorCount > 0)
     lines.push(`warning: ${r.errorCount} entries could not be read; the answer may be incomplete`);
@@ -74,10 +57,7 @@ export const main: Command = async (argv, io) => {
   try {
     const { values, positionals } = parseCommandLine(argv, OPTIONS, 'fit');
     json = values.json === true;
-    if (values.help) {
-      io.stdout.write(HELP);
-      return 0;
-    }
+    if (values.help) return writeHelp(io, 'fit');
     if (positionals.length !== 2) {
       throw new UsageError('give MAP and DIR', { hint: "see 'userns fit --help'" });
     }
@@ -88,9 +68,22 @@ export const main: Command = async (argv, io) => {
         throw new UsageError(`--examples must be a whole number from 0 to 1000, not '${values.examples}'`);
       }
     }
-    const maps = await readKindMaps(positionals[0]!, values.gidmap, io);
+    const maps = await readKindMaps(positionals[0]!, values.gidmap, io, {
+      uid: 'MAP',
+      gid: values.gidmap === undefined ? 'MAP' : '--gidmap',
+    });
+    const from =
+      values.from === undefined
+        ? undefined
+        : await readKindMaps(values.from, values['from-gid'], io, {
+            uid: '--from',
+            gid: values['from-gid'] === undefined ? '--from' : '--from-gid',
+          });
+    if (from === undefined && values['from-gid'] !== undefined)
+      throw new UsageError('--from-gid needs --from', { hint: "see 'userns fit --help'" });
     const result = await fitTree(positionals[1]!, maps.uid, {
       gid: maps.gid,
+      ...(from === undefined ? {} : { from }),
       examples,
       crossFilesystems: values['cross-filesystems'] === true,
     });

@@ -1,28 +1,14 @@
 /** `userns inspect NAME`: one named namespace in detail. */
 import { UsageError } from '../errors/index.js';
-import { inspectNamespace } from '../namespaces/index.js';
-import { type CliIo, type Command, parseCommandLine, writeJson } from './common.js';
+import { type InspectResult, inspectNamespace } from '../namespaces/index.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns inspect [--root DIR] [--json] NAME
-
-Shows a named namespace: its status, keeper, namespaces (inode numbers and nsfs handles), the
-maps in force (as the kernel applied them), and whether your subordinate IDs changed since it
-was created (the namespace keeps the map it was created with: a map is written only once).
-
-Options:
-  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
-  --json       machine-readable output
-  -h, --help   this text
-`;
-
-const OPTIONS = { root: { type: 'string' } } as const;
+const OPTIONS = COMMANDS.inspect.options;
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'inspect');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'inspect');
   if (positionals.length !== 1) {
     throw new UsageError(positionals.length === 0 ? 'no NAME given' : 'inspect takes one NAME', {
       hint: "usage: userns inspect [--json] NAME; see 'userns inspect --help'",
@@ -33,6 +19,13 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     writeJson(io, { ok: true, ...r });
     return 0;
   }
+  io.stdout.write(namespaceText(r));
+  for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
+  return 0;
+};
+
+/** The text layout of a named namespace, as `inspect` prints it (and `create`, once made). */
+export function namespaceText(r: InspectResult): string {
   const s = r.state;
   const triples = (m: [number, number, number][]) => m.map((t) => `    ${t.join(' ')}`).join('\n');
   let out = `name:        ${r.name}\nstatus:      ${r.status}${r.reason ? ` (${r.reason})` : ''}\npath:        ${r.path}\n`;
@@ -55,7 +48,5 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     const fmt = (rs: { start: number; count: number }[]) => rs.map((x) => `${x.start}:${x.count}`).join(',');
     out += `sub${c.kind} changed:${c.added.length ? ` added ${fmt(c.added)} (not mapped)` : ''}${c.removed.length ? ` removed ${fmt(c.removed)} (still mapped)` : ''}\n`;
   }
-  io.stdout.write(out);
-  for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
-  return 0;
-};
+  return out;
+}

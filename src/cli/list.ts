@@ -1,26 +1,10 @@
 /** `userns list`: the named namespaces and whether they still run. */
-
 import { UsageError } from '../errors/index.js';
 import { listNamespaces } from '../namespaces/index.js';
-import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns list [--root DIR] [--json]
-
-Lists the named namespaces (made by 'userns create') with their status:
-  running    the keeper holds the recorded namespaces
-  stale      the keeper is gone, its PID was reused, or a namespace changed ('userns rm NAME')
-  creating   a 'userns create' is making it right now
-  broken     its state file is unreadable ('userns rm --force NAME')
-  unsafe     its entry is not a real directory (a link); never followed ('userns rm --force NAME')
-Entries whose creator died before finishing are removed on the way.
-
-Options:
-  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
-  --json       machine-readable output
-  -h, --help   this text
-`;
-
-const OPTIONS = { root: { type: 'string' } } as const;
+const OPTIONS = COMMANDS.list.options;
 
 const COLOURS: Record<string, string> = {
   running: '32',
@@ -32,10 +16,7 @@ const COLOURS: Record<string, string> = {
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'list');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'list');
   if (positionals.length > 0) {
     throw new UsageError(`unexpected argument '${positionals[0]}'`, { hint: "see 'userns list --help'" });
   }

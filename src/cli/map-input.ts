@@ -6,6 +6,9 @@ import { FORMAT_ALIASES, FORMATS, type FormatName, formatByName } from '../idmap
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
+import { requireValidMap } from '../idmap/validate.js';
+import { MAP_INPUT_LIMIT, readFileBounded, readStreamBounded } from '../system/bounded-read.js';
+import { pageSize } from '../system/proc.js';
 
 /** A MAP argument after reading: where it came from, its raw text (if any) and its extents. */
 export interface MapInput {
@@ -35,10 +38,7 @@ export function parseFormatName(value: string | undefined, option: string): Form
 }
 
 async function readStdin(stdin: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stdin)
-    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
-  return Buffer.concat(chunks).toString('latin1');
+  return (await readStreamBounded(stdin, MAP_INPUT_LIMIT, 'standard input')).toString('latin1');
 }
 
 /** The extents of `entries` that apply to `kind` (entries marked `both` apply to either). */
@@ -53,6 +53,13 @@ export interface ResolveOptions {
   from?: FormatName | undefined;
   parent?: IdMap | undefined;
   stdin?: NodeJS.ReadableStream;
+  /**
+   * Refuse a map the kernel would refuse (MapError MAP_INVALID), as every entry point does
+   * (default true). Only `userns map validate`, whose job is to explain such maps, turns it off.
+   */
+  validate?: boolean;
+  /** How an inline MAP is named in messages (default `argument`), e.g. `--from`. */
+  label?: string;
 }
 
 /** A MAP argument read but not yet parsed. */
@@ -68,6 +75,11 @@ const JOINED_FORMATS: ReadonlySet<FormatName> = new Set(['podman', 'unshare']);
 /** A missing file name that is not a map: a path (has '/', no blank, not JSON). */
 function looksLikePath(argument: string): boolean {
   return argument.includes('/') && !/\s/.test(argument) && !/^[[{]/.test(argument);
+}
+
+/** The caller's IDs, for unshare's single-ID options (`-r`, `--map-user`, …). */
+function caller(): { uid: number; gid: number } {
+  return { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 };
 }
 
 /**
@@ -93,20 +105,21 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     }
   }
   if (options.from === undefined && INLINE.test(argument))
-    return { source: 'argument', format: 'triples', text: argument };
+    return { source: options.label ?? 'argument', format: 'triples', text: argument };
   if (argument === '-') {
     const text = await readStdin(options.stdin ?? process.stdin);
     return { source: '<stdin>', format: options.from ?? detectFormat(text), text };
   }
   if (options.from !== undefined && INLINE.test(argument))
-    return { source: 'argument', format: options.from, text: argument };
+    return { source: options.label ?? 'argument', format: options.from, text: argument };
   let text: string;
   try {
-    text = await readFile(argument, 'latin1');
+    text = readFileBounded(argument, MAP_INPUT_LIMIT).toString('latin1');
   } catch (error) {
+    if (error instanceof UsernsError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     if ((code === 'ENOENT' || code === 'ENAMETOOLONG') && !looksLikePath(argument) && argument !== '') {
-      return inlineArgument(argument, options.from);
+      return inlineArgument(argument, options.from, options.label ?? 'argument');
     }
     throw new UsernsError(
       'MAP_READ_FAILED',
@@ -118,10 +131,10 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
 }
 
 /** An argument that names no file, read as the map itself. */
-function inlineArgument(argument: string, from: FormatName | undefined): RawMapInput {
-  if (from !== undefined) return { source: 'argument', format: from, text: argument };
+function inlineArgument(argument: string, from: FormatName | undefined, label: string): RawMapInput {
+  if (from !== undefined) return { source: label, format: from, text: argument };
   try {
-    return { source: 'argument', format: detectFormat(argument), text: argument };
+    return { source: label, format: detectFormat(argument), text: argument };
   } catch {
     throw new UsageError(`'${argument}' is neither a file nor a map in a known format`, {
       hint: 'give the format with --from FORMAT (userns map convert --help lists them)',
@@ -130,46 +143,163 @@ function inlineArgument(argument: string, from: FormatName | undefined): RawMapI
 }
 
 /**
- * readMapArgument for several arguments. Consecutive inline values of podman or unshare syntax
- * are one map, as several `--uidmap` (or `--map-users`) options are: a later `+` entry punches
- * into the earlier ones, and unshare's single-ID options act on the ranges.
+ * Parses what readMapArgument read into the extents that apply to `kind`, and (unless
+ * `validate: false`) refuses a map the kernel would refuse (MapError MAP_INVALID).
  */
-export async function readMapArguments(
-  arguments_: readonly string[],
-  options: ResolveOptions,
-): Promise<RawMapInput[]> {
-  const out: RawMapInput[] = [];
-  for (const argument of arguments_) {
-    const raw = await readMapArgument(argument, options);
-    const last = out.at(-1);
-    if (
-      last !== undefined &&
-      last.source === 'argument' &&
-      raw.source === 'argument' &&
-      last.format === raw.format &&
-      JOINED_FORMATS.has(raw.format)
-    ) {
-      out[out.length - 1] = { ...last, text: `${last.text}\n${raw.text}` };
-    } else out.push(raw);
+export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap {
+  let map: IdMap;
+  if (raw.format === 'kernel') map = new IdMap(parseKernelMap(raw.text, { source: raw.source }));
+  else if (raw.format === 'triples') map = new IdMap(parseTriples(raw.text, { source: raw.source }));
+  else {
+    const entries = FORMATS[raw.format].parse(raw.text, {
+      kind: options.kind,
+      source: raw.source,
+      parent: options.parent,
+      caller: caller(),
+    });
+    map = new IdMap(entriesForKind(entries, options.kind));
   }
-  return out;
+  if (options.validate !== false)
+    requireValidMap(map, {
+      kind: options.kind,
+      source: raw.source,
+      pageSize: pageSize(),
+      sourceLine: (line) => entryLines(raw, options.kind, options.parent)?.[line - 1],
+    });
+  return map;
 }
 
-/** Parses what readMapArgument read into the extents that apply to `kind`. */
-export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap {
-  if (raw.format === 'kernel') return new IdMap(parseKernelMap(raw.text, { source: raw.source }));
-  if (raw.format === 'triples') return new IdMap(parseTriples(raw.text, { source: raw.source }));
-  const entries = FORMATS[raw.format].parse(raw.text, {
-    kind: options.kind,
-    source: raw.source,
-    parent: options.parent,
-    caller: { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 },
+/** Formats with at most one map entry per text line (comments and blank lines allowed). */
+const LINE_FORMATS: readonly FormatName[] = ['kernel', 'lxc', 'incus', 'subid'];
+
+/**
+ * For each entry of `kind` that `raw` holds, in map order, the line of the text it was read
+ * from (1-based); undefined for formats whose entries are not lines (JSON, inline triples). So
+ * that an error about map line N of an LXC config names the file's line, not N.
+ */
+export function entryLines(raw: RawMapInput, kind: IdKind, parent?: IdMap): number[] | undefined {
+  if (!LINE_FORMATS.includes(raw.format)) return undefined;
+  const out: number[] = [];
+  raw.text.split('\n').forEach((text, i) => {
+    // LXC: an empty lxc.idmap value clears what was read before it.
+    if (raw.format === 'lxc' && /^[ \t\r]*lxc\.id_?map[ \t]*=[ \t\r]*$/.test(text)) {
+      out.length = 0;
+      return;
+    }
+    let entries: KindedExtent[];
+    try {
+      entries = FORMATS[raw.format].parse(text, { kind, source: raw.source, parent });
+    } catch {
+      return; // not an entry (a comment, a blank line)
+    }
+    for (const _ of entriesForKind(entries, kind)) out.push(i + 1);
   });
-  return new IdMap(entriesForKind(entries, options.kind));
+  return out;
 }
 
 /** readMapArgument + parseMapInput. */
 export async function resolveMapArgument(argument: string, options: ResolveOptions): Promise<MapInput> {
   const raw = await readMapArgument(argument, options);
   return { ...raw, map: parseMapInput(raw, options) };
+}
+
+/** Formats that hold one map of one kind: a two-kind input needs --kind to be written to them. */
+export const SINGLE_KIND_FORMATS: readonly FormatName[] = ['kernel', 'triples', 'newuidmap', 'subid'];
+
+/**
+ * Reads a MAP argument with its kinds kept (for `map convert`): uid and gid entries of formats
+ * that hold both (LXC, Incus, JSON, Kubernetes, OCI config, podman u/g), `self`/`pid:N` as both
+ * its uid_map and gid_map; kind-less formats (kernel text, triples) as 'both'. With `kind`, only
+ * the entries for that kind, marked with it. Not validated here: see requireValidEntries.
+ */
+export async function readMapEntries(
+  argument: string,
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
+): Promise<KindedExtent[]> {
+  return (await readMapEntriesOf([argument], options))[0] ?? [];
+}
+
+/**
+ * readMapEntries for several arguments, one entry list per input. Consecutive inline values of
+ * podman or unshare syntax are one input, as several `--uidmap` (or `--map-users`) options are:
+ * a later `+` entry punches into the earlier ones, and unshare's single-ID options act on the
+ * ranges.
+ */
+export async function readMapEntriesOf(
+  arguments_: readonly string[],
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
+): Promise<KindedExtent[][]> {
+  const out: KindedExtent[][] = [];
+  let pending: RawMapInput | undefined;
+  const flush = () => {
+    if (pending !== undefined) out.push(entriesOf(pending, options));
+    pending = undefined;
+  };
+  for (const argument of arguments_) {
+    if (options.kind === undefined && /^(?:self|pid:\d+)$/.test(argument)) {
+      flush();
+      out.push(await procEntries(argument, options));
+      continue;
+    }
+    const raw = await readMapArgument(argument, { ...options, kind: options.kind ?? 'uid' });
+    const inline = raw.source === (options.label ?? 'argument');
+    if (
+      pending !== undefined &&
+      inline &&
+      pending.source === raw.source &&
+      pending.format === raw.format &&
+      JOINED_FORMATS.has(raw.format)
+    ) {
+      pending = { ...pending, text: `${pending.text}\n${raw.text}` };
+      continue;
+    }
+    flush();
+    pending = raw;
+  }
+  flush();
+  return out;
+}
+
+/** A process has one map of each kind: both are read. */
+async function procEntries(
+  argument: string,
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
+): Promise<KindedExtent[]> {
+  const out: KindedExtent[] = [];
+  for (const kind of ['uid', 'gid'] as const) {
+    const raw = await readMapArgument(argument, { ...options, kind });
+    for (const e of parseMapInput(raw, { kind, validate: false }).extents) out.push({ ...e, kind });
+  }
+  return out;
+}
+
+/** The kinded entries of one input read by readMapArgument. */
+function entriesOf(
+  raw: RawMapInput,
+  options: { kind: IdKind | undefined; parent?: IdMap | undefined },
+): KindedExtent[] {
+  let entries: KindedExtent[];
+  if (raw.format === 'kernel')
+    entries = parseKernelMap(raw.text, { source: raw.source }).map((e) => ({ ...e, kind: 'both' }));
+  else if (raw.format === 'triples')
+    entries = parseTriples(raw.text, { source: raw.source }).map((e) => ({ ...e, kind: 'both' }));
+  else
+    entries = FORMATS[raw.format].parse(raw.text, {
+      kind: options.kind,
+      source: raw.source,
+      parent: options.parent,
+      caller: caller(),
+    });
+  if (options.kind === undefined) return entries;
+  const kind = options.kind;
+  return entriesForKind(entries, kind).map((e) => ({ ...e, kind }));
+}
+
+/** requireValidMap for each kind that kinded entries hold (MapError MAP_INVALID; an empty input too). */
+export function requireValidEntries(entries: readonly KindedExtent[], source: string): void {
+  const page = pageSize();
+  const lists = { uid: entriesForKind(entries, 'uid'), gid: entriesForKind(entries, 'gid') };
+  if (lists.uid.length === 0 && lists.gid.length === 0) requireValidMap([], { source, pageSize: page });
+  for (const kind of ['uid', 'gid'] as const)
+    if (lists[kind].length > 0) requireValidMap(lists[kind], { kind, source, pageSize: page });
 }

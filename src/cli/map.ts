@@ -1,112 +1,37 @@
-import { UsageError, UsernsError } from '../errors/index.js';
+import { UsageError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
 import { hostIdsCoveredBy, type Uncovered } from '../idmap/coverage.js';
-import { type Extent, type IdKind, INVALID_ID } from '../idmap/extent.js';
-import { FORMATS } from '../idmap/formats/index.js';
+import { type Extent, type IdKind, INVALID_ID, type KindedExtent } from '../idmap/extent.js';
+import { FORMAT_NAMES, FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { PRIVILEGED_WRITER, type WriterSituation } from '../idmap/permission.js';
 import { splitAcrossParent } from '../idmap/split.js';
-import { type Verdict, validateMap, validateMapText } from '../idmap/validate.js';
+import {
+  requireValidMap,
+  type Verdict,
+  validateMap,
+  validateMapText,
+  withSourceLines,
+} from '../idmap/validate.js';
 import { pageSize } from '../system/proc.js';
-import { type CliIo, type Command, parseCommandLine, useColour, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, useColour, writeHelp, writeJson } from './common.js';
 import {
   entriesForKind,
+  entryLines,
   parseFormatName,
   parseKind,
   parseMapInput,
   readMapArgument,
-  readMapArguments,
+  readMapEntries,
+  readMapEntriesOf,
+  requireValidEntries,
   resolveMapArgument,
+  SINGLE_KIND_FORMATS,
 } from './map-input.js';
 import { renderMap } from './map-show.js';
-
-const MAP_HELP = `A MAP is one of:
-  inside:outside:count[,…]   inline triples, e.g. 0:100000:65536
-  FILE                       a file in any format (auto-detected, or --from FORMAT)
-  -                          standard input
-  self | pid:N               a process's /proc/PID/uid_map (gid_map with --kind gid)
-Formats: ${Object.keys(FORMATS).join(', ')}`;
-
-const HELP: Record<string, string> = {
-  '': `Usage: userns map <subcommand> [options]
-
-Subcommands:
-  validate [--parent MAP] MAP        would the kernel accept MAP? (exit 0 yes, 1 no)
-  split --parent MAP MAP             cut MAP at the parent's extent boundaries so the kernel accepts it
-  convert [--from F] --to F INPUT…   convert between map formats
-  lookup [--reverse] MAP ID…         translate IDs inside→outside (--reverse: outside→inside)
-  compose MAP PARENT [ANCESTOR…]     express a nested map in the IDs of its outermost ancestor
-  show MAP                           draw a map in the terminal
-
-${MAP_HELP}
-Options for every subcommand: --kind uid|gid, --json, --help.
-`,
-  validate: `Usage: userns map validate [--parent MAP] [--kind uid|gid] [--page-size N] [--allowed MAP]
-                          [--unprivileged [--euid N] [--egid N] [--setgroups allow|deny]] MAP
-
-Says whether the kernel would accept MAP written in one write() to /proc/PID/${'{uid,gid}'}_map,
-and if not, the errno (EINVAL or EPERM) and the reason, naming the line. The kernel's checks are
-applied in the kernel's order: size < PAGE_SIZE, syntax, (u32)-1, count and wrap, overlaps on
-either side, the 340-line limit, then permission and containment in the parent map.
-
-  --parent MAP      the writer's current namespace map (outside IDs must lie in ONE of its lines)
-  --unprivileged    predict for a writer without CAP_SETUID/CAP_SETGID/CAP_SETFCAP that owns the
-                    namespace (euid/egid default to this process's)
-  --setgroups V     the target's setgroups at write time (default allow)
-  --allowed MAP     also require every host ID of MAP to lie in this allow-list's host IDs of the
-                    same kind (any format: subid lines, raw.idmap, triples…); exit 1 naming the
-                    first host ID outside it (Incus HostIDsCoveredBy)
-  --json            {"ok": bool, "errno": "EINVAL"|"EPERM"|null, "reason": str|null, "line": n|null}
-
-Exit status: 0 accepted, 1 rejected, 2 usage error.
-${MAP_HELP}
-`,
-  split: `Usage: userns map split --parent MAP [--kind uid|gid] MAP
-
-Cuts every line of MAP at the boundaries of the parent's lines, so that each piece lies inside
-one parent line as the kernel requires (it never splits a line itself). Pieces keep their order
-and are never merged. Fails, naming the first missing range, if the parent does not map an ID.
-Prints the result in kernel format; --json prints {"ok": true, "map": [[inside, outside, count], …]}.
-
-Example: inside a namespace mapped 0 1000 1 + 1 100000 65536,
-  userns map split --parent self 0:0:100     →  0 0 1 / 1 1 99
-${MAP_HELP}
-`,
-  convert: `Usage: userns map convert [--from FORMAT] --to FORMAT [--kind uid|gid] [--parent MAP] [--owner USER] INPUT…
-
-Reads each INPUT (a MAP) and prints the concatenated extents in FORMAT.
---parent is needed by podman's '@' and '+' forms; --owner names the user of subuid/subgid lines.
-Formats:
-${Object.entries(FORMATS)
-  .map(([name, f]) => `  ${name.padEnd(11)} ${f.description}`)
-  .join('\n')}
-`,
-  lookup: `Usage: userns map lookup [--reverse] [--kind uid|gid] MAP ID…
-
-Translates each inside ID to its outside ID (with --reverse: outside to inside) through MAP.
-Unmapped IDs print "unmapped" (the kernel shows them as the overflow ID, usually 65534).
-${MAP_HELP}
-`,
-  compose: `Usage: userns map compose [--kind uid|gid] MAP PARENT [ANCESTOR…]
-
-MAP's outside IDs are PARENT's inside IDs; prints MAP expressed in PARENT's outside IDs (then the
-next ancestor's, and so on). IDs an ancestor does not map are dropped.
-Example: userns map compose 0:0:100 0:100000:65536    →  0 100000 100
-${MAP_HELP}
-`,
-  show: `Usage: userns map show [--kind uid|gid] MAP
-
-Draws MAP: one row per extent, inside and outside ranges with bars scaled to each side.
-Colour on a terminal unless NO_COLOR is set.
-${MAP_HELP}
-`,
-};
-
-const common = {
-  kind: { type: 'string' },
-  from: { type: 'string' },
-} as const;
+import { didYouMean } from './suggest.js';
 
 function needPositionals(positionals: string[], min: number, sub: string, max = Number.POSITIVE_INFINITY) {
   if (positionals.length < min || positionals.length > max) {
@@ -152,21 +77,8 @@ function printVerdict(io: CliIo, json: boolean, verdict: Verdict, kind: IdKind, 
 }
 
 async function validate(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    {
-      ...common,
-      parent: { type: 'string' },
-      'page-size': { type: 'string' },
-      unprivileged: { type: 'boolean' },
-      euid: { type: 'string' },
-      egid: { type: 'string' },
-      setgroups: { type: 'string' },
-      allowed: { type: 'string' },
-    },
-    'map validate',
-  );
-  if (values.help) return help(io, 'validate');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map validate'].options, 'map validate');
+  if (values.help) return writeHelp(io, 'map validate');
   needPositionals(positionals, 1, 'validate', 1);
   const kind = parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
@@ -193,14 +105,24 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
   if (raw.format === 'kernel') {
     const verdict = validateMapText(raw.text, options);
     if (verdict.ok && values.allowed !== undefined) {
-      const extents = parseMapInput(raw, { kind, parent }).extents;
+      const extents = parseMapInput(raw, { kind, parent, validate: false }).extents;
       const coverage = await allowedCoverage(values.allowed, extents, kind, io);
       if (!coverage.ok) return printUncovered(io, values.json === true, coverage, values.allowed);
     }
     return printVerdict(io, values.json === true, verdict, kind, kernelLines(raw.text).length);
   }
-  const map = parseMapInput(raw, { kind, parent });
-  const verdict = validateMap(map, options);
+  const map = parseMapInput(raw, { kind, parent, validate: false });
+  let verdict: Verdict & { sourceLine?: number | null } = validateMap(map, options);
+  const lines = entryLines(raw, kind, parent);
+  if (!verdict.ok && lines !== undefined) {
+    // The file's lines are not the map's (comments, the other kind): name both.
+    const at = (n: number) => lines[n - 1];
+    verdict = {
+      ...verdict,
+      reason: withSourceLines(verdict.reason!, raw.source, at),
+      sourceLine: verdict.line === null ? null : (at(verdict.line) ?? null),
+    };
+  }
   if (verdict.ok && values.allowed !== undefined) {
     const coverage = await allowedCoverage(values.allowed, map.extents, kind, io);
     if (!coverage.ok) return printUncovered(io, values.json === true, coverage, values.allowed);
@@ -214,8 +136,7 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
  * an Incus raw.idmap, kernel lines, triples, …
  */
 async function allowedCoverage(argument: string, extents: readonly Extent[], kind: IdKind, io: CliIo) {
-  const raw = await readMapArgument(argument, { kind, stdin: io.stdin });
-  const entries = FORMATS[raw.format].parse(raw.text, { kind, source: raw.source });
+  const entries = await readMapEntries(argument, { kind, stdin: io.stdin, label: '--allowed' });
   const hostIds = entriesForKind(entries, kind).map((e) => ({ start: e.outside, count: e.count }));
   return hostIdsCoveredBy(extents, { [kind]: hostIds }, kind);
 }
@@ -236,12 +157,8 @@ function printUncovered(io: CliIo, json: boolean, c: Uncovered, allowed: string)
 }
 
 async function split(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    { ...common, parent: { type: 'string' }, 'page-size': { type: 'string' } },
-    'map split',
-  );
-  if (values.help) return help(io, 'split');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map split'].options, 'map split');
+  if (values.help) return writeHelp(io, 'map split');
   needPositionals(positionals, 1, 'split', 1);
   if (values.parent === undefined)
     throw new UsageError('userns map split needs --parent MAP (for example --parent self)');
@@ -255,73 +172,63 @@ async function split(argv: string[], io: CliIo): Promise<number> {
       stdin: io.stdin,
     })
   ).map;
-  let result: IdMap;
-  try {
-    result = splitAcrossParent(request, parent, kind);
-  } catch (error) {
-    if (!(error instanceof UsernsError)) throw error;
-    if (values.json)
-      writeJson(io, {
-        ok: false,
-        reason: error.message,
-        code: error.code,
-        ...(error.data ? { data: error.data } : {}),
-      });
-    else io.stderr.write(`userns: ${error.message}\n`);
-    return 1;
-  }
-  const pageSize = pageSizeOption(values['page-size']);
-  const verdict = validateMap(result, { kind, parent, pageSize });
-  if (!verdict.ok) {
-    const reason = `the split map cannot be written: ${verdict.reason}`;
-    if (values.json) writeJson(io, { ok: false, errno: verdict.errno, reason });
-    else io.stderr.write(`userns: ${reason}\n`);
-    return 1;
-  }
+  // Errors (an ID the parent does not map; a result the kernel would refuse) are reported as
+  // every command reports them: one line, or the --json error shape; exit 1.
+  const result = splitAcrossParent(request, parent, kind);
+  requireValidMap(result, {
+    kind,
+    parent,
+    pageSize: pageSizeOption(values['page-size']),
+    source: 'the split map',
+  });
   if (values.json) writeJson(io, { ok: true, map: result.toJSON() });
   else io.stdout.write(formatKernelMap(result.extents));
   return 0;
 }
 
 async function convert(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    { ...common, to: { type: 'string' }, parent: { type: 'string' }, owner: { type: 'string' } },
-    'map convert',
-  );
-  if (values.help) return help(io, 'convert');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map convert'].options, 'map convert');
+  if (values.help) return writeHelp(io, 'map convert');
   needPositionals(positionals, 1, 'convert');
   const to = parseFormatName(values.to, '--to');
   if (to === undefined)
     throw new UsageError('userns map convert needs --to FORMAT', {
       hint: `formats: ${Object.keys(FORMATS).join(', ')}`,
     });
-  const kind = parseKind(values.kind);
+  // Without --kind both kinds are kept: formats that hold both write both.
+  const kind = values.kind === undefined ? undefined : parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
-  const parent = await optionalParent(values.parent, kind, io);
-  const entries = [];
-  const options = { kind, from, parent, stdin: io.stdin };
-  for (const raw of await readMapArguments(positionals, options)) {
-    entries.push(...parseMapInput(raw, options).extents.map((e) => ({ ...e, kind })));
+  const parent = await optionalParent(values.parent, kind ?? 'uid', io);
+  const entries: KindedExtent[] = [];
+  // Consecutive inline podman/unshare arguments are one map (readMapEntriesOf).
+  for (const list of await readMapEntriesOf(positionals, { kind, from, parent, stdin: io.stdin }))
+    for (const e of list) entries.push(e);
+  requireValidEntries(entries, positionals.length === 1 ? positionals[0]! : 'the input');
+  if (
+    kind === undefined &&
+    SINGLE_KIND_FORMATS.includes(to) &&
+    entries.some((e) => e.kind === 'uid') &&
+    entries.some((e) => e.kind === 'gid')
+  ) {
+    throw new UsageError(`the ${to} format holds one map, and the input has both a uid map and a gid map`, {
+      hint: `choose the one to write: --kind uid or --kind gid (or a format that holds both: ${FORMAT_NAMES.filter((f) => !SINGLE_KIND_FORMATS.includes(f)).join(', ')})`,
+    });
   }
   const text = FORMATS[to].format(entries, {
     kind,
     parent,
     ...(values.owner === undefined ? {} : { owner: values.owner }),
   });
-  if (values.json)
-    writeJson(io, { ok: true, format: to, text, map: entries.map((e) => [e.inside, e.outside, e.count]) });
-  else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
+  if (values.json) {
+    const triples = (k: IdKind) => entriesForKind(entries, k).map((e) => [e.inside, e.outside, e.count]);
+    writeJson(io, { ok: true, format: to, text, uidMap: triples('uid'), gidMap: triples('gid') });
+  } else io.stdout.write(text.endsWith('\n') || text === '' ? text : `${text}\n`);
   return 0;
 }
 
 async function lookup(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(
-    argv,
-    { ...common, reverse: { type: 'boolean', short: 'r' } },
-    'map lookup',
-  );
-  if (values.help) return help(io, 'lookup');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map lookup'].options, 'map lookup');
+  if (values.help) return writeHelp(io, 'map lookup');
   needPositionals(positionals, 2, 'lookup');
   const kind = parseKind(values.kind);
   const { map } = await resolveMapArgument(positionals[0]!, {
@@ -336,7 +243,8 @@ async function lookup(argv: string[], io: CliIo): Promise<number> {
   });
   if (values.json)
     writeJson(io, {
-      ok: true,
+      // ok says what the exit status says: every ID translated.
+      ok: results.every((r) => r.result !== null),
       direction: values.reverse ? 'outside-to-inside' : 'inside-to-outside',
       results,
     });
@@ -345,8 +253,8 @@ async function lookup(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function composeCommand(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, { ...common }, 'map compose');
-  if (values.help) return help(io, 'compose');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map compose'].options, 'map compose');
+  if (values.help) return writeHelp(io, 'map compose');
   needPositionals(positionals, 2, 'compose');
   const kind = parseKind(values.kind);
   const from = parseFormatName(values.from, '--from');
@@ -360,8 +268,8 @@ async function composeCommand(argv: string[], io: CliIo): Promise<number> {
 }
 
 async function show(argv: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandLine(argv, { ...common }, 'map show');
-  if (values.help) return help(io, 'show');
+  const { values, positionals } = parseCommandLine(argv, COMMANDS['map show'].options, 'map show');
+  if (values.help) return writeHelp(io, 'map show');
   needPositionals(positionals, 1, 'show', 1);
   const kind = parseKind(values.kind);
   const { map } = await resolveMapArgument(positionals[0]!, {
@@ -371,11 +279,6 @@ async function show(argv: string[], io: CliIo): Promise<number> {
   });
   if (values.json) writeJson(io, { ok: true, kind, size: map.size, map: map.toJSON() });
   else io.stdout.write(renderMap(map, kind, useColour(io.stdout, io.env)));
-  return 0;
-}
-
-function help(io: CliIo, sub: string): number {
-  io.stdout.write(HELP[sub] ?? HELP['']!);
   return 0;
 }
 
@@ -391,11 +294,13 @@ const subcommands: Record<string, Command> = {
 export const main: Command = async (argv, io) => {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    help(io, '');
+    await writeHelp(io, 'map');
     return sub === undefined ? 2 : 0;
   }
   const command = Object.hasOwn(subcommands, sub) ? subcommands[sub] : undefined;
   if (command === undefined)
-    throw new UsageError(`unknown subcommand 'map ${sub}'`, { hint: "see 'userns map --help'" });
+    throw new UsageError(`unknown subcommand 'map ${sub}'${didYouMean(sub, Object.keys(subcommands))}`, {
+      hint: "see 'userns map --help'",
+    });
   return command(rest, io);
 };

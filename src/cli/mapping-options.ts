@@ -3,24 +3,13 @@ import { UsageError, UsernsError } from '../errors/index.js';
 import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import { parseModeSpec } from '../maps/modes.js';
 import { type MountSpec, parseMountSpec } from '../mount/spec.js';
+import { MAPPING } from './commands.js';
 import type { CliIo } from './common.js';
 
 const ALL_EXTRA = ['mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'] as const;
 
-/** The mapping and namespace options shared by `run` and `create` (parsed by parseMappingOptions). */
-export const MAPPING_OPTIONS = {
-  userns: { type: 'string' },
-  uidmap: { type: 'string', multiple: true },
-  gidmap: { type: 'string', multiple: true },
-  unshare: { type: 'string' },
-  setgroups: { type: 'string' },
-  user: { type: 'string' },
-  'no-split': { type: 'boolean' },
-  fallback: { type: 'string' },
-  newuidmap: { type: 'string' },
-  newgidmap: { type: 'string' },
-  mount: { type: 'string', multiple: true },
-} as const;
+/** The mapping and namespace options shared by `run` and `create` (the command table's MAPPING). */
+export const MAPPING_OPTIONS = MAPPING;
 
 function parseId(text: string, what: string, command: string): number {
   if (!/^\d+$/.test(text) || Number(text) > MAX_MAPPABLE_ID) {

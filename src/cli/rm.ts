@@ -1,29 +1,14 @@
 /** `userns rm NAME...`: stop a named namespace's keeper and remove its state. */
 import { UsageError } from '../errors/index.js';
 import { removeNamespace } from '../namespaces/index.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 
-export const HELP = `Usage: userns rm [--force] [--root DIR] [--json] NAME...
-
-Removes named namespaces: stops the keeper (SIGTERM, then SIGKILL; with a PID namespace every
-process in it dies too) and deletes the state. Stale entries (keeper gone) are removed as well.
-
-Options:
-  -f, --force  also remove broken entries and entries that are not real directories (a link is
-               removed itself, never followed); a NAME that does not exist is not an error
-  --root DIR   state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns or ~/.local/state/userns)
-  --json       machine-readable output
-  -h, --help   this text
-`;
-
-const OPTIONS = { force: { type: 'boolean', short: 'f' }, root: { type: 'string' } } as const;
+const OPTIONS = COMMANDS.rm.options;
 
 export const main: Command = async (argv: string[], io: CliIo): Promise<number> => {
   const { values, positionals } = parseCommandLine(argv, OPTIONS, 'rm');
-  if (values.help) {
-    io.stdout.write(HELP);
-    return 0;
-  }
+  if (values.help) return writeHelp(io, 'rm');
   if (positionals.length === 0) {
     throw new UsageError('no NAME given', {
       hint: "usage: userns rm [--force] NAME...; see 'userns rm --help'",

@@ -1,83 +1,35 @@
 /** `userns shift`: rewrite a tree's owners from one ID map to another. */
 import { UsageError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
-import type { ShiftChange, ShiftOptions, ShiftProgress, ShiftResult } from '../shift/shift.js';
-import { shiftTree } from '../shift/shift.js';
-import { type CliIo, type Command, parseCommandLine, reportError, writeJson } from './common.js';
+import {
+  type ShiftChange,
+  type ShiftOptions,
+  type ShiftProgress,
+  type ShiftResult,
+  shiftIncomplete,
+  shiftTree,
+} from '../shift/shift.js';
+import type { UnmappedPolicy } from '../shift/tree-walk.js';
+import { COMMANDS } from './commands.js';
+import { type CliIo, type Command, parseCommandLine, reportError, writeHelp, writeJson } from './common.js';
 import { parseMapInput, readMapArgument } from './map-input.js';
 
-export const HELP = `Usage: userns shift --from MAP --to MAP [options] DIR
-
-Rewrites the owner and group of every entry of DIR: each ID is looked up in --from
-(outside → inside) and written as --to's outside ID for the same inside ID. POSIX ACL entries
-(system.posix_acl_access/default) and file-capability root IDs (security.capability v3) are
-shifted too; set-user-ID/set-group-ID bits are kept (chown clears them); hard links are handled
-once; symbolic links are never followed (the link itself is changed).
-
-By default the walk runs in a protective user namespace that maps only the IDs of the two
-ranges: whatever a process racing the walk does (renames, planted links), the kernel refuses to
-change any file owned by another ID. Mounts under DIR (other filesystems, bind
-mounts) are skipped and listed.
-
-MAP: inline triples inside:outside:count[,…], a file in any format userns reads (kernel,
-OCI/Kubernetes JSON, podman, LXC, subuid…), 'self' or 'pid:N'. The gid map is the MAP's gid
-entries (or the same triples) unless --from-gid/--to-gid give one.
-
-Options:
-  --from MAP              the map the tree is owned in now (required)
-  --to MAP                the map it must be owned in (required)
-  --from-gid MAP          gid map for --from (default: from --from)
-  --to-gid MAP            gid map for --to (default: from --to)
-  --reverse               shift from --to back to --from
-  --dry-run               report what would change, change nothing
-  --unmapped MODE         an ID --from does not translate: error (default: nothing is changed
-                          at all), skip (that ID is kept), overflow (it becomes the overflow ID)
-  --no-userns             walk without the protective namespace (root only)
-  --cross-filesystems     also shift what is mounted under DIR
-  -v, --verbose           list every entry that changes (or would)
-  -q, --quiet             no progress line
-  --newuidmap PATH        newuidmap to use (rootless; default from PATH); --newgidmap likewise
-  --json                  the summary (and errors) as JSON
-  -h, --help              this text
-
-Exit status: 0 when every entry was shifted, 1 when something could not be (nothing is changed
-when an ID cannot be translated with --unmapped error), 2 for usage errors.
-
-Examples:
-  userns shift --from 0:0:65536 --to 0:100000:65536 ./rootfs        # root-owned image → range
-  userns shift --from 0:0:65536 --to 0:100000:65536 --reverse ./rootfs
-  userns shift --from 0:100000:65536 --to 0:200000:65536 --dry-run -v ./rootfs
-`;
-
-const OPTIONS = {
-  from: { type: 'string' },
-  to: { type: 'string' },
-  'from-gid': { type: 'string' },
-  'to-gid': { type: 'string' },
-  reverse: { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-  unmapped: { type: 'string' },
-  'no-userns': { type: 'boolean' },
-  'cross-filesystems': { type: 'boolean' },
-  verbose: { type: 'boolean', short: 'v' },
-  quiet: { type: 'boolean', short: 'q' },
-  newuidmap: { type: 'string' },
-  newgidmap: { type: 'string' },
-} as const;
+const OPTIONS = COMMANDS.shift.options;
 
 /** Reads a MAP argument once and returns its uid and gid maps (a gid override replaces the latter). */
 export async function readKindMaps(
   argument: string,
   gidArgument: string | undefined,
   io: CliIo,
+  labels: { uid: string; gid: string } = { uid: 'argument', gid: 'argument' },
 ): Promise<{ uid: IdMap; gid: IdMap }> {
-  const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin });
+  const raw = await readMapArgument(argument, { kind: 'uid', stdin: io.stdin, label: labels.uid });
   const uid = parseMapInput(raw, { kind: 'uid' });
   let gid: IdMap;
   if (gidArgument === undefined) {
     gid = parseMapInput(raw, { kind: 'gid' });
   } else {
-    const rawGid = await readMapArgument(gidArgument, { kind: 'gid', stdin: io.stdin });
+    const rawGid = await readMapArgument(gidArgument, { kind: 'gid', stdin: io.stdin, label: labels.gid });
     gid = parseMapInput(rawGid, { kind: 'gid' });
   }
   return { uid, gid };
@@ -103,14 +55,28 @@ function changeLine(c: ShiftChange): string {
   return `${c.path}: ${id(c.old.uid)}:${id(c.old.gid)} → ${id(c.new.uid)}:${id(c.new.gid)} (${c.what.join(', ')})`;
 }
 
-function summaryText(r: ShiftResult): string {
+function summaryText(r: ShiftResult, policy: UnmappedPolicy): string {
+  const incomplete = shiftIncomplete(r, policy);
   const lines = [
     `${r.dryRun ? 'would shift' : 'shifted'} ${r.dir}: ${formatCount(r.seen)} entries seen, ${formatCount(r.changed)} ${r.dryRun ? 'to change' : 'changed'}` +
+      (r.alreadyShifted > 0 ? `, ${formatCount(r.alreadyShifted)} already shifted` : '') +
       (r.skipped > 0 ? `, ${formatCount(r.skipped)} skipped (IDs without translation)` : '') +
       (r.errorCount > 0 ? `, ${formatCount(r.errorCount)} errors` : '') +
       (r.hardlinks > 0 ? `, ${formatCount(r.hardlinks)} hard links handled once` : '') +
       ` (${(r.elapsedMs / 1000).toFixed(2)} s${r.protectiveNamespace ? ', protective user namespace' : ''})`,
   ];
+  if (
+    r.alreadyShifted > 0 &&
+    r.changed === 0 &&
+    r.alreadyShifted + r.hardlinks + r.mountpoints.length >= r.seen
+  )
+    lines.push(
+      "  already shifted to this map? every entry's IDs are already in --to's range and not in --from's",
+    );
+  else if (r.alreadyShifted > 0)
+    lines.push(
+      `  ${formatCount(r.alreadyShifted)} entr${r.alreadyShifted === 1 ? 'y was' : 'ies were'} already in --to's range (an earlier shift was interrupted?): left as they are`,
+    );
   for (const m of r.mountpoints) lines.push(`  skipped mount point: ${m} (--cross-filesystems to shift it)`);
   for (const u of r.unmapped) {
     const where = u.where === 'owner' ? '' : ` in ${u.where === 'acl' ? 'an ACL' : 'a file capability'}`;
@@ -120,6 +86,11 @@ function summaryText(r: ShiftResult): string {
   }
   for (const e of r.errors) lines.push(`  error: ${e.op} ${e.path || '.'}: ${e.errno}`);
   if (r.errorCount > r.errors.length) lines.push(`  … and ${r.errorCount - r.errors.length} more errors`);
+  if (incomplete !== null)
+    lines.push(
+      `  the shift ${r.dryRun ? 'would be' : 'is'} incomplete: ${incomplete.reason}`,
+      `  hint: ${incomplete.hint}`,
+    );
   return `${lines.join('\n')}\n`;
 }
 
@@ -128,10 +99,7 @@ export const main: Command = async (argv, io) => {
   try {
     const { values, positionals } = parseCommandLine(argv, OPTIONS, 'shift');
     json = values.json === true;
-    if (values.help) {
-      io.stdout.write(HELP);
-      return 0;
-    }
+    if (values.help) return writeHelp(io, 'shift');
     if (positionals.length !== 1) {
       throw new UsageError(positionals.length === 0 ? 'DIR is missing' : 'give exactly one DIR', {
         hint: "see 'userns shift --help'",
@@ -146,8 +114,14 @@ export const main: Command = async (argv, io) => {
     if (unmapped !== 'error' && unmapped !== 'skip' && unmapped !== 'overflow') {
       throw new UsageError(`--unmapped must be error, skip or overflow, not '${unmapped}'`);
     }
-    const from = await readKindMaps(values.from, values['from-gid'], io);
-    const to = await readKindMaps(values.to, values['to-gid'], io);
+    const from = await readKindMaps(values.from, values['from-gid'], io, {
+      uid: '--from',
+      gid: values['from-gid'] === undefined ? '--from' : '--from-gid',
+    });
+    const to = await readKindMaps(values.to, values['to-gid'], io, {
+      uid: '--to',
+      gid: values['to-gid'] === undefined ? '--to' : '--to-gid',
+    });
 
     const showProgress = !json && values.quiet !== true && io.stderr.isTTY === true;
     const started = performance.now();
@@ -181,17 +155,18 @@ export const main: Command = async (argv, io) => {
     } finally {
       if (showProgress) io.stderr.write('\r\x1b[K');
     }
-    const failed = result.dryRun && unmapped === 'error' && result.unmapped.length > 0;
+    // A dry run fails where the run would (the run itself throws SHIFT_INCOMPLETE).
+    const failed = shiftIncomplete(result, unmapped) !== null;
     if (json) {
       writeJson(io, {
-        ok: !failed && result.errorCount === 0,
+        ok: !failed,
         ...result,
         ...(values.verbose ? { changes } : {}),
       });
     } else {
-      io.stdout.write(summaryText(result));
+      io.stdout.write(summaryText(result, unmapped));
     }
-    return failed || result.errorCount > 0 ? 1 : 0;
+    return failed ? 1 : 0;
   } catch (error) {
     return reportError(error, io, json);
   }

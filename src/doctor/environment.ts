@@ -135,6 +135,10 @@ function noNewPrivs(ctx: DoctorContext): Check {
   );
 }
 
+/**
+ * The environment checks of `userns doctor`: XDG_RUNTIME_DIR, whether / is a shared mount,
+ * no_new_privs.
+ */
 export function environmentChecks(ctx: DoctorContext): Check[] {
   return [xdgRuntimeDir(ctx), rootShared(ctx), noNewPrivs(ctx)];
 }

@@ -1,10 +1,16 @@
-/** `userns doctor` as an API: find and explain what blocks user namespaces here. */
+/**
+ * `userns doctor` as an API: find and explain what blocks user namespaces here.
+ *
+ * @module userns/doctor
+ */
+
+export { freeRange, type LoginDefs } from '../system/subordinate.js';
 export { GROUPS, runDoctor } from './doctor.js';
 export { environmentChecks } from './environment.js';
 export { kernelChecks } from './kernel.js';
 export { newidmapChecks } from './newidmap.js';
 export { type ProbeOptions, type ProbeStep, probeAsUser, probeHere, stepOf } from './probe.js';
-export { freeRange, subidChecks } from './subids.js';
+export { subidChecks } from './subids.js';
 export type {
   Check,
   CheckGroup,

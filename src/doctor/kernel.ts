@@ -386,6 +386,10 @@ function seccomp(ctx: DoctorContext): Check {
   );
 }
 
+/**
+ * The kernel checks of `userns doctor`: user namespaces built in, user.max_user_namespaces,
+ * kernel.unprivileged_userns_clone, AppArmor's restriction, nesting, overflow IDs, seccomp.
+ */
 export function kernelChecks(ctx: DoctorContext): Check[] {
   const nest = nestingCheck(ctx);
   return [

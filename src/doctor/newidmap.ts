@@ -132,6 +132,10 @@ function toolCheck(ctx: DoctorContext, which: NewIdmapTool, info: NewIdmapInfo):
   );
 }
 
+/**
+ * The newuidmap/newgidmap checks of `userns doctor`: present, setuid root or file capabilities,
+ * owner and mode, nosuid mounts.
+ */
 export async function newidmapChecks(ctx: DoctorContext): Promise<Check[]> {
   const [u, g] = await Promise.all([
     inspectNewIdmap('newuidmap', ctx.options.newuidmap === undefined ? {} : { path: ctx.options.newuidmap }),

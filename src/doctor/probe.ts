@@ -15,12 +15,13 @@ import type { Extent } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
 import { packagedHelperPath } from '../native/helper-binary.js';
-import { planSpawn, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
+import { planArgv, type SpawnOptions, type SpawnPlan, spawn } from '../spawn/spawn.js';
 import { PACKAGE_ROOT, type StagedPackage, stagePackage } from '../state/stage.js';
 import { findProgram } from '../system/exec.js';
 import { firstUnreachable, unreachableData } from '../system/reachability.js';
 import { type Check, check } from './types.js';
 
+/** Options of the live probe (the last check of `userns doctor`). */
 export interface ProbeOptions {
   newuidmap?: string;
   newgidmap?: string;
@@ -138,7 +139,7 @@ export async function probeHere(options: ProbeOptions = {}): Promise<Check> {
 
   let plan: SpawnPlan;
   try {
-    plan = await planSpawn(argv, spawnOptions);
+    plan = await planArgv(argv, spawnOptions);
   } catch (error) {
     return fail('plan', `planning the maps failed: ${(error as Error).message}`, error);
   }

@@ -8,54 +8,19 @@ import { readFileSync } from 'node:fs';
 import { formatRange, type IdKind } from '../idmap/extent.js';
 import type { SubidEntry } from '../idmap/formats/subid.js';
 import { subidOwnerMatches } from '../idmap/formats/subid.js';
-import { type IdRange, insideRanges, intersectRanges, rangesSize, subtractRanges } from '../idmap/ranges.js';
+import { type IdRange, insideRanges, intersectRanges, rangesSize } from '../idmap/ranges.js';
 import { usablePool } from '../maps/modes.js';
 import { nesting } from '../system/knobs.js';
 import {
+  freeRange,
   getSubordinateRanges,
   listAllSubordinateRanges,
+  loginDefs,
   type SubidFile,
   type SubordinateOptions,
   type SubordinateRanges,
 } from '../system/subordinate.js';
 import { type Check, check, type DoctorContext, forTarget } from './types.js';
-
-interface LoginDefs {
-  min: number;
-  max: number;
-  count: number;
-  file: string;
-}
-
-/** SUB_UID_MIN/MAX/COUNT (or SUB_GID_*) from /etc/login.defs, with shadow's defaults. */
-function loginDefs(kind: IdKind, file = '/etc/login.defs'): LoginDefs {
-  const prefix = kind === 'uid' ? 'SUB_UID_' : 'SUB_GID_';
-  const out = { min: 100000, max: 600100000, count: 65536, file };
-  let text = '';
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    return out;
-  }
-  for (const raw of text.split('\n')) {
-    const m = /^\s*(SUB_[UG]ID_(?:MIN|MAX|COUNT))\s+([0-9]+)\s*$/.exec(raw);
-    if (!m || !m[1]!.startsWith(prefix)) continue;
-    const key = m[1]!.slice(prefix.length).toLowerCase() as 'min' | 'max' | 'count';
-    out[key] = Number(m[2]);
-  }
-  if (out.count < 1) out.count = 65536;
-  return out;
-}
-
-/**
- * The first `count` IDs at or above SUB_UID_MIN that no line of either file uses (the way
- * useradd picks), so that one range fits both /etc/subuid and /etc/subgid.
- */
-export function freeRange(taken: readonly IdRange[], defs: LoginDefs, count = defs.count): IdRange {
-  const free = subtractRanges([{ start: defs.min, count: Math.max(1, defs.max - defs.min + 1) }], taken);
-  const hit = free.find((r) => r.count >= count);
-  return { start: hit?.start ?? defs.max + 1, count };
-}
 
 const span = (r: IdRange) => formatRange(r.start, r.count);
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -420,6 +385,10 @@ function namespaceCheck(ctx: DoctorContext, uid: KindData, gid: KindData): Check
   );
 }
 
+/**
+ * The subordinate-ID checks of `userns doctor`: the user's /etc/subuid and /etc/subgid entries,
+ * libsubid, sizes, overlaps with other users, malformed lines.
+ */
 export async function subidChecks(ctx: DoctorContext): Promise<Check[]> {
   const o = ctx.options;
   const sub: SubordinateOptions = {

@@ -14,6 +14,10 @@ export interface Evidence {
   [key: string]: unknown;
 }
 
+/**
+ * One finding of `userns doctor`: what was checked, its status (ok, warning, error, skipped),
+ * what it read (evidence: value, file, line) and the fix.
+ */
 export interface Check {
   /** Stable identifier, `group.name`, e.g. `kernel.max_user_namespaces`. */
   id: string;
@@ -28,6 +32,7 @@ export interface Check {
   fix?: string;
 }
 
+/** Options of {@link runDoctor}. */
 export interface DoctorOptions {
   /** The user to diagnose (login name or UID); default: the user running doctor. */
   user?: string;
@@ -54,6 +59,10 @@ export interface DoctorOptions {
   probeTimeoutMs?: number;
 }
 
+/**
+ * The result of {@link runDoctor}: every check in order, and whether something blocks user
+ * namespaces for the user.
+ */
 export interface DoctorReport {
   /** The user diagnosed. */
   user: { name: string; uid: number; gid: number };

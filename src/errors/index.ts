@@ -20,6 +20,7 @@ export type {
   StateErrorCode,
 } from './codes.js';
 
+/** What a UsernsError carries besides its code and message: a hint, the facts (`data`), the cause. */
 export interface ErrorDetails {
   /** What to do about it, in one sentence. */
   hint?: string;
@@ -28,6 +29,11 @@ export interface ErrorDetails {
   cause?: unknown;
 }
 
+/**
+ * The base of every error userns throws on purpose: a stable `code` (match on it, not on the
+ * message), a message that says what was wrong and where, a `hint` that says what to do, and
+ * `data` with the facts (printed by the CLI's `--json`).
+ */
 export class UsernsError extends Error {
   readonly code: ErrorCode;
   readonly hint: string | undefined;
@@ -113,7 +119,7 @@ export const DOCTOR_HINT = "run 'userns doctor' for a full diagnosis";
 export interface StepDetails extends ErrorDetails {
   /** The errno name the kernel gave (ENOENT, EPERM, …). */
   errno?: string;
-  /** The helper's step that failed (protocol.md "Reports"): unshare, exec, mount-idmap, … */
+  /** The helper's step that failed (src/native/protocol.md, "Reports"): unshare, exec, mount-idmap, … */
   step?: string;
 }
 
@@ -236,3 +242,30 @@ export class ShiftPlanError extends UsernsError {}
 
 /** The helper's tree walk rejected its job. Code: WALK_JOB_INVALID. */
 export class WalkError extends UsernsError {}
+
+/**
+ * Input larger than the limit of its kind (src/system/bounded-read.ts): a map file or standard
+ * input past 1 MiB, an OCI config past 4 MiB. Code: INPUT_TOO_LARGE, `data: { source, limit }`.
+ */
+export class InputTooLargeError extends UsernsError {
+  constructor(source: string, limit: number) {
+    super(
+      'INPUT_TOO_LARGE',
+      `${source} is larger than ${formatBytes(limit)}, more than any real input of its kind`,
+      {
+        hint: 'check that this is the right file: real maps (a kernel map is under 4 KiB) and configs are far smaller',
+        data: { source, limit },
+      },
+    );
+  }
+}
+
+function formatBytes(n: number): string {
+  return n % (1 << 20) === 0 ? `${n / (1 << 20)} MiB` : n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
+}
+
+/**
+ * A symbolic link where none may be (src/system/no-follow.ts). Code: PATH_SYMLINK,
+ * `data: { path, link }`: the path asked for, the link met.
+ */
+export class SymlinkRefusedError extends UsernsError {}

@@ -32,6 +32,7 @@ export const MAX_MAPPABLE_ID = 4294967294;
 /** The kernel's limit on lines in one map (UID_GID_MAP_MAX_EXTENTS). */
 export const MAX_EXTENTS = 340;
 
+/** An extent `{inside, outside, count}`: IDs inside..inside+count-1 map to outside..outside+count-1. */
 export function extent(inside: number, outside: number, count: number): Extent {
   return { inside, outside, count };
 }
@@ -51,6 +52,7 @@ export function outsideLast(e: Extent): number {
   return e.outside + e.count - 1;
 }
 
+/** Whether two extents are the same three numbers. */
 export function sameExtent(a: Extent, b: Extent): boolean {
   return a.inside === b.inside && a.outside === b.outside && a.count === b.count;
 }

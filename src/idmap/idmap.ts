@@ -4,6 +4,7 @@ import { StartIndex } from './start-index.js';
 /** Anything the algebra accepts as a map: an IdMap or a plain list of extents. */
 export type MapLike = IdMap | readonly Extent[];
 
+/** The extents of an IdMap or an extent list, in written order. */
 export function extentsOf(map: MapLike): readonly Extent[] {
   return map instanceof IdMap ? map.extents : map;
 }
@@ -79,6 +80,7 @@ export class IdMap {
     this.extents = Object.freeze(copy);
   }
 
+  /** `map` as an IdMap (itself when it is one). */
   static of(map: MapLike): IdMap {
     return map instanceof IdMap ? map : new IdMap(map);
   }
@@ -128,6 +130,7 @@ export class IdMap {
     return this.extents.map(formatTriple).join(',');
   }
 
+  /** The extents as `[inside, outside, count]` triples, in written order. */
   toJSON(): [number, number, number][] {
     return this.extents.map((e) => [e.inside, e.outside, e.count]);
   }

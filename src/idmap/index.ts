@@ -1,4 +1,8 @@
-/** The pure ID-map core: model, algebra, validation and formats. No I/O. */
+/**
+ * The pure ID-map core: model, algebra, validation and formats. No I/O.
+ *
+ * @module userns/idmap
+ */
 export { compose } from './compose.js';
 export { type AllowedHostIds, type Coverage, hostIdsCoveredBy, type Uncovered } from './coverage.js';
 export {

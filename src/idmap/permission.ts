@@ -35,6 +35,7 @@ export const PRIVILEGED_WRITER: WriterSituation = {
   setgroups: 'allow',
 };
 
+/** Whether the kernel would let the writer install a map, and if not, why and on which line. */
 export type PermissionVerdict =
   | { allowed: true; reason: null }
   | { allowed: false; reason: string; line: number };

@@ -7,6 +7,7 @@ export interface IdRange {
   readonly count: number;
 }
 
+/** An ID range `{start, count}`: IDs start..start+count-1. */
 export function range(start: number, count: number): IdRange {
   return { start, count };
 }
@@ -30,6 +31,7 @@ export function normalizeRanges(ranges: Iterable<IdRange>): IdRange[] {
   return out;
 }
 
+/** The IDs in any of the sets, normalized (sorted, merged). */
 export function unionRanges(...sets: Iterable<IdRange>[]): IdRange[] {
   return normalizeRanges(sets.flatMap((s) => [...s]));
 }

@@ -1,3 +1,4 @@
+import { MapError } from '../errors/index.js';
 import {
   type Extent,
   formatRange,
@@ -19,6 +20,9 @@ import {
 import { predictPermission, type WriterSituation } from './permission.js';
 import { insideRanges } from './ranges.js';
 
+/**
+ * The errno a refused map write fails with: EINVAL for a malformed map, EPERM for one the writer may not install.
+ */
 export type Errno = 'EINVAL' | 'EPERM';
 
 /** What the kernel would answer to one write() of a map. */
@@ -32,6 +36,10 @@ export interface Verdict {
   line: number | null;
 }
 
+/**
+ * Options of {@link validateMap} and {@link validateMapText}: the kind, the parent map, the page
+ * size and the writer's situation (default: a privileged writer).
+ */
 export interface ValidateOptions {
   kind?: IdKind;
   /**
@@ -297,4 +305,66 @@ export function validateMap(map: MapLike, options: ValidateOptions = {}): Verdic
     lineError,
     options,
   );
+}
+
+export interface RequireValidOptions extends ValidateOptions {
+  /** Where the map came from, for the message: a file, `--from`, `uidMap`… */
+  source?: string;
+  /**
+   * The line of the source text that holds map line N (1-based), when the source is a file whose
+   * lines are not the map's (LXC config with comments and both kinds, Incus raw.idmap…): the
+   * message then names `source:LINE`.
+   */
+  sourceLine?: (mapLine: number) => number | undefined;
+}
+
+/**
+ * The one gate every map passes where it enters userns (command-line MAP arguments, map files,
+ * API options such as `shiftTree`'s `from`/`to`): `validateMap` with the same options, and a
+ * typed `MapError` (`MAP_INVALID`) instead of a verdict. Nothing may be changed with a map the
+ * kernel would refuse: its IDs could run past 4294967294 and wrap to 0 in 32-bit arithmetic.
+ *
+ * Throws MapError `MAP_INVALID`, `data: { source, kind, errno, line, sourceLine, reason }`.
+ */
+export function requireValidMap(map: MapLike, options: RequireValidOptions = {}): void {
+  const verdict = validateMap(map, options);
+  if (verdict.ok) return;
+  const kind = options.kind ?? 'uid';
+  const fileLine = verdict.line === null ? undefined : options.sourceLine?.(verdict.line);
+  const where =
+    options.source === undefined ? '' : `${options.source}${fileLine === undefined ? '' : `:${fileLine}`}: `;
+  const reason =
+    options.sourceLine === undefined || options.source === undefined
+      ? verdict.reason
+      : withSourceLines(verdict.reason!, options.source, options.sourceLine);
+  throw new MapError(
+    'MAP_INVALID',
+    `${where}the kernel would refuse this ${kind} map (${verdict.errno}): ${reason}`,
+    {
+      hint: "every map must be one the kernel accepts; 'userns map validate' explains a map line by line",
+      data: {
+        source: options.source ?? null,
+        kind,
+        errno: verdict.errno,
+        line: verdict.line,
+        sourceLine: fileLine ?? null,
+        reason: verdict.reason,
+      },
+    },
+  );
+}
+
+/**
+ * A verdict's reason with the source lines of the map lines it names: "line 2 (5:200000:10)"
+ * becomes "line 2 (5:200000:10, conf:5)" (for files whose lines are not the map's).
+ */
+export function withSourceLines(
+  reason: string,
+  source: string,
+  sourceLine: (mapLine: number) => number | undefined,
+): string {
+  return reason.replace(/\bline (\d+) \(([^)]*)\)/g, (text, n: string, triple: string) => {
+    const at = sourceLine(Number(n));
+    return at === undefined ? text : `line ${n} (${triple}, ${source}:${at})`;
+  });
 }

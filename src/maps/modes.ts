@@ -6,17 +6,27 @@
  * `modeContext` gathers those inputs.
  */
 import { DOCTOR_HINT, NewIdmapError, UsageError } from '../errors/index.js';
-import { type Extent, extent, type IdKind } from '../idmap/extent.js';
+import { type Extent, extent, formatRange, type IdKind } from '../idmap/extent.js';
 import { parsePodmanMap } from '../idmap/formats/podman.js';
 import { IdMap } from '../idmap/idmap.js';
 import { type IdRange, insideRanges, subtractRanges, unionRanges } from '../idmap/ranges.js';
 import { isPrivileged, ownMap } from '../system/self.js';
-import { getSubordinateRanges } from '../system/subordinate.js';
+import {
+  getSubordinateRanges,
+  type SubordinateOptions,
+  suggestSubordinateRange,
+} from '../system/subordinate.js';
 import { currentUser, type UserInfo } from '../system/users.js';
 
+/**
+ * How maps are chosen when none is given: `auto` (root: every ID; others: 0 = you, 1… = your
+ * subordinate IDs), `self` (only you, as 0), `keep-id` (your uid stays yours), `identity`.
+ */
 export type UsernsMode = 'auto' | 'self' | 'keep-id' | 'identity';
+/** Every {@link UsernsMode}. */
 export const MODES: readonly UsernsMode[] = ['auto', 'self', 'keep-id', 'identity'];
 
+/** Whether `value` is a {@link UsernsMode}. */
 export function isMode(value: unknown): value is UsernsMode {
   return typeof value === 'string' && (MODES as readonly string[]).includes(value);
 }
@@ -59,6 +69,7 @@ export function parseModeSpec(text: string): { mode: UsernsMode; keepId?: KeepId
 /** A map option: an IdMap, a mode, or a string in podman --uidmap syntax. */
 export type MapSpec = IdMap | UsernsMode | string;
 
+/** What a mode needs to know about the caller: IDs, privilege, subordinate ranges, the current maps. */
 export interface ModeContext {
   /** The caller's effective uid and gid (IDs of the current namespace). */
   uid: number;
@@ -76,6 +87,8 @@ export interface ModeContext {
   fallback?: 'none' | 'single';
   /** Warnings of planning (a fallback taken), passed on to the spawn result. */
   warnings?: string[];
+  /** A subordinate range nobody has (suggestSubordinateRange), for the hint when the user has none. */
+  freeSubordinateRange?: IdRange;
 }
 
 /**
@@ -91,8 +104,12 @@ function withoutSubordinateIds(mode: UsernsMode, kind: IdKind, ctx: ModeContext,
     ctx.warnings?.push(`${message}; mapping only ${single.toString()} as asked (--fallback single)`);
     return single;
   }
+  // A range free in both files (the one doctor proposes), not a fixed one another user may own.
+  const range = ctx.freeSubordinateRange
+    ? formatRange(ctx.freeSubordinateRange.start, ctx.freeSubordinateRange.count)
+    : 'START-END';
   throw new NewIdmapError('NO_SUBORDINATE_IDS', message, {
-    hint: `add a range for ${who} to /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${ctx.user?.name ?? 'USER'}), or use --userns self, or --fallback single; ${DOCTOR_HINT}`,
+    hint: `add a free range for ${who} to /etc/subuid and /etc/subgid (usermod --add-subuids ${range} --add-subgids ${range} ${ctx.user?.name ?? 'USER'}), or use --userns self, or --fallback single; ${DOCTOR_HINT}`,
     data: { kind, user: who, mode },
   });
 }
@@ -221,7 +238,9 @@ export function rootlessMap(kind: IdKind, ctx: ModeContext): IdMap {
 }
 
 /** Gathers the inputs of mapForMode. Subordinate ranges are read only when asked for. */
-export async function modeContext(options: { subordinate?: boolean } = {}): Promise<ModeContext> {
+export async function modeContext(
+  options: { subordinate?: boolean; files?: SubordinateOptions & { loginDefsPath?: string } } = {},
+): Promise<ModeContext> {
   const privileged = isPrivileged();
   const ctx: ModeContext = {
     uid: process.geteuid?.() ?? 0,
@@ -234,10 +253,15 @@ export async function modeContext(options: { subordinate?: boolean } = {}): Prom
   };
   if (options.subordinate ?? !privileged) {
     const user = await currentUser();
-    const [u, g] = await Promise.all([getSubordinateRanges(user, 'uid'), getSubordinateRanges(user, 'gid')]);
+    const [u, g] = await Promise.all([
+      getSubordinateRanges(user, 'uid', options.files),
+      getSubordinateRanges(user, 'gid', options.files),
+    ]);
     ctx.user = user;
     ctx.subuid = u.ranges;
     ctx.subgid = g.ranges;
+    if (u.ranges.length === 0 || g.ranges.length === 0)
+      ctx.freeSubordinateRange = await suggestSubordinateRange(options.files);
   }
   return ctx;
 }

@@ -5,11 +5,12 @@
  * newuidmap/newgidmap with the ranges in map order.
  */
 import { spawn as spawnChild } from 'node:child_process';
-import { closeSync, openSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, statSync, writeSync } from 'node:fs';
 import { DOCTOR_HINT, NewIdmapError } from '../errors/index.js';
 import { type Extent, extent, formatRange, type IdKind } from '../idmap/extent.js';
 import { formatKernelMap } from '../idmap/formats/kernel.js';
 import { IdMap } from '../idmap/idmap.js';
+import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { splitAcrossParent } from '../idmap/split.js';
 import { validateMap } from '../idmap/validate.js';
 import { findProgram } from '../system/exec.js';
@@ -19,6 +20,7 @@ import { isPrivileged, ownMap, ownSetgroups } from '../system/self.js';
 import { getSubordinateRanges } from '../system/subordinate.js';
 import { currentUser } from '../system/users.js';
 
+/** How maps are written: setgroups, splitting, newuidmap/newgidmap paths, privilege override. */
 export interface MapWriteOptions {
   /** What /proc/PID/setgroups should say. Default: leave it (allow, unless inherited deny). */
   setgroups?: 'allow' | 'deny';
@@ -37,6 +39,10 @@ export interface MapWriteOptions {
 
 export type WriteMethod = 'direct' | 'newuidmap' | 'newgidmap';
 
+/**
+ * The maps as they will be written (split and validated) and how: directly or by
+ * newuidmap/newgidmap with these arguments.
+ */
 export interface MapPlan {
   privileged: boolean;
   /** The maps as requested (outside = IDs of the current namespace). */
@@ -55,6 +61,7 @@ export interface MapPlan {
   warnings: readonly string[];
 }
 
+/** The maps as the kernel applied them (read back from /proc). */
 export interface AppliedMaps {
   /** Read back from /proc/PID/{uid,gid}_map (outside = IDs of the current namespace). */
   uidMap: IdMap;
@@ -211,6 +218,113 @@ function isSetuidRoot(path: string): boolean | undefined {
   }
 }
 
+/** NEWUIDMAP_MISSING / NEWGIDMAP_MISSING: the tool is not there (the run's error and the dry run's). */
+function toolMissingError(kind: IdKind, toolPath: string, argv: string[]): NewIdmapError {
+  const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
+  return new NewIdmapError(
+    kind === 'uid' ? 'NEWUIDMAP_MISSING' : 'NEWGIDMAP_MISSING',
+    `${tool} is needed to map more than your own ${kind} without privileges, and ${toolPath === tool ? 'it is not in PATH' : `${toolPath} does not exist`}`,
+    {
+      hint: `install it (Debian/Ubuntu: apt-get install uidmap; Fedora: shadow-utils), or use --userns self; ${DOCTOR_HINT}`,
+      data: { tool, path: toolPath, argv },
+    },
+  );
+}
+
+/**
+ * RANGE_NOT_ALLOWED: newuidmap/newgidmap refuses the line `denied` (inside/outside/count) for
+ * this user. The same error whether the tool said so (`stderr`) or the dry run predicted it.
+ */
+async function rangeNotAllowedError(
+  kind: IdKind,
+  denied: Extent,
+  stderr: string | null,
+): Promise<NewIdmapError> {
+  const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
+  const user = await currentUser();
+  const sub = await getSubordinateRanges(user, kind);
+  const file = sub.file ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
+  const has = sub.ranges.length
+    ? `${user.name} has ${sub.ranges.map((x) => formatRange(x.start, x.count)).join(', ')}`
+    : `${user.name} has no subordinate ${kind}s there`;
+  return new NewIdmapError(
+    'RANGE_NOT_ALLOWED',
+    `${kind}s ${formatRange(denied.outside, denied.count)} (inside ${formatRange(denied.inside, denied.count)}) are not in ${file} for ${user.name}; ${has} (and may map its own ${kind} ${kind === 'uid' ? user.uid : (process.getgid?.() ?? user.gid)})`,
+    {
+      hint: `ask an administrator to add a range (usermod --add-sub${kind}s START-END ${user.name}), or map only your ranges; ${DOCTOR_HINT}`,
+      data: {
+        kind,
+        tool,
+        user: user.name,
+        denied: { inside: denied.inside, outside: denied.outside, count: denied.count },
+        available: sub.ranges,
+        stderr,
+      },
+    },
+  );
+}
+
+/**
+ * The first line newuidmap/newgidmap would refuse, as shadow's verify_range() decides
+ * (docs/kernel-rules.md, "newuidmap and newgidmap"): a line is allowed when the caller's subordinate ranges cover its
+ * outside range (several adjacent ranges may), or when it maps one ID, the caller's own real
+ * uid (newgidmap: real gid). undefined: every line is allowed.
+ */
+export function firstRefusedByTool(map: IdMap, own: number, ranges: readonly IdRange[]): Extent | undefined {
+  return map.extents.find(
+    (e) =>
+      !(e.count === 1 && e.outside === own) &&
+      subtractRanges([{ start: e.outside, count: e.count }], ranges).length > 0,
+  );
+}
+
+/**
+ * What writeMaps would meet without running anything, for a dry run: a tool that is not there
+ * (NEWUIDMAP_MISSING) and a range the tool refuses (RANGE_NOT_ALLOWED), with the same errors the
+ * run gives; with `fallback: 'single'`, the plan the run falls back to (and its warning)
+ * instead. Checks that need a process (the tool's setuid bit or file capabilities, the kernel's
+ * answer) are left to the run.
+ */
+export async function predictToolFailures(plan: MapPlan, options: MapWriteOptions = {}): Promise<MapPlan> {
+  const warnings = [...plan.warnings];
+  const result: MapPlan = { ...plan, warnings };
+  for (const kind of ['uid', 'gid'] as const) {
+    const uid = kind === 'uid';
+    if ((uid ? plan.uidMethod : plan.gidMethod) === 'direct') continue;
+    const argv = (uid ? plan.newuidmapArgv : plan.newgidmapArgv)!;
+    const toolPath = argv[0]!;
+    let error: NewIdmapError | undefined;
+    if (!(toolPath.includes('/') ? existsSync(toolPath) : findProgram(toolPath) !== undefined))
+      error = toolMissingError(kind, toolPath, argv);
+    else {
+      const own = uid ? (process.getuid?.() ?? 0) : (process.getgid?.() ?? 0);
+      const { ranges } = await getSubordinateRanges(await currentUser(), kind);
+      const denied = firstRefusedByTool(uid ? plan.uidMap : plan.gidMap, own, ranges);
+      if (denied !== undefined) error = await rangeNotAllowedError(kind, denied, null);
+    }
+    if (error === undefined) continue;
+    if (options.fallback !== 'single' || !FALLBACK_CODES.has(error.code)) throw error;
+    const single = singleMap(
+      uid ? plan.requested.uid : plan.requested.gid,
+      uid ? (process.geteuid?.() ?? 0) : (process.getegid?.() ?? 0),
+    );
+    warnings.push(
+      `${error.message}; falling back to a single-ID ${kind} map ${single}${uid ? '' : ' with setgroups deny'} (only ${kind} ${uid ? process.geteuid?.() : process.getegid?.()} is mapped)`,
+    );
+    if (uid) {
+      result.uidMap = single;
+      result.uidMethod = 'direct';
+      result.newuidmapArgv = null;
+    } else {
+      result.gidMap = single;
+      result.gidMethod = 'direct';
+      result.newgidmapArgv = null;
+      result.setgroupsWrite = 'deny';
+    }
+  }
+  return result;
+}
+
 /** Runs newuidmap/newgidmap and turns its failures into typed errors. */
 async function writeWithTool(pid: number, kind: IdKind, map: IdMap, toolPath: string): Promise<void> {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
@@ -219,48 +333,17 @@ async function writeWithTool(pid: number, kind: IdKind, map: IdMap, toolPath: st
   const r = await runTool(argv);
   if (r.code === 0) return;
   if (r.spawnError !== undefined) {
-    const missing = r.spawnError.code === 'ENOENT';
-    throw new NewIdmapError(
-      missing ? `${TOOL}_MISSING` : `${TOOL}_FAILED`,
-      missing
-        ? `${tool} is needed to map more than your own ${kind} without privileges, and ${toolPath === tool ? 'it is not in PATH' : `${toolPath} does not exist`}`
-        : `cannot run ${toolPath}: ${r.spawnError.message}`,
-      {
-        hint: `install it (Debian/Ubuntu: apt-get install uidmap; Fedora: shadow-utils), or use --userns self; ${DOCTOR_HINT}`,
-        data: { tool, path: toolPath, argv },
-      },
-    );
+    if (r.spawnError.code === 'ENOENT') throw toolMissingError(kind, toolPath, argv);
+    throw new NewIdmapError(`${TOOL}_FAILED`, `cannot run ${toolPath}: ${r.spawnError.message}`, {
+      hint: `install it (Debian/Ubuntu: apt-get install uidmap; Fedora: shadow-utils), or use --userns self; ${DOCTOR_HINT}`,
+      data: { tool, path: toolPath, argv },
+    });
   }
   const stderr = r.stderr.trim();
   const notAllowed = /(uid|gid) range \[(\d+)-(\d+)\) -> \[(\d+)-(\d+)\) not allowed/.exec(stderr);
   if (notAllowed) {
-    const [inside, insideEnd, outside, outsideEnd] = notAllowed.slice(2).map(Number) as [
-      number,
-      number,
-      number,
-      number,
-    ];
-    const user = await currentUser();
-    const sub = await getSubordinateRanges(user, kind);
-    const file = sub.file ?? (kind === 'uid' ? '/etc/subuid' : '/etc/subgid');
-    const has = sub.ranges.length
-      ? `${user.name} has ${sub.ranges.map((x) => formatRange(x.start, x.count)).join(', ')}`
-      : `${user.name} has no subordinate ${kind}s there`;
-    throw new NewIdmapError(
-      'RANGE_NOT_ALLOWED',
-      `${kind}s ${formatRange(outside, outsideEnd - outside)} (inside ${formatRange(inside, insideEnd - inside)}) are not in ${file} for ${user.name}; ${has} (and may map its own ${kind} ${kind === 'uid' ? user.uid : (process.getgid?.() ?? user.gid)})`,
-      {
-        hint: `ask an administrator to add a range (usermod --add-sub${kind}s START-END ${user.name}), or map only your ranges; ${DOCTOR_HINT}`,
-        data: {
-          kind,
-          tool,
-          user: user.name,
-          denied: { inside, outside, count: outsideEnd - outside },
-          available: sub.ranges,
-          stderr,
-        },
-      },
-    );
+    const [inside, insideEnd, outside] = notAllowed.slice(2).map(Number) as [number, number, number];
+    throw await rangeNotAllowedError(kind, extent(inside, outside, insideEnd - inside), stderr);
   }
   const setuid = isSetuidRoot(toolPath);
   if (setuid === false) {

@@ -23,6 +23,7 @@ import { type UsernsFdLease, usernsFd } from './userns-fd.js';
 /** O_PATH (Linux, every architecture Node supports but alpha/sparc/parisc); not in fs.constants. libuv adds O_CLOEXEC. */
 const O_PATH = 0o10000000;
 
+/** How to make a detached mount: read-only, recursive, idmapped. */
 export interface DetachedMountOptions {
   /**
    * Idmap it: inside = IDs as seen through the mount (IDs of this namespace), outside = IDs on
@@ -36,6 +37,7 @@ export interface DetachedMountOptions {
   privileged?: boolean;
 }
 
+/** A detached (idmapped) mount made by {@link openIdmappedMount} or {@link openDetachedMount}. */
 export interface DetachedMount {
   /** An O_PATH descriptor of this process on the detached mount (inheritable by children via stdio). */
   fd: number;
@@ -212,6 +214,7 @@ function hold(
   });
 }
 
+/** What {@link probeIdmapSupport} found out about a filesystem. */
 export interface IdmapSupport {
   /** Whether idmapped mounts of this filesystem can be made (here, by this process). */
   supported: boolean;

@@ -1,7 +1,7 @@
 /**
  * From MountSpecs to what the helper does: the `--mount` arguments (known before the namespace's
  * maps are), then the user namespaces for the idmapped ones (known once the maps are planned),
- * which the helper reads on its control fd before it unshares (protocol.md, "Mounts").
+ * which the helper reads on its control fd before it unshares (src/native/protocol.md, "Mounts").
  *
  * Direction (docs/kernel-rules.md, "Idmapped mounts"): a mount idmapped with user namespace U shows on-disk ID
  * d as U's outside ID for inside ID d. For a namespace with map C (inside → IDs of this
@@ -18,6 +18,7 @@ import type { HelperMount } from '../native/helper.js';
 import { formatMountSpec, type MountSpec, toMap } from './spec.js';
 import { type UsernsFdLease, type UsernsFdOptions, usernsFd } from './userns-fd.js';
 
+/** A mount as it will be made: absolute paths, and the maps of an idmapped one's user namespace. */
 export interface PlannedMount {
   source: string;
   target: string;
@@ -205,7 +206,12 @@ export function planMountMaps(specs: readonly MountSpec[], uidMap: IdMap, gidMap
 export async function mountNamespacePaths(
   planned: readonly PlannedMount[],
   options: UsernsFdOptions = {},
-): Promise<{ paths: string[]; release: () => void }> {
+): Promise<{
+  /** `/proc/<pid>/fd/<fd>` of each idmapped mount's user namespace, in order. */
+  paths: string[];
+  /** Gives the leases back to the cache (call once the helper has opened them). */
+  release: () => void;
+}> {
   if (planned.every((m) => m.userns === null)) return { paths: [], release: () => {} };
   const leases: UsernsFdLease[] = [];
   const release = () => {

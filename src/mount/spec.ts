@@ -20,6 +20,10 @@ export interface IdmapMaps {
   gidMap?: IdMap | string;
 }
 
+/**
+ * A bind mount made in the new mount namespace before the command starts (`--mount
+ * SRC:DST[:OPTIONS]`).
+ */
 export interface MountSpec {
   /** A path, or a detached mount (openIdmappedMount().fd), which then keeps its own idmap. */
   source: string | { fd: number };

@@ -26,6 +26,7 @@ const cache = new Map<string, Entry>();
 const stats = { created: 0, hits: 0 };
 let clock = 0;
 
+/** A leased descriptor of a cached user namespace; call `release()` when done. */
 export interface UsernsFdLease {
   /** An fd of this process on the user namespace (O_RDONLY, close-on-exec). */
   fd: number;
@@ -37,6 +38,7 @@ export interface UsernsFdLease {
   release(): void;
 }
 
+/** Options of {@link usernsFd}. */
 export interface UsernsFdOptions {
   helperPath?: string;
   /** Override the privilege detection (as SpawnOptions.privileged). */

@@ -17,6 +17,7 @@ import { examine, type NamespaceState, notFound, type StoredOptions, unusable } 
 
 const { O_CREAT, O_EXCL, O_WRONLY, O_NOFOLLOW } = constants;
 
+/** Options of {@link createNamespace}: the mapping and namespace options of spawn(), and the state root. */
 export interface CreateOptions
   extends RootOption,
     Pick<

@@ -9,6 +9,7 @@ import { validateName } from '../state/names.js';
 import { namespaceRoot, pathsFor, type RootOption } from './paths.js';
 import { examineForExec, notFound, unusable } from './state.js';
 
+/** Options of {@link execInNamespace} and {@link spawnInNamespace}. */
 export interface ExecOptions extends RootOption {
   /** IDs inside (default: the namespace's, see NamespaceState.user). */
   user?: number;
@@ -24,6 +25,7 @@ export interface ExecOptions extends RootOption {
   helperPath?: string;
 }
 
+/** How a command run in a named namespace ended (and its output, for execInNamespace). */
 export interface ExecResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
@@ -33,6 +35,7 @@ export interface ExecResult {
   stderr: string;
 }
 
+/** What {@link spawnInNamespace} returns: a ChildProcess that is also a promise of how it ended. */
 export type NamespaceChildProcess = ChildProcess & Promise<Omit<ExecResult, 'stdout' | 'stderr'>>;
 
 /**

@@ -1,4 +1,8 @@
-/** Named namespaces that outlive a command (`userns/namespaces`): create, exec, list, inspect, rm. */
+/**
+ * Named namespaces that outlive a command (`userns/namespaces`): create, exec, list, inspect, rm.
+ *
+ * @module userns/namespaces
+ */
 export { NamespaceError } from '../errors/index.js';
 export { collectAllocationGarbage, gcAllocations, namespaceLiveness } from './allocations.js';
 export { type CreateOptions, createNamespace } from './create.js';

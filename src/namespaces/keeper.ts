@@ -12,7 +12,7 @@ import { writeMaps } from '../maps/write-maps.js';
 import { helperMountsFor, mountNamespacePaths } from '../mount/prepare.js';
 import { type HelperHandle, launchHelper, NAMESPACES } from '../native/helper.js';
 import { explainSpawnFailure } from '../spawn/explain.js';
-import { planSpawn, type SpawnOptions } from '../spawn/spawn.js';
+import { planArgv, type SpawnOptions } from '../spawn/spawn.js';
 import { acquireFileLock, type FileLock } from '../state/lock.js';
 import {
   bootId,
@@ -56,7 +56,7 @@ export async function startKeeper(
   const subids = privileged ? Promise.resolve(null) : currentSubids();
   subids.catch(() => {});
   // The maps (split, validated, method) and the namespaces, exactly as `run` would make them.
-  const plan = await planSpawn([], spawnOptions);
+  const plan = await planArgv([], spawnOptions);
   // --mount: attached by the helper before it unshares, so the keeper's mount namespace has them.
   const mounts = options.mounts?.length ? helperMountsFor(options.mounts) : undefined;
   const forMounts =

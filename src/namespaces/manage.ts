@@ -19,6 +19,7 @@ import {
   unusable,
 } from './state.js';
 
+/** How a user's subordinate ranges changed since a namespace was created. */
 export interface SubidChange {
   kind: IdKind;
   /** Ranges that are in the subordinate files now but were not at creation (not mapped). */
@@ -27,6 +28,7 @@ export interface SubidChange {
   removed: IdRange[];
 }
 
+/** What {@link inspectNamespace} shows: the entry, the maps in force, and subordinate-range changes. */
 export interface InspectResult extends NamespaceInfo {
   /** The maps in force now (read from /proc/KEEPER) when running. */
   live: { uidMap: [number, number, number][]; gidMap: [number, number, number][]; setgroups: string } | null;
@@ -35,11 +37,13 @@ export interface InspectResult extends NamespaceInfo {
   warnings: string[];
 }
 
+/** Options of {@link removeNamespace}. */
 export interface RemoveOptions extends RootOption {
   /** Also remove broken and unsafe entries (never following a link), and succeed when absent. */
   force?: boolean;
 }
 
+/** What {@link removeNamespace} did. */
 export interface RemoveResult {
   name: string;
   removed: boolean;

@@ -28,6 +28,7 @@ import { defaultStateRoot, ensurePrivateDir, ensureStateRoot } from '../state/st
 
 const { O_RDONLY, O_NOFOLLOW } = constants;
 
+/** The state root of named namespaces. */
 export interface RootOption {
   /** The state root (default: $XDG_RUNTIME_DIR/userns, /run/userns for root). */
   root?: string;

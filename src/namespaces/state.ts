@@ -46,6 +46,7 @@ export interface NamespaceState {
   bootId?: string;
 }
 
+/** The options a named namespace was created with, as recorded in its state. */
 export interface StoredOptions {
   userns?: string;
   uidMap?: string;
@@ -68,6 +69,7 @@ export interface StoredOptions {
  */
 export type NamespaceStatus = 'running' | 'stale' | 'creating' | 'abandoned' | 'broken' | 'unsafe';
 
+/** A named namespace as {@link listNamespaces} sees it: name, status, and its state when readable. */
 export interface NamespaceInfo {
   name: string;
   /** The entry directory. */

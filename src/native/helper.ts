@@ -18,7 +18,9 @@ import { getSystemErrorName } from 'node:util';
 import { DOCTOR_HINT, type ErrorCode, SpawnError } from '../errors/index.js';
 import { resolveHelperBinary } from './helper-binary.js';
 
+/** A namespace the helper can create or join (names as in `--unshare`). */
 export type Namespace = 'user' | 'mount' | 'pid' | 'uts' | 'ipc' | 'net' | 'cgroup';
+/** Every {@link Namespace}. */
 export const NAMESPACES: readonly Namespace[] = ['user', 'mount', 'pid', 'uts', 'ipc', 'net', 'cgroup'];
 
 type StdioEntry = Exclude<StdioOptions, string>[number];
@@ -54,6 +56,10 @@ export interface HelperFailure {
 /** Turns a helper's failure into the error the caller throws (src/spawn/explain.ts, src/mount/errors.ts). */
 export type ExplainFailure = (failure: HelperFailure, options: HelperOptions) => Error;
 
+/**
+ * How to start the native helper (src/native/protocol.md): the namespaces, the command and IDs
+ * inside, mounts, stdio; the low-level interface under spawn() (src/spawn/spawn.ts).
+ */
 export interface HelperOptions {
   /**
    * Default 'run'; 'join' with `join`. 'hold': no command; after go() the helper forks a detached
@@ -134,6 +140,7 @@ export function mountArg(m: HelperMount): string {
   return `--mount=${flags}:${ns}:${Buffer.byteLength(m.source)}:${m.source}:${m.target}`;
 }
 
+/** A started helper waiting for its maps: its PID, then `go()` to run the command or `abort()`. */
 export interface HelperHandle {
   /** The helper's PID = the command's PID (without a PID namespace). */
   pid: number;

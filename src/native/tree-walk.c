@@ -51,9 +51,11 @@
 #define CAP_V3_SIZE 24
 #define MAX_DEPTH 4000
 #define NO_ID 0xFFFFFFFFu
+#define MAX_ID 0xFFFFFFFEu /* the last ID a map may hold: (u32)-1 is never an ID */
 
 struct extent {
   uint32_t from, to, count;
+  int done; /* an identity extent of IDs already shifted (uiddone=/giddone=) */
 };
 struct table {
   struct extent *e;
@@ -79,9 +81,9 @@ static struct {
 static unsigned worker_id;
 
 static struct {
-  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped, skipped;
-  uint32_t maxuid, maxgid;
-  int have_maxuid, have_maxgid;
+  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped, skipped, already;
+  uint32_t maxuid, maxgid, maxnewuid, maxnewgid;
+  int have_maxuid, have_maxgid, have_maxnewuid, have_maxnewgid;
 } stats;
 
 static dev_t root_dev;
@@ -195,6 +197,7 @@ static void record_error(const char *op, int err) {
 }
 
 static int entry_unmapped; /* the entry being handled has an ID without translation */
+static int entry_done;     /* ... an ID already shifted (uiddone=/giddone=) */
 
 static void record_unmapped(const char *kind, uint32_t id, int has_id) {
   stats.unmapped++;
@@ -216,8 +219,8 @@ static int cmp_extent(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-/* 1 and *out set when `id` is translated; 0 when the table has no extent for it. */
-static int lookup(const struct table *t, uint32_t id, uint32_t *out_id) {
+/* The extent that translates `id` (and *out_id), or NULL when the table has none. */
+static const struct extent *lookup(const struct table *t, uint32_t id, uint32_t *out_id) {
   size_t lo = 0, hi = t->n;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
@@ -226,26 +229,32 @@ static int lookup(const struct table *t, uint32_t id, uint32_t *out_id) {
     else if (id - e->from >= e->count) lo = mid + 1;
     else {
       *out_id = e->to + (id - e->from);
-      return 1;
+      return e;
     }
   }
-  return 0;
+  return NULL;
+}
+
+static void raise_max(uint32_t *max, int *have, uint32_t id) {
+  if (!*have || id > *max) *max = id;
+  *have = 1;
 }
 
 static void note_max(uint32_t id, int is_uid) {
-  if (is_uid) {
-    if (!stats.have_maxuid || id > stats.maxuid) stats.maxuid = id;
-    stats.have_maxuid = 1;
-  } else {
-    if (!stats.have_maxgid || id > stats.maxgid) stats.maxgid = id;
-    stats.have_maxgid = 1;
-  }
+  if (is_uid) raise_max(&stats.maxuid, &stats.have_maxuid, id);
+  else raise_max(&stats.maxgid, &stats.have_maxgid, id);
 }
 
 /* Translates one ID by the policy. Returns 0 when the entry must be left alone (error policy). */
 static int translate(uint32_t id, int is_uid, const char *kind, uint32_t *out_id) {
   note_max(id, is_uid);
-  if (lookup(is_uid ? &job.uid : &job.gid, id, out_id)) return 1;
+  const struct extent *e = lookup(is_uid ? &job.uid : &job.gid, id, out_id);
+  if (e != NULL) {
+    if (e->done) entry_done = 1;
+    if (is_uid) raise_max(&stats.maxnewuid, &stats.have_maxnewuid, *out_id);
+    else raise_max(&stats.maxnewgid, &stats.have_maxnewgid, *out_id);
+    return 1;
+  }
   record_unmapped(kind, id, 1);
   switch (job.unmapped) {
     case UNMAPPED_SKIP: *out_id = id; return 1;
@@ -521,25 +530,63 @@ static int visit(int fd, const char *name, struct stat *st) {
   }
 
   uint32_t uid = (uint32_t)st->st_uid, gid = (uint32_t)st->st_gid, nuid, ngid;
-  entry_unmapped = 0;
+  entry_unmapped = entry_done = 0;
   int owner_ok = translate(uid, 1, "uid", &nuid);
   owner_ok = translate(gid, 0, "gid", &ngid) && owner_ok;
   int access_change = acl_access.len >= 0 ? shift_acl(&acl_access) : 0;
   int default_change = acl_default.len >= 0 ? shift_acl(&acl_default) : 0;
   int cap_change = capability.len >= 0 ? shift_capability(&capability) : 0;
-  if (entry_unmapped && job.unmapped != UNMAPPED_OVERFLOW) stats.skipped++;
-  /* With unmapped=error, an entry with any ID that has no translation is left alone entirely;
-     so is an entry the namespace cannot change (an owner outside it). */
+  /* An entry the namespace cannot change at all (an owner outside it: the kernel shows the
+     overflow ID and refuses a chown); with unmapped=overflow too, it keeps its IDs. */
+  int outside = job.have_outside && (uid == job.outside_uid || gid == job.outside_gid);
+  if (entry_unmapped && (job.unmapped != UNMAPPED_OVERFLOW || outside)) stats.skipped++;
+  /* With unmapped=error, an entry with any ID that has no translation is left alone entirely. */
   if (!owner_ok || access_change < 0 || default_change < 0 || cap_change < 0) {
     if (job.unmapped == UNMAPPED_ERROR || !owner_ok) return S_ISDIR(st->st_mode);
   }
-  if (job.have_outside && (uid == job.outside_uid || gid == job.outside_gid)) return S_ISDIR(st->st_mode);
+  if (outside) return S_ISDIR(st->st_mode);
   int owner_change = nuid != uid || ngid != gid;
   /* chown drops a file capability and (on non-directories) the set-user/group-ID bits. */
   int mode_change = owner_change && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) && (st->st_mode & 06000);
   if (owner_change && capability.len >= 0 && cap_change == 0) cap_change = 1;
   int changes = owner_change || access_change > 0 || default_change > 0 || cap_change > 0;
-  if (!changes) return S_ISDIR(st->st_mode);
+  if (!changes) {
+    if (entry_done && !entry_unmapped) stats.already++;
+    return S_ISDIR(st->st_mode);
+  }
+
+  /* An entry counts as changed (and is listed) only once something on disk did change: a
+     failed chown leaves it as it was and is an error, not a change. */
+  if (job.apply) {
+    /* -1 leaves an ID as it is: a kept (unmapped, skipped) ID may not be expressible here. */
+    uid_t chown_uid = nuid == uid ? (uid_t)-1 : nuid;
+    gid_t chown_gid = ngid == gid ? (gid_t)-1 : ngid;
+    int did = 0;
+    if (owner_change) {
+      if (fchownat(fd, name ? name : "", chown_uid, chown_gid, name ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH) < 0) {
+        record_error("chown", errno);
+        return S_ISDIR(st->st_mode);
+      }
+      did = 1;
+    }
+    if (access_change > 0) {
+      if (x_set(fd, name, ACL_ACCESS, acl_access.data, (size_t)acl_access.len) < 0)
+        record_error("setxattr " ACL_ACCESS, errno);
+      else did = 1;
+    }
+    if (default_change > 0) {
+      if (x_set(fd, name, ACL_DEFAULT, acl_default.data, (size_t)acl_default.len) < 0)
+        record_error("setxattr " ACL_DEFAULT, errno);
+      else did = 1;
+    }
+    if (mode_change && chmod_entry(fd, name, st) < 0) record_error("chmod", errno);
+    if (cap_change > 0) {
+      if (x_set(fd, name, CAPABILITY, capability.data, (size_t)capability.len) < 0)
+        record_error("setxattr " CAPABILITY, errno);
+      else did = 1;
+    }
+    if (!did) return S_ISDIR(st->st_mode);
+  }
   stats.changed++;
   if (job.list) {
     char b[128];
@@ -551,23 +598,6 @@ static int visit(int fd, const char *name, struct stat *st) {
                      mode_change ? "m" : "");
     put(b, (size_t)n);
   }
-  if (!job.apply) return S_ISDIR(st->st_mode);
-
-  /* -1 leaves an ID as it is: a kept (unmapped, skipped) ID may not be expressible here. */
-  uid_t chown_uid = nuid == uid ? (uid_t)-1 : nuid;
-  gid_t chown_gid = ngid == gid ? (gid_t)-1 : ngid;
-  if (owner_change &&
-      fchownat(fd, name ? name : "", chown_uid, chown_gid, name ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH) < 0) {
-    record_error("chown", errno);
-    return S_ISDIR(st->st_mode);
-  }
-  if (access_change > 0 && x_set(fd, name, ACL_ACCESS, acl_access.data, (size_t)acl_access.len) < 0)
-    record_error("setxattr " ACL_ACCESS, errno);
-  if (default_change > 0 && x_set(fd, name, ACL_DEFAULT, acl_default.data, (size_t)acl_default.len) < 0)
-    record_error("setxattr " ACL_DEFAULT, errno);
-  if (mode_change && chmod_entry(fd, name, st) < 0) record_error("chmod", errno);
-  if (cap_change > 0 && x_set(fd, name, CAPABILITY, capability.data, (size_t)capability.len) < 0)
-    record_error("setxattr " CAPABILITY, errno);
   return S_ISDIR(st->st_mode);
 }
 
@@ -672,10 +702,17 @@ static int parse_u32(const char *s, char end, const char **rest, uint32_t *v) {
   return 0;
 }
 
-static int add_extent(struct table *t, const char *s) {
+/* An extent is refused unless both of its ranges end at 4294967294 at the latest, as the
+   kernel's map_write() demands: `to + (id - from)` must never wrap (an ID past 2^32-1 would
+   become a low ID, 0 = root, with a set-user-ID bit restored after the chown). */
+static int add_extent(struct table *t, const char *s, int done) {
   struct extent x;
-  if (parse_u32(s, ':', &s, &x.from) < 0 || parse_u32(s, ':', &s, &x.to) < 0 ||
-      parse_u32(s, '\0', NULL, &x.count) < 0 || x.count == 0 || x.from + (uint64_t)x.count - 1 > 0xFFFFFFFFull)
+  x.done = done;
+  if (parse_u32(s, ':', &s, &x.from) < 0) return -1;
+  if (done) x.to = x.from;
+  else if (parse_u32(s, ':', &s, &x.to) < 0) return -1;
+  if (parse_u32(s, '\0', NULL, &x.count) < 0 || x.count == 0 || x.from + (uint64_t)x.count - 1 > MAX_ID ||
+      x.to + (uint64_t)x.count - 1 > MAX_ID)
     return -1;
   if (t->n == t->cap) {
     t->cap = t->cap ? t->cap * 2 : 16;
@@ -720,8 +757,10 @@ static int parse_job(char *text, size_t len) {
       job.workers = (unsigned)strtoul(v, NULL, 10);
       bad = job.workers < 1 || job.workers > 16;
     }
-    else if (strcmp(key, "uid") == 0) bad = add_extent(&job.uid, v);
-    else if (strcmp(key, "gid") == 0) bad = add_extent(&job.gid, v);
+    else if (strcmp(key, "uid") == 0) bad = add_extent(&job.uid, v, 0);
+    else if (strcmp(key, "gid") == 0) bad = add_extent(&job.gid, v, 0);
+    else if (strcmp(key, "uiddone") == 0) bad = add_extent(&job.uid, v, 1);
+    else if (strcmp(key, "giddone") == 0) bad = add_extent(&job.gid, v, 1);
     else if (strcmp(key, "unmapped") == 0) {
       if (strcmp(v, "error") == 0) job.unmapped = UNMAPPED_ERROR;
       else if (strcmp(v, "skip") == 0) job.unmapped = UNMAPPED_SKIP;
@@ -746,6 +785,12 @@ static int parse_job(char *text, size_t len) {
   if (job.root == NULL) return bad_job("root= is missing");
   qsort(job.uid.e, job.uid.n, sizeof *job.uid.e, cmp_extent);
   qsort(job.gid.e, job.gid.n, sizeof *job.gid.e, cmp_extent);
+  /* Overlapping source ranges would make a lookup depend on the search order. */
+  const struct table *tables[] = {&job.uid, &job.gid};
+  for (size_t k = 0; k < 2; k++)
+    for (size_t i = 1; i < tables[k]->n; i++)
+      if (tables[k]->e[i].from < tables[k]->e[i - 1].from + (uint64_t)tables[k]->e[i - 1].count)
+        return bad_job(k == 0 ? "uid= extents overlap" : "gid= extents overlap");
   return 0;
 }
 
@@ -754,11 +799,21 @@ static void write_summary(void) {
   int n = snprintf(b, sizeof b, "S\t%u\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t%llu\t", worker_id, stats.seen,
                    stats.changed, stats.hardlinks, stats.mountpoints, stats.errors, stats.unmapped, stats.skipped);
   put(b, (size_t)n);
-  if (stats.have_maxuid) put_u(stats.maxuid);
-  else put("-", 1);
-  put("\t", 1);
-  if (stats.have_maxgid) put_u(stats.maxgid);
-  else put("-", 1);
+  const uint32_t maxima[] = {stats.maxuid, stats.maxgid};
+  const int have[] = {stats.have_maxuid, stats.have_maxgid};
+  for (int i = 0; i < 2; i++) {
+    if (have[i]) put_u(maxima[i]);
+    else put("-", 1);
+    put("\t", 1);
+  }
+  put_u(stats.already);
+  const uint32_t maxnew[] = {stats.maxnewuid, stats.maxnewgid};
+  const int have_new[] = {stats.have_maxnewuid, stats.have_maxnewgid};
+  for (int i = 0; i < 2; i++) {
+    put("\t", 1);
+    if (have_new[i]) put_u(maxnew[i]);
+    else put("-", 1);
+  }
   put("\n", 1);
   flush_out();
 }

@@ -28,6 +28,7 @@ import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { validateMap } from '../idmap/validate.js';
 import { appendItem, applyEdits, detectStyle, type Edit, setMembers } from './json-edit.js';
 
+/** An OCI runtime config (config.json) or a kubelet per-pod userns record. */
 export type BundleFormat = 'oci' | 'kubernetes';
 
 /** A list of mappings read from the document, with where it is. */
@@ -38,6 +39,7 @@ export interface MappingList {
   extents: Extent[];
 }
 
+/** A mount of the config as the checks see it: its destination and idmap. */
 export interface MountView {
   index: number;
   destination: string | undefined;
@@ -71,6 +73,7 @@ export interface CheckEnvironment {
   pageSize?: number;
 }
 
+/** What checking a bundle found: its maps and user namespace, and every problem with where it is. */
 export interface CheckReport {
   format: BundleFormat;
   uidMappings: Extent[];
@@ -492,6 +495,7 @@ export function checkConfigText(
 // ---------------------------------------------------------------------------------------------
 // Filling
 
+/** The maps to write into a config: uid and gid extents (host = outside). */
 export interface FillMaps {
   uid: readonly Extent[];
   gid: readonly Extent[];
@@ -499,6 +503,7 @@ export interface FillMaps {
   idmapMounts?: readonly string[];
 }
 
+/** The filled config text and what changed. */
 export interface FillResult {
   text: string;
   format: BundleFormat;

@@ -10,6 +10,8 @@
  * registry), cut at this namespace's own extents (a nested caller), checked as the kernel, the
  * runtime and newuidmap would, and written atomically into the file, which keeps every other
  * byte (see json-edit.ts).
+ *
+ * @module userns/oci
  */
 import { createHash } from 'node:crypto';
 import {
@@ -20,13 +22,12 @@ import {
   fstatSync,
   lstatSync,
   openSync,
-  readFileSync,
   realpathSync,
   statSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as alloc from '../alloc/index.js';
-import { OciError, UsernsError } from '../errors/index.js';
+import { OciError, SymlinkRefusedError, UsernsError } from '../errors/index.js';
 import type { Extent } from '../idmap/extent.js';
 import { byKind } from '../idmap/formats/kinds.js';
 import { parseKubernetesUserns } from '../idmap/formats/kubernetes.js';
@@ -37,6 +38,8 @@ import { planMaps } from '../maps/write-maps.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
 import { writeFileAtomic } from '../state/atomic.js';
 import { validateName } from '../state/names.js';
+import { CONFIG_INPUT_LIMIT, readFdBounded } from '../system/bounded-read.js';
+import { openDirectoryNoFollow } from '../system/no-follow.js';
 import { pageSize } from '../system/proc.js';
 import { isPrivileged, ownMap } from '../system/self.js';
 import { getSubordinateRanges } from '../system/subordinate.js';
@@ -51,6 +54,7 @@ import {
   refuseKubernetesIdmapMounts,
 } from './config.js';
 
+/** Options of {@link checkOciConfig} and {@link fillOciConfig}. */
 export interface OciOptions {
   /** The file's format (default: detected; required to create a Kubernetes record). */
   format?: BundleFormat;
@@ -58,6 +62,10 @@ export interface OciOptions {
   noSplit?: boolean;
 }
 
+/**
+ * Options of {@link fillOciConfig}: where the maps come from (a mode, maps, a Kubernetes record, an
+ * allocation) and which mounts to idmap.
+ */
 export interface OciFillOptions extends OciOptions {
   /** A mode ('auto' by default, 'self', 'keep-id', 'identity') or 'auto:size=N,…' (= allocate). */
   userns?: SpawnOptions['userns'] | `auto:${string}`;
@@ -86,6 +94,7 @@ export interface OciFillOptions extends OciOptions {
   fallback?: 'none' | 'single';
 }
 
+/** What {@link fillOciConfig} wrote (or, with `check`, would write). */
 export interface OciResult {
   /** The file (a bundle directory resolves to its config.json). */
   file: string;
@@ -101,14 +110,49 @@ export interface OciResult {
   warnings: string[];
 }
 
-/** A bundle directory means its config.json. */
+/**
+ * A bundle directory means its config.json. A link to a directory gives the path through the
+ * link, which is then refused when it is opened (OCI_BUNDLE_SYMLINK).
+ */
 export function configPath(path: string): string {
   try {
-    if (statSync(path).isDirectory()) return join(path, 'config.json');
+    const st = lstatSync(path);
+    if (st.isDirectory() || (st.isSymbolicLink() && statSync(path).isDirectory()))
+      return join(path, 'config.json');
   } catch {
     // a file that does not exist yet (Kubernetes record) or an error reported on reading
   }
   return path;
+}
+
+/**
+ * Opens the directory of `file` without following a link that others could have placed, the
+ * directory itself never being one (see system/no-follow.ts), and runs `use` with the path of
+ * `file` through that descriptor (`/proc/self/fd/N/NAME`): whatever is swapped meanwhile, the
+ * read and the write stay in that directory.
+ */
+async function inPinnedDirectory<T>(file: string, use: (at: string) => T | Promise<T>): Promise<T> {
+  let dirFd: number;
+  try {
+    dirFd = openDirectoryNoFollow(dirname(file));
+  } catch (error) {
+    if (error instanceof SymlinkRefusedError) {
+      throw new OciError(
+        'OCI_BUNDLE_SYMLINK',
+        `${error.message}; refusing to read or write ${file} through it`,
+        {
+          hint: 'give the real bundle directory (the path the link points to)',
+          data: { file, ...error.data },
+        },
+      );
+    }
+    throw readError(file, error);
+  }
+  try {
+    return await use(join(`/proc/self/fd/${dirFd}`, basename(file)));
+  } finally {
+    closeSync(dirFd);
+  }
 }
 
 function readError(file: string, error: unknown): OciError {
@@ -122,18 +166,10 @@ function readError(file: string, error: unknown): OciError {
   });
 }
 
-function readText(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (error) {
-    throw readError(file, error);
-  }
-}
-
 function symlinkError(file: string): OciError {
   return new OciError(
     'OCI_CONFIG_SYMLINK',
-    `${file} is a symbolic link: the file to fill is replaced, so it must be the file itself`,
+    `${file} is a symbolic link: userns reads and replaces only the file itself, never a link's target`,
     {
       hint: 'give the real file (the path the link points to), or replace the link with a copy',
       data: { file },
@@ -166,8 +202,10 @@ function readConfigFile(file: string, at = file): ConfigFile {
   }
   try {
     const st = fstatSync(fd);
-    return { text: readFileSync(fd, 'utf8'), mode: st.mode, uid: st.uid, gid: st.gid };
+    const text = readFdBounded(fd, CONFIG_INPUT_LIMIT, file).toString('utf8');
+    return { text, mode: st.mode, uid: st.uid, gid: st.gid };
   } catch (error) {
+    if (error instanceof UsernsError) throw error;
     throw readError(file, error);
   } finally {
     closeSync(fd);
@@ -200,7 +238,7 @@ async function checkEnvironment(privileged: boolean): Promise<CheckEnvironment> 
  */
 export async function checkOciConfig(path: string, options: OciOptions = {}): Promise<CheckReport> {
   const file = configPath(path);
-  const text = readText(file);
+  const text = await inPinnedDirectory(file, (at) => readConfigFile(file, at).text);
   return checkConfigText(text, file, await checkEnvironment(isPrivileged()), options.format);
 }
 
@@ -286,7 +324,8 @@ async function resolveMaps(file: string, options: OciFillOptions, privileged: bo
   if (mode?.startsWith('auto:')) return fromRegistry(file, options, mode.slice(5));
   if (options.fromKubernetes !== undefined) {
     const source = options.fromKubernetes;
-    const { uid, gid } = byKind(parseKubernetesUserns(readText(source), { source }));
+    const text = await inPinnedDirectory(source, (at) => readConfigFile(source, at).text);
+    const { uid, gid } = byKind(parseKubernetesUserns(text, { source }));
     return {
       uid: new IdMap(uid),
       gid: new IdMap(gid),
@@ -320,17 +359,7 @@ export async function fillOciConfig(path: string, options: OciFillOptions = {}):
   const file = configPath(path);
   // The bundle directory is pinned for the whole fill: the read and the atomic replace go
   // through /proc/self/fd/N, so a directory swapped for a link in between cannot redirect them.
-  let dirFd: number;
-  try {
-    dirFd = openSync(dirname(file), constants.O_RDONLY | constants.O_DIRECTORY);
-  } catch (error) {
-    throw readError(file, error);
-  }
-  try {
-    return await fillPinned(file, join(`/proc/self/fd/${dirFd}`, basename(file)), options);
-  } finally {
-    closeSync(dirFd);
-  }
+  return inPinnedDirectory(file, (at) => fillPinned(file, at, options));
 }
 
 async function fillPinned(file: string, at: string, options: OciFillOptions): Promise<OciResult> {

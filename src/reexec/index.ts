@@ -16,6 +16,8 @@
  * inode of the user namespace the program was re-executed FROM, so a marker that leaked into a
  * process outside (same user namespace as the one it names) is ignored and the program is
  * re-executed again. A program in the named namespace it asks to join is inside too.
+ *
+ * @module userns/reexec
  */
 import type { ChildProcess } from 'node:child_process';
 import { readlinkSync, statSync } from 'node:fs';
@@ -40,6 +42,7 @@ export const REEXEC_ENV = 'USERNS_REEXEC';
 /** Signals forwarded to the re-executed program (as `userns run` does). */
 export { FORWARDED_SIGNALS, ReexecError };
 
+/** Options of {@link reexecInUserNamespace}. */
 export interface ReexecOptions {
   /**
    * How to map IDs (as `spawn()`): 'auto' (default; root: every ID, others: 0 = you, 1… = your

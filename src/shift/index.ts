@@ -1,6 +1,17 @@
-/** Directory trees and ID maps (`userns/shift`): shift a tree's ownership, list the IDs a map cannot represent. */
+/**
+ * Directory trees and ID maps (`userns/shift`): shift a tree's ownership, list the IDs a map cannot represent.
+ *
+ * @module userns/shift
+ */
 export { ShiftError, ShiftPlanError } from '../errors/index.js';
-export { type FitOptions, type FitResult, type FitSource, fitTree, type UnfitId } from './fit.js';
+export {
+  type FitOptions,
+  type FitResult,
+  type FitSource,
+  fitTree,
+  smallestFit,
+  type UnfitId,
+} from './fit.js';
 export {
   describeUnmapped,
   type KindMaps,
@@ -9,6 +20,7 @@ export {
   type ShiftOptions,
   type ShiftProgress,
   type ShiftResult,
+  shiftIncomplete,
   shiftTree,
   type UnmappedId,
 } from './shift.js';

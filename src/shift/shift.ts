@@ -15,9 +15,20 @@ import { join, resolve } from 'node:path';
 import { ShiftError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
+import { intersectRanges, outsideRanges } from '../idmap/ranges.js';
+import { requireValidMap } from '../idmap/validate.js';
 import type { MapWriteOptions } from '../maps/write-maps.js';
 import { overflowIds } from '../system/knobs.js';
-import { protectiveMap, shiftTranslation, tableOf, touchedRanges, viewTranslation } from './translation.js';
+import { pageSize } from '../system/proc.js';
+import {
+  doneRanges,
+  protectiveMap,
+  rangesInView,
+  shiftTranslation,
+  tableOf,
+  touchedRanges,
+  viewTranslation,
+} from './translation.js';
 import {
   defaultWorkers,
   runWalk,
@@ -29,11 +40,13 @@ import {
   type WalkSummary,
 } from './tree-walk.js';
 
+/** A uid map and a gid map. */
 export interface KindMaps {
   uid: IdMap;
   gid: IdMap;
 }
 
+/** Progress of a shift, every `progressEvery` entries. */
 export interface ShiftProgress {
   seen: number;
   changed: number;
@@ -41,6 +54,7 @@ export interface ShiftProgress {
   total: number | null;
 }
 
+/** One entry a shift changed (or would, in a dry run): old and new owner and what changed. */
 export interface ShiftChange {
   path: string;
   fileType: string;
@@ -49,6 +63,10 @@ export interface ShiftChange {
   what: string[];
 }
 
+/**
+ * Options of {@link shiftTree}: the maps, dry run, what to do with untranslated IDs, the
+ * protective user namespace, progress.
+ */
 export interface ShiftOptions {
   /** The map the tree's owners are in now (outside IDs = the caller's IDs). */
   from: KindMaps;
@@ -64,6 +82,7 @@ export interface ShiftOptions {
   userns?: boolean;
   /** Descend into other filesystems mounted under the tree (default false: report and skip them). */
   crossFilesystems?: boolean;
+  /** Called with the progress every `progressEvery` entries. */
   onProgress?: (progress: ShiftProgress) => void;
   /** Progress every N entries (default 4096). */
   progressEvery?: number;
@@ -80,6 +99,7 @@ export interface ShiftOptions {
   signal?: AbortSignal;
 }
 
+/** An ID `from` does not translate, where it was found and a few example paths. */
 export interface UnmappedId {
   kind: IdKind;
   /** Where the ID was found. */
@@ -90,22 +110,37 @@ export interface UnmappedId {
   examples: string[];
 }
 
+/** An entry the walk could not read or change: the operation, errno and path. */
 export interface ShiftIssue {
   op: string;
   errno: string;
   path: string;
 }
 
+/**
+ * What a shift did, counted on disk: entries seen and changed, untranslated IDs, errors, skipped
+ * mount points, time taken.
+ */
 export interface ShiftResult {
   dir: string;
   dryRun: boolean;
   reverse: boolean;
   /** Whether the walk ran in a protective user namespace. */
   protectiveNamespace: boolean;
+  /**
+   * Whether running the same shift again finishes it after an interruption: the maps' outside
+   * ranges do not overlap, so an ID already shifted is never one still to shift.
+   */
+  resumable: boolean;
   seen: number;
   changed: number;
-  /** Entries that kept (some of) their IDs because they had no translation (error or skip). */
+  /**
+   * Entries that kept (some of) their IDs because they had no translation (error or skip; with
+   * overflow, entries the protective namespace cannot change).
+   */
   skipped: number;
+  /** Entries left as they were because they are already shifted (every ID in `to`, not in `from`). */
+  alreadyShifted: number;
   hardlinks: number;
   mountpoints: string[];
   unmapped: UnmappedId[];
@@ -209,19 +244,33 @@ export function treeRoot(dir: string, prefix: 'SHIFT' | 'FIT'): string {
 }
 
 /**
+ * Refuses maps the kernel would refuse (MapError MAP_INVALID) before anything is read or
+ * changed: an extent running past 4294967294 would wrap in the walk's 32-bit arithmetic (a
+ * file shifted to ID 0, set-user-ID bit restored).
+ */
+export function requireValidKindMaps(maps: KindMaps, name: string): void {
+  const page = pageSize();
+  requireValidMap(maps.uid, { kind: 'uid', source: `${name} (uid map)`, pageSize: page });
+  requireValidMap(maps.gid, { kind: 'gid', source: `${name} (gid map)`, pageSize: page });
+}
+
+/**
  * Rewrites the owners, POSIX ACL entries and file-capability root IDs of every entry of the tree
  * `dir` from the map `options.from` to `options.to` (IDs are the caller's: outside IDs of both
  * maps), never following a symbolic link, in a protective user namespace by default. Unless
  * `unmapped` says otherwise, a first pass checks everything and nothing changes when some ID has
  * no translation. Resolves with the counts of what changed (or would, with dryRun).
  *
- * Throws ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
+ * Throws MapError MAP_INVALID (a map the kernel would refuse, before anything is read);
+ * ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
  * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
  * changed), SHIFT_INCOMPLETE (some entries left as they were); ShiftPlanError when the maps do
  * not fit one namespace; NewIdmapError / SpawnError when the walk cannot start.
  */
 export async function shiftTree(dir: string, options: ShiftOptions): Promise<ShiftResult> {
   const started = performance.now();
+  requireValidKindMaps(options.from, 'from');
+  requireValidKindMaps(options.to, 'to');
   const root = treeRoot(dir, 'SHIFT');
   const reverse = options.reverse ?? false;
   const from = reverse ? options.to : options.from;
@@ -229,12 +278,16 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
   const policy = options.unmapped ?? 'error';
   const useNamespace = options.userns ?? true;
   const translation = { uid: shiftTranslation(from.uid, to.uid), gid: shiftTranslation(from.gid, to.gid) };
+  const resumable = (['uid', 'gid'] as const).every(
+    (kind) => intersectRanges(outsideRanges(from[kind]), outsideRanges(to[kind])).length === 0,
+  );
   const ids = overflowIds();
   const overflow = { uid: ids.uid.value ?? 65534, gid: ids.gid.value ?? 65534 };
 
   let view: KindMaps | null = null;
   let namespace: WalkNamespace | null = null;
   let tables = { uid: tableOf(translation.uid), gid: tableOf(translation.gid) };
+  let already = { uid: doneRanges(from.uid, to.uid), gid: doneRanges(from.gid, to.gid) };
   let overflowInWalk = overflow;
   if (useNamespace) {
     const extra = (id: number) => (policy === 'overflow' ? [id] : []);
@@ -251,6 +304,7 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
       uid: tableOf(viewTranslation(translation.uid, view.uid)),
       gid: tableOf(viewTranslation(translation.gid, view.gid)),
     };
+    already = { uid: rangesInView(already.uid, view.uid), gid: rangesInView(already.gid, view.gid) };
     overflowInWalk = {
       uid: view.uid.toInside(overflow.uid) ?? overflow.uid,
       gid: view.gid.toInside(overflow.gid) ?? overflow.gid,
@@ -263,6 +317,8 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     list: false,
     uid: tables.uid,
     gid: tables.gid,
+    uidDone: already.uid,
+    gidDone: already.gid,
     unmapped: policy,
     ...(policy === 'overflow' ? { overflow: overflowInWalk } : {}),
     // The protective namespace never maps the overflow IDs: an owner shown as one is outside it.
@@ -302,9 +358,11 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     dryRun,
     reverse,
     protectiveNamespace: useNamespace,
+    resumable,
     seen: summary.seen,
     changed: summary.changed,
     skipped: summary.skipped,
+    alreadyShifted: summary.already,
     hardlinks: summary.hardlinks,
     mountpoints: collector.mountpoints,
     unmapped: collector.sortedUnmapped(),
@@ -356,19 +414,46 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     { ...walkOptions, onRecord: onRecord(collector, total, true) },
   );
   const done = result(summary, collector, false);
-  if (done.errorCount > 0 || (policy === 'error' && done.unmapped.length > 0)) {
-    const e = done.errors[0];
-    throw new ShiftError(
-      'SHIFT_INCOMPLETE',
-      `the shift of ${root} is incomplete: ${done.errorCount} error${done.errorCount === 1 ? '' : 's'}` +
-        (e ? ` (first: ${e.op} ${e.path || '.'}: ${e.errno})` : '') +
-        (done.unmapped.length > 0 ? `; untranslated: ${describeUnmapped(done.unmapped)}` : ''),
-      {
-        hint: 'the entries listed were left as they were; fix the cause and run the same shift again (entries already shifted are then unmapped in --from: use --unmapped skip)',
-        data: { errors: done.errors, unmapped: done.unmapped },
-        result: done,
-      },
-    );
+  const incomplete = shiftIncomplete(done, policy);
+  if (incomplete !== null) {
+    throw new ShiftError('SHIFT_INCOMPLETE', `the shift of ${root} is incomplete: ${incomplete.reason}`, {
+      hint: incomplete.hint,
+      data: { errors: done.errors, unmapped: done.unmapped, result: done },
+      result: done,
+    });
   }
   return done;
+}
+
+/**
+ * Whether a shift's result (or a dry run's: what the run would do) leaves work undone under
+ * `policy`, and why: errors; with 'error', IDs without translation; with 'overflow', entries
+ * that kept their IDs anyway (owned outside the protective namespace, which cannot change them).
+ * With 'skip', kept IDs are what was asked for. null: complete.
+ */
+export function shiftIncomplete(
+  r: ShiftResult,
+  policy: UnmappedPolicy,
+): { reason: string; hint: string } | null {
+  const parts: string[] = [];
+  let hint = r.resumable
+    ? 'the entries listed were left as they were; fix the cause and run the same shift again (entries already shifted count as done)'
+    : 'the entries listed were left as they were; the two ranges overlap, so running the same shift again would shift the entries already done twice: fix the cause and shift only what is left (see the README on interrupted shifts)';
+  if (r.errorCount > 0) {
+    const e = r.errors[0];
+    parts.push(
+      `${r.errorCount} error${r.errorCount === 1 ? '' : 's'}${e ? ` (first: ${e.op} ${e.path || '.'}: ${e.errno})` : ''}`,
+    );
+  }
+  if (policy === 'error' && r.unmapped.length > 0)
+    parts.push(`untranslated: ${describeUnmapped(r.unmapped)}`);
+  if (policy === 'overflow' && r.skipped > 0) {
+    parts.push(
+      `${r.skipped} entr${r.skipped === 1 ? 'y' : 'ies'} kept ${r.skipped === 1 ? 'its' : 'their'} IDs instead of the overflow ID: ` +
+        `the protective user namespace cannot change an entry owned outside the source and target ranges (${describeUnmapped(r.unmapped)})`,
+    );
+    hint =
+      'to write the overflow ID on them, shift with --no-userns (as root; userns: false), or add their IDs to --from';
+  }
+  return parts.length === 0 ? null : { reason: parts.join('; '), hint };
 }

@@ -3,13 +3,12 @@
  * user namespace the walk runs in, and the tables the walk looks IDs up in, expressed in the
  * IDs the walk sees from inside that namespace.
  */
-
 import { ShiftPlanError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
 import { type Extent, extent, INVALID_ID, MAX_EXTENTS } from '../idmap/extent.js';
-import type { IdMap } from '../idmap/idmap.js';
+import { IdMap } from '../idmap/idmap.js';
 import { normalize } from '../idmap/normalize.js';
-import { type IdRange, outsideRanges, unionRanges } from '../idmap/ranges.js';
+import { type IdRange, outsideRanges, subtractRanges, unionRanges } from '../idmap/ranges.js';
 import type { Translation } from './tree-walk.js';
 
 /**
@@ -92,4 +91,21 @@ export function touchedRanges(from: IdMap, to: IdMap, extra: readonly number[] =
     outsideRanges(to),
     extra.map((id) => ({ start: id, count: 1 })),
   );
+}
+
+/**
+ * The outside IDs a shift counts as already done: `to`'s outside IDs that `from` does not have.
+ * An owner there was either shifted by an earlier run of the same shift (interrupted, or run
+ * twice) or was never in the source range; either way it must stay as it is. This is what makes
+ * a rerun finish an interrupted shift. (IDs in both ranges are ambiguous and are translated:
+ * see the README on interrupted shifts between overlapping ranges.)
+ */
+export function doneRanges(from: IdMap, to: IdMap): IdRange[] {
+  return subtractRanges(outsideRanges(to), outsideRanges(from));
+}
+
+/** `ranges` of caller IDs as the IDs a walk in the protective namespace `view` sees (all mapped). */
+export function rangesInView(ranges: readonly IdRange[], view: IdMap): IdRange[] {
+  const identity = new IdMap(ranges.map((r) => extent(r.start, r.start, r.count)));
+  return outsideRanges(compose(identity, view.invert()));
 }

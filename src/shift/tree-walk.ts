@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { SpawnError, WalkError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
+import type { IdRange } from '../idmap/ranges.js';
 import { type MapWriteOptions, planMaps, writeMaps } from '../maps/write-maps.js';
 import { errnoName, launchHelper } from '../native/helper.js';
 import { explainSpawnFailure } from '../spawn/explain.js';
@@ -19,6 +20,10 @@ export interface Translation {
   count: number;
 }
 
+/**
+ * What a shift does with an ID `from` does not translate: stop before changing anything, keep the
+ * ID, or write the overflow ID.
+ */
 export type UnmappedPolicy = 'error' | 'skip' | 'overflow';
 
 export interface WalkJob {
@@ -27,6 +32,9 @@ export interface WalkJob {
   list: boolean;
   uid: readonly Translation[];
   gid: readonly Translation[];
+  /** IDs already where the shift takes IDs (kept; an entry with only such IDs counts as already shifted). */
+  uidDone?: readonly IdRange[];
+  gidDone?: readonly IdRange[];
   unmapped: UnmappedPolicy;
   overflow?: { uid: number; gid: number };
   /** The IDs the walk's namespace shows for owners it does not map (such entries are left alone). */
@@ -96,6 +104,11 @@ export interface WalkSummary {
   /** Highest user and group IDs seen (owners, ACL entries, capability roots), null when none. */
   maxUid: number | null;
   maxGid: number | null;
+  /** Entries left as they were because every ID they have is already shifted (uidDone/gidDone). */
+  already: number;
+  /** Highest IDs the tables translated to (the IDs that had a translation, after it), null when none. */
+  maxNewUid: number | null;
+  maxNewGid: number | null;
 }
 
 /** Undoes the C side's escaping of paths (\\, \t, \n, \xHH). */
@@ -168,6 +181,9 @@ export function parseRecord(line: string): WalkRecord | WorkerProgress | WorkerS
         skipped: Number(f[8]),
         maxUid: num(f[9]),
         maxGid: num(f[10]),
+        already: Number(f[11] ?? 0),
+        maxNewUid: num(f[12]),
+        maxNewGid: num(f[13]),
       };
     }
     default:
@@ -187,6 +203,9 @@ function combineSummaries(list: readonly WalkSummary[]): WalkSummary {
     skipped: a.skipped + b.skipped,
     maxUid: max(a.maxUid, b.maxUid),
     maxGid: max(a.maxGid, b.maxGid),
+    already: a.already + b.already,
+    maxNewUid: max(a.maxNewUid, b.maxNewUid),
+    maxNewGid: max(a.maxNewGid, b.maxNewGid),
   }));
 }
 
@@ -212,6 +231,8 @@ export function encodeJob(job: WalkJob): Buffer {
   if (job.outside) tokens.push(`outside=${job.outside.uid}:${job.outside.gid}`);
   for (const t of job.uid) tokens.push(`uid=${t.from}:${t.to}:${t.count}`);
   for (const t of job.gid) tokens.push(`gid=${t.from}:${t.to}:${t.count}`);
+  for (const r of job.uidDone ?? []) tokens.push(`uiddone=${r.start}:${r.count}`);
+  for (const r of job.gidDone ?? []) tokens.push(`giddone=${r.start}:${r.count}`);
   return Buffer.from(`${tokens.join('\0')}\0`, 'utf8');
 }
 

@@ -1,4 +1,8 @@
-/** Running commands in new user namespaces: the public API (`userns/spawn`). */
+/**
+ * Running commands in new user namespaces: the public API (`userns/spawn`).
+ *
+ * @module userns/spawn
+ */
 export { DOCTOR_HINT, NewIdmapError, SpawnError } from '../errors/index.js';
 export {
   isMode,
@@ -21,6 +25,7 @@ export {
 } from '../maps/write-maps.js';
 export { NAMESPACES, type Namespace } from '../native/helper.js';
 export {
+  dryRunSpawn,
   planSpawn,
   type RunResult,
   run,

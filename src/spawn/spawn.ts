@@ -9,6 +9,9 @@
  * rejects with a typed error (SpawnError, NewIdmapError, MapError, ParseError) when setup fails.
  */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { join, resolve } from 'node:path';
 import { SpawnError, UsageError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
 import {
@@ -23,6 +26,7 @@ import {
   type MapPlan,
   type MapWriteOptions,
   planMaps,
+  predictToolFailures,
   writeMaps,
   writeProcFile,
 } from '../maps/write-maps.js';
@@ -40,6 +44,10 @@ import { explainSpawnFailure } from './explain.js';
 import { closed, promiseChild } from './promise-child.js';
 import { explainUnreachable, type Reach, unreachableError } from './unreachable.js';
 
+/**
+ * Options of {@link spawn}, {@link run} and {@link planSpawn}: the maps (a mode, maps, or an
+ * allocation), the other namespaces, the IDs inside, mounts, and child_process options.
+ */
 export interface SpawnOptions extends MapWriteOptions {
   /**
    * How to map IDs when uidMap/gidMap are not given (default 'auto'). spawn() allocates nothing:
@@ -82,6 +90,7 @@ export interface SpawnOptions extends MapWriteOptions {
   helperPath?: string;
 }
 
+/** How a command ended, and the maps that were in force. */
 export interface SpawnResult {
   /** Exit status, or null when killed by a signal. */
   exitCode: number | null;
@@ -95,8 +104,13 @@ export interface SpawnResult {
   warnings: string[];
 }
 
+/** What {@link spawn} returns: a ChildProcess that is also a promise of its {@link SpawnResult}. */
 export type UsernsChildProcess = ChildProcess & Promise<SpawnResult>;
 
+/**
+ * Everything {@link spawn} would do: the maps and how they are written, the namespaces, the IDs
+ * inside, the mounts and the helper's arguments.
+ */
 export interface SpawnPlan extends MapPlan {
   command: string[];
   namespaces: Namespace[];
@@ -218,11 +232,53 @@ async function computePlan(
 }
 
 /**
- * Everything spawn() would do, without doing it (for --dry-run): the maps as they would be
- * written (split, validated: throws as spawn() would), the method, the helper's argv. No side
- * effects.
+ * Everything {@link spawn} would do for `command args`, without doing it (`userns run
+ * --dry-run`): the maps as they would be written (cut at the current namespace's extents,
+ * validated, and whether directly or by newuidmap/newgidmap with which arguments), the
+ * namespaces, the IDs the command would run as, the mounts and the helper's arguments.
+ * Takes the arguments of {@link spawn} and {@link run}, in the same shape.
+ *
+ * Nothing is started, allocated or written: an `auto:…` mode is a UsageError, as for spawn()
+ * (allocate first with withAutoUserns() from `userns/alloc`).
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn(); `stdio`, `beforeExec` and the like are ignored.
+ * @returns The plan; `command` is the full argv (`[command, ...args]`).
+ * @throws Whatever spawn() would reject with before it starts anything: `SpawnError`
+ *   (`NO_SUBORDINATE_IDS`, …), `UsageError` (an `auto:…` mode), `NewIdmapError`
+ *   (`NEWUIDMAP_MISSING`, `RANGE_NOT_ALLOWED`, …), `MapError` (a map the kernel would refuse),
+ *   `ParseError`.
  */
-export async function planSpawn(command: string[], options: SpawnOptions = {}): Promise<SpawnPlan> {
+export function planSpawn(
+  command: string,
+  args?: readonly string[],
+  options?: SpawnOptions,
+): Promise<SpawnPlan>;
+/**
+ * The form of userns 0.1: the whole argv in one array. Use `planSpawn(command, args, options)`,
+ * the shape of spawn() and run().
+ *
+ * @deprecated since 0.2; still accepted.
+ */
+export function planSpawn(argv: readonly string[], options?: SpawnOptions): Promise<SpawnPlan>;
+export function planSpawn(
+  commandOrArgv: string | readonly string[],
+  argsOrOptions?: readonly string[] | SpawnOptions,
+  options?: SpawnOptions,
+): Promise<SpawnPlan> {
+  if (typeof commandOrArgv === 'string') {
+    return planArgv([commandOrArgv, ...((argsOrOptions as readonly string[] | undefined) ?? [])], options);
+  }
+  return planArgv(commandOrArgv, argsOrOptions as SpawnOptions | undefined);
+}
+
+/**
+ * {@link planSpawn} for a whole argv, which may be empty: then only the maps, namespaces and
+ * mounts are planned (the keeper of `userns create` runs no command). No side effects.
+ */
+export async function planArgv(argv: readonly string[], options: SpawnOptions = {}): Promise<SpawnPlan> {
+  const command = [...argv];
   refuseAllocation(options);
   const maps = await resolveMaps(options);
   const helper = helperOptionsFor(command, options, maps.privileged);
@@ -239,6 +295,61 @@ export async function planSpawn(command: string[], options: SpawnOptions = {}): 
   };
 }
 
+/**
+ * What `userns run --dry-run` shows: {@link planSpawn}, plus every check the run would make that
+ * needs no process, failing with the error the run would fail with: newuidmap/newgidmap
+ * missing, a range they refuse (or, with `fallback: 'single'`, the plan the run falls back to),
+ * a command that is not there (COMMAND_NOT_FOUND; not predicted with `mounts`, which change what
+ * the command sees). What only a process can tell (the kernel's answer to unshare, the tool's
+ * setuid bit, the command's permissions inside) is left to the run.
+ *
+ * @param command The program, as for spawn(): a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for spawn().
+ * @returns The plan, as planSpawn's (with the fallback plan when the run would fall back).
+ * @throws What the run would fail with before its command starts: planSpawn's errors,
+ *   `NewIdmapError` (`NEWUIDMAP_MISSING`, `RANGE_NOT_ALLOWED`, …), `SpawnError`
+ *   (`COMMAND_NOT_FOUND`).
+ */
+export async function dryRunSpawn(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnOptions = {},
+): Promise<SpawnPlan> {
+  const argv = [command, ...args];
+  const plan = await planArgv(argv, options);
+  const maps = await predictToolFailures(plan, options);
+  if (!options.mounts?.length && !commandExists(command, options))
+    // The failure the helper would report at exec (src/native/protocol.md), explained the same way.
+    throw explainSpawnFailure(
+      {
+        step: 'exec',
+        errno: 'ENOENT',
+        detail: `No such file or directory: ${command}`,
+        report: `error exec ${ENOENT} No such file or directory: ${command}`,
+      },
+      { command: argv },
+    );
+  return { ...plan, ...maps };
+}
+
+const { ENOENT } = osConstants.errno;
+
+/** Whether execvp(3) would find `name` (PATH of the command's environment, or its default). */
+function commandExists(name: string, options: SpawnOptions): boolean {
+  const exists = (path: string) => {
+    try {
+      statSync(path);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) return exists(resolve(options.cwd ?? process.cwd(), name));
+  const path = (options.env ?? process.env).PATH ?? '/bin:/usr/bin';
+  return path.split(':').some((dir) => exists(join(dir === '' ? '.' : dir, name)));
+}
+
 function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void } {
   let resolve!: (value: T) => void;
   let reject!: (error: unknown) => void;
@@ -251,10 +362,26 @@ function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(e
 }
 
 /**
- * Starts `command` in new namespaces. Returns the ChildProcess at once (its stdio can be used
- * immediately); it is also a promise of the SpawnResult. Throws synchronously only when the
- * native helper is not built (SpawnError HELPER_MISSING) or `userns` is an `auto:…` mode
- * (UsageError: allocate with withAutoUserns() first).
+ * Starts `command` in a new user namespace (and the other namespaces of `options.namespaces`)
+ * with the maps of `options`: cut at the current namespace's extents, validated as the kernel
+ * would, and written in one write each, directly as root or through newuidmap/newgidmap.
+ *
+ * Returns the ChildProcess at once (its stdio can be used immediately): the native helper,
+ * which becomes the command (same PID without a PID namespace). It is also a promise of the
+ * {@link SpawnResult}, which resolves once the command has exited and its stdio closed, and
+ * rejects when setup fails (also an `'error'` event when someone listens).
+ *
+ * @param command The program: a name looked up in PATH (inside the new namespaces), or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options The maps (`userns` mode, `uidMap`/`gidMap`), namespaces, IDs inside, mounts,
+ *   and child_process options (`cwd`, `env`, `stdio`). spawn() allocates nothing: for an
+ *   `auto:…` range, get the maps with withAutoUserns() from `userns/alloc` first.
+ * @throws SpawnError synchronously only when there is no helper for this machine
+ *   (`HELPER_MISSING`, `PLATFORM_UNSUPPORTED`), UsageError for an `auto:…` mode. The promise
+ *   rejects with `SpawnError` (`COMMAND_NOT_FOUND`, `COMMAND_NOT_EXECUTABLE`, `UNSHARE_FAILED`,
+ *   `NO_SUBORDINATE_IDS`, …), `NewIdmapError` (`NEWUIDMAP_MISSING`, `NEWUIDMAP_NOT_SETUID`,
+ *   `RANGE_NOT_ALLOWED`, `MAP_WRITE_FAILED`, …), `MapError`/`ParseError` (a map the kernel
+ *   would refuse or cannot read), `MountError` for `mounts`, each with a hint.
  */
 export function spawn(
   command: string,
@@ -377,6 +504,7 @@ export function spawn(
   return promiseChild(child, setup(), 'UsernsChildProcess');
 }
 
+/** What {@link run} resolves to: the {@link SpawnResult} and the captured output. */
 export interface RunResult extends SpawnResult {
   /** Captured output (when stdout/stderr are pipes, the default). */
   stdout: string;
@@ -384,8 +512,15 @@ export interface RunResult extends SpawnResult {
 }
 
 /**
- * Runs a command to completion (as spawn()), stdin empty, stdout and stderr captured as UTF-8
- * text when they are pipes (the default). Rejects as spawn() does.
+ * Runs `command` as {@link spawn} does and waits for it, capturing its output: stdout and stderr
+ * are pipes read as UTF-8 text, stdin is empty (`options.stdio` overrides).
+ *
+ * @param command The program: a name looked up in PATH, or a path.
+ * @param args Its arguments (without the program itself).
+ * @param options As for {@link spawn}.
+ * @returns The {@link SpawnResult} (exit status or signal, the maps in force) with `stdout` and
+ *   `stderr`. A command that exits non-zero resolves; only setup failures reject.
+ * @throws The errors of {@link spawn}, as a rejection.
  */
 export async function run(
   command: string,

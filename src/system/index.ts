@@ -1,4 +1,8 @@
-/** Reads of the machine (`userns/system`): /proc, mounts, subordinate IDs, users and groups, newuidmap/newgidmap. */
+/**
+ * Reads of the machine (`userns/system`): /proc, mounts, subordinate IDs, users and groups, newuidmap/newgidmap.
+ *
+ * @module userns/system
+ */
 export { type MountInfo, mountOf } from './mounts.js';
 export {
   type CapFlags,

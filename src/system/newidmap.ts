@@ -14,6 +14,7 @@ import { mountOf } from './mounts.js';
 
 export type NewIdmapTool = 'newuidmap' | 'newgidmap';
 
+/** What {@link inspectNewIdmap} found out about newuidmap or newgidmap. */
 export interface NewIdmapInfo {
   which: NewIdmapTool;
   /** The file inspected: the given path, or the one found in PATH, /usr/bin, /usr/sbin, /bin. */
@@ -43,6 +44,7 @@ export interface NewIdmapInfo {
   version: string | undefined;
 }
 
+/** Options of {@link inspectNewIdmap}. */
 export interface InspectOptions {
   /** Inspect this file instead of looking the tool up. */
   path?: string;
@@ -75,6 +77,7 @@ export function parseGetcapOutput(output: string, path?: string): string | undef
   return undefined;
 }
 
+/** The flags of one file capability (CAP_SETUID or CAP_SETGID) of newuidmap/newgidmap. */
 export interface CapFlags {
   effective: boolean;
   permitted: boolean;

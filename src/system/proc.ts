@@ -18,6 +18,7 @@ import { IdMap } from '../idmap/idmap.js';
  */
 
 export type ProcPid = number | 'self';
+/** A namespace type as /proc/PID/ns/ names it. */
 export type NamespaceType =
   | 'user'
   | 'mnt'

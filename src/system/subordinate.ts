@@ -1,8 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { ParseError, UsernsError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import { parseSubid, type SubidEntry, subidOwnerMatches } from '../idmap/formats/subid.js';
-import type { IdRange } from '../idmap/ranges.js';
+import { type IdRange, subtractRanges } from '../idmap/ranges.js';
 import { findProgram, run } from './exec.js';
 
 /**
@@ -19,6 +20,9 @@ import { findProgram, run } from './exec.js';
  *    the caller substituted the file but not getsubids, which always reads the real one.)
  */
 
+/**
+ * Where subordinate ranges are read from (for tests and special setups): the files, nsswitch.conf, getsubids.
+ */
 export interface SubordinateOptions {
   subuidPath?: string;
   subgidPath?: string;
@@ -27,6 +31,7 @@ export interface SubordinateOptions {
   getsubidsPath?: string;
 }
 
+/** A user's subordinate ranges of one kind and where they came from. */
 export interface SubordinateRanges {
   /** The ranges, in file (or getsubids output) order, neither sorted nor merged. */
   ranges: IdRange[];
@@ -47,6 +52,7 @@ export interface SubordinateRanges {
   entries: SubidEntry[];
 }
 
+/** A subordinate ID file as read: every entry and every malformed line. */
 export interface SubidFile {
   file: string;
   exists: boolean;
@@ -226,4 +232,58 @@ export async function getSubordinateRanges(
     problems: [...parsed.problems, ...answer.problems],
     entries: answer.entries,
   };
+}
+
+/** SUB_UID_MIN/MAX/COUNT (or SUB_GID_*) of /etc/login.defs: where useradd puts new ranges. */
+export interface LoginDefs {
+  min: number;
+  max: number;
+  count: number;
+  file: string;
+}
+
+/** SUB_UID_MIN/MAX/COUNT (or SUB_GID_*) from /etc/login.defs, with shadow's defaults. */
+export function loginDefs(kind: IdKind, file = '/etc/login.defs'): LoginDefs {
+  const prefix = kind === 'uid' ? 'SUB_UID_' : 'SUB_GID_';
+  const out = { min: 100000, max: 600100000, count: 65536, file };
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const raw of text.split('\n')) {
+    const m = /^\s*(SUB_[UG]ID_(?:MIN|MAX|COUNT))\s+([0-9]+)\s*$/.exec(raw);
+    if (!m || !m[1]!.startsWith(prefix)) continue;
+    const key = m[1]!.slice(prefix.length).toLowerCase() as 'min' | 'max' | 'count';
+    out[key] = Number(m[2]);
+  }
+  if (out.count < 1) out.count = 65536;
+  return out;
+}
+
+/**
+ * The first `count` IDs at or above SUB_UID_MIN that no range in `taken` uses (the way useradd
+ * picks), so that one range fits both /etc/subuid and /etc/subgid.
+ */
+export function freeRange(taken: readonly IdRange[], defs: LoginDefs, count = defs.count): IdRange {
+  const free = subtractRanges([{ start: defs.min, count: Math.max(1, defs.max - defs.min + 1) }], taken);
+  const hit = free.find((r) => r.count >= count);
+  return { start: hit?.start ?? defs.max + 1, count };
+}
+
+/**
+ * A range to suggest to a user who has no subordinate IDs: free in both /etc/subuid and
+ * /etc/subgid (no other user's line uses it), where useradd would put it. What `userns doctor`
+ * proposes, and every hint that says "add a range".
+ */
+export async function suggestSubordinateRange(
+  options: SubordinateOptions & { loginDefsPath?: string } = {},
+): Promise<IdRange> {
+  const [u, g] = await Promise.all([
+    listAllSubordinateRanges('uid', options),
+    listAllSubordinateRanges('gid', options),
+  ]);
+  const taken = [...u.entries, ...g.entries].map((e) => ({ start: e.start, count: e.count }));
+  return freeRange(taken, loginDefs('uid', options.loginDefsPath));
 }

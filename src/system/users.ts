@@ -18,6 +18,7 @@ export interface UserInfo {
   shell: string;
 }
 
+/** A group entry. */
 export interface GroupInfo {
   name: string;
   gid: number;
@@ -25,6 +26,7 @@ export interface GroupInfo {
   members: string[];
 }
 
+/** How users and groups are looked up: getent (NSS), or the files when it is missing. */
 export interface LookupOptions {
   /** getent to run (default: found in PATH); a path that does not exist means "use the files". */
   getentPath?: string;

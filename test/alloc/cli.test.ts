@@ -44,7 +44,7 @@ describe('userns alloc (CLI)', () => {
     const web = JSON.parse(a.stdout);
     assert.equal(web.ok, true);
     assert.equal(web.allocation.name, 'web');
-    assert.deepEqual(web.allocation.uidMap, [{ inside: 0, outside: 100000, count: 65536 }]);
+    assert.deepEqual(web.allocation.uidMap, [[0, 100000, 65536]]);
 
     const b = await runCli(['alloc', '--policy', 'slot', '--namespace', 'gone-ns', ...pool, '--json']);
     assert.equal(b.code, 0, b.stderr);
@@ -213,7 +213,10 @@ describe('userns alloc (CLI)', () => {
       '--json',
     ]);
     assert.equal(a.code, 0, a.stderr);
-    assert.deepEqual(JSON.parse(a.stdout).allocation.uidMap, expected);
+    assert.deepEqual(
+      JSON.parse(a.stdout).allocation.uidMap,
+      expected.map((e) => [e.inside, e.outside, e.count]),
+    );
     const cfg = join(base, 'at-alloc.json');
     writeFileSync(cfg, JSON.stringify({ pool: ['500000:100000'] }));
     const runtime = join(base, 'at-runtime');

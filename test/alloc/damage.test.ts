@@ -8,7 +8,6 @@ import {
   openSync,
   readFileSync,
   rmSync,
-  statSync,
   symlinkSync,
   writeSync,
 } from 'node:fs';
@@ -18,6 +17,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { allocate, listAllocations, recoverAllocations } from '../../src/alloc/index.js';
 import { Registry } from '../../src/alloc/registry.js';
+import { openDatabase } from '../../src/state/database.js';
 import { runCli } from '../cli/run-cli.js';
 
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-damage-'));
@@ -81,36 +81,57 @@ describe('planted files, damaged databases, full disks', { timeout: 120_000 }, (
     assert.doesNotMatch(human.stderr, /internal error| {4}at /);
   });
 
+  /** 400 allocations in a closed registry; returns its path and the pages of the allocations table. */
+  async function registryWith400(where: ReturnType<typeof common>) {
+    for (let i = 0; i < 400; i++) await allocate({ ...where, name: `a${i}`, size: 10 });
+    (await import('../../src/alloc/allocate.js')).openRegistry(where).close();
+    const path = join(where.root, 'alloc', 'registry.db');
+    const db = openDatabase({ path, what: 'the test registry', readonly: true });
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    const pages = db
+      .prepare("SELECT pageno, pagetype, path, ncell FROM dbstat WHERE name = 'allocations' ORDER BY path")
+      .all() as { pageno: number; pagetype: string; path: string; ncell: number }[];
+    db.close();
+    return { path, pageSize, pages };
+  }
+
+  function damagePage(path: string, pageSize: number, pageno: number) {
+    const fd = openSync(path, 'r+');
+    writeSync(fd, Buffer.alloc(pageSize, 0x5a), 0, pageSize, (pageno - 1) * pageSize);
+    closeSync(fd);
+  }
+
   test('alloc recover moves the damaged file aside and keeps every allocation it can still read', async () => {
     const where = common();
-    const made: string[] = [];
-    for (let i = 0; i < 400; i++) made.push((await allocate({ ...where, name: `a${i}`, size: 10 })).id);
-    const reg = (await import('../../src/alloc/allocate.js')).openRegistry(where);
-    reg.close();
-    const path = join(where.root, 'alloc', 'registry.db');
-    // Damage pages in the middle (leave the header and the schema page).
-    const size = statSync(path).size;
-    const fd = openSync(path, 'r+');
-    writeSync(fd, Buffer.alloc(4096, 0x5a), 0, 4096, Math.floor(size / 4096 / 2) * 4096);
-    closeSync(fd);
+    const { path, pageSize, pages } = await registryWith400(where);
+    // One leaf of the allocations table, in the middle: the rows on it are lost, every other
+    // row is read back (the table is scanned from both ends), and the index of ranges still
+    // names the lost ones, so they are counted.
+    const leaves = pages.filter((p) => p.pagetype === 'leaf');
+    assert.ok(leaves.length >= 3, `the table spans several leaves (${leaves.length})`);
+    const leaf = leaves[Math.floor(leaves.length / 2)]!;
+    damagePage(path, pageSize, leaf.pageno);
     const check = await runCli(['alloc', 'list', '--root', where.root, '--json']);
-    if (check.code === 0) {
-      // The damaged page was not read by list; verify sees it.
-      const problems = (await new Registry(join(where.root, 'alloc'), { systemTaken: null }).verify())
-        .problems;
-      assert.ok(problems.length > 0, 'quick_check finds the damage');
-    } else assert.equal(JSON.parse(check.stdout).code, 'REGISTRY_CORRUPT');
+    assert.equal(check.code, 1, 'list reads every row, so it meets the damage');
+    assert.equal(JSON.parse(check.stdout).code, 'REGISTRY_CORRUPT');
     const r = await runCli(['alloc', 'recover', '--root', where.root, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.equal(out.damaged, true);
     assert.ok(existsSync(out.movedTo), 'the damaged file is kept');
-    const now = await listAllocations(where);
-    assert.equal(now.length, out.salvaged.length);
+    // A row is lost when its lookup must pass through the damaged leaf: the leaf's own rows,
+    // and at most the two neighbours that SQLite keeps on the parent page as dividers.
     assert.ok(
-      now.length + (out.lost ?? 0) <= 400 && now.length > 0,
-      `${now.length} salvaged, ${out.lost} lost`,
+      out.lost >= leaf.ncell && out.lost <= leaf.ncell + 2,
+      `${out.lost} lost, ${leaf.ncell} rows on the damaged leaf`,
     );
+    assert.equal(
+      out.salvaged.length + out.lost,
+      400,
+      'every allocation is either read back or counted as lost',
+    );
+    const now = await listAllocations(where);
+    assert.deepEqual(now.map((a) => a.id).sort(), out.salvaged.map((a: { id: string }) => a.id).sort());
     assert.deepEqual(
       (await new Registry(join(where.root, 'alloc'), { systemTaken: null }).verify()).problems,
       [],
@@ -120,6 +141,21 @@ describe('planted files, damaged databases, full disks', { timeout: 120_000 }, (
     // A second recover: not damaged, nothing done.
     const again = await recoverAllocations(where);
     assert.equal(again.damaged, false);
+  });
+
+  test('alloc recover with the root page of allocations damaged: nothing readable, every loss counted', async () => {
+    const where = common();
+    const { path, pageSize, pages } = await registryWith400(where);
+    const root = pages.find((p) => p.path === '/')!;
+    assert.equal(root.pagetype, 'internal');
+    damagePage(path, pageSize, root.pageno);
+    const out = await recoverAllocations(where);
+    assert.equal(out.damaged, true);
+    assert.equal(out.salvaged.length, 0);
+    assert.equal(out.lost, 400, 'the index of ranges names all 400');
+    const human = await runCli(['alloc', 'list', '--root', where.root, '--json']);
+    assert.equal(human.code, 0);
+    assert.deepEqual(JSON.parse(human.stdout).allocations ?? JSON.parse(human.stdout), []);
   });
 
   test('full disk (a 1 MiB tmpfs in a private mount namespace): NO_SPACE, and release and gc still work', async (t) => {

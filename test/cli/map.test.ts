@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { runCli } from './run-cli.js';
+import fc from 'fast-check';
+import { FORMATS } from '../../src/idmap/formats/index.js';
+import { byKind } from '../../src/idmap/formats/kinds.js';
+import { mapsEqual } from '../../src/idmap/normalize.js';
+import { validExtents } from '../arbitraries.js';
+import { BIN, runCli, runInProcess } from './run-cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'userns-cli-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -72,8 +78,11 @@ describe('userns map split', () => {
     const r = await runCli(['map', 'split', '--json', '--parent', nested(), '0:65530:100']);
     assert.equal(r.code, 1);
     const body = JSON.parse(r.stdout);
+    // The error shape of every command: ok, error, code, message, hint, data.
+    assert.deepEqual(Object.keys(body), ['ok', 'error', 'code', 'message', 'hint', 'data']);
     assert.equal(body.ok, false);
-    assert.match(body.reason, /uid 65537-65629 .*not mapped/);
+    assert.equal(body.code, 'NOT_MAPPED_IN_PARENT');
+    assert.match(body.message, /uid 65537-65629 .*not mapped/);
   });
   test('--parent self works (the README example)', async () => {
     const r = await runCli(['map', 'split', '--parent', 'self', '0:0:100']);
@@ -93,6 +102,11 @@ describe('userns map lookup, compose, show, convert', () => {
     const back = await runCli(['map', 'lookup', '--reverse', '--json', '0:1000:1,1:100000:65536', '100004']);
     assert.equal(back.code, 0);
     assert.deepEqual(JSON.parse(back.stdout).results, [{ id: 100004, result: 5 }]);
+    // ok is what the exit status says: never "ok": true with exit 1.
+    const unmapped = await runCli(['map', 'lookup', '--json', '0:1000:1', '0', '5']);
+    assert.equal(unmapped.code, 1);
+    assert.equal(JSON.parse(unmapped.stdout).ok, false);
+    assert.equal(JSON.parse(back.stdout).ok, true);
   });
   test('compose a nested map down to host IDs', async () => {
     const r = await runCli(['map', 'compose', '0:0:1,1:1:99', nested()]);
@@ -118,6 +132,116 @@ describe('userns map lookup, compose, show, convert', () => {
       input: oci.stdout,
     });
     assert.equal(back.stdout, '0 100000 65536\n');
+  });
+  test('convert keeps both kinds (the LXC example of the issue): kubernetes, lxc and json keep the gid lines', async () => {
+    const input = 'lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 200000 65536\n';
+    const k8s = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'kubernetes', '-'], { input });
+    assert.equal(k8s.code, 0, k8s.stderr);
+    assert.deepEqual(JSON.parse(k8s.stdout), {
+      uidMappings: [{ hostId: 100000, containerId: 0, length: 65536 }],
+      gidMappings: [{ hostId: 200000, containerId: 0, length: 65536 }],
+    });
+    const lxc = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'lxc', '-'], { input });
+    assert.equal(lxc.stdout, input);
+    const json = '{"uid":[[0,100000,65536]],"gid":[[0,200000,65536]]}\n';
+    const viaJson = await runCli(['map', 'convert', '--from', 'json', '--to', 'json', '-'], { input: json });
+    assert.equal(viaJson.stdout, json);
+    // A one-kind format needs --kind: a usage error without it, that kind's map with it.
+    for (const to of ['kernel', 'triples', 'newuidmap']) {
+      const refused = await runCli(['map', 'convert', '--from', 'lxc', '--to', to, '-'], { input });
+      assert.equal(refused.code, 2, to);
+      assert.match(refused.stderr, /holds one map, and the input has both a uid map and a gid map/);
+      assert.match(refused.stderr, /--kind uid or --kind gid/);
+    }
+    const gid = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'kernel', '--kind', 'gid', '-'], {
+      input,
+    });
+    assert.equal(gid.stdout, '0 200000 65536\n');
+    const machine = await runCli(['map', 'convert', '--from', 'lxc', '--to', 'json', '--json', '-'], {
+      input,
+    });
+    const body = JSON.parse(machine.stdout);
+    assert.deepEqual([body.uidMap, body.gidMap], [[[0, 100000, 65536]], [[0, 200000, 65536]]]);
+  });
+  test('convert between every pair of two-kind formats keeps each kind exactly (property)', {
+    timeout: 120_000,
+  }, async () => {
+    const twoKind = ['lxc', 'incus', 'json', 'kubernetes', 'oci', 'podman', 'unshare'] as const;
+    await fc.assert(
+      fc.asyncProperty(
+        validExtents({ maxLength: 3 }),
+        validExtents({ maxLength: 3 }),
+        fc.constantFrom(...twoKind),
+        fc.constantFrom(...twoKind),
+        async (uid, gid, from, to) => {
+          const entries = [
+            ...uid.map((e) => ({ ...e, kind: 'uid' as const })),
+            ...gid.map((e) => ({ ...e, kind: 'gid' as const })),
+          ];
+          const input = FORMATS[from].format(entries, {});
+          const r = await runInProcess(['map', 'convert', '--from', from, '--to', to, '-'], { input });
+          assert.equal(r.code, 0, `${from} → ${to}: ${r.stderr}`);
+          const back = byKind(FORMATS[to].parse(r.stdout, {}));
+          assert.ok(mapsEqual(back.uid, uid), `${from} → ${to}: uid map ${r.stdout}`);
+          assert.ok(mapsEqual(back.gid, gid), `${from} → ${to}: gid map ${r.stdout}`);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+  test('input larger than any real map (a file, an endless stdin) is INPUT_TOO_LARGE, with bounded memory', {
+    timeout: 60_000,
+  }, async () => {
+    const big = file('big-map', '1'.repeat(3 << 20));
+    for (const sub of [
+      ['validate'],
+      ['convert', '--to', 'kernel'],
+      ['split', '--parent', '0:0:4294967295'],
+      ['show'],
+    ]) {
+      const r = await runCli(['map', ...sub, '--json', big]);
+      assert.equal(r.code, 1, `${sub[0]}: ${r.stdout}${r.stderr}`);
+      const body = JSON.parse(r.stdout);
+      assert.equal(body.code, 'INPUT_TOO_LARGE');
+      assert.equal(body.data.limit, 1 << 20);
+    }
+    // /dev/zero on standard input: stops at the limit instead of growing without end.
+    const endless = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'map', 'validate', '--json', '-'], {
+        stdio: [openSync('/dev/zero', 'r'), 'pipe', 'ignore'],
+      });
+      let stdout = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout }));
+    });
+    assert.equal(endless.code, 1);
+    assert.equal(JSON.parse(endless.stdout).code, 'INPUT_TOO_LARGE');
+  });
+  test('validation errors in an LXC file name the line of the file, not only the line of the map', async () => {
+    const path = file(
+      'overlap.lxc',
+      '# web\nlxc.idmap = g 0 200000 10\n\nlxc.idmap = u 0 100000 65536\nlxc.idmap = u 5 200000 10\n',
+    );
+    const shown = await runCli(['map', 'show', '--json', path]);
+    assert.equal(shown.code, 1);
+    const error = JSON.parse(shown.stdout);
+    assert.equal(error.code, 'MAP_INVALID');
+    assert.equal(error.data.sourceLine, 5);
+    assert.match(
+      error.message,
+      new RegExp(
+        `^${path}:5: .*line 2 \\(5:200000:10, ${path}:5\\) overlaps line 1 \\(0:100000:65536, ${path}:4\\)`,
+      ),
+    );
+    const verdict = JSON.parse((await runCli(['map', 'validate', '--json', path])).stdout);
+    assert.equal(verdict.sourceLine, 5);
+    assert.match(verdict.reason, new RegExp(`line 2 \\(5:200000:10, ${path}:5\\)`));
+    // Parse errors already name file, line and column.
+    const bad = file('bad.lxc', 'lxc.idmap = u 0 100000 65536\nlxc.idmap = x 0 1 1\n');
+    assert.match((await runCli(['map', 'show', bad])).stderr, new RegExp(`${bad}:2:13: `));
   });
   test('every subcommand has --help', async () => {
     for (const sub of ['validate', 'split', 'convert', 'lookup', 'compose', 'show']) {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -13,11 +14,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { progressLine } from '../../src/cli/shift.js';
+import { IdMap } from '../../src/idmap/idmap.js';
 import { readableBin } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
-import { runCli } from './run-cli.js';
+import { expectShiftOutcome, normalizeSnapshot, shifted, snapshot } from '../shift/tree-fixture.js';
+import { BIN, runCli } from './run-cli.js';
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
+const range = (base: number) => {
+  const map = new IdMap([{ inside: 0, outside: base, count: 65536 }]);
+  return { uid: map, gid: map };
+};
 
 describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
   let work: string;
@@ -75,23 +82,38 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
     assert.match(dry.stdout, /would shift .*: 3 entries seen, 3 to change/);
     assert.equal(lstatSync(join(dir, 'etc/shadow')).uid, 0);
 
+    const before = snapshot(dir);
     const r = await runCli(['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '--json', dir]);
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout);
     assert.equal(summary.ok, true);
+    expectShiftOutcome(before, snapshot(dir), summary, { from: range(0), to: range(100000) });
     assert.equal(summary.changed, 3);
     assert.equal(summary.protectiveNamespace, true);
     assert.equal(lstatSync(join(dir, 'etc/shadow')).gid, 100042);
 
-    const back = await runCli(['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '--reverse', dir]);
+    const middle = snapshot(dir);
+    const back = await runCli([
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:100000:65536',
+      '--reverse',
+      '--json',
+      dir,
+    ]);
     assert.equal(back.code, 0, back.stderr);
+    expectShiftOutcome(middle, snapshot(dir), JSON.parse(back.stdout), { from: range(100000), to: range(0) });
     assert.equal(lstatSync(join(dir, 'etc/shadow')).gid, 42);
   });
 
   test('an untranslatable ID: exit 1, nothing changed, the error names the ID and a path', async () => {
     const dir = tree('t2');
+    const before = snapshot(dir);
     const r = await runCli(['shift', '--from', '0:0:10', '--to', '0:100000:10', dir]);
     assert.equal(r.code, 1);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(before));
     assert.match(
       r.stderr,
       /nothing was changed: the --from map does not translate gid 42 \(1 entry, e\.g\. etc\/shadow\)/,
@@ -110,6 +132,124 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
       count: 1,
       examples: ['etc/shadow'],
     });
+  });
+
+  test('--unmapped overflow: the summary counts exactly what happened on disk, in both modes (exit 1 when an entry could not be done)', {
+    timeout: 30_000,
+  }, async () => {
+    for (const userns of [true, false]) {
+      const dir = join(work, `overflow-${userns}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'a'), '');
+      writeFileSync(join(dir, 'big'), '');
+      lchownSync(join(dir, 'big'), 70000, 70000);
+      const before = snapshot(dir);
+      const args = [
+        'shift',
+        '--from',
+        '0:0:65536',
+        '--to',
+        '0:100000:65536',
+        '--unmapped',
+        'overflow',
+        '--json',
+      ];
+      const r = await runCli([...args, ...(userns ? [] : ['--no-userns']), dir]);
+      const out = JSON.parse(r.stdout);
+      const summary = userns ? out.data.result : out;
+      const model = { from: range(0), to: range(100000), policy: 'overflow', protective: userns } as const;
+      const counts = expectShiftOutcome(before, snapshot(dir), summary, model);
+      if (userns) {
+        // The protective namespace cannot change a file owned outside its ranges: not done, exit 1.
+        assert.equal(r.code, 1, r.stdout);
+        assert.equal(out.ok, false);
+        assert.equal(out.code, 'SHIFT_INCOMPLETE');
+        assert.equal(counts.skipped, 1);
+        assert.equal(lstatSync(join(dir, 'big')).uid, 70000);
+        // The dry run fails exactly where the run does.
+        const dry = await runCli([...args, '--dry-run', dir]);
+        assert.equal(dry.code, 1);
+        assert.equal(JSON.parse(dry.stdout).ok, false);
+      } else {
+        assert.equal(r.code, 0, r.stdout);
+        assert.equal(out.ok, true);
+        assert.deepEqual([lstatSync(join(dir, 'big')).uid, lstatSync(join(dir, 'big')).gid], [65534, 65534]);
+      }
+    }
+  });
+
+  test('maps the kernel refuses are refused before anything changes: no wrap past 2^32-1 to a setuid-root file', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'wrap');
+    mkdirSync(dir);
+    const suid = join(dir, 'suid');
+    writeFileSync(suid, '#!/bin/sh\n');
+    chownSync(suid, 1, 1);
+    chmodSync(suid, 0o4755);
+    const oci = join(work, 'wrap-oci.json');
+    writeFileSync(oci, '[{"containerID": 0, "hostID": 4294967290, "size": 10}]\n');
+    const lxc = join(work, 'wrap.lxc');
+    writeFileSync(lxc, 'lxc.idmap = u 0 100000 10\n'); // no g line: an empty gid map
+    for (const to of ['0:4294967295:10', '0:4294967290:10', oci, lxc]) {
+      for (const mode of [['--no-userns'], []]) {
+        const r = await runCli(['shift', ...mode, '--from', '0:0:10', '--to', to, '--json', dir]);
+        assert.equal(r.code, 1, r.stdout);
+        const error = JSON.parse(r.stdout);
+        assert.equal(error.code, 'MAP_INVALID');
+        const st = lstatSync(suid);
+        assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [1, 1, 0o4755]);
+      }
+      const fit = await runCli(['fit', to, dir]);
+      assert.equal(fit.code, 1);
+      assert.match(fit.stderr, /the kernel would refuse this (u|g)id map/);
+    }
+    const r = await runCli(['shift', '--no-userns', '--from', '0:0:10', '--to', '0:4294967295:10', dir]);
+    assert.match(
+      r.stderr,
+      /^userns: --to: the kernel would refuse this uid map \(EINVAL\): line 1 \(0:4294967295:10\): 4294967295 is \(u32\)-1/,
+    );
+  });
+
+  test('an interrupted shift: rerunning the same command finishes it exactly (entries in --to and not --from are done)', {
+    timeout: 60_000,
+  }, async (t) => {
+    const dir = join(work, 'interrupted');
+    for (let d = 0; d < 20; d++) {
+      mkdirSync(join(dir, `d${d}`), { recursive: true });
+      for (let f = 0; f < 500; f++) writeFileSync(join(dir, `d${d}`, `f${f}`), '');
+    }
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', dir];
+    // Kill the shift (and with it the walk: it dies with its parent) once it has changed something.
+    const child = spawn(process.execPath, [BIN, ...args, '-v'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    await new Promise<void>((resolve) => {
+      child.stdout.once('data', () => {
+        child.kill('SIGKILL');
+        resolve();
+      });
+      child.once('exit', () => resolve());
+    });
+    await new Promise((resolve) =>
+      child.exitCode === null && child.signalCode === null ? child.once('exit', resolve) : resolve(null),
+    );
+    const killed = snapshot(dir);
+    const done = [...killed.values()].filter((e) => e.uid >= 100000).length;
+    t.diagnostic(`killed after ${done} of ${killed.size} entries`);
+    // Rerun: finishes exactly the rest, and the tree is what one uninterrupted shift makes.
+    const r = await runCli([...args, '--json']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const summary = JSON.parse(r.stdout);
+    const counts = expectShiftOutcome(killed, snapshot(dir), summary, { from: range(0), to: range(100000) });
+    assert.equal(counts.alreadyShifted, done);
+    assert.equal(counts.changed, killed.size - done);
+    const whole = shifted(original, 100000, (id) => id < 65536);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(whole));
+    // And once more: nothing to do, and the text says why.
+    const again = await runCli(args);
+    assert.equal(again.code, 0);
+    assert.match(again.stdout, /0 changed, 10,021 already shifted/);
+    assert.match(again.stdout, /already shifted to this map\?/);
   });
 
   test('fit: exit 1 and the smallest map; exit 0 when it fits', async () => {
@@ -161,10 +301,20 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
           '--json',
           dir,
         ];
+        const before = snapshot(dir);
         const r = await runAs(user, [process.execPath, ...args]);
         assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
         const summary = JSON.parse(r.stdout);
         assert.equal(summary.protectiveNamespace, true);
+        const kindMaps = (u: number, g: number) => ({
+          uid: new IdMap([{ inside: 0, outside: u, count: 1000 }]),
+          gid: new IdMap([{ inside: 0, outside: g, count: 1000 }]),
+        });
+        expectShiftOutcome(before, snapshot(dir), summary, {
+          from: kindMaps(base, gbase),
+          to: kindMaps(base + 1000, gbase + 1000),
+          policy: 'skip',
+        });
         assert.equal(lstatSync(join(dir, 'etc/shadow')).uid, base + 1000);
         assert.equal(lstatSync(join(dir, 'etc/shadow')).gid, gbase + 1042);
         assert.equal(lstatSync(join(dir, 'etc')).mode & 0o777, 0o700);

@@ -1,13 +1,18 @@
 /** Mode → map resolution (pure) and argument handling. */
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { splitCommand } from '../../src/cli/run.js';
+import { NewIdmapError } from '../../src/errors/index.js';
 import { compose } from '../../src/idmap/compose.js';
 import { IdMap } from '../../src/idmap/idmap.js';
 import { normalize } from '../../src/idmap/normalize.js';
 import {
   type ModeContext,
   mapForMode,
+  modeContext,
   needsSubordinate,
   parseModeSpec,
   resolveMapSpec,
@@ -15,6 +20,7 @@ import {
   usablePool,
 } from '../../src/maps/modes.js';
 import { newidmapArgv, singleMap } from '../../src/maps/write-maps.js';
+import { suggestSubordinateRange } from '../../src/system/subordinate.js';
 
 const rootless: ModeContext = {
   uid: 1001,
@@ -252,5 +258,39 @@ describe('helpers', () => {
       options: ['--dry-run', '--json'],
       command: [],
     });
+  });
+});
+
+describe('a user without subordinate IDs: the hint suggests a free range', () => {
+  test('the range nobody has in /etc/subuid or /etc/subgid (as doctor proposes), never a fixed one another user owns', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'userns-free-range-'));
+    try {
+      const files = {
+        subuidPath: join(dir, 'subuid'),
+        subgidPath: join(dir, 'subgid'),
+        loginDefsPath: join(dir, 'login.defs'),
+        getsubidsPath: join(dir, 'no-getsubids'),
+        nsswitchPath: join(dir, 'nsswitch.conf'),
+      };
+      writeFileSync(files.subuidPath, 'alice:100000:65536\nbob:165536:65536\n');
+      writeFileSync(files.subgidPath, 'alice:100000:65536\ncarol:231072:65536\n');
+      writeFileSync(files.loginDefsPath, 'SUB_UID_MIN 100000\nSUB_UID_COUNT 65536\n');
+      writeFileSync(files.nsswitchPath, '');
+      const free = await suggestSubordinateRange(files);
+      assert.deepEqual(free, { start: 296608, count: 65536 });
+      // What the NO_SUBORDINATE_IDS hint of run/create says (the user here has no line).
+      const ctx = await modeContext({ subordinate: true, files });
+      ctx.privileged = false;
+      assert.deepEqual(ctx.subuid, []);
+      assert.throws(
+        () => mapForMode('auto', 'uid', ctx),
+        (e: unknown) =>
+          e instanceof NewIdmapError &&
+          e.code === 'NO_SUBORDINATE_IDS' &&
+          (e.hint ?? '').includes('--add-subuids 296608-362143 --add-subgids 296608-362143'),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -89,9 +89,9 @@ describe('--mount specs', () => {
       (e: unknown) => e instanceof MountError && e.code === 'IDMAP_MAP_EMPTY',
     );
   });
-  test('CLI: a bad --mount is a usage error (exit 2)', () => {
+  test('CLI: a bad --mount is a usage error (exit 125: run passes the command status through)', () => {
     const r = cli(['run', '--mount', '/tmp:/mnt:bogus', '--', 'true']);
-    assert.equal(r.code, 2);
+    assert.equal(r.code, 125);
     assert.match(r.stderr, /unknown option 'bogus'/);
   });
 });
@@ -461,7 +461,7 @@ describe('mounts as root', { skip: root ? false : 'needs root' }, () => {
     ]);
     assert.equal(made.code, 0, made.stderr);
     try {
-      assert.deepEqual(JSON.parse(made.stdout).options.mounts, [`${src}:${target}:ro,idmap`]);
+      assert.deepEqual(JSON.parse(made.stdout).state.options.mounts, [`${src}:${target}:ro,idmap`]);
       const r = cli([
         'exec',
         '--root',

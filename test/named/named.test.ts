@@ -164,10 +164,27 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
   });
 
   test('exit status, signals, --user and --cwd through the CLI', async () => {
-    assert.equal((await cli(['create', '--root', root, '--uidmap', MAP, 'cli'])).code, 0);
+    const made = await cli(['create', '--root', root, '--uidmap', MAP, 'cli']);
+    assert.equal(made.code, 0, made.stderr);
+    // create's text is inspect's layout, after one line that says what was done.
+    const shown = await cli(['inspect', '--root', root, 'cli']);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.equal(made.stdout, `created cli\n${shown.stdout}`);
+    assert.match(shown.stdout, /^name: +cli\nstatus: +running\n/);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'sh', '-c', 'exit 7'])).code, 7);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'sh', '-c', 'kill -TERM $$'])).code, 143);
     assert.equal((await cli(['exec', '--root', root, 'cli', '--', 'no-such-command-xyz'])).code, 127);
+    // userns's own errors, usage included, are 125: never mistaken for the command's status.
+    for (const args of [
+      ['--bogus', 'cli', '--', 'true'],
+      ['cli'],
+      ['--user', 'x', 'cli', '--', 'true'],
+      ['no-such-ns', '--', 'true'],
+    ]) {
+      const failed = await cli(['exec', '--root', root, '--json', ...args]);
+      assert.equal(failed.code, 125, args.join(' '));
+      assert.equal(JSON.parse(failed.stdout).ok, false);
+    }
     const r = await cli([
       'exec',
       '--root',
@@ -204,7 +221,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
       'survivor',
     ]);
     assert.equal(made.code, 0, made.stderr);
-    const state = JSON.parse(made.stdout) as NamespaceState & { ok: boolean };
+    const { state } = JSON.parse(made.stdout) as { state: NamespaceState };
     assert.ok(!processGone(state.keeperPid), 'the keeper outlives the CLI process that created it');
     const r = await execInNamespace('survivor', ['sh', '-c', 'stat -L -c %i /proc/self/ns/user'], { root });
     assert.equal(Number(r.stdout), state.namespaces[0]!.inode);
@@ -319,8 +336,14 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     const list = (await listNamespaces({ root })).filter((e) => e.name === 'race');
     assert.equal(list.length, 1);
     assert.equal(list[0]!.status, 'running');
-    const state = JSON.parse(winners[0]!.stdout) as NamespaceState;
+    const made = JSON.parse(winners[0]!.stdout) as { state: NamespaceState };
+    const state = made.state;
     assert.equal(list[0]!.state?.keeperPid, state.keeperPid);
+    // create prints the layout inspect prints (JSON and text), nothing else to script against.
+    const inspected = JSON.parse((await cli(['inspect', '--root', root, '--json', 'race'])).stdout);
+    assert.deepEqual(made, inspected);
+    const text = (await cli(['inspect', '--root', root, 'race'])).stdout;
+    assert.match(text, /^name: +race\nstatus: +running\n/);
     await removeNamespace('race', { root });
     assert.ok(await waitFor(() => processGone(state.keeperPid)));
   });

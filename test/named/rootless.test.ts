@@ -39,7 +39,7 @@ describe('named namespaces (rootless)', { skip: skip ?? false }, () => {
 
       const made = await userns(['create', '--unshare', 'pid,mount,uts', '--json', 'r1']);
       assert.equal(made.code, 0, made.stderr);
-      const state = JSON.parse(made.stdout);
+      const { state } = JSON.parse(made.stdout);
       assert.deepEqual(state.uidMap, [
         [0, user.uid, 1],
         [1, user.subuid.start, user.subuid.count],
@@ -101,7 +101,7 @@ describe('named namespaces (rootless)', { skip: skip ?? false }, () => {
       // Created again, removed with its keeper.
       const again = await userns(['create', '--json', 'r1']);
       assert.equal(again.code, 0, again.stderr);
-      const keeper = JSON.parse(again.stdout).keeperPid;
+      const keeper = JSON.parse(again.stdout).state.keeperPid;
       assert.equal((await userns(['rm', 'r1'])).code, 0);
       assert.ok(gone(keeper));
     }));

@@ -1,15 +1,14 @@
 /**
  * Which helper executable runs (src/native/helper-binary.ts), what the build made of each shipped
- * one (static, stripped, the right machine), and that the package lists both.
+ * one (static, stripped, the right machine). That the package lists both (executable) is
+ * checked with the rest of its contents in test/package/contents.test.ts.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { SpawnError } from '../../src/errors/index.js';
 import { helperPath } from '../../src/native/helper.js';
 import {
@@ -150,23 +149,4 @@ describe('the helpers the build made', () => {
       );
     });
   }
-
-  test('the package lists both helpers, executable', { timeout: 60_000 }, async () => {
-    const { stdout } = await promisify(execFile)('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
-      cwd: ROOT,
-      maxBuffer: 16 << 20,
-    });
-    const files = (JSON.parse(stdout) as { files: { path: string; mode: number }[] }[])[0]!.files;
-    for (const platform of PREBUILT_HELPER_PLATFORMS) {
-      const path = `build/${platform}/userns-helper`;
-      const entry = files.find((f) => f.path === path);
-      if (entry === undefined && !CI && !existsSync(join(ROOT, path))) continue; // not built here (see above)
-      assert.ok(entry, `${path} is not in the package`);
-      assert.equal(entry.mode & 0o111, 0o111, `${path} is executable in the package`);
-    }
-    assert.equal(
-      files.some((f) => f.path === 'build/userns-helper'),
-      false,
-    );
-  });
 });

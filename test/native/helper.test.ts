@@ -168,15 +168,14 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
     assert.equal(isRunning(inner), false);
   });
 
-  test('abort before go reaps the helper (exit 125), fast enough for thousands', async () => {
-    const started = performance.now();
+  // How fast this is belongs in `npm run bench` (spawn), not in a timed assertion.
+  test('abort before go reaps the helper (exit 125), 30 times in a row', async () => {
     for (let i = 0; i < 30; i++) {
       const h = await launchHelper({ namespaces: ['user'], command: ['/bin/true'] });
       await h.abort();
       assert.equal(h.child.exitCode, 125);
       assert.equal(isRunning(h.pid), false);
     }
-    assert.ok(performance.now() - started < 5000);
   });
 
   test('abort after go kills and reaps the command', async () => {
@@ -240,7 +239,8 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
     });
     assert.ok(isRunning(pid));
     parent.kill('SIGKILL');
-    const deadline = Date.now() + 3000;
+    // A bound on waiting for the kernel's parent-death signal, generous for a loaded machine.
+    const deadline = Date.now() + 20_000;
     while (isRunning(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     assert.equal(isRunning(pid), false, `helper ${pid} survived its parent`);
   });

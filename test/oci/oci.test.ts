@@ -17,7 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { OciError, UsernsError } from '../../src/errors/index.js';
@@ -505,9 +505,11 @@ describe('userns oci (CLI)', () => {
     const out = JSON.parse(r.stdout);
     assert.equal(out.ok, true);
     assert.equal(out.written, true);
-    assert.deepEqual(out.uidMappings, [[0, 100000, 65536]]);
-    assert.deepEqual(out.gidMappings, [[0, 100000, 65536]]);
-    assert.deepEqual(out.idmappedMounts, ['/data']);
+    assert.deepEqual(out.uidMap, [[0, 100000, 65536]]);
+    assert.deepEqual(out.gidMap, [[0, 100000, 65536]]);
+    assert.deepEqual(out.idmappedMounts, [
+      { destination: '/data', uidMap: [[0, 100000, 65536]], gidMap: [[0, 100000, 65536]] },
+    ]);
     const file = join(dir, 'config.json');
     assert.equal(statSync(file).mode & 0o777, 0o640);
     assert.equal(JSON.parse(readFileSync(file, 'utf8')).linux.uidMappings[0].hostID, 100000);
@@ -573,7 +575,7 @@ describe('userns oci (CLI)', () => {
     assert.equal(b.code, 0, b.stderr);
     const second = JSON.parse(b.stdout);
     assert.equal(second.allocation.reused, true);
-    assert.deepEqual(second.uidMappings, first.uidMappings);
+    assert.deepEqual(second.uidMap, first.uidMap);
     const list = JSON.parse((await runCli(['alloc', 'list', '--root', root, '--json'])).stdout);
     assert.equal(
       list.allocations.filter((x: { name: string }) => x.name === first.allocation.name).length,
@@ -615,8 +617,8 @@ describe('userns oci (CLI)', () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       return JSON.parse(r.stdout) as {
         allocation: { name: string; reused: boolean };
-        uidMappings: [number, number, number][];
-        gidMappings: [number, number, number][];
+        uidMap: [number, number, number][];
+        gidMap: [number, number, number][];
       };
     };
     const a = await fill(dirs[0]!);
@@ -628,15 +630,16 @@ describe('userns oci (CLI)', () => {
     assert.notEqual(a.allocation.name, b.allocation.name);
     const overlaps = (x: [number, number, number][], y: [number, number, number][]) =>
       x.some(([, xo, xn]) => y.some(([, yo, yn]) => xo < yo + yn && yo < xo + xn));
-    assert.equal(overlaps(a.uidMappings, b.uidMappings), false, JSON.stringify([a, b]));
-    assert.equal(overlaps(a.gidMappings, b.gidMappings), false, JSON.stringify([a, b]));
-    // The same bundle again (through another path to it): its own allocation, reused.
-    const linked = join(base, 'same-name', 'link-to-a');
-    symlinkSync(dirs[0]!, linked);
-    const again = await fill(join(linked, 'config.json'));
+    assert.equal(overlaps(a.uidMap, b.uidMap), false, JSON.stringify([a, b]));
+    assert.equal(overlaps(a.gidMap, b.gidMap), false, JSON.stringify([a, b]));
+    // The same bundle again (through another path to it: a link above the bundle that only root
+    // could have placed): its own allocation, reused.
+    const linked = join(base, 'link-to-same-name');
+    symlinkSync(join(base, 'same-name'), linked);
+    const again = await fill(join(linked, 'a', 'userdata', 'config.json'));
     assert.equal(again.allocation.name, a.allocation.name);
     assert.equal(again.allocation.reused, true);
-    assert.deepEqual(again.uidMappings, a.uidMappings);
+    assert.deepEqual(again.uidMap, a.uidMap);
   });
 
   test('a symlinked config.json is refused; the file it points to is untouched', async () => {
@@ -664,6 +667,80 @@ describe('userns oci (CLI)', () => {
     assert.equal(after.gid, before.gid);
     assert.equal(after.ino, before.ino);
     assert.ok(lstatSync(link).isSymbolicLink());
+  });
+
+  test('a symlinked bundle directory is refused (fill, --check, --from-kubernetes), and so is a link others could place above it', {
+    skip: process.geteuid?.() === 0 ? false : 'needs root (a directory owned by another user)',
+    timeout: 60_000,
+  }, async () => {
+    const victim = bundle(); // as root's /root/vb
+    const file = join(victim, 'config.json');
+    const before = statSync(file);
+    // alice's home: a directory another user owns, where she can place links.
+    const home = join(base, 'alice-home');
+    mkdirSync(home, { mode: 0o755 });
+    chownSync(home, 4321, 4321);
+    symlinkSync(victim, join(home, 'bundle'));
+    symlinkSync(base, join(home, 'up'));
+    const through = join(home, 'up', basename(victim));
+    for (const args of [
+      ['--uidmap', '0:100000:65536', join(home, 'bundle')],
+      ['--uidmap', '0:100000:65536', join(home, 'bundle', 'config.json')],
+      ['--check', join(home, 'bundle')],
+      ['--uidmap', '0:100000:65536', through],
+      ['--check', through],
+    ]) {
+      const r = await runCli(['oci', ...args, '--json']);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+      assert.equal(JSON.parse(r.stdout).code, 'OCI_BUNDLE_SYMLINK', args.join(' '));
+    }
+    // --from-kubernetes: a linked record, and a record in a linked directory, are never read.
+    const rec = join(base, 'k8s-record');
+    writeFileSync(
+      rec,
+      '{"uidMappings":[{"hostId":131072,"containerId":0,"length":65536}],"gidMappings":[{"hostId":131072,"containerId":0,"length":65536}]}',
+    );
+    symlinkSync(rec, join(home, 'record'));
+    mkdirSync(join(base, 'k8s-dir'));
+    writeFileSync(join(base, 'k8s-dir', 'userns'), readFileSync(rec));
+    symlinkSync(join(base, 'k8s-dir'), join(home, 'pod'));
+    for (const [source, code] of [
+      [join(home, 'record'), 'OCI_CONFIG_SYMLINK'],
+      [join(home, 'pod', 'userns'), 'OCI_BUNDLE_SYMLINK'],
+    ] as const) {
+      const r = await runCli(['oci', '--from-kubernetes', source, bundle(), '--json']);
+      assert.equal(r.code, 1, r.stdout);
+      assert.equal(JSON.parse(r.stdout).code, code);
+    }
+    const after = statSync(file);
+    assert.deepEqual(
+      [after.ino, after.mtimeMs, readFileSync(file, 'utf8')],
+      [before.ino, before.mtimeMs, RUNC_SPEC],
+    );
+    // A link only root could have placed (in a directory of root's, mode 0700) is followed.
+    const trusted = join(base, 'trusted-link');
+    symlinkSync(base, trusted);
+    const ok = await runCli([
+      'oci',
+      '--check',
+      '--uidmap',
+      '0:100000:65536',
+      join(trusted, basename(victim)),
+      '--json',
+    ]);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  });
+
+  test('a config larger than any real one is a typed error (INPUT_TOO_LARGE), read no further', async () => {
+    const dir = bundle(`{"ociVersion": "1.0.2", "pad": "${'x'.repeat(5 << 20)}"}`);
+    for (const args of [
+      ['--uidmap', '0:100000:65536', dir],
+      ['--check', dir],
+    ]) {
+      const r = await runCli(['oci', ...args, '--json']);
+      assert.equal(r.code, 1);
+      assert.equal(JSON.parse(r.stdout).code, 'INPUT_TOO_LARGE');
+    }
   });
 
   test('owner and permission bits are kept; setuid, setgid and sticky are not', {
@@ -703,7 +780,7 @@ describe('userns oci (CLI)', () => {
     const dir = bundle();
     const r = await runCli(['oci', '--from-kubernetes', rec, dir, '--json']);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout).uidMappings, [[0, 131072, 65536]]);
+    assert.deepEqual(JSON.parse(r.stdout).uidMap, [[0, 131072, 65536]]);
   });
 
   test('--check with map options validates the would-be result and writes nothing', async () => {
@@ -727,7 +804,7 @@ describe('userns oci (CLI)', () => {
       gidMap: '0:0:1,1:100000:65536',
     });
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout).uidMappings, [
+    assert.deepEqual(JSON.parse(r.stdout).uidMap, [
       [0, 0, 1],
       [1, 1, 99],
     ]);
@@ -759,7 +836,7 @@ describe('userns oci as an unprivileged user', { skip: throwawayUserUnavailable(
       const r = await runAs(user, [process.execPath, readableBin(), 'oci', dir, '--json'], { env });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const out = JSON.parse(r.stdout);
-      assert.deepEqual(out.uidMappings, [
+      assert.deepEqual(out.uidMap, [
         [0, user.uid, 1],
         [1, user.subuid.start, user.subuid.count],
       ]);

@@ -117,10 +117,10 @@ describe('runc runs a bundle filled by userns oci', { skip: skip ?? false }, () 
     const r = runBundle(bundle, `userns-test-${process.pid}-a`);
     assert.equal(r.status, 0, `runc run: ${r.stderr}`);
     const [uid, gid] = r.stdout.split('--\n');
-    assert.deepEqual(procMap(uid!), filled.uidMappings);
-    assert.deepEqual(procMap(gid!), filled.gidMappings);
-    assert.equal(filled.uidMappings[0][0], 0);
-    assert.notEqual(filled.uidMappings[0][1], 0, 'container root is not host root');
+    assert.deepEqual(procMap(uid!), filled.uidMap);
+    assert.deepEqual(procMap(gid!), filled.gidMap);
+    assert.equal(filled.uidMap[0][0], 0);
+    assert.notEqual(filled.uidMap[0][1], 0, 'container root is not host root');
   });
 
   test('several extents, different uid and gid maps', async () => {

@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { fitTree } from '../../src/shift/fit.js';
+import { validateMap, validateMapText } from '../../src/idmap/validate.js';
+import { fitTree, smallestFit } from '../../src/shift/fit.js';
+import { shiftTree } from '../../src/shift/shift.js';
+import { runCli } from '../cli/run-cli.js';
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
 const map = (count: number) => new IdMap([{ inside: 0, outside: 100000, count }]);
@@ -116,6 +119,110 @@ describe('fitTree', { skip: rootOnly }, () => {
       ),
       { numRuns: 20 },
     );
+  });
+
+  test('every suggested map passes validation; none when an ID is (u32)-1, which is named', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'huge');
+    mkdirSync(join(dir, 'etc'), { recursive: true });
+    writeFileSync(join(dir, 'top'), '');
+    lchownSync(join(dir, 'top'), 4294967294, 7);
+    const result = await fitTree(dir, map(1000));
+    assert.equal(result.smallestSize, 4294967295);
+    assert.equal(result.suggestion, '0:0:4294967295');
+    assert.equal(validateMapText(`${result.suggestion!.replaceAll(':', ' ')}\n`).ok, true);
+    // The same through the CLI: the suggestion printed is one 'map validate' accepts.
+    const cli = await runCli(['fit', '0:100000:1000', dir]);
+    const suggested = /e\.g\. (\d+:\d+:\d+)/.exec(cli.stdout)?.[1];
+    assert.ok(suggested, cli.stdout);
+    assert.equal((await runCli(['map', 'validate', suggested])).code, 0);
+
+    writeFileSync(join(dir, 'etc/passwd'), 'ghost:x:4294967295:0::/:/bin/false\n');
+    const none = await fitTree(dir, map(1000));
+    assert.equal(none.fits, false);
+    assert.equal(none.suggestion, null);
+    assert.equal(none.smallestSize, null);
+    assert.deepEqual(
+      none.unrepresentable.map((u) => [u.kind, u.id, u.examples]),
+      [['uid', 4294967295, ['etc/passwd:1 (ghost)']]],
+    );
+    const text = await runCli(['fit', '0:100000:1000', dir]);
+    assert.match(
+      text.stdout,
+      /no map can fit this tree: uid 4294967295 \(etc\/passwd:1 \(ghost\)\) is \(u32\)-1/,
+    );
+  });
+
+  test('the suggestion is the smallest valid map for any highest ID (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.integer({ min: 0, max: 4294967294 }),
+          fc.constantFrom(0, 4294867295, 4294967293, 4294967294),
+        ),
+        (top) => {
+          const fit = smallestFit(top);
+          assert.ok(fit);
+          assert.equal(fit.size, top + 1);
+          const [inside, outside, count] = fit.suggestion.split(':').map(Number) as [number, number, number];
+          assert.equal(inside, 0);
+          assert.equal(count, top + 1);
+          assert.ok(validateMap([{ inside, outside, count }]).ok, fit.suggestion);
+        },
+      ),
+    );
+    assert.equal(smallestFit(4294967295), null);
+  });
+
+  test("the highest ID names where it comes from (the tree's passwd, or the files)", async () => {
+    const dir = image('sources');
+    writeFileSync(join(dir, 'etc/passwd'), 'root:x:0:0::/:/bin/sh\nsvc:x:70000:70000::/:/bin/sh\n');
+    const result = await fitTree(dir, map(1000));
+    assert.equal(result.smallestSize, 70001);
+    assert.deepEqual(result.highest, { uid: 70000, gid: 1000 });
+    assert.deepEqual(result.highestFrom, { uid: 'etc/passwd:2 (svc)', gid: 'files' });
+    const cli = await runCli(['fit', '0:100000:1000', dir]);
+    assert.match(
+      cli.stdout,
+      /count 70001 \(e\.g\. 0:100000:70001\); highest uid 70000 \(etc\/passwd:2 \(svc\)\), gid 1000 \(files\)/,
+    );
+  });
+
+  test('--from: a tree already shifted is read through its map, and answers as before the shift', {
+    timeout: 60_000,
+  }, async () => {
+    const dir = image('shifted');
+    writeFileSync(join(dir, 'stray'), '');
+    lchownSync(join(dir, 'stray'), 0, 0);
+    const before = await fitTree(dir, map(1000));
+    const range = (base: number, count = 65536) => new IdMap([{ inside: 0, outside: base, count }]);
+    await shiftTree(dir, {
+      from: { uid: range(0), gid: range(0) },
+      to: { uid: range(100000), gid: range(100000) },
+    });
+    // Without --from the on-disk IDs are taken as inside IDs: nothing fits.
+    const naive = await fitTree(dir, map(1000));
+    assert.ok(naive.missing.some((u) => u.id === 100000));
+    const through = await fitTree(dir, map(1000), { from: { uid: range(100000), gid: range(100000) } });
+    assert.deepEqual(through.missing, before.missing);
+    assert.deepEqual(through.highest, before.highest);
+    assert.deepEqual(through.outsideFrom, []);
+    // An on-disk ID --from does not map is listed apart, and the map does not fit.
+    lchownSync(join(dir, 'stray'), 5, 5);
+    const stray = await fitTree(dir, map(65536), { from: { uid: range(100000), gid: range(100000) } });
+    assert.equal(stray.fits, false);
+    assert.deepEqual(
+      stray.outsideFrom.map((u) => [u.kind, u.id, u.examples]),
+      [
+        ['uid', 5, ['stray']],
+        ['gid', 5, ['stray']],
+      ],
+    );
+    const cli = await runCli(['fit', '--from', '0:100000:65536', '0:200000:65536', dir]);
+    assert.equal(cli.code, 1);
+    assert.match(cli.stdout, /on-disk IDs --from does not map/);
+    assert.match(cli.stdout, /uid 5 +owner \(1 entry\): stray/);
   });
 
   test('not a directory', async () => {

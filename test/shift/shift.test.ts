@@ -17,8 +17,10 @@ import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { ShiftError } from '../../src/errors/index.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { type KindMaps, shiftTree } from '../../src/shift/shift.js';
-import { buildTree, normalizeSnapshot, shifted, snapshot } from './tree-fixture.js';
+import { fitTree } from '../../src/shift/fit.js';
+import { type KindMaps, type ShiftResult, shiftIncomplete, shiftTree } from '../../src/shift/shift.js';
+import { runWalk } from '../../src/shift/tree-walk.js';
+import { buildTree, expectShiftOutcome, normalizeSnapshot, shifted, snapshot } from './tree-fixture.js';
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
 const both = (map: IdMap): KindMaps => ({ uid: map, gid: map });
@@ -42,7 +44,11 @@ describe('shiftTree', { skip: rootOnly }, () => {
       const outsideBefore = snapshot(outside);
 
       const result = await shiftTree(dir, { from: range(0), to: range(100000), userns });
-      assert.equal(result.errorCount, 0);
+      expectShiftOutcome(original, snapshot(dir), result, {
+        from: range(0),
+        to: range(100000),
+        protective: userns,
+      });
       assert.equal(result.protectiveNamespace, userns);
       // every entry but the two extra hard links to notes changed
       assert.equal(result.hardlinks, 2);
@@ -54,8 +60,24 @@ describe('shiftTree', { skip: rootOnly }, () => {
       assert.equal(lstatSync(join(dir, 'usr/bin/wall')).mode & 0o7777, 0o2755);
       assert.deepEqual(normalizeSnapshot(snapshot(outside)), normalizeSnapshot(outsideBefore));
 
-      await shiftTree(dir, { from: range(0), to: range(100000), reverse: true, userns });
+      const middle = snapshot(dir);
+      const back = await shiftTree(dir, { from: range(0), to: range(100000), reverse: true, userns });
+      expectShiftOutcome(middle, snapshot(dir), back, {
+        from: range(100000),
+        to: range(0),
+        protective: userns,
+      });
       assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+
+      // Run again: every entry is already shifted; nothing changes, and the summary says so.
+      const again = await shiftTree(dir, { from: range(100000), to: range(0), userns });
+      const counts = expectShiftOutcome(original, snapshot(dir), again, {
+        from: range(100000),
+        to: range(0),
+        protective: userns,
+      });
+      assert.equal(counts.changed, 0);
+      assert.equal(again.alreadyShifted, original.size - 2);
     });
   }
 
@@ -63,7 +85,8 @@ describe('shiftTree', { skip: rootOnly }, () => {
     const dir = join(work, 'ranges');
     buildTree(dir, { base: 200000, size: SIZE, outside: join(work, 'outside-ranges') });
     const original = snapshot(dir);
-    await shiftTree(dir, { from: range(200000), to: range(300000) });
+    const result = await shiftTree(dir, { from: range(200000), to: range(300000) });
+    expectShiftOutcome(original, snapshot(dir), result, { from: range(200000), to: range(300000) });
     const expected = shifted(original, 100000, (id) => id >= 200000 && id < 200000 + SIZE);
     assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(expected));
     const cap = snapshot(dir).get('usr/bin/ping')!.capability!;
@@ -85,6 +108,7 @@ describe('shiftTree', { skip: rootOnly }, () => {
       onChange: (c) => changes.push(c.path),
     });
     assert.equal(result.dryRun, true);
+    expectShiftOutcome(original, snapshot(dir), result, { from: range(0), to: range(100000) });
     assert.equal(result.changed, original.size - 2);
     assert.equal(changes.length, result.changed);
     assert.ok(changes.includes('usr/bin/ping'));
@@ -113,6 +137,8 @@ describe('shiftTree', { skip: rootOnly }, () => {
       assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
 
       const skipped = await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'skip', userns });
+      const model = { from: range(0), to: range(100000), protective: userns } as const;
+      expectShiftOutcome(original, snapshot(dir), skipped, { ...model, policy: 'skip' });
       assert.equal(skipped.skipped, 1);
       assert.deepEqual(skipped.unmapped, [
         { kind: 'uid', where: 'owner', id: SIZE + 10, count: 1, examples: [unmappedPath] },
@@ -123,32 +149,76 @@ describe('shiftTree', { skip: rootOnly }, () => {
       // whose owner is outside the ranges at all, so the whole entry stays as it was.
       assert.equal(foreign.gid, userns ? 1000 : 101000);
       assert.equal(lstatSync(join(dir, 'home/user/notes')).uid, 101000);
-      await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'skip', reverse: true, userns });
+      const middle = snapshot(dir);
+      const back = await shiftTree(dir, {
+        from: range(0),
+        to: range(100000),
+        unmapped: 'skip',
+        reverse: true,
+        userns,
+      });
+      expectShiftOutcome(middle, snapshot(dir), back, {
+        from: range(100000),
+        to: range(0),
+        protective: userns,
+        policy: 'skip',
+      });
       assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
 
+      // overflow: the entry becomes the overflow ID; the protective namespace cannot change an
+      // entry owned outside its ranges, and then says so (incomplete), never "changed".
+      const overflow = { ...model, policy: 'overflow' } as const;
       if (!userns) {
-        await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'overflow', userns });
+        const r = await shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'overflow', userns });
+        expectShiftOutcome(original, snapshot(dir), r, overflow);
         assert.equal(lstatSync(join(dir, unmappedPath!)).uid, 65534);
+      } else {
+        const dry = await shiftTree(dir, {
+          from: range(0),
+          to: range(100000),
+          unmapped: 'overflow',
+          dryRun: true,
+        });
+        expectShiftOutcome(original, snapshot(dir), dry, overflow);
+        assert.ok(shiftIncomplete(dry, 'overflow'), 'the dry run fails where the run would');
+        await assert.rejects(
+          shiftTree(dir, { from: range(0), to: range(100000), unmapped: 'overflow' }),
+          (error: unknown) => {
+            assert.ok(error instanceof ShiftError && error.result !== undefined);
+            assert.equal(error.code, 'SHIFT_INCOMPLETE');
+            assert.match(error.message, /1 entry kept its IDs instead of the overflow ID/);
+            assert.match(error.hint ?? '', /--no-userns/);
+            expectShiftOutcome(original, snapshot(dir), error.result, overflow);
+            return true;
+          },
+        );
+        assert.equal(lstatSync(join(dir, unmappedPath!)).uid, SIZE + 10);
       }
     });
   }
 
-  test('the set of changed owners is exactly the model (random owners, random maps)', async () => {
+  test('the summary and the tree are exactly the model (random owners, maps, policies, modes)', async () => {
+    // Owners: in the source range, in the target range (already shifted), or in neither.
+    const owner = fc.oneof(
+      fc.integer({ min: 10000, max: 10999 }),
+      fc.integer({ min: 0, max: 999 }).map((i) => -1 - i), // target range, resolved below
+      fc.constantFrom(11500, 65534, 40000),
+    );
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.tuple(fc.integer({ min: 0, max: 999 }), fc.integer({ min: 0, max: 999 })), {
-          minLength: 1,
-          maxLength: 30,
-        }),
+        fc.array(fc.tuple(owner, owner), { minLength: 1, maxLength: 30 }),
         fc.integer({ min: 1, max: 600 }),
         fc.integer({ min: 1, max: 5000 }),
         fc.integer({ min: 1, max: 4 }),
-        async (owners, split, offset, workers) => {
+        fc.constantFrom('skip', 'overflow', 'error') as fc.Arbitrary<'skip' | 'overflow' | 'error'>,
+        fc.boolean(),
+        async (owners, split, offset, workers, policy, userns) => {
           const dir = mkdtempSync(join(work, 'prop-'));
+          const target = (id: number) => (id < 0 ? 50000 + offset + (-1 - id) : id);
           owners.forEach(([uid, gid], i) => {
             const path = join(dir, `f${i}`);
             writeFileSync(path, '');
-            lchownSync(path, 10000 + uid, 10000 + gid);
+            lchownSync(path, target(uid), target(gid));
           });
           lchownSync(dir, 10000, 10000);
           // from: two extents; to: the same two inside ranges at other outside IDs, in swapped order
@@ -160,16 +230,29 @@ describe('shiftTree', { skip: rootOnly }, () => {
             { inside: 0, outside: 50000 + offset + 1000, count: split },
             { inside: split, outside: 50000 + offset, count: 1000 - split },
           ]);
-          await shiftTree(dir, { from: both(from), to: both(to), workers });
-          for (const [i, [uid, gid]] of owners.entries()) {
-            const st = lstatSync(join(dir, `f${i}`));
-            assert.equal(st.uid, to.toOutside(from.toInside(10000 + uid)!));
-            assert.equal(st.gid, to.toOutside(from.toInside(10000 + gid)!));
+          const before = snapshot(dir);
+          const model = { from: both(from), to: both(to), policy, protective: userns };
+          let result: ShiftResult;
+          try {
+            result = await shiftTree(dir, { ...model, unmapped: policy, userns, workers });
+          } catch (error) {
+            assert.ok(error instanceof ShiftError && error.result !== undefined, String(error));
+            assert.ok(['SHIFT_UNMAPPED_IDS', 'SHIFT_INCOMPLETE'].includes(error.code));
+            result = error.result;
+            // SHIFT_UNMAPPED_IDS carries the first (read-only) pass: nothing changed.
+            assert.equal(result.dryRun, error.code === 'SHIFT_UNMAPPED_IDS');
           }
+          const counts = expectShiftOutcome(before, snapshot(dir), result, model);
+          const refused = policy === 'error' && counts.skipped > 0;
+          assert.equal(result.dryRun, refused);
+          assert.equal(
+            shiftIncomplete(result, policy) !== null,
+            refused || (policy === 'overflow' && counts.skipped > 0),
+          );
           rmSync(dir, { recursive: true, force: true });
         },
       ),
-      { numRuns: 15 },
+      { numRuns: 25 },
     );
   });
 
@@ -284,6 +367,7 @@ describe('shiftTree', { skip: rootOnly }, () => {
     mkdirSync(dir);
     for (let i = 0; i < 300; i++) writeFileSync(join(dir, `f${i}`), '');
     const seen: { seen: number; total: number | null }[] = [];
+    const before = snapshot(dir);
     const result = await shiftTree(dir, {
       from: range(0),
       to: range(100000),
@@ -294,9 +378,142 @@ describe('shiftTree', { skip: rootOnly }, () => {
       onProgress: (p) => seen.push({ seen: p.seen, total: p.total }),
     });
     assert.equal(result.seen, 301);
+    expectShiftOutcome(before, snapshot(dir), result, { from: range(0), to: range(100000), policy: 'skip' });
     assert.ok(seen.length >= 3, JSON.stringify(seen));
     assert.ok(seen.every((p) => p.total === 301));
     assert.ok(seen.every((p, i) => i === 0 || p.seen >= seen[i - 1]!.seen));
+  });
+
+  for (const userns of [true, false]) {
+    test(`a change that fails is an error, never counted as changed (immutable file, ${userns ? 'protective namespace' : '--no-userns'})`, {
+      timeout: 30_000,
+    }, async (t) => {
+      const dir = join(work, `immutable-${userns}`);
+      mkdirSync(dir);
+      for (const name of ['a', 'b', 'frozen']) writeFileSync(join(dir, name), '');
+      if (spawnSync('chattr', ['+i', join(dir, 'frozen')]).status !== 0) {
+        t.skip('machine: chattr +i is not supported on this filesystem');
+        return;
+      }
+      try {
+        const before = snapshot(dir);
+        const error = await shiftTree(dir, { from: range(0), to: range(100000), userns }).then(
+          () => assert.fail('the shift of an immutable file succeeded'),
+          (e: unknown) => e,
+        );
+        assert.ok(error instanceof ShiftError && error.result !== undefined, String(error));
+        assert.equal(error.code, 'SHIFT_INCOMPLETE');
+        assert.deepEqual(error.result.errors, [{ op: 'chown', errno: 'EPERM', path: 'frozen' }]);
+        const counts = expectShiftOutcome(before, snapshot(dir), error.result, {
+          from: range(0),
+          to: range(100000),
+          protective: userns,
+        });
+        assert.equal(counts.changed, 3); // the directory, a and b; not frozen
+        // The rerun finishes the job once the cause is gone: the shifted entries count as done.
+        spawnSync('chattr', ['-i', join(dir, 'frozen')]);
+        const middle = snapshot(dir);
+        const rerun = await shiftTree(dir, { from: range(0), to: range(100000), userns });
+        const again = expectShiftOutcome(middle, snapshot(dir), rerun, {
+          from: range(0),
+          to: range(100000),
+          protective: userns,
+        });
+        assert.deepEqual([again.changed, again.alreadyShifted], [1, 3]);
+      } finally {
+        spawnSync('chattr', ['-i', join(dir, 'frozen')]);
+      }
+    });
+  }
+
+  test('a map the kernel would refuse is refused before anything changes (API, and the C walk itself)', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'wrap');
+    mkdirSync(dir);
+    const suid = join(dir, 'suid');
+    writeFileSync(suid, '');
+    lchownSync(suid, 1, 1);
+    chmodSync(suid, 0o4755);
+    const wrapping = [
+      new IdMap([{ inside: 0, outside: 4294967295, count: 10 }]), // starts at (u32)-1
+      new IdMap([{ inside: 0, outside: 4294967290, count: 10 }]), // runs past 4294967294
+      new IdMap([
+        { inside: 0, outside: 100000, count: 10 },
+        { inside: 5, outside: 200000, count: 10 }, // overlaps inside
+      ]),
+      new IdMap([]),
+    ];
+    for (const to of wrapping) {
+      for (const userns of [true, false]) {
+        await assert.rejects(shiftTree(dir, { from: range(0), to: both(to), userns }), {
+          name: 'MapError',
+          code: 'MAP_INVALID',
+        });
+        await assert.rejects(shiftTree(dir, { from: both(to), to: range(0), userns }), {
+          code: 'MAP_INVALID',
+        });
+      }
+      await assert.rejects(fitTree(dir, to), { code: 'MAP_INVALID' });
+    }
+    // The walk's own tables: an extent whose last ID passes 4294967294 is a bad job.
+    for (const table of [
+      { from: 0, to: 4294967290, count: 10 },
+      { from: 4294967290, to: 0, count: 10 },
+      { from: 0, to: 4294967295, count: 1 },
+    ]) {
+      await assert.rejects(
+        runWalk(
+          {
+            root: dir,
+            apply: true,
+            list: false,
+            uid: [table],
+            gid: [table],
+            unmapped: 'skip',
+            v2root: 0,
+            crossFilesystems: false,
+            progress: 0,
+            count: false,
+          },
+          { namespace: null },
+        ),
+        { code: 'WALK_JOB_INVALID' },
+      );
+    }
+    const st = lstatSync(suid);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [1, 1, 0o4755]);
+  });
+
+  test('resumable: only when the outside ranges of the two maps do not overlap (else a rerun would shift twice)', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'resumable');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'f'), '');
+    const apart = await shiftTree(dir, { from: range(0), to: range(100000), dryRun: true, userns: false });
+    assert.equal(apart.resumable, true);
+    const overlapping = await shiftTree(dir, {
+      from: range(0),
+      to: range(1000),
+      dryRun: true,
+      userns: false,
+    });
+    assert.equal(overlapping.resumable, false);
+    // Only the gid ranges overlap: still not resumable.
+    const gidOnly = await shiftTree(dir, {
+      from: range(0),
+      to: { uid: range(100000).uid, gid: range(1000).gid },
+      dryRun: true,
+      userns: false,
+    });
+    assert.equal(gidOnly.resumable, false);
+    const failed = { ...overlapping, errorCount: 1, errors: [{ op: 'chown', errno: 'EPERM', path: 'f' }] };
+    assert.match(shiftIncomplete(failed, 'error')?.hint ?? '', /would shift the entries already done twice/);
+    assert.match(
+      shiftIncomplete({ ...failed, resumable: true }, 'error')?.hint ?? '',
+      /run the same shift again \(entries already shifted count as done\)/,
+    );
   });
 
   test('errors: not a directory, a symbolic link, a missing path', async () => {

@@ -4,6 +4,7 @@
  * outside the tree. `snapshot()` reads everything a shift may change, independently of the walk
  * under test: lstat from Node, raw xattrs from getfattr, decoded with the TypeScript codecs.
  */
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
@@ -16,6 +17,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join, relative } from 'node:path';
+import type { IdMap } from '../../src/idmap/idmap.js';
 import { type AclEntry, decodeAcl } from './oracle/acl-xattr.js';
 import { decodeCapability, type FileCapability } from './oracle/capability-xattr.js';
 
@@ -221,4 +223,114 @@ export function normalizeSnapshot(s: Snapshot): Record<string, unknown> {
     };
   }
   return out;
+}
+
+/** What a shift was asked to do, for `expectShiftOutcome`. `from`/`to` already swapped for --reverse. */
+export interface ShiftModel {
+  from: { uid: IdMap; gid: IdMap };
+  to: { uid: IdMap; gid: IdMap };
+  policy?: 'error' | 'skip' | 'overflow';
+  /** Whether the walk ran in the protective user namespace (default true). */
+  protective?: boolean;
+  overflow?: { uid: number; gid: number };
+}
+
+/** The counters of a shift summary that `expectShiftOutcome` checks. */
+export interface ShiftCounts {
+  dryRun: boolean;
+  seen: number;
+  changed: number;
+  skipped: number;
+  alreadyShifted: number;
+  hardlinks: number;
+  errorCount: number;
+  /** The errors reported: an entry named here must be as it was (a failed change is no change). */
+  errors: readonly { path: string }[];
+}
+
+/**
+ * Checks a shift's summary against the trees before and after it, by an independent model of
+ * the shift: every counter must count exactly what happened on disk (or, for a dry run, what
+ * would have), and the tree after must be exactly the model's (a dry run: unchanged). The model
+ * per inode: an ID `from` maps whose inside ID `to` maps becomes `to`'s outside ID; an ID in
+ * `to`'s outside range and not `from`'s is already shifted (kept); any other ID is kept (skip),
+ * becomes the overflow ID (overflow), or leaves the entry alone (error). In the protective
+ * namespace an entry whose owner or group is outside from ∪ to (∪ the overflow ID) cannot be
+ * changed at all and counts as skipped. Returns the model's counts.
+ */
+export function expectShiftOutcome(
+  before: Snapshot,
+  after: Snapshot,
+  result: ShiftCounts,
+  model: ShiftModel,
+): Omit<ShiftCounts, 'dryRun' | 'errorCount' | 'errors'> {
+  const policy = model.policy ?? 'error';
+  const protective = model.protective ?? true;
+  const overflow = model.overflow ?? { uid: 65534, gid: 65534 };
+  /** Whether `id` is one of the map's outside IDs. */
+  const inRanges = (map: IdMap, id: number) => map.toInside(id) !== undefined;
+  const reachable = (kind: 'uid' | 'gid', id: number) =>
+    inRanges(model.from[kind], id) ||
+    inRanges(model.to[kind], id) ||
+    (policy === 'overflow' && id === overflow[kind]);
+  const expected: Snapshot = new Map();
+  const byInode = new Map<number, string[]>();
+  for (const [path, s] of before) byInode.set(s.ino, [...(byInode.get(s.ino) ?? []), path]);
+  const failed = new Set(result.errors.map((e) => e.path || '.'));
+  let changed = 0;
+  let skipped = 0;
+  let already = 0;
+  let hardlinks = 0;
+  for (const paths of byInode.values()) {
+    const s = before.get(paths[0]!)!;
+    if (s.type !== 'dir') hardlinks += paths.length - 1;
+    let untranslated = false;
+    let done = false;
+    const move = (kind: 'uid' | 'gid', id: number): number => {
+      const inside = model.from[kind].toInside(id);
+      const next = inside === undefined ? undefined : model.to[kind].toOutside(inside);
+      if (next !== undefined) return next;
+      if (inRanges(model.to[kind], id)) {
+        done = true;
+        return id;
+      }
+      untranslated = true;
+      return policy === 'overflow' ? overflow[kind] : id;
+    };
+    const next: EntryState = { ...s, uid: move('uid', s.uid), gid: move('gid', s.gid) };
+    const acl = (entries: AclEntry[] | undefined) =>
+      entries?.map((e) =>
+        e.tag === 0x02 || e.tag === 0x08
+          ? { ...e, id: move(e.tag === 0x02 ? 'uid' : 'gid', e.id) }
+          : { ...e },
+      );
+    if (s.accessAcl) next.accessAcl = acl(s.accessAcl)!;
+    if (s.defaultAcl) next.defaultAcl = acl(s.defaultAcl)!;
+    if (s.capability) next.capability = { ...s.capability, rootid: move('uid', s.capability.rootid ?? 0) };
+    const outside = protective && (!reachable('uid', s.uid) || !reachable('gid', s.gid));
+    const leftAlone = outside || (untranslated && policy === 'error') || paths.some((p) => failed.has(p));
+    if (untranslated && (policy !== 'overflow' || outside)) skipped++;
+    const target = leftAlone ? s : next;
+    const differs =
+      JSON.stringify(normalizeSnapshot(new Map([['x', s]]))) !==
+      JSON.stringify(normalizeSnapshot(new Map([['x', target]])));
+    if (differs) changed++;
+    else if (done && !untranslated) already++;
+    for (const path of paths) expected.set(path, { ...target, mode: s.mode });
+  }
+  const counts = { seen: before.size, changed, skipped, alreadyShifted: already, hardlinks };
+  assert.equal(result.errorCount, result.errors.length, 'every error is listed');
+  assert.deepEqual(
+    {
+      seen: result.seen,
+      changed: result.changed,
+      skipped: result.skipped,
+      alreadyShifted: result.alreadyShifted,
+      hardlinks: result.hardlinks,
+    },
+    counts,
+    'the summary counts what happened on disk',
+  );
+  assert.deepEqual(normalizeSnapshot(after), normalizeSnapshot(result.dryRun ? before : expected));
+  return counts;
 }

@@ -82,14 +82,14 @@ describe('spawn with an allocated range', { skip: isRoot ? false : 'needs root' 
   test('spawn() and planSpawn() do not allocate: an auto: mode is a usage error', async () => {
     const options = { userns: 'auto:size=1000' as 'auto', stateRoot: root };
     assert.throws(() => spawn('true', [], options), { code: 'USAGE' });
-    await assert.rejects(planSpawn(['true'], options), { code: 'USAGE' });
+    await assert.rejects(planSpawn('true', [], options), { code: 'USAGE' });
     assert.deepEqual(await listAllocations({ root }), []);
   });
 
   test('a preview shows the range a run would get and writes nothing', async () => {
     const fresh = join(root, 'fresh');
     const auto = await withAutoUserns({ userns: 'auto:size=1000' }, { stateRoot: fresh, preview: true });
-    const plan = await planSpawn(['true'], auto.options);
+    const plan = await planSpawn('true', [], auto.options);
     assert.equal(plan.uidMap.size, 1000);
     assert.equal(existsSync(fresh), false, 'no state root made by a preview');
     // With a registry: the same range a run gets next, and nothing recorded.

@@ -148,6 +148,66 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
     assert.match(String(r.message), /not setuid root/);
   });
 
+  test('--dry-run fails exactly as the run: a range outside /etc/subuid is exit 125 and the same error', {
+    timeout: 60_000,
+  }, async () => {
+    // Outside the user's range (just past it), as '--uidmap 0:327680:65536' in the issue.
+    const outside = `0:${user.subuid.start + user.subuid.count}:65536`;
+    const args = (dry: boolean) => [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--uidmap',
+      outside,
+      ...(dry ? ['--dry-run'] : []),
+      '--json',
+      '--',
+      'true',
+    ];
+    const real = await runAs(user, args(false));
+    const dry = await runAs(user, args(true));
+    assert.equal(real.code, 125, real.stdout + real.stderr);
+    assert.equal(dry.code, 125, dry.stdout + dry.stderr);
+    const [r, d] = [JSON.parse(real.stdout), JSON.parse(dry.stdout)];
+    assert.equal(r.code, 'RANGE_NOT_ALLOWED');
+    assert.deepEqual([d.code, d.message, d.hint], [r.code, r.message, r.hint]);
+    // A newuidmap that is not there: the same error too.
+    const missing = (dry: boolean) =>
+      runAs(user, [
+        process.execPath,
+        readableBin(),
+        'run',
+        '--newuidmap',
+        '/nonexistent/newuidmap',
+        ...(dry ? ['--dry-run'] : []),
+        '--json',
+        '--',
+        'true',
+      ]);
+    const [rm, dm] = await Promise.all([missing(false), missing(true)]);
+    assert.deepEqual([dm.code, JSON.parse(dm.stdout).message], [rm.code, JSON.parse(rm.stdout).message]);
+    assert.equal(JSON.parse(dm.stdout).code, 'NEWUIDMAP_MISSING');
+    // With --fallback single the dry run shows the map the run falls back to, and its warning.
+    const fallback = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--uidmap',
+      outside,
+      '--fallback',
+      'single',
+      '--dry-run',
+      '--json',
+      '--',
+      'true',
+    ]);
+    assert.equal(fallback.code, 0, fallback.stdout + fallback.stderr);
+    const plan = JSON.parse(fallback.stdout);
+    assert.deepEqual(plan.uidMap, [[0, user.uid, 1]]);
+    assert.equal(plan.newuidmap, null);
+    assert.match(plan.warnings.join('\n'), /falling back to a single-ID uid map/);
+  });
+
   test('CLI as the user: exit status, PID namespace, dry run shows the newuidmap line', async () => {
     const exit = await runAs(user, [process.execPath, readableBin(), 'run', '--', 'sh', '-c', 'exit 7']);
     assert.equal(exit.code, 7, exit.stderr);

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { NewIdmapError, SpawnError } from '../../src/errors/index.js';
 import { IdMap } from '../../src/idmap/idmap.js';
-import { planSpawn, run, spawn } from '../../src/spawn/index.js';
+import { dryRunSpawn, planSpawn, run, spawn } from '../../src/spawn/index.js';
 import { readableBin } from '../fixtures/readable-repo.js';
 
 const isRoot = process.geteuid?.() === 0;
@@ -179,11 +179,34 @@ describe('spawn() as root', {
   });
 
   test('planSpawn: maps and argv without running anything', async () => {
-    const plan = await planSpawn(['id'], { uidMap: '0:100000:65536', namespaces: ['pid'] });
+    const plan = await planSpawn('id', ['-u'], { uidMap: '0:100000:65536', namespaces: ['pid'] });
     assert.equal(plan.uidMap.toString(), '0:100000:65536');
     assert.equal(plan.uidMethod, 'direct');
+    assert.deepEqual(plan.command, ['id', '-u']);
     assert.deepEqual(plan.namespaces.sort(), ['mount', 'pid', 'user']);
     assert.ok(plan.helperArgv.includes('--mount-proc'));
+    assert.deepEqual(plan.helperArgv.slice(-3), ['--', 'id', '-u']);
+    assert.deepEqual((await planSpawn('id')).command, ['id']);
+  });
+
+  test('planSpawn: the 0.1 form (one argv array) gives the same plan', async () => {
+    const options = { uidMap: '0:100000:65536', namespaces: ['pid'] } as const;
+    const now = await planSpawn('id', ['-u'], options);
+    const old = await planSpawn(['id', '-u'], options);
+    assert.deepEqual(old, now);
+    assert.deepEqual((await planSpawn(['true'])).command, ['true']);
+  });
+
+  test("dryRunSpawn: the shape of planSpawn, and the run's own failure for a missing command", async () => {
+    const options = { uidMap: '0:100000:65536', namespaces: ['pid'] } as const;
+    const dry = await dryRunSpawn('id', ['-u'], options);
+    assert.deepEqual(dry, await planSpawn('id', ['-u'], options));
+    assert.deepEqual((await dryRunSpawn('true')).command, ['true']);
+    await assert.rejects(dryRunSpawn('no-such-command-in-this-test', ['-x'], options), (error: unknown) => {
+      assert.ok(error instanceof SpawnError);
+      assert.equal(error.code, 'COMMAND_NOT_FOUND');
+      return true;
+    });
   });
 
   test('no zombies left behind', () => {
@@ -233,10 +256,25 @@ describe('userns run (CLI) as root', { skip: isRoot ? false : 'needs root' }, ()
     assert.equal(plan.newuidmap, null);
   });
 
-  test('command not found → 127 with a clear message', async () => {
-    const r = await cli(['run', '--', 'no-such-command-xyz']);
-    assert.equal(r.code, 127);
-    assert.match(r.stderr, /command not found: no-such-command-xyz/);
+  test('command not found → 127 with a clear message; the dry run fails the same way', async () => {
+    for (const dry of [[], ['--dry-run']]) {
+      for (const name of ['no-such-command-xyz', '/no/such/command']) {
+        const r = await cli(['run', ...dry, '--', name]);
+        assert.equal(r.code, 127, `${dry.join('')} ${name}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`command not found: ${name}`));
+      }
+    }
+  });
+
+  test('--dry-run fails exactly as the run: a map the kernel refuses is 125 and the same error', async () => {
+    for (const uidmap of ['0:4294967290:10', '0:100000:10,5:200000:10']) {
+      const real = await cli(['run', '--uidmap', uidmap, '--json', '--', 'true']);
+      const dry = await cli(['run', '--uidmap', uidmap, '--dry-run', '--json', '--', 'true']);
+      assert.equal(real.code, 125, real.stdout);
+      assert.equal(dry.code, 125, dry.stdout);
+      const [r, d] = [JSON.parse(real.stdout), JSON.parse(dry.stdout)];
+      assert.deepEqual([d.code, d.message], [r.code, r.message]);
+    }
   });
 
   test('nested: inside 0:1000:1 + 1:100000:65536, --uidmap 0:0:100 is split and works; --no-split gets EPERM explained', async () => {
@@ -263,9 +301,16 @@ describe('userns run (CLI) as root', { skip: isRoot ? false : 'needs root' }, ()
     assert.equal(JSON.parse(missing.stdout).code, 'NOT_MAPPED_IN_PARENT');
   });
 
-  test('usage errors exit 2', async () => {
-    assert.equal((await cli(['run'])).code, 2);
-    assert.equal((await cli(['run', '--unshare', 'bogus', '--', 'true'])).code, 2);
+  test("usage errors exit 125 (run passes the command's status through; as env and podman)", async () => {
+    for (const args of [
+      ['run'],
+      ['run', '--unshare', 'bogus', '--', 'true'],
+      ['run', '--bogus', '--', 'true'],
+    ]) {
+      const r = await cli(['run', '--json', ...args.slice(1)]);
+      assert.equal(r.code, 125, args.join(' '));
+      assert.equal(JSON.parse(r.stdout).code, 'USAGE');
+    }
     const help = await cli(['run', '--help']);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /Examples:/);

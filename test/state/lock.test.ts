@@ -65,9 +65,9 @@ describe('file locks (flock on a description this process keeps open)', { timeou
       message: /the test lock/,
     });
     await kill(child);
-    const started = Date.now();
-    const held = await acquireFileLock(lock, { timeoutMs: 2000 });
-    assert.ok(Date.now() - started < 2000);
+    // The kernel drops a killed holder's lock: acquiring succeeds (no timed assertion; the bound
+    // only keeps a broken lock from hanging the test).
+    const held = await acquireFileLock(lock, { timeoutMs: 20_000 });
     held.release();
   });
 

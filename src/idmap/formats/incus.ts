@@ -76,6 +76,12 @@ function parseRange(
   return { start, count: last - start + 1 };
 }
 
+/**
+ * Parses Incus `raw.idmap` lines (`both 1000 1000`, `uid 1000-1999 0-999`): host ID(s) first,
+ * then container ID(s).
+ *
+ * @throws ParseError naming the line and column of the first malformed entry.
+ */
 export function parseIncusRawIdmap(text: string, options: IncusParseOptions = {}): KindedExtent[] {
   const input = { text, source: options.source };
   const out: KindedExtent[] = [];

@@ -46,6 +46,7 @@ export type FormatName =
   | 'json'
   | 'triples';
 
+/** What a format needs besides the text: the kind, the parent map, a label for messages, the owner. */
 export interface FormatContext {
   /** The kind of map being read or written (uid_map or gid_map). */
   kind?: IdKind | undefined;
@@ -63,9 +64,12 @@ export interface FormatContext {
   caller?: { uid: number; gid: number } | undefined;
 }
 
+/** A map format: a one-line description, a parser and a writer of kinded extents. */
 export interface MapFormat {
   description: string;
+  /** The extents of `text`, each with its kind (uid, gid or both). @throws ParseError. */
   parse(text: string, ctx?: FormatContext): KindedExtent[];
+  /** `entries` written in this format. @throws UsernsError when the format cannot hold them. */
   format(entries: readonly KindedExtent[], ctx?: FormatContext): string;
 }
 
@@ -169,6 +173,7 @@ function parseUnshare(text: string, ctx: FormatContext): KindedExtent[] {
   return out;
 }
 
+/** Every map format userns reads and writes, by name (what `userns map convert` takes). */
 export const FORMATS: Record<FormatName, MapFormat> = {
   kernel: {
     description: '/proc/PID/uid_map text: "inside outside count" per line',
@@ -247,6 +252,7 @@ export const FORMATS: Record<FormatName, MapFormat> = {
   },
 };
 
+/** The names of {@link FORMATS}. */
 export const FORMAT_NAMES = Object.keys(FORMATS) as FormatName[];
 
 /**

@@ -37,6 +37,12 @@ function triples(doc: JsonDoc, list: JsonArray, name: string): Extent[] {
   });
 }
 
+/**
+ * Parses userns JSON: `{"uid": [[inside, outside, count], …], "gid": […]}` or a bare list of triples
+ * (for both kinds).
+ *
+ * @throws ParseError with the line and column of the offending value.
+ */
 export function parseUsernsJson(text: string, options: UsernsJsonParseOptions = {}): KindedExtent[] {
   const doc = new JsonDoc(text, options.source);
   const root: JsonNode = parseJsonTree(text, options.source);

@@ -113,6 +113,7 @@ export function kernelLines(text: string): string[] {
   return lines;
 }
 
+/** Options of {@link parseKernelMap}. */
 export interface KernelParseOptions {
   source?: string;
   /** What to do with a NUL byte: 'error' (default) or 'stop' there, as the kernel does. */

@@ -32,6 +32,12 @@ function mapping(doc: JsonDoc, node: JsonNode, what: string): Extent {
   return { inside, outside, count };
 }
 
+/**
+ * Parses the kubelet's per-pod userns record `{"uidMappings": [{"hostId", "containerId",
+ * "length"}], "gidMappings": […]}`.
+ *
+ * @throws ParseError with the line and column of the offending value.
+ */
 export function parseKubernetesUserns(text: string, options: KubernetesParseOptions = {}): KindedExtent[] {
   const doc = new JsonDoc(text, options.source);
   const root = doc.object(

@@ -93,6 +93,12 @@ function parseValue(line: Line, start: number, input: Input): KindedExtent {
   return { inside: values[0]!, outside: values[1]!, count: values[2]!, kind };
 }
 
+/**
+ * Parses LXC configuration `lxc.idmap = u 0 100000 65536` lines (other keys and comments are
+ * skipped).
+ *
+ * @throws ParseError naming the line and column of the first malformed entry.
+ */
 export function parseLxcIdmap(text: string, options: LxcParseOptions = {}): KindedExtent[] {
   const input = { text, source: options.source };
   let out: KindedExtent[] = [];
@@ -137,6 +143,7 @@ export function parseLxcIdmap(text: string, options: LxcParseOptions = {}): Kind
   return out;
 }
 
+/** Options of {@link formatLxcIdmap}. */
 export interface LxcFormatOptions {
   /** Write bare values (`u 0 100000 65536`) instead of `lxc.idmap = …` config lines. */
   bare?: boolean;

@@ -18,6 +18,7 @@ import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';
 
 export type NewidmapTarget = number | { fd: number } | { placeholder: string };
 
+/** A newuidmap/newgidmap command line: its program, target process and ranges. */
 export interface NewidmapArgs {
   /** argv[0] when given (as written, e.g. `/usr/bin/newuidmap`). */
   program?: string;
@@ -26,6 +27,7 @@ export interface NewidmapArgs {
   extents: Extent[];
 }
 
+/** Options of {@link parseNewidmapArgs}. */
 export interface NewidmapParseOptions {
   source?: string;
 }

@@ -67,6 +67,12 @@ function mappingHolder(doc: JsonDoc, root: JsonObject): { holder: JsonObject; pr
   );
 }
 
+/**
+ * Parses OCI runtime-spec mappings: `[{"containerID", "hostID", "size"}]`, or a config with
+ * `linux.uidMappings`/`gidMappings`.
+ *
+ * @throws ParseError with the line and column of the offending value.
+ */
 export function parseOciMappings(text: string, options: OciParseOptions = {}): KindedExtent[] {
   const doc = new JsonDoc(text, options.source);
   const root = parseJsonTree(text, options.source);

@@ -39,6 +39,7 @@ export interface SubidEntry {
   line: number;
 }
 
+/** What {@link parseSubid} found: the well-formed entries and one problem per malformed line. */
 export interface SubidParseResult {
   /** Well-formed entries, in file order (never merged or sorted). */
   entries: SubidEntry[];
@@ -46,6 +47,7 @@ export interface SubidParseResult {
   problems: ParseError[];
 }
 
+/** Options of {@link parseSubid}. */
 export interface SubidParseOptions {
   /** File name for messages, e.g. `/etc/subuid`. */
   source?: string;

@@ -20,6 +20,11 @@ export interface TriplesOptions {
 const FIELDS = ['inside ID', 'outside ID', 'count'] as const;
 const HINT = 'write inside:outside:count triples separated by commas, e.g. 0:100000:65536,65536:1000:1';
 
+/**
+ * Parses inline triples `inside:outside:count[,…]` (what `--uidmap` and MAP arguments take).
+ *
+ * @throws ParseError naming the column of the first malformed triple.
+ */
 export function parseTriples(text: string, options: TriplesOptions = {}): Extent[] {
   const input = { text, source: options.source };
   const start = text.search(/\S/);

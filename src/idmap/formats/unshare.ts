@@ -27,6 +27,7 @@ import { isCSpace, lineColumn, parseErrorAt, type Token, tokens } from './positi
 
 export type UnshareKeyword = 'auto' | 'all' | 'subids';
 
+/** A util-linux keyword (`auto`, `all`, `subids`) in place of numbers, with where it was. */
 export interface UnshareKeywordEntry {
   kind: ExtentKind;
   keyword: UnshareKeyword;
@@ -43,8 +44,10 @@ export interface UnshareSingleEntry {
   column: number;
 }
 
+/** One entry of a util-linux map: numbers, a keyword, or a single-ID option. */
 export type UnshareEntry = KindedExtent | UnshareKeywordEntry | UnshareSingleEntry;
 
+/** Options of {@link parseUnshareMap}. */
 export interface UnshareParseOptions {
   source?: string;
   /** Kind of values given without an option name. Default 'both'. */
@@ -57,6 +60,7 @@ const HINT = 'values are inner:outer:count (or the old outer,inner,count), auto,
 
 type Input = { text: string; source?: string | undefined };
 
+/** Whether an entry is a keyword rather than numbers. */
 export function isUnshareKeyword(entry: UnshareEntry): entry is UnshareKeywordEntry {
   return 'keyword' in entry;
 }
@@ -123,6 +127,12 @@ function parseValue(token: Token, kind: ExtentKind, input: Input): UnshareEntry 
   return colon ? { inside: a, outside: b, count, kind } : { inside: b, outside: a, count, kind };
 }
 
+/**
+ * Parses util-linux `unshare --map-users=inner:outer:count` values (and the old
+ * `outer,inner,count` form, and the `--map-auto`/`--map-subids` keywords).
+ *
+ * @throws ParseError naming the column of the first malformed value.
+ */
 export function parseUnshareMap(text: string, options: UnshareParseOptions = {}): UnshareEntry[] {
   const input = { text, source: options.source };
   const list = tokens(text, isCSpace);

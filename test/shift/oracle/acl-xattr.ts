@@ -14,6 +14,7 @@ import type { IdMap } from '../../../src/idmap/idmap.js';
 export const ACL_XATTR_VERSION = 2;
 export const ACL_UNDEFINED_ID = INVALID_ID;
 
+/** ACL entry tags (ACL_USER_OBJ … ACL_OTHER); only USER and GROUP entries carry an ID. */
 export const AclTag = {
   USER_OBJ: 0x01,
   USER: 0x02,
@@ -23,6 +24,10 @@ export const AclTag = {
   OTHER: 0x20,
 } as const;
 
+/**
+ * One ACL entry: tag ({@link AclTag}), permission bits (rwx = 4|2|1) and ID (uid or gid, or
+ * {@link ACL_UNDEFINED_ID}).
+ */
 export interface AclEntry {
   tag: number;
   perm: number;
@@ -39,6 +44,11 @@ export class AclFormatError extends Error {
   }
 }
 
+/**
+ * Decodes a `system.posix_acl_access`/`_default` xattr value into its entries, in stored order.
+ *
+ * @throws AclFormatError for a wrong version or a size that is not 4 + 8 × entries.
+ */
 export function decodeAcl(bytes: Uint8Array): AclEntry[] {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.length < 4 || (view.length - 4) % 8 !== 0) {
@@ -62,6 +72,7 @@ export function decodeAcl(bytes: Uint8Array): AclEntry[] {
   return entries;
 }
 
+/** Encodes ACL entries as the kernel stores them (version 2, little-endian). */
 export function encodeAcl(entries: readonly AclEntry[]): Buffer {
   const out = Buffer.alloc(4 + 8 * entries.length);
   out.writeUInt32LE(ACL_XATTR_VERSION, 0);

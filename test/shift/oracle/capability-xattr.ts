@@ -20,6 +20,10 @@ export const VFS_CAP_REVISION_3 = 0x03000000;
 const REVISION_MASK = 0xff000000;
 export const VFS_CAP_FLAGS_EFFECTIVE = 0x000001;
 
+/**
+ * A decoded security.capability xattr: revision, effective bit, permitted and inheritable sets,
+ * and (revision 3) the root uid of the namespace it belongs to.
+ */
 export interface FileCapability {
   revision: 1 | 2 | 3;
   effective: boolean;
@@ -40,6 +44,11 @@ export class CapabilityFormatError extends Error {
   }
 }
 
+/**
+ * Decodes a security.capability xattr value (little-endian `vfs_ns_cap_data`).
+ *
+ * @throws CapabilityFormatError for a value of the wrong size or an unknown revision.
+ */
 export function decodeCapability(bytes: Uint8Array): FileCapability {
   const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.length < 4)
@@ -86,6 +95,7 @@ export function decodeCapability(bytes: Uint8Array): FileCapability {
   };
 }
 
+/** Encodes a capability as the kernel stores it (12, 20 or 24 bytes by revision). */
 export function encodeCapability(cap: FileCapability): Buffer {
   const revision =
     cap.revision === 1 ? VFS_CAP_REVISION_1 : cap.revision === 2 ? VFS_CAP_REVISION_2 : VFS_CAP_REVISION_3;
