@@ -133,6 +133,18 @@ function parseValue(token: Token, kind: ExtentKind, input: Input): UnshareEntry 
  *
  * @throws ParseError naming the column of the first malformed value.
  */
+/**
+ * The value of an option token: after its `=`, or else the next token (`following`); a missing
+ * or empty value is a ParseError MISSING_FIELD with `missing` as its reason.
+ */
+function optionValue(token: Token, following: Token | undefined, missing: string, input: Input): Token {
+  const eq = token.text.indexOf('=');
+  const value = eq >= 0 ? { text: token.text.slice(eq + 1), offset: token.offset + eq + 1 } : following;
+  if (value === undefined || value.text === '')
+    throw parseErrorAt('MISSING_FIELD', missing, input, value?.offset ?? input.text.length, token.text, HINT);
+  return value;
+}
+
 export function parseUnshareMap(text: string, options: UnshareParseOptions = {}): UnshareEntry[] {
   const input = { text, source: options.source };
   const list = tokens(text, isCSpace);
@@ -149,18 +161,7 @@ export function parseUnshareMap(text: string, options: UnshareParseOptions = {})
     const singleName = t.startsWith('--') ? (t.includes('=') ? t.slice(0, t.indexOf('=')) : t) : '';
     if (Object.hasOwn(SINGLE_OPTIONS, singleName)) {
       const eq = t.indexOf('=');
-      const value: Token | undefined =
-        eq >= 0 ? { text: t.slice(eq + 1), offset: token.offset + eq + 1 } : list[++i];
-      if (value === undefined || value.text === '') {
-        throw parseErrorAt(
-          'MISSING_FIELD',
-          `${singleName} needs an ID`,
-          input,
-          value?.offset ?? text.length,
-          t,
-          HINT,
-        );
-      }
+      const value = optionValue(token, eq >= 0 ? undefined : list[++i], `${singleName} needs an ID`, input);
       const id = decimalU32(value.text, 'ID');
       if (isProblem(id)) {
         const reason = /^[0-9]/.test(value.text)
@@ -193,19 +194,7 @@ export function parseUnshareMap(text: string, options: UnshareParseOptions = {})
           'options: --map-users, --map-groups, --map-auto, --map-subids, --map-user, --map-group, -r, -c',
         );
       }
-      let value: Token | undefined;
-      if (eq >= 0) value = { text: t.slice(eq + 1), offset: token.offset + eq + 1 };
-      else value = list[++i];
-      if (value === undefined || value.text === '') {
-        throw parseErrorAt(
-          'MISSING_FIELD',
-          `${name} needs a value`,
-          input,
-          value?.offset ?? text.length,
-          t,
-          HINT,
-        );
-      }
+      const value = optionValue(token, eq >= 0 ? undefined : list[++i], `${name} needs a value`, input);
       out.push(parseValue(value, kind, input));
       continue;
     }
