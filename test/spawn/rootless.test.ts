@@ -322,6 +322,8 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
       '--',
       'true',
     ]);
-    assert.equal(bad.code, 2, bad.stderr);
+    // run exits 125 for its own usage errors (README: exit status)
+    assert.equal(bad.code, 125, bad.stderr);
+    assert.match(bad.stderr, /keep-id:size=0: unknown or malformed option "size=0"/);
   });
 });
