@@ -160,6 +160,7 @@ export {
   type UnshareKeyword,
   type UnshareKeywordEntry,
   type UnshareParseOptions,
+  type UnshareSingleEntry,
   type UsernsJsonParseOptions,
   unionRanges,
   type ValidateOptions,
@@ -232,6 +233,7 @@ export {
   type AppliedMaps,
   dryRunSpawn,
   isMode,
+  type KeepIdOptions,
   type MapPlan,
   type MapSpec,
   type MapWriteOptions,
@@ -242,6 +244,7 @@ export {
   NAMESPACES,
   type Namespace,
   newidmapArgv,
+  parseModeSpec,
   planMaps,
   planSpawn,
   type RunResult,
@@ -254,6 +257,7 @@ export {
   spawn,
   type UsernsChildProcess,
   type UsernsMode,
+  type UsernsModeSpec,
   writeMaps,
 } from './spawn/index.js';
 export {

@@ -17,6 +17,7 @@ export interface Uncovered {
   extent: Extent | KindedExtent;
 }
 
+/** The answer of hostIdsCoveredBy: ok, or the first uncovered host ID and its entry. */
 export type Coverage = { ok: true } | ({ ok: false } & Uncovered);
 
 /**

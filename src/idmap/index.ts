@@ -77,6 +77,7 @@ export {
   type UnshareKeyword,
   type UnshareKeywordEntry,
   type UnshareParseOptions,
+  type UnshareSingleEntry,
 } from './formats/unshare.js';
 export { extentsOf, IdMap, type MapLike } from './idmap.js';
 export { mapsEqual, normalize } from './normalize.js';

@@ -128,12 +128,6 @@ function parseValue(token: Token, kind: ExtentKind, input: Input): UnshareEntry 
 }
 
 /**
- * Parses util-linux `unshare --map-users=inner:outer:count` values (and the old
- * `outer,inner,count` form, and the `--map-auto`/`--map-subids` keywords).
- *
- * @throws ParseError naming the column of the first malformed value.
- */
-/**
  * The value of an option token: after its `=`, or else the next token (`following`); a missing
  * or empty value is a ParseError MISSING_FIELD with `missing` as its reason.
  */
@@ -145,6 +139,12 @@ function optionValue(token: Token, following: Token | undefined, missing: string
   return value;
 }
 
+/**
+ * Parses util-linux `unshare --map-users=inner:outer:count` values (and the old
+ * `outer,inner,count` form, and the `--map-auto`/`--map-subids` keywords, and the single-ID options `--map-user`, `--map-group`, `-r`, `-c`).
+ *
+ * @throws ParseError naming the column of the first malformed value.
+ */
 export function parseUnshareMap(text: string, options: UnshareParseOptions = {}): UnshareEntry[] {
   const input = { text, source: options.source };
   const list = tokens(text, isCSpace);
