@@ -3,8 +3,13 @@
  * Rounds alternate the variants so that machine noise hits both alike; medians in milliseconds.
  *
  *   exec_true_ms           spawnInNamespace(NAME, '/bin/true') from the API: read and check the
- *                          state (keeper PID + start time, namespace inodes), the helper joins
- *                          the user namespace (map 0:100000:65536), exec
+ *                          state (keeper PID + start time, namespace inodes), the helper reopens
+ *                          the recorded nsfs handle (open_by_handle_at, Linux 6.18+), checks the
+ *                          inode and joins the user namespace (map 0:100000:65536), exec
+ *   exec_true_pid_ms       the same, joined the PID-based way (joinBy 'holder': pidfd_open on the
+ *                          keeper, start time and /proc/KEEPER/ns inodes checked, setns on the
+ *                          pidfd), measured in the same rounds
+ *   exec_handle_vs_pid_ratio  exec_true_ms / exec_true_pid_ms
  *   userns_spawn_true_ms   spawn('/bin/true') in a new user namespace with the same map (as in
  *                          bench/spawn.ts), measured in the same rounds
  *   exec_vs_spawn_ratio    exec_true_ms / userns_spawn_true_ms (target: ≤ 1)
@@ -40,6 +45,10 @@ export async function benchNamed(): Promise<Record<string, number>> {
     await createNamespace('bench', { root, uidMap: MAP, gidMap: MAP });
     const variants: [string, () => Promise<unknown>][] = [
       ['exec_true_ms', () => spawnInNamespace('bench', '/bin/true', [], { root, stdio: 'ignore' })],
+      [
+        'exec_true_pid_ms',
+        () => spawnInNamespace('bench', '/bin/true', [], { root, stdio: 'ignore', joinBy: 'holder' }),
+      ],
       ['userns_spawn_true_ms', () => spawn('/bin/true', [], { uidMap: MAP, gidMap: MAP, stdio: 'ignore' })],
     ];
     const samples: Record<string, number[]> = {};
@@ -48,8 +57,8 @@ export async function benchNamed(): Promise<Record<string, number>> {
       await fn(); // warm-up
     }
     for (let round = 0; round < ROUNDS; round++) {
-      // Alternate which goes first, so neither always follows the other.
-      const order = round % 2 === 0 ? variants : [...variants].reverse();
+      // Rotate which goes first, so none always follows another.
+      const order = variants.map((_, i) => variants[(i + round) % variants.length]!);
       for (const [name, fn] of order) samples[name]!.push(await time(fn));
     }
     await removeNamespace('bench', { root });
@@ -63,9 +72,12 @@ export async function benchNamed(): Promise<Record<string, number>> {
       );
     }
     const exec = median(samples.exec_true_ms!);
+    const execPid = median(samples.exec_true_pid_ms!);
     const spawnMs = median(samples.userns_spawn_true_ms!);
     return {
       exec_true_ms: exec,
+      exec_true_pid_ms: execPid,
+      exec_handle_vs_pid_ratio: Math.round((exec / execPid) * 100) / 100,
       // Measured beside exec, in the same rounds (bench/spawn.ts has its own userns_spawn_true_ms).
       userns_spawn_beside_exec_ms: spawnMs,
       exec_vs_spawn_ratio: Math.round((exec / spawnMs) * 100) / 100,

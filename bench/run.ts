@@ -11,6 +11,7 @@ const groups: Record<string, () => Promise<Record<string, number | null>>> = {
   alloc: async () => (await import('./alloc.js')).benchAlloc(),
   named: async () => (await import('./named.js')).benchNamed(),
   shift: async () => (await import('./shift.js')).benchShift(),
+  fleet: async () => (await import('./fleet.js')).benchFleet(),
 };
 
 const wanted = process.argv.slice(2);

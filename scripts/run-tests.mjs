@@ -198,7 +198,13 @@ const exit = await new Promise((resolve) => {
       // held until the tests it started are gone, and only then can the next run restore.
       stdio: lockFd === undefined ? 'inherit' : ['inherit', 'inherit', 'inherit', lockFd],
       detached: true,
-      env: { ...process.env, TMPDIR: testTmp, USERNS_TEST_EVENTS: eventsFile },
+      // Hermetic: a fleet registry configured in the caller's environment must not change what
+      // the tests' allocations talk to (the fleet tests give theirs explicitly).
+      env: (({ USERNS_REGISTRY: _r, USERNS_NODE: _n, ...env }) => ({
+        ...env,
+        TMPDIR: testTmp,
+        USERNS_TEST_EVENTS: eventsFile,
+      }))(process.env),
     },
   );
   const deadline = setTimeout(() => {

@@ -1,7 +1,8 @@
 /**
  * ID range allocation for many containers: `userns alloc`, `userns run --userns auto`,
- * `userns create --userns auto`: the operations over the registry of a state root (registry.ts
- * has the on-disk design).
+ * `userns create --userns auto`: the operations over the registry a location names, the local
+ * one of a state root (registry.ts has the on-disk design) or a fleet registry on etcd
+ * (fleet/registry.ts), both behind one interface (backend.ts).
  */
 import { join, resolve } from 'node:path';
 import { UsageError } from '../errors/index.js';
@@ -12,6 +13,10 @@ import type { IdRange } from '../idmap/ranges.js';
 import { defaultStateRoot, ensureStateRoot } from '../state/state-root.js';
 import { runningStartTime, selfInProc } from '../system/proc.js';
 import { ownMap } from '../system/self.js';
+import type { AllocationRegistry } from './backend.js';
+import { type AgentEvent, NodeAgent } from './fleet/agent.js';
+import { FleetRegistry, type FleetRegistryOptions } from './fleet/registry.js';
+import { isFleetRegistry, parseRegistryUrl } from './fleet/url.js';
 import { type Policy, parsePolicy } from './policy.js';
 import { type PoolOptions, type Pools, resolvePools } from './pool.js';
 import {
@@ -46,6 +51,16 @@ export interface RegistryLocation {
   subgidPath?: string;
   passwdPath?: string;
   groupPath?: string;
+  /**
+   * Which registry: `local` (the SQLite registry of the state root, the default) or a fleet
+   * registry on etcd, `etcd://HOST:PORT[,HOST:PORT…]/PREFIX` (fleet/url.ts). Default:
+   * $USERNS_REGISTRY, else local. A fleet registry keeps this node's cache under the state root.
+   */
+  registryUrl?: string;
+  /** This machine's name in a fleet registry (default: $USERNS_NODE, else the host name). */
+  node?: string;
+  /** Further options of a fleet registry (retries, idle close). */
+  fleet?: Omit<FleetRegistryOptions, 'dir' | 'node' | 'systemTaken' | 'txnHook'>;
 }
 
 /**
@@ -80,6 +95,17 @@ export interface AllocateOptions extends RegistryLocation {
   /** podman `uidmapping=`: INSIDE:HOST[:SIZE] (or extents), punched into the uid map. */
   uidMapping?: string | readonly Extent[];
   gidMapping?: string | readonly Extent[];
+  /**
+   * Fleet registry: tie the allocation to this node's lease (`node`: fails without a node agent;
+   * `auto`: when an agent runs), or make it persistent (`none`, the default for allocate(); `auto`
+   * for allocateForRun()). The local registry ignores it.
+   */
+  lease?: 'node' | 'auto' | 'none';
+  /**
+   * Return an existing allocation of the same name (when it matches) instead of
+   * ALLOC_NAME_TAKEN. Default: true for a fleet registry, false for the local one.
+   */
+  reuse?: boolean;
 }
 
 export interface AllocationResult extends Allocation {
@@ -122,6 +148,78 @@ export function openRegistry(location: RegistryLocation = {}): Registry {
     registries.set(key, registry);
   }
   return registry;
+}
+
+/** The fleet registry a location names (its registryUrl, else $USERNS_REGISTRY), or undefined for the local one. */
+export function fleetRegistryText(location: RegistryLocation = {}): string | undefined {
+  const text = location.registryUrl ?? process.env.USERNS_REGISTRY;
+  if (text === undefined || text === '' || text === 'local') return undefined;
+  if (!isFleetRegistry(text)) parseRegistryUrl(text); // throws the UsageError that says why
+  return text;
+}
+
+const fleets = new Map<string, FleetRegistry>();
+
+/** The fleet registry of a location (one instance per process, URL, state root and node). */
+export function openFleetRegistry(location: RegistryLocation = {}): FleetRegistry {
+  const text = fleetRegistryText(location);
+  if (text === undefined) {
+    throw new UsageError('no fleet registry given', {
+      hint: 'give --registry etcd://HOST:PORT[,HOST:PORT…]/PREFIX or set USERNS_REGISTRY',
+    });
+  }
+  const url = parseRegistryUrl(text);
+  const dir = join(stateRoot(location.root), 'alloc');
+  const files = substitutedFiles(location);
+  const given = location.registry?.systemTaken;
+  const systemTaken = given === null ? null : { ...given, ...files };
+  const key = JSON.stringify([text, dir, location.node ?? null, systemTaken, location.fleet ?? null]);
+  let registry = fleets.get(key);
+  if (registry === undefined) {
+    registry = new FleetRegistry(url, {
+      dir,
+      systemTaken,
+      ...(location.node === undefined ? {} : { node: location.node }),
+      ...location.fleet,
+    });
+    fleets.set(key, registry);
+  }
+  return registry;
+}
+
+/**
+ * The registry a location names: the fleet registry of its registryUrl (or $USERNS_REGISTRY),
+ * else the local registry of its state root. Every operation below goes through this.
+ */
+export function openAllocationRegistry(location: RegistryLocation = {}): AllocationRegistry {
+  return fleetRegistryText(location) === undefined ? openRegistry(location) : openFleetRegistry(location);
+}
+
+/**
+ * Starts this node's agent for the fleet registry of `location` (see fleet/agent.ts): keeps the
+ * node's lease alive until stop(). `onEvent` sees every event from the registration on.
+ */
+export async function startAgent(
+  location: RegistryLocation & { ttl?: number },
+  onEvent?: (event: AgentEvent) => void,
+): Promise<NodeAgent> {
+  const registry = openFleetRegistry(location);
+  const given = location.registry?.systemTaken;
+  return NodeAgent.start(registry.url, {
+    dir: join(stateRoot(location.root), 'alloc'),
+    node: registry.node,
+    systemTaken: given === null ? null : { ...given, ...substitutedFiles(location) },
+    ...(location.ttl === undefined ? {} : { ttl: location.ttl }),
+    ...(onEvent === undefined ? {} : { onEvent }),
+  });
+}
+
+/** Closes every registry this process opened (database files, etcd connections). */
+export function closeAllocationRegistries(): void {
+  for (const r of registries.values()) r.close();
+  registries.clear();
+  for (const r of fleets.values()) r.close();
+  fleets.clear();
 }
 
 /**
@@ -175,10 +273,14 @@ function passthrough(
   return typeof value === 'string' ? parsePassthrough(value, option) : value;
 }
 
-/** The registry request of allocate() options: size (or estimate), policy, pools, passthrough. */
+/**
+ * The registry request of allocate() options: size (or estimate), policy, pools (none for a
+ * fleet registry: its configuration has them), passthrough, lease and reuse.
+ */
 async function requestFor(
   options: AllocateOptions,
-): Promise<{ request: AllocationRequest; estimate: RootfsEstimate | undefined; pools: Pools }> {
+  registry: Pick<AllocationRegistry, 'poolsFromRegistry' | 'location'>,
+): Promise<{ request: AllocationRequest; estimate: RootfsEstimate | undefined; pools: Pools | undefined }> {
   const policy =
     typeof options.policy === 'string'
       ? parsePolicy(options.policy)
@@ -189,39 +291,65 @@ async function requestFor(
     estimate = estimateRootfsSize(options.forRootfs);
     size = estimate.size;
   }
+  const sizeDefaulted = size === undefined;
   size ??= policy.kind === 'slot' ? policy.slotSize : DEFAULT_SIZE;
   if (options.size === undefined && options.minSize !== undefined) size = Math.max(size, options.minSize);
-  const pools =
-    options.pools ??
-    (await resolvePools({
-      ...(options.pool === undefined ? {} : { pool: options.pool }),
-      ...(options.uidPool === undefined ? {} : { uidPool: options.uidPool }),
-      ...(options.gidPool === undefined ? {} : { gidPool: options.gidPool }),
-      ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
-      ...poolFiles(options),
-    }));
+  let pools: Pools | undefined;
+  if (registry.poolsFromRegistry) {
+    const local = (['pool', 'uidPool', 'gidPool', 'pools', 'configPath'] as const).filter(
+      (o) => options[o] !== undefined,
+    );
+    if (local.length > 0) {
+      throw new UsageError(
+        `${local.join(', ')}: the pools of the fleet registry ${registry.location} come from its configuration`,
+        {
+          hint: `change them for the whole fleet: userns alloc config --registry ${registry.location} --pool START:COUNT`,
+        },
+      );
+    }
+  } else {
+    pools =
+      options.pools ??
+      (await resolvePools({
+        ...(options.pool === undefined ? {} : { pool: options.pool }),
+        ...(options.uidPool === undefined ? {} : { uidPool: options.uidPool }),
+        ...(options.gidPool === undefined ? {} : { gidPool: options.gidPool }),
+        ...(options.configPath === undefined ? {} : { configPath: options.configPath }),
+        ...poolFiles(options),
+      }));
+  }
   const uidPassthrough = passthrough(options.uidMapping, 'uidmapping');
   const gidPassthrough = passthrough(options.gidMapping, 'gidmapping');
   const request: AllocationRequest = {
     size,
     policy,
-    pools,
+    ...(pools === undefined ? {} : { pools }),
+    defaults: { policy: options.policy === undefined, size: sizeDefaulted },
     ...(options.name === undefined ? {} : { name: options.name }),
     ...(options.namespace === undefined ? {} : { namespace: options.namespace }),
     ...(options.holder === undefined ? {} : { holder: options.holder }),
     ...(uidPassthrough === undefined ? {} : { uidPassthrough }),
     ...(gidPassthrough === undefined ? {} : { gidPassthrough }),
+    ...(options.lease === undefined ? {} : { lease: options.lease }),
+    ...(options.reuse === undefined ? {} : { reuse: options.reuse }),
   };
   return { request, estimate, pools };
 }
 
+/** The result for the caller: the estimate, and the warnings of the pools and of the registry. */
 function resultOf(
-  allocation: Allocation,
+  registry: Pick<AllocationRegistry, 'location'>,
+  { warnings: registryWarnings, ...allocation }: Allocation & { warnings?: string[] },
   estimate: RootfsEstimate | undefined,
-  pools: Pools,
+  pools: Pools | undefined,
 ): AllocationResult {
   const result: AllocationResult = estimate === undefined ? allocation : { ...allocation, estimate };
-  if (pools.warnings !== undefined) result.warnings = pools.warnings;
+  const warnings = [...(pools?.warnings ?? []), ...(registryWarnings ?? [])];
+  if (allocation.offline !== undefined)
+    warnings.push(
+      `the fleet registry ${registry.location} is unreachable: ${allocation.name} is served from this node's cache (as read at ${allocation.offline.readAt}, revision ${allocation.offline.revision})`,
+    );
+  if (warnings.length > 0) result.warnings = warnings;
   return result;
 }
 
@@ -231,8 +359,9 @@ function resultOf(
  * StateFileError (NO_SPACE, REGISTRY_CORRUPT, …).
  */
 export async function allocate(options: AllocateOptions = {}): Promise<AllocationResult> {
-  const { request, estimate, pools } = await requestFor(options);
-  return resultOf(await openRegistry(options).allocate(request), estimate, pools);
+  const registry = openAllocationRegistry(options);
+  const { request, estimate, pools } = await requestFor(options, registry);
+  return resultOf(registry, await registry.allocate(request), estimate, pools);
 }
 
 /**
@@ -241,12 +370,17 @@ export async function allocate(options: AllocateOptions = {}): Promise<Allocatio
  * exist yet (it is then empty).
  */
 export async function previewAllocation(options: AllocateOptions = {}): Promise<AllocationResult> {
-  const { request, estimate, pools } = await requestFor(options);
+  if (fleetRegistryText(options) !== undefined) {
+    const fleet = openFleetRegistry(options);
+    const { request, estimate, pools } = await requestFor(options, fleet);
+    return resultOf(fleet, await fleet.preview(request), estimate, pools);
+  }
   const dir = join(resolve(options.root ?? defaultStateRoot()), 'alloc');
+  const { request, estimate, pools } = await requestFor(options, { poolsFromRegistry: false, location: dir });
   const open = [...registries.values()].find((r) => r.dir === dir);
   const registry = open ?? new Registry(dir, options.registry);
   try {
-    return resultOf(await registry.preview(request), estimate, pools);
+    return resultOf(registry, await registry.preview(request), estimate, pools);
   } finally {
     if (open === undefined) registry.close();
   }
@@ -256,8 +390,14 @@ export async function previewAllocation(options: AllocateOptions = {}): Promise<
  * Releases an allocation by id or name and returns it. Throws AllocError ALLOC_NOT_FOUND when
  * there is none, ALLOC_NOT_OWNER for another user's (unless root).
  */
-export async function release(idOrName: string, location: RegistryLocation = {}): Promise<Allocation> {
-  const result = await openRegistry(location).release(idOrName);
+export async function release(
+  idOrName: string,
+  location: RegistryLocation & { force?: boolean } = {},
+): Promise<Allocation> {
+  const result = await openAllocationRegistry(location).release(
+    idOrName,
+    location.force === undefined ? {} : { force: location.force },
+  );
   return result!.allocation;
 }
 
@@ -269,20 +409,22 @@ export async function release(idOrName: string, location: RegistryLocation = {})
  * @throws AllocError when the registry cannot be read or locked (a damaged file names itself).
  */
 export async function listAllocations(location: RegistryLocation = {}): Promise<Allocation[]> {
-  return openRegistry(location).list();
+  return openAllocationRegistry(location).list();
 }
 
 /** Free and used IDs of each pool, counted in IDs (the default pools unless given). */
 export async function allocationUsage(
   options: RegistryLocation & { pools?: Pools; pool?: readonly IdRange[] } = {},
 ): Promise<{ uid: KindUsage; gid: KindUsage }> {
+  const registry = openAllocationRegistry(options);
+  if (registry.poolsFromRegistry) return registry.usage();
   const pools =
     options.pools ??
     (await resolvePools({
       ...(options.pool === undefined ? {} : { pool: options.pool }),
       ...poolFiles(options),
     }));
-  return openRegistry(options).usage(pools);
+  return registry.usage(pools);
 }
 
 /** Options of {@link collectGarbage}. */
@@ -301,7 +443,7 @@ export interface GcOptions extends RegistryLocation {
  */
 export async function collectGarbage(options: GcOptions): Promise<GcResult> {
   const root = stateRoot(options.root);
-  return openRegistry({ ...options, root }).collectGarbage(options.isNamespaceAlive);
+  return openAllocationRegistry({ ...options, root }).collectGarbage(options.isNamespaceAlive);
 }
 
 /** As collectGarbage, returning the released allocations. */
@@ -322,12 +464,13 @@ export async function allocateForRun(options: AllocateOptions = {}): Promise<All
     startTime: runningStartTime('self') ?? '0',
     pidNamespace: null,
   };
-  return allocate({ ...options, holder: options.holder ?? self });
+  // In a fleet registry, on this node's lease when its agent runs: the process lives here only.
+  return allocate({ ...options, holder: options.holder ?? self, lease: options.lease ?? 'auto' });
 }
 
 /** Releases if it still exists; true when it did. Never throws ALLOC_NOT_FOUND. */
 export async function releaseAllocation(id: string, location: RegistryLocation = {}): Promise<boolean> {
-  return (await openRegistry(location).release(id, { ifExists: true })) !== undefined;
+  return (await openAllocationRegistry(location).release(id, { ifExists: true })) !== undefined;
 }
 
 /**

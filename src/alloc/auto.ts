@@ -74,7 +74,9 @@ export async function withAutoUserns<T extends AutoUsernsCapable>(
   if (how.preview) {
     allocation = await previewAllocation({ ...request, ...location });
   } else if (how.namespace !== undefined) {
-    allocation = await allocate({ ...request, ...location, namespace: how.namespace });
+    // In a fleet registry ($USERNS_REGISTRY), on the node's lease when its agent runs: a named
+    // namespace lives on this machine only.
+    allocation = await allocate({ ...request, ...location, namespace: how.namespace, lease: 'auto' });
   } else {
     const made = await allocateForRun({ ...request, ...location });
     allocation = made;

@@ -10,11 +10,15 @@ export {
   allocate,
   allocateForRun,
   allocationUsage,
+  closeAllocationRegistries,
   collectGarbage,
   DEFAULT_SIZE,
+  fleetRegistryText,
   type GcOptions,
   gc,
   listAllocations,
+  openAllocationRegistry,
+  openFleetRegistry,
   parseAutoUserns,
   parsePassthrough,
   previewAllocation,
@@ -22,6 +26,7 @@ export {
   recoverAllocations,
   release,
   releaseAllocation,
+  startAgent,
 } from './allocate.js';
 export {
   type AutoUserns,
@@ -30,6 +35,12 @@ export {
   type WithMaps,
   withAutoUserns,
 } from './auto.js';
+export type { AllocationRegistry } from './backend.js';
+export { type AgentEvent, NodeAgent, type NodeAgentOptions, startNodeAgent } from './fleet/agent.js';
+export { etcdLoaded } from './fleet/client.js';
+export type { FleetConfig, LiveNode } from './fleet/layout.js';
+export { defaultNodeName, FleetRegistry, type FleetRegistryOptions } from './fleet/registry.js';
+export { type FleetRegistryUrl, isFleetRegistry, parseRegistryUrl } from './fleet/url.js';
 export { formatPolicy, type Policy, parsePolicy, SLOT_UNIT } from './policy.js';
 export {
   DEFAULT_CONFIG_PATH,
@@ -40,6 +51,7 @@ export {
   readPoolConfig,
   resolvePools,
 } from './pool.js';
+export type { AllocationRequest } from './registry.js';
 export {
   ALLOC_EXHAUSTED,
   ALLOC_NAME_TAKEN,

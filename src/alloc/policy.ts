@@ -25,7 +25,7 @@ export type Policy =
 /** The unit of slot sizes: 65536 IDs (systemd, Kubernetes and podman hand out ranges of this size). */
 export const SLOT_UNIT = 65536;
 
-/** The text form of a policy, as `--policy` takes it: `first-fit`, `slot:SIZE`, `base:N`. */
+/** The text form of a policy, as `--policy` takes it: `first-fit`, `contiguous`, `slot:SIZE`, `base:N`. */
 export function formatPolicy(p: Policy): string {
   switch (p.kind) {
     case 'first-fit':

@@ -109,7 +109,8 @@ interface ConfigFile {
   gidPool?: IdRange[];
 }
 
-function configRanges(value: unknown, where: string): IdRange[] | undefined {
+/** Pool ranges of a configuration value: a list of "START:COUNT" or {"start","count"} (ALLOC_CONFIG otherwise). */
+export function configRanges(value: unknown, where: string): IdRange[] | undefined {
   if (value === undefined) return undefined;
   if (!Array.isArray(value))
     throw new UsernsError('ALLOC_CONFIG', `${where}: expected a list of "START:COUNT" or {"start","count"}`);

@@ -1,10 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, existsSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { AllocError, MapError, StateFileError, UsernsError } from '../errors/index.js';
-import { type Extent, extent, formatRange, formatTriple, type IdKind, MAX_EXTENTS } from '../idmap/extent.js';
-import { normalize } from '../idmap/normalize.js';
-import { punchHole } from '../idmap/punch.js';
+import { AllocError, StateFileError, UsernsError } from '../errors/index.js';
+import { type Extent, extent, type IdKind } from '../idmap/extent.js';
 import {
   type IdRange,
   intersectRanges,
@@ -26,9 +24,9 @@ import {
   type SqliteStatement,
 } from '../state/database.js';
 import { acquireFileLock } from '../state/lock.js';
-import { validateName } from '../state/names.js';
 import { ensurePrivateDir } from '../state/state-root.js';
 import { bootId, processLiveness, procPidNamespace } from '../system/proc.js';
+import type { AllocationRegistry } from './backend.js';
 import { FreeSpace } from './free-space.js';
 import {
   LEGACY_JOURNAL,
@@ -37,8 +35,17 @@ import {
   type LegacyAllocation,
   readLegacyRegistry,
 } from './legacy-journal.js';
-import { blockShape, formatPolicy, MAP_BYTES, MAX_LINE_BYTES, type Policy, pickBlocks } from './policy.js';
-import { formatPool, type Pool, type Pools } from './pool.js';
+import {
+  checkRequest,
+  type HolderLookup,
+  nameTaken,
+  ownerLiveness,
+  place,
+  recordedHolder,
+  reuseMatching,
+} from './placement.js';
+import { formatPolicy, type Policy } from './policy.js';
+import { formatPool, type Pools } from './pool.js';
 import { type Exclusion, exclusionsIn, SystemTaken, type SystemTakenOptions } from './system-taken.js';
 
 export { crc32, decodeLine, encodeLine } from './legacy-journal.js';
@@ -99,6 +106,21 @@ export interface Allocation {
   holder?: Holder;
   /** The registry sequence number of its creation (a total order of all operations). */
   seq: number;
+  /** Fleet registry: the node that made it (fleet/registry.ts). */
+  node?: string;
+  /** Fleet registry: the etcd lease it lives on (it goes when that node's lease expires); absent: persistent. */
+  lease?: string;
+  /** Fleet registry: the other live nodes that use it (named allocations read by another node). */
+  holders?: string[];
+  /** The fleet registry it lives in (etcd://…, without credentials); absent: the local registry. */
+  registry?: string;
+  /** allocate() returned an allocation that existed already under this name (`reuse`). */
+  reused?: boolean;
+  /**
+   * Served from this node's cache because the fleet registry could not be reached: the
+   * allocation as it was when it was last read (`readAt`, etcd revision `revision`).
+   */
+  offline?: { readAt: string; revision: number; reason: string };
 }
 
 /**
@@ -120,14 +142,32 @@ export interface Holder {
 }
 
 /**
- * What {@link Registry.allocate} is asked for: `size` IDs from inside 0, placed by `policy` in
+ * What an allocation registry's `allocate()` is asked for: `size` IDs from inside 0, placed by `policy` in
  * `pools`, with an optional unique name, owner (named namespace or process) and extra mappings.
  */
 export interface AllocationRequest {
   size: number;
   policy: Policy;
-  pools: Pools;
+  /** The pools (the local registry needs them; a fleet registry takes its own from its configuration). */
+  pools?: Pools;
   name?: string;
+  /**
+   * When an allocation of this name exists: return it (when its size and passthrough mappings
+   * match the request, else ALLOC_NAME_MISMATCH) instead of failing with ALLOC_NAME_TAKEN.
+   * Default: false for the local registry, true for a fleet registry ("first come allocates,
+   * later ones read it").
+   */
+  reuse?: boolean;
+  /**
+   * Fleet registry: tie the allocation to this node's lease ('node'; NODE_NOT_REGISTERED when no
+   * agent keeps one), only when there is one ('auto'), or never ('none', the default: persistent).
+   */
+  lease?: 'node' | 'auto' | 'none';
+  /**
+   * What the caller did not choose: a registry with defaults of its own (a fleet's
+   * configuration names a policy) may replace the policy, and then the size by the slot size.
+   */
+  defaults?: { policy?: boolean; size?: boolean };
   namespace?: string;
   /** A PID as this process's /proc shows it (pidNamespace defaults to that of /proc). */
   holder?: Holder;
@@ -346,7 +386,9 @@ function prepare(db: SqliteDatabase): Statements {
  * functions of `userns/alloc` ({@link allocate}, {@link release}, {@link gc}) unless you need to
  * keep one open.
  */
-export class Registry {
+export class Registry implements AllocationRegistry {
+  readonly backend = 'local' as const;
+  readonly poolsFromRegistry = false;
   readonly dir: string;
   /** The database file. */
   readonly path: string;
@@ -366,6 +408,16 @@ export class Registry {
     this.path = join(dir, REGISTRY_FILE);
     this.#options = options;
     this.#systemTaken = options.systemTaken === null ? undefined : new SystemTaken(options.systemTaken ?? {});
+  }
+
+  /** The database file. */
+  get location(): string {
+    return this.path;
+  }
+
+  /** The pools come from this machine's configuration (pool.ts), not from the registry. */
+  async registryPools(): Promise<undefined> {
+    return undefined;
   }
 
   get #context(): DatabaseContext {
@@ -580,161 +632,47 @@ export class Registry {
 
   // --- operations ------------------------------------------------------------------------------
 
-  #exhausted(kind: IdKind, request: AllocationRequest, pool: Pool, free: FreeSpace): AllocError {
-    const { reserve, align } = blockShape(request.policy, request.size);
-    const where = formatPool(pool.ranges);
-    const asked =
-      request.policy.kind === 'base'
-        ? `${reserve} ${kind}s at ${request.policy.base}`
-        : `${reserve} ${kind}s${align > 1 ? ` aligned to ${align}` : ''}`;
-    const baseNote =
-      request.policy.kind === 'base'
-        ? ` (${formatRange(request.policy.base, reserve)} is not entirely free in the pool)`
-        : align > 1 && free.largest >= reserve
-          ? ` (no free block of ${reserve} starts at a multiple of ${align})`
-          : request.policy.kind === 'first-fit' && free.total >= reserve
-            ? ` (the free IDs are spread over more blocks than one map can hold: ${MAX_EXTENTS} lines, ${MAP_BYTES} bytes)`
-            : '';
-    return new AllocError(
-      ALLOC_EXHAUSTED,
-      `cannot allocate: asked for ${asked}; the largest free block in pool ${where} is ${free.largest} (${free.total} free in total)${baseNote}`,
-      {
-        hint: `the pool comes from ${pool.source}; release allocations ('userns alloc list', 'userns alloc release', 'userns alloc gc'), ask for fewer IDs, or give a larger pool with --pool START:COUNT`,
-        data: {
-          kind,
-          asked: reserve,
-          align,
-          policy: formatPolicy(request.policy),
-          largestFree: free.largest,
-          totalFree: free.total,
-          pool: pool.ranges,
-          poolSource: pool.source,
-        },
-      },
-    );
-  }
-
-  #buildMap(
-    sql: Statements,
-    kind: IdKind,
-    blocks: readonly IdRange[],
-    request: AllocationRequest,
-    pool: Pool,
-    ix: IndexEntry,
-  ): { map: Extent[]; reserved: IdRange[] } {
-    // The blocks at consecutive inside IDs from 0 (one block: `0 start size`).
-    let map: Extent[] = [];
-    let inside = 0;
-    for (const b of blocks) {
-      const n = Math.min(b.count, request.size - inside);
-      if (n > 0) map.push(extent(inside, b.start, n));
-      inside += n;
-    }
-    const reserved: IdRange[] = blocks.map((b) => ({ ...b }));
-    const passthrough = (kind === 'uid' ? request.uidPassthrough : request.gidPassthrough) ?? [];
-    for (const hole of passthrough) {
-      map = [...punchHole(map, hole).extents];
-      // Host IDs of the passthrough that come from the pool are reserved for this allocation;
-      // others (a host user outside the pool) are shared, as podman does.
-      const fromPool = subtractRanges(
-        intersectRanges([{ start: hole.outside, count: hole.count }], pool.ranges),
-        blocks,
-      );
-      for (const r of fromPool) {
-        // Ranges never overlap, so the last one starting before r's end is the only candidate.
-        const last = sql.rangeBefore.get(kind, r.start + r.count) as RangeRow | undefined;
-        if (last !== undefined && last.start + last.count > r.start) {
-          const holder = sql.byIdOrName.get({ key: last.allocation }) as AllocationRow;
-          throw new AllocError(
-            'ALLOC_PASSTHROUGH_TAKEN',
-            `the ${kind}mapping ${formatTriple(hole)} maps host ${kind}s ${formatRange(r.start, r.count)} of the pool, which allocation ${holder.name} (${holder.id}) holds`,
-            {
-              hint: 'map a host ID outside the pool, or release that allocation first',
-              data: { kind, mapping: hole, holder: holder.id },
-            },
-          );
-        }
-        // IDs of the pool that are not free (taken by a passwd/group entry) are mapped, not reserved.
-        reserved.push(...subtractRanges([r], ix.taken));
-      }
-    }
-    if (passthrough.length > 0) map = [...normalize(map).extents];
-    const verdict = validateMap(map, { kind });
-    if (!verdict.ok) {
-      throw new MapError(
-        'ALLOC_MAP_INVALID',
-        `the ${kind} map of this allocation would be refused by the kernel: ${verdict.reason}`,
-        {
-          hint: `check the --${kind}mapping values`,
-          data: { kind, map: map.map(formatTriple) },
-        },
-      );
-    }
-    return { map, reserved: normalizeRanges(reserved) };
-  }
-
+  /**
+   * Checks a request and the holder it records (before anything is read).
+   */
   #checkRequest(request: AllocationRequest): Holder | undefined {
-    if (request.name !== undefined) validateName(request.name, 'allocation name');
-    if (request.namespace !== undefined) validateName(request.namespace, 'namespace name');
-    if (!Number.isSafeInteger(request.size) || request.size < 1) {
-      throw new AllocError(
-        'ALLOC_BAD_SIZE',
-        `cannot allocate ${request.size} IDs: the size must be at least 1`,
-      );
-    }
-    let holder: Holder | undefined;
-    if (request.holder !== undefined) {
-      const given = request.holder.pidNamespace;
-      const pidNamespace = given === undefined ? procPidNamespace() : given;
-      holder = { pid: request.holder.pid, startTime: request.holder.startTime };
-      if (typeof pidNamespace === 'number') holder.pidNamespace = pidNamespace;
-      const boot = request.holder.boot ?? bootId();
-      if (boot !== undefined) holder.boot = boot;
-    }
-    return holder;
+    checkRequest(request);
+    if (request.pools === undefined) throw new TypeError('the local registry needs the pools of the request');
+    return recordedHolder(request.holder);
   }
 
-  /** The allocation `request` gets now, in transaction `sql` (not recorded). */
+  /**
+   * The allocation `request` gets now, in transaction `sql` (not recorded): the existing one of
+   * its name when `reuse` allows (marked `reused`), else a new placement (placement.ts).
+   */
   #place(sql: Statements, request: AllocationRequest, holder: Holder | undefined): Allocation {
+    const pools = request.pools!;
     const name = request.name;
     if (name !== undefined) {
       const other = sql.byIdOrName.get({ key: name }) as AllocationRow | undefined;
-      if (other !== undefined) {
-        throw new AllocError(
-          ALLOC_NAME_TAKEN,
-          `an allocation named ${name} exists already (id ${other.id}, created ${other.created})`,
-          {
-            hint: `choose another name, or release it first: userns alloc release ${name}`,
-            data: { name, id: other.id },
-          },
-        );
+      if (other !== undefined && (other.name === name || !request.reuse)) {
+        const existing = fromRow(other, sql.rangesOf.all(other.id) as RangeRow[]);
+        if (request.reuse && other.name === name) return reuseMatching(existing, request);
+        throw nameTaken(name, existing);
       }
     }
-    const uidIx = this.#index(sql, 'uid', request.pools.uid.ranges);
-    const gidIx = this.#index(sql, 'gid', request.pools.gid.ranges);
-    // Room for the blocks: a passthrough mapping may cut a line in two and adds its own.
-    const lines = (passthrough: readonly Extent[] | undefined) => ({
-      lines: MAX_EXTENTS - 2 * (passthrough?.length ?? 0),
-      bytes: MAP_BYTES - 2 * MAX_LINE_BYTES * (passthrough?.length ?? 0),
-    });
-    const uidBlocks = pickBlocks(
-      uidIx.free,
-      request.policy,
-      request.size,
-      undefined,
-      lines(request.uidPassthrough),
+    const uidIx = this.#index(sql, 'uid', pools.uid.ranges);
+    const gidIx = this.#index(sql, 'gid', pools.gid.ranges);
+    const holderOf: HolderLookup = (kind, r) => {
+      // Ranges never overlap, so the last one starting before r's end is the only candidate.
+      const last = sql.rangeBefore.get(kind, r.start + r.count) as RangeRow | undefined;
+      if (last === undefined || last.start + last.count <= r.start) return undefined;
+      const row = sql.byIdOrName.get({ key: last.allocation }) as AllocationRow;
+      return { id: row.id, name: row.name };
+    };
+    const placed = place(
+      request,
+      {
+        uid: { pool: pools.uid, free: uidIx.free, taken: uidIx.taken },
+        gid: { pool: pools.gid, free: gidIx.free, taken: gidIx.taken },
+      },
+      holderOf,
     );
-    if (uidBlocks === undefined) throw this.#exhausted('uid', request, request.pools.uid, uidIx.free);
-    const gidBlocks = pickBlocks(
-      gidIx.free,
-      request.policy,
-      request.size,
-      uidBlocks.length === 1 ? uidBlocks[0]!.start : undefined,
-      lines(request.gidPassthrough),
-    );
-    if (gidBlocks === undefined) throw this.#exhausted('gid', request, request.pools.gid, gidIx.free);
-    const uid = this.#buildMap(sql, 'uid', uidBlocks, request, request.pools.uid, uidIx);
-    const gid = this.#buildMap(sql, 'gid', gidBlocks, request, request.pools.gid, gidIx);
     let id = randomBytes(6).toString('hex');
     while (sql.byIdOrName.get({ key: id }) !== undefined) id = randomBytes(6).toString('hex');
     const a: Allocation = {
@@ -744,10 +682,7 @@ export class Registry {
       created: new Date().toISOString(),
       policy: formatPolicy(request.policy),
       size: request.size,
-      uidMap: uid.map,
-      gidMap: gid.map,
-      uids: uid.reserved,
-      gids: gid.reserved,
+      ...placed,
       seq: this.#cachedSeq + 1,
     };
     if (request.namespace !== undefined) a.namespace = request.namespace;
@@ -755,16 +690,26 @@ export class Registry {
     return a;
   }
 
-  /** Allocates uid and gid ranges for one container. */
+  /**
+   * Allocates uid and gid ranges for one container. With `reuse`, an existing allocation of the
+   * same name is returned (marked `reused`) when it matches the request (size and passthrough
+   * mappings), instead of ALLOC_NAME_TAKEN.
+   */
   async allocate(request: AllocationRequest): Promise<Allocation> {
     const holder = this.#checkRequest(request);
     await this.#systemTaken?.refresh();
+    let reused: Allocation | undefined;
     const allocation = this.#transaction(true, (sql) => {
       const a = this.#place(sql, request, holder);
+      if (a.reused) {
+        reused = a;
+        return a;
+      }
       insertAllocation(sql, a);
       sql.setSeq.run(a.seq);
       return a;
     });
+    if (reused !== undefined) return reused;
     // Committed: the indexes follow (sync() saw everything up to seq - 1 in this transaction).
     for (const ix of this.#indexes)
       for (const r of ix.kind === 'uid' ? allocation.uids : allocation.gids) ix.free.carve(r.start, r.count);
@@ -821,7 +766,7 @@ export class Registry {
   /** Releases by id or name; returns the allocation and the sequence number of the release. */
   async release(
     idOrName: string,
-    options: { ifExists?: boolean } = {},
+    options: { ifExists?: boolean; force?: boolean } = {},
   ): Promise<{ allocation: Allocation; seq: number } | undefined> {
     const result = this.#freeing((sql) => {
       const row = sql.byIdOrName.get({ key: idOrName }) as AllocationRow | undefined;
@@ -874,19 +819,7 @@ export class Registry {
     const kept: GcResult['kept'] = [];
     const here = procPidNamespace();
     for (const a of candidates) {
-      let verdict: { liveness: Liveness; reason?: string } = { liveness: 'alive' };
-      if (a.holder !== undefined) verdict = holderLiveness(a.holder, here);
-      if (verdict.liveness === 'alive' && a.namespace !== undefined) {
-        const answer = await isNamespaceAlive(a.namespace);
-        verdict =
-          typeof answer === 'boolean'
-            ? { liveness: answer ? 'alive' : 'dead' }
-            : typeof answer === 'string'
-              ? { liveness: answer }
-              : answer;
-        if (verdict.liveness === 'unknown')
-          verdict.reason = `namespace ${a.namespace}: ${verdict.reason ?? 'cannot check from here'}`;
-      }
+      const verdict = await ownerLiveness(a, isNamespaceAlive, here);
       if (verdict.liveness === 'dead') dead.push(a);
       else if (verdict.liveness === 'unknown')
         kept.push({ allocation: a, reason: verdict.reason ?? 'cannot check from here' });
@@ -912,7 +845,8 @@ export class Registry {
   }
 
   /** Free and used IDs per pool, and what is excluded from each. */
-  async usage(pools: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
+  async usage(pools?: Pools): Promise<{ uid: KindUsage; gid: KindUsage }> {
+    if (pools === undefined) throw new TypeError('the local registry needs the pools to count');
     await this.#systemTaken?.refresh();
     return this.#transaction(false, (sql) => {
       const one = (kind: IdKind): KindUsage => {

@@ -213,10 +213,12 @@ const ALLOC_POOLS = {
 
 const ALLOC_USAGE = [
   'alloc [--size N | --for-rootfs DIR] [--policy POLICY] [--name NAME] [options]',
-  'alloc list [--pool START:COUNT]... [--root DIR] [--json]',
-  'alloc release ID|NAME [--root DIR] [--json]',
-  'alloc gc [--root DIR] [--json]',
+  'alloc list [--pool START:COUNT]... [--root DIR] [--registry URL] [--json]',
+  'alloc release ID|NAME [--root DIR] [--registry URL [--force]] [--json]',
+  'alloc gc [--root DIR] [--registry URL] [--json]',
   'alloc recover [--root DIR] [--json]',
+  'alloc config --registry URL [--pool START:COUNT]... [--policy POLICY] [--lease-ttl S]',
+  'alloc agent --registry URL [--node NAME] [--ttl S] [--revoke-on-exit]',
 ] as const;
 
 /** Where `alloc` and `alloc list` read the pools and the IDs taken by the system. */
@@ -248,6 +250,31 @@ const ALLOC_ROOT = {
   ...root,
   help: "state root (default /run/userns for root; see 'State root' in the README)",
 } as const;
+
+/** Which registry: the local one, or a fleet registry on etcd (and this machine's name in it). */
+const ALLOC_REGISTRY = {
+  registry: {
+    type: 'string',
+    value: 'URL',
+    help: `the registry: local (the default: the SQLite file under the state root) or a
+fleet registry on etcd v3, etcd://HOST:PORT[,HOST:PORT…]/PREFIX (etcds:// for
+TLS; ?timeout=MS bounds a call, default 10000); default $USERNS_REGISTRY`,
+  },
+  node: {
+    type: 'string',
+    value: 'NAME',
+    help: "this machine's name in a fleet registry (default $USERNS_NODE, else the host name)",
+  },
+} as const satisfies Record<string, OptionSpec>;
+
+/** `--registry` is required: a command only a fleet registry has. */
+const FLEET_REGISTRY = {
+  ...ALLOC_REGISTRY,
+  registry: {
+    ...ALLOC_REGISTRY.registry,
+    help: 'the fleet registry, etcd://HOST:PORT[,HOST:PORT…]/PREFIX (required)',
+  },
+} as const satisfies Record<string, OptionSpec>;
 
 /**
  * Every command, by the words that name it (`map split`). The order is the order of
@@ -460,12 +487,21 @@ whole setup (newuidmap, /etc/subuid, kernel settings).`,
   },
   create: {
     summary: 'create named namespaces that outlive a command',
-    usage: ['create [options] NAME'],
-    description: `Creates a user namespace (and other namespaces on request) named NAME that outlives this
-command: a small keeper process holds it (PID 1 of the new PID namespace, if there is one), and
-its state (the maps as the kernel applied them, the keeper, the namespace identities) is kept
-in ROOT/ns/NAME/state.json. Run commands in it with 'userns exec NAME -- COMMAND'; remove it
-with 'userns rm NAME'.
+    usage: ['create [options] NAME', 'create --hold none [options] NAME -- COMMAND [ARGS...]'],
+    description: `Creates a user namespace (and other namespaces on request) named NAME, records it in
+ROOT/ns/NAME/state.json (the maps as the kernel applied them, how it is held, the identity of
+each namespace: inode and nsfs handle), and keeps it alive as --hold says:
+
+  keeper  a small keeper process holds it (PID 1 of the new PID namespace, if there is one).
+          The default; works for everyone.
+  mount   each namespace file is bind-mounted under ROOT/ns/NAME/hold/; no process remains.
+          Root only (CAP_SYS_ADMIN over userns's mount namespace); not with a PID namespace.
+  none    nothing holds it: COMMAND (after --) is its first process, and it lives as long as
+          some process in it does; 'userns exec' joins it by nsfs handle (Linux 6.18+) while it
+          lives, and fails with NS_GONE after. This command runs COMMAND in the foreground and
+          exits with its status, like 'userns run'.
+
+Run commands in it with 'userns exec NAME -- COMMAND'; remove it with 'userns rm NAME'.
 
 NAME: 1 to 128 characters of [A-Za-z0-9_+.-], not "." or "..".
 
@@ -493,22 +529,40 @@ sees it; repeatable`,
         ...MAPPING.fallback,
         help: 'map only your own IDs (with a warning) if your subordinate ranges fail',
       },
+      hold: {
+        type: 'string',
+        value: 'keeper|mount|none',
+        help: 'how it is kept alive (see above; default keeper)',
+      },
       root,
-      json: { type: 'boolean', help: 'print the state as JSON' },
+      json: {
+        type: 'boolean',
+        help: 'print the state as JSON (with --hold none: errors only; COMMAND owns stdout)',
+      },
     },
-    after: `Examples:
+    after: `Exit status: 0 when created (with --hold none: COMMAND's status, and 125 when userns
+failed, 126/127 when COMMAND cannot be executed / is not found); 1 when it cannot be created;
+2 for usage errors.
+
+Examples:
   userns create dev                                   # your subordinate IDs, user namespace only
   userns create --unshare pid,mount,uts box
   userns exec box -- sh -c 'hostname box; hostname'
   userns create --uidmap 0:100000:65536 --mount /srv/data:/mnt:idmap data
+  userns create --hold mount --unshare net vpn         # as root: no process holds it
+  userns create --hold none --unshare pid,mount job -- sleep 600 &
+  userns exec job -- ps -e                            # joined by nsfs handle
   userns rm box`,
   },
   exec: {
     summary: 'run a command inside a named namespace',
     usage: ['exec [options] NAME [--] COMMAND [ARGS...]'],
-    description: `Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper joins the
-user namespace first, then the others, checking that they are still the recorded ones. A stale
-NAME (its keeper gone, its PID reused) is refused; remove it with 'userns rm NAME'.`,
+    description: `Runs COMMAND inside the namespaces of NAME (made by 'userns create'): the helper reopens them
+by their nsfs handles (Linux 6.18+; else through the keeper's pidfd or the bind-mounted files),
+checks that each is the recorded one, and enters the user namespace first, then the others. A
+stale NAME (its keeper gone, its PID reused, a bind mount gone) is refused with NS_STALE, one
+whose namespaces no longer exist (--hold none after its processes exited) with NS_GONE; remove
+it with 'userns rm NAME'.`,
     options: {
       user: {
         type: 'string',
@@ -531,9 +585,15 @@ namespace, / when the current one cannot be entered inside)`,
   list: {
     summary: 'list named namespaces',
     usage: ['list [--root DIR] [--json]'],
-    description: `Lists the named namespaces (made by 'userns create') with their status:
-  running    the keeper holds the recorded namespaces
-  stale      the keeper is gone, its PID was reused, or a namespace changed ('userns rm NAME')
+    description: `Lists the named namespaces (made by 'userns create') with how they are held (keeper, mount,
+none) and their status:
+  running    its keeper or bind mounts hold the recorded namespaces (--hold none: they still
+             exist, asked by nsfs handle)
+  stale      the keeper is gone, its PID was reused, a bind mount is gone, or a namespace
+             changed ('userns rm NAME')
+  gone       --hold none: all its processes exited ('userns rm NAME')
+  unknown    it cannot be checked from here (its keeper runs in a PID namespace this /proc does
+             not show, and no nsfs handle answers); never removed from here
   creating   a 'userns create' is making it right now
   broken     its state file is unreadable ('userns rm --force NAME')
   unsafe     its entry is not a real directory (a link); never followed ('userns rm --force NAME')
@@ -543,8 +603,8 @@ Entries whose creator died before finishing are removed on the way.`,
   inspect: {
     summary: 'show the state of a named namespace',
     usage: ['inspect [--root DIR] [--json] NAME'],
-    description: `Shows a named namespace: its status, keeper, namespaces (inode numbers and nsfs handles), the
-maps in force (as the kernel applied them), and whether your subordinate IDs changed since it
+    description: `Shows a named namespace: its status, how it is held (keeper PID, bind-mount files, or nothing),
+its namespaces (inode numbers and nsfs handles), the maps (as the kernel applied them), and whether your subordinate IDs changed since it
 was created (the namespace keeps the map it was created with: a map is written only once).`,
     options: { root, json: { type: 'boolean', help: 'machine-readable output' } },
     operands: 'namespace',
@@ -553,7 +613,11 @@ was created (the namespace keeps the map it was created with: a map is written o
     summary: 'remove a named namespace',
     usage: ['rm [--force] [--root DIR] [--json] NAME...'],
     description: `Removes named namespaces: stops the keeper (SIGTERM, then SIGKILL; with a PID namespace every
-process in it dies too) and deletes the state. Stale entries (keeper gone) are removed as well.`,
+process in it dies too) or removes the bind mounts (--hold mount), and deletes the state. Stale
+and gone entries are removed as well. A --hold none namespace whose processes still run keeps
+running (only its record goes; a warning says so). A namespace whose keeper runs in a PID
+namespace this /proc does not show is never removed from here (NS_UNCHECKABLE), even with
+--force: its keeper could not be stopped.`,
     options: {
       force: {
         type: 'boolean',
@@ -632,9 +696,23 @@ uidmapping=), repeatable; host IDs from the pool are reserved too;
       gidmapping: { type: 'string', multiple: true, value: 'MAP', help: 'the same for gids' },
       root: ALLOC_ROOT,
       ...ALLOC_FILES,
+      ...ALLOC_REGISTRY,
+      lease: {
+        type: 'boolean',
+        help: `fleet: tie the allocation to this node's lease (needs 'alloc agent'):
+released fleet-wide when the node is gone for longer than the lease TTL;
+without it an allocation is persistent`,
+      },
       json: { type: 'boolean', help: 'machine-readable output' },
     },
-    after: `Subcommands:
+    after: `Fleet registry (etcd): every node allocates from one pool (set with 'alloc config'), in one
+etcd transaction per allocate or release, so no two nodes ever get overlapping ranges. The
+same --name gives the same range on every node: the first allocates, later ones read it
+('reused'). When etcd is unreachable, a node still gets the named ranges it already holds, from
+its cache under the state root (said on stderr and as "offline" in --json); it never allocates
+a new range offline. See "Fleet" in the README.
+
+Subcommands:
   list                   live allocations, how much of each pool is free, and which IDs of
                          it are excluded and why
   release ID|NAME        releases one allocation (works on a full disk too)
@@ -643,6 +721,14 @@ uidmapping=), repeatable; host IDs from the pool are reserved too;
                          from here (another PID namespace) is kept and listed
   recover                after REGISTRY_CORRUPT: moves the damaged database aside and makes a
                          new one with every allocation that can still be read from it
+  config                 a fleet registry's configuration: shows it, or sets the pools
+                         (--pool, --uid-pool, --gid-pool), the default --policy and the node
+                         --lease-ttl (seconds, default 60); --force keeps allocations a smaller
+                         pool leaves outside
+  agent                  keeps this node's lease alive until SIGINT or SIGTERM (adopting the
+                         lease of its previous run when that is still alive); --lease
+                         allocations of the node live on it. --ttl S overrides the configured
+                         TTL; --revoke-on-exit releases the node's leased allocations on exit
 
 Examples:
   userns alloc --name web                       # 65536 uids and gids, first fit
@@ -650,34 +736,53 @@ Examples:
   userns alloc --policy slot --pool 0x80000:0x6FF80000 --json
   userns alloc --size 65536 --uidmapping 1000:1000:1 --name dev
   userns alloc list
-  userns alloc release web`,
-    subcommands: ['list', 'release', 'gc', 'recover'],
+  userns alloc release web
+  userns alloc config --registry etcd://10.0.0.1:2379,10.0.0.2:2379/userns/prod --pool 0x80000:0x6FF80000 --policy slot
+  userns alloc agent --registry etcd://10.0.0.1:2379/userns/prod --node worker-1 &
+  userns alloc --registry etcd://10.0.0.1:2379/userns/prod --name tenant-a --lease`,
+    subcommands: ['list', 'release', 'gc', 'recover', 'config', 'agent'],
   },
   'alloc list': {
     summary: 'live allocations, how much of each pool is free, and which IDs are excluded',
-    usage: ['alloc list [--pool START:COUNT]... [--root DIR] [--json]'],
+    usage: ['alloc list [--pool START:COUNT]... [--root DIR] [--registry URL] [--json]'],
     description: `Lists the live allocations, and for each kind the pool, how much of it is free, the largest
 free block, and which IDs of it are excluded (not free, held by no allocation) and why. The
-pool is the one 'userns alloc' would use (see 'userns alloc --help'), or --pool.`,
+pool is the one 'userns alloc' would use (see 'userns alloc --help'), or --pool. With a fleet
+registry: which node holds each allocation (its lease, the nodes that use it), the live nodes,
+and the fleet's pools.`,
     options: {
       ...ALLOC_POOLS,
       root: ALLOC_ROOT,
       ...ALLOC_FILES,
+      ...ALLOC_REGISTRY,
       json: { type: 'boolean', help: 'machine-readable output' },
     },
   },
   'alloc release': {
     summary: 'release one allocation (works on a full disk too)',
-    usage: ['alloc release ID|NAME [--root DIR] [--json]'],
-    description: "Releases one allocation, by its id or name ('userns alloc list' shows them).",
-    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+    usage: ['alloc release ID|NAME [--root DIR] [--registry URL [--force]] [--json]'],
+    description: `Releases one allocation, by its id or name ('userns alloc list' shows them). In a fleet
+registry, a persistent allocation that other nodes' agents say they use is released only with
+--force.`,
+    options: {
+      root: ALLOC_ROOT,
+      ...ALLOC_REGISTRY,
+      force: { type: 'boolean', help: 'fleet: release it even though other nodes use it' },
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
   },
   'alloc gc': {
     summary: 'release allocations whose namespace or process is gone',
-    usage: ['alloc gc [--root DIR] [--json]'],
+    usage: ['alloc gc [--root DIR] [--registry URL] [--json]'],
     description: `Releases the allocations whose named namespace is gone, or whose 'userns run' process has
-exited. An owner that cannot be checked from here (another PID namespace) is kept and listed.`,
-    options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+exited. An owner that cannot be checked from here (another PID namespace) is kept and listed.
+In a fleet registry, only this node's allocations are judged (owners live on the node that
+made them).`,
+    options: {
+      root: ALLOC_ROOT,
+      ...ALLOC_REGISTRY,
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
   },
   'alloc recover': {
     summary: 'rebuild a damaged allocation registry from what can still be read',
@@ -686,6 +791,51 @@ exited. An owner that cannot be checked from here (another PID namespace) is kep
 allocation that can still be read from it, and says which could not (their IDs may still be in
 use).`,
     options: { root: ALLOC_ROOT, json: { type: 'boolean', help: 'machine-readable output' } },
+  },
+  'alloc config': {
+    summary: "show or set a fleet registry's pools, default policy and lease TTL",
+    usage: [
+      'alloc config --registry URL [--pool START:COUNT]... [--policy POLICY] [--lease-ttl S] [--force]',
+    ],
+    description: `Shows the configuration of a fleet registry (PREFIX/config in etcd), or sets it: the pools every
+node allocates from (--pool, --uid-pool, --gid-pool), the policy used when a request names
+none (--policy), and the TTL of the nodes' leases (--lease-ttl, seconds, default 60, at least
+2). Setting it is one transaction that compares the configuration read; a pool that leaves
+live allocations outside is refused unless --force (they keep their ranges, and doctor reports
+them).`,
+    options: {
+      ...ALLOC_POOLS,
+      policy: {
+        type: 'string',
+        value: 'POLICY',
+        complete: ['first-fit', 'contiguous', 'slot', 'slot:', 'base:'],
+        help: 'the default policy: first-fit, contiguous, slot[:SIZE] (base:N is per request)',
+      },
+      'lease-ttl': { type: 'string', value: 'S', help: "the nodes' lease TTL in seconds (default 60)" },
+      force: { type: 'boolean', help: 'set pools that leave live allocations outside' },
+      root: ALLOC_ROOT,
+      ...FLEET_REGISTRY,
+      json: { type: 'boolean', help: 'machine-readable output' },
+    },
+  },
+  'alloc agent': {
+    summary: "keep this node's lease in a fleet registry alive",
+    usage: ['alloc agent --registry URL [--node NAME] [--ttl S] [--revoke-on-exit]'],
+    description: `Keeps this node's lease in a fleet registry alive until SIGINT or SIGTERM, and publishes the
+IDs this machine uses locally (passwd/group entries, subordinate ranges) so that no node
+allocates them. Allocations made with --lease on this node live on the lease: when the node is
+gone for longer than the TTL, etcd releases them. A restarted agent adopts the lease of its
+previous run while it is alive. One agent per node name and state root.`,
+    options: {
+      ttl: { type: 'string', value: 'S', help: "the lease TTL in seconds (default: the configuration's)" },
+      'revoke-on-exit': {
+        type: 'boolean',
+        help: "revoke the lease on exit: the node's leased allocations go at once",
+      },
+      root: ALLOC_ROOT,
+      ...FLEET_REGISTRY,
+      json: { type: 'boolean', help: 'events as JSON lines' },
+    },
   },
   shift: {
     summary: "rewrite a directory tree's owners from one ID map to another",
@@ -912,7 +1062,9 @@ Examples:
   },
   doctor: {
     summary: 'find and explain what blocks user namespaces here',
-    usage: ['doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--no-probe] [--json]'],
+    usage: [
+      'doctor [--user NAME] [--newuidmap PATH] [--newgidmap PATH] [--registry URL] [--no-probe] [--root DIR] [--json]',
+    ],
     description: `Checks everything that can stand in the way of user namespaces for a user (default: you), says
 for each finding what is wrong, what it read (value, file and line) and the exact fix, and ends
 with a live probe that really creates a user namespace with the maps 'userns run' would use.
@@ -930,6 +1082,13 @@ Checks:
   newidmap     newuidmap/newgidmap present, setuid root or file capabilities
                (security.capability), owner, mode, version, nosuid mounts
   environment  XDG_RUNTIME_DIR, whether / is a shared mount, no_new_privs
+  namespaces   nsfs file handles (Linux 6.18+: joins by handle, --hold none), pidfds,
+               whether --hold mount is available to you, and each of your named namespaces:
+               how it is held (keeper, mount, none) and whether it is alive
+  registry     with a fleet allocation registry (--registry or $USERNS_REGISTRY): every etcd
+               member answers; the pool configuration exists and what is stored is consistent
+               (index, names, leases, no overlap, allocations inside the pools); this node has
+               a live agent; none of this machine's users' IDs lie in the fleet pool
   probe        creates a namespace through the real 'userns run' path, reads the maps back
                inside and reports the exact step that failed (helper launch, unshare,
                newuidmap, newgidmap, write, setup, exec, read back)
@@ -956,7 +1115,24 @@ that user.`,
         complete: 'file',
         help: 'inspect and use this newgidmap (default: from PATH)',
       },
-      'no-probe': { type: 'boolean', help: 'skip the live probe' },
+      registry: {
+        type: 'string',
+        value: 'URL',
+        help: 'check this fleet allocation registry (default $USERNS_REGISTRY)',
+      },
+      node: {
+        type: 'string',
+        value: 'NAME',
+        help: "this machine's node name in it (default $USERNS_NODE, else the host name)",
+      },
+      root: {
+        ...root,
+        help: "state root whose named namespaces are reported, and this node's cache of the fleet registry (default: yours)",
+      },
+      'no-probe': {
+        type: 'boolean',
+        help: 'skip the live probe (and the named-namespace checks, which start the helper)',
+      },
       json: {
         type: 'boolean',
         help: 'one object: { ok, user, checks: [{ id, status, title, message, evidence, fix }] }',
@@ -1041,6 +1217,10 @@ the kernel would refuse, 'map lookup' for an unmapped ID, 'fit' for a tree the m
     ],
     ['USERNS_ALLOC_CONFIG', 'the allocation pool configuration (default /etc/userns/alloc.json)'],
     ['USERNS_HELPER', 'the native helper binary (default: the one the package ships for this machine)'],
+    [
+      'USERNS_NSFS_HANDLES=0',
+      "act as on a kernel without nsfs file handles: named namespaces are joined through their keeper or bind mounts, and '--hold none' is refused",
+    ],
     [
       'TMPDIR',
       "where 'doctor --user NAME' stages a copy of userns that NAME can read, when the install itself is private (falls back to /tmp)",

@@ -15,6 +15,8 @@ const GROUP_TITLES: Record<string, string> = {
   subids: 'Subordinate IDs',
   newidmap: 'newuidmap / newgidmap',
   environment: 'Environment',
+  namespaces: 'Named namespaces',
+  registry: 'Fleet allocation registry',
   probe: 'Live probe',
 };
 
@@ -88,6 +90,9 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
     ...(values.user === undefined ? {} : { user: values.user }),
     ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),
     ...(values.newgidmap === undefined ? {} : { newgidmap: values.newgidmap }),
+    ...(values.registry === undefined ? {} : { registry: values.registry }),
+    ...(values.node === undefined ? {} : { node: values.node }),
+    ...(values.root === undefined ? {} : { stateRoot: values.root }),
     probe: values['no-probe'] !== true,
   });
   if (values.json) {

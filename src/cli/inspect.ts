@@ -30,8 +30,14 @@ export function namespaceText(r: InspectResult): string {
   const triples = (m: [number, number, number][]) => m.map((t) => `    ${t.join(' ')}`).join('\n');
   let out = `name:        ${r.name}\nstatus:      ${r.status}${r.reason ? ` (${r.reason})` : ''}\npath:        ${r.path}\n`;
   if (s !== null) {
+    const held =
+      s.hold === 'keeper'
+        ? `keeper (PID ${s.keeperPid}, start time ${s.keeperStartTime})`
+        : s.hold === 'mount'
+          ? `mount (bind mounts under ${r.path}/hold/, no process)`
+          : 'none (lives while its processes do)';
     out +=
-      `keeper:      PID ${s.keeperPid} (start time ${s.keeperStartTime})\n` +
+      `hold:        ${held}\n` +
       `created:     ${s.createdAt} by uid ${s.creator.uid}\n` +
       `namespaces:\n${s.namespaces.map((n) => `    ${n.type.padEnd(7)} ${n.inode}${n.handle ? `  handle ${n.handle}` : ''}`).join('\n')}\n` +
       `uid map (inside outside count):\n${triples(s.uidMap)}\n` +

@@ -9,6 +9,8 @@ const OPTIONS = COMMANDS.list.options;
 const COLOURS: Record<string, string> = {
   running: '32',
   stale: '31',
+  gone: '31',
+  unknown: '33',
   broken: '31',
   unsafe: '31',
   creating: '33',
@@ -31,12 +33,13 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
   const rows = entries.map((e) => [
     e.name,
     e.status,
-    e.state === null ? '-' : String(e.state.keeperPid),
+    e.state === null ? '-' : e.state.hold,
+    e.state?.keeperPid === undefined ? '-' : String(e.state.keeperPid),
     e.state === null ? '-' : e.state.namespaces.map((n) => n.type).join(','),
     triples(e.state?.uidMap),
     e.state === null ? '-' : e.state.createdAt.replace(/\.\d+Z$/, 'Z'),
   ]);
-  const header = ['NAME', 'STATUS', 'KEEPER', 'NAMESPACES', 'UID MAP', 'CREATED'];
+  const header = ['NAME', 'STATUS', 'HOLD', 'KEEPER', 'NAMESPACES', 'UID MAP', 'CREATED'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[], paint = false) =>
     `${cells

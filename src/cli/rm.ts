@@ -25,6 +25,7 @@ export const main: Command = async (argv: string[], io: CliIo): Promise<number> 
       });
       results.push(r);
       if (!json && r.removed) io.stdout.write(`${name}\n`);
+      if (!json) for (const w of r.warnings) io.stderr.write(`userns: warning: ${w}\n`);
     } catch (error) {
       status = 1;
       if (json) results.push({ name, ...(error as { toJSON?: () => object }).toJSON?.() });

@@ -3,8 +3,10 @@ import { isPrivileged } from '../system/self.js';
 import { currentUser, lookupUser } from '../system/users.js';
 import { environmentChecks } from './environment.js';
 import { kernelChecks } from './kernel.js';
+import { namespaceChecks } from './namespaces.js';
 import { newidmapChecks } from './newidmap.js';
 import { type ProbeOptions, probeAsUser, probeHere } from './probe.js';
+import { registryChecks } from './registry.js';
 import { subidChecks } from './subids.js';
 import { type Check, check, type DoctorContext, type DoctorOptions, type DoctorReport } from './types.js';
 
@@ -14,6 +16,8 @@ export const GROUPS = [
   { group: 'subids', title: 'Subordinate IDs' },
   { group: 'newidmap', title: 'newuidmap / newgidmap' },
   { group: 'environment', title: 'Environment' },
+  { group: 'namespaces', title: 'Named namespaces' },
+  { group: 'registry', title: 'Fleet allocation registry' },
   { group: 'probe', title: 'Live probe' },
 ] as const;
 
@@ -42,10 +46,21 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<DoctorRepo
     targetIsSelf: target.uid === self.uid,
     privileged,
   };
-  const [subids, newidmap] = await Promise.all([subidChecks(ctx), newidmapChecks(ctx)]);
-  const checks: Check[] = [...kernelChecks(ctx), ...subids, ...newidmap, ...environmentChecks(ctx)];
+  const [subids, newidmap, registry] = await Promise.all([
+    subidChecks(ctx),
+    newidmapChecks(ctx),
+    registryChecks(ctx),
+  ]);
+  const checks: Check[] = [
+    ...kernelChecks(ctx),
+    ...subids,
+    ...newidmap,
+    ...environmentChecks(ctx),
+    ...registry,
+  ];
 
   if (options.probe !== false) {
+    checks.push(...(await namespaceChecks(ctx)));
     const probeOptions: ProbeOptions = {
       ...(options.newuidmap === undefined ? {} : { newuidmap: options.newuidmap }),
       ...(options.newgidmap === undefined ? {} : { newgidmap: options.newgidmap }),

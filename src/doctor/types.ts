@@ -4,7 +4,14 @@ import type { UserInfo } from '../system/users.js';
 export type CheckStatus = 'ok' | 'warning' | 'error' | 'skipped';
 
 /** The area a check belongs to (the report is grouped by it; it is also the prefix of the id). */
-export type CheckGroup = 'kernel' | 'subids' | 'newidmap' | 'environment' | 'probe';
+export type CheckGroup =
+  | 'kernel'
+  | 'subids'
+  | 'newidmap'
+  | 'environment'
+  | 'namespaces'
+  | 'registry'
+  | 'probe';
 
 /** What a check read: the value, and where (file and line, counting from 1) when it came from a file. */
 export interface Evidence {
@@ -57,6 +64,15 @@ export interface DoctorOptions {
   env?: NodeJS.ProcessEnv;
   /** Give up on the live probe after this long (default 20 s). */
   probeTimeoutMs?: number;
+  /** A fleet allocation registry to check (default: $USERNS_REGISTRY; none or `local`: no registry checks). */
+  registry?: string;
+  /** This machine's node name in it (default: $USERNS_NODE, else the host name). */
+  node?: string;
+  /**
+   * The state root: whose named namespaces are reported, and where this node's cache of the
+   * fleet registry lives (default: the caller's; see userns create).
+   */
+  stateRoot?: string;
 }
 
 /**

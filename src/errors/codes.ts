@@ -130,17 +130,28 @@ export type StateErrorCode =
   | 'STATE_ROOT_UNSAFE'
   | 'STATE_ROOT_UNUSABLE';
 
-/** AllocError: the allocation registry. */
+/** AllocError: the allocation registry (local, and the fleet registry on etcd). */
 export type AllocErrorCode =
+  | 'AGENT_RUNNING'
   | 'ALLOC_BAD_SIZE'
   | 'ALLOC_CONFIG'
+  | 'ALLOC_CONFIG_CONFLICT'
+  | 'ALLOC_CONTENDED'
   | 'ALLOC_EXHAUSTED'
+  | 'ALLOC_IN_USE'
+  | 'ALLOC_NAME_MISMATCH'
   | 'ALLOC_NAME_TAKEN'
   | 'ALLOC_NOT_FOUND'
   | 'ALLOC_NOT_OWNER'
   | 'ALLOC_NO_POOL'
   | 'ALLOC_PASSTHROUGH_TAKEN'
+  | 'NODE_NOT_REGISTERED'
   | 'REGISTRY_CORRUPT'
+  | 'REGISTRY_DENIED'
+  | 'REGISTRY_ERROR'
+  | 'REGISTRY_NOT_CONFIGURED'
+  | 'REGISTRY_TLS'
+  | 'REGISTRY_UNREACHABLE'
   | 'ROOTFS_UNREADABLE';
 
 /** NamespaceError: named namespaces. */
@@ -148,9 +159,13 @@ export type NamespaceErrorCode =
   | 'NS_BROKEN'
   | 'NS_CREATING'
   | 'NS_EXISTS'
+  | 'NS_GONE'
+  | 'NS_HANDLES_UNAVAILABLE'
+  | 'NS_HOLD_UNSUPPORTED'
   | 'NS_KEEPER_FAILED'
   | 'NS_NOT_FOUND'
   | 'NS_STALE'
+  | 'NS_UNCHECKABLE'
   | 'NS_UNSAFE';
 
 /** OciError: OCI bundles and Kubernetes userns records. */

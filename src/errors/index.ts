@@ -202,7 +202,9 @@ export class AllocError extends UsernsError {}
 /**
  * A named namespace cannot be used, created or removed.
  * Codes: NS_EXISTS, NS_NOT_FOUND, NS_STALE, NS_CREATING, NS_BROKEN, NS_UNSAFE, NS_KEEPER_FAILED,
- * USAGE. (Invalid names: InvalidNameError INVALID_NAME; state root problems: StateRootError; a
+ * NS_GONE (its namespaces no longer exist: a stale nsfs handle), NS_HOLD_UNSUPPORTED (a hold mode
+ * this caller or kernel cannot use), NS_HANDLES_UNAVAILABLE (nsfs handles recorded but unusable
+ * here), NS_UNCHECKABLE (its keeper runs where this process cannot see or stop it), USAGE. (Invalid names: InvalidNameError INVALID_NAME; state root problems: StateRootError; a
  * lock held too long: LockTimeoutError LOCK_TIMEOUT; setup failures: SpawnError / NewIdmapError.)
  */
 export class NamespaceError extends UsernsError {}

@@ -16,12 +16,10 @@ import type { Duplex, Writable } from 'node:stream';
 import { MountError, SpawnError } from '../errors/index.js';
 import { IdMap } from '../idmap/idmap.js';
 import { type HelperMount, helperArgs, helperPath, parseFailure } from '../native/helper.js';
+import { O_PATH } from '../system/open-flags.js';
 import { explainMountLaunch, fsTypeOf } from './errors.js';
 import { type IdmapMaps, toMap } from './spec.js';
 import { type UsernsFdLease, usernsFd } from './userns-fd.js';
-
-/** O_PATH (Linux, every architecture Node supports but alpha/sparc/parisc); not in fs.constants. libuv adds O_CLOEXEC. */
-const O_PATH = 0o10000000;
 
 /** How to make a detached mount: read-only, recursive, idmapped. */
 export interface DetachedMountOptions {

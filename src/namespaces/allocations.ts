@@ -11,9 +11,13 @@ import {
   type Liveness,
   type RegistryLocation,
 } from '../alloc/index.js';
+import { probeNsfs } from '../native/nsfs.js';
 import { defaultStateRoot } from '../state/state-root.js';
 import { bootId, processLiveness, procPidNamespace, runningStartTime } from '../system/proc.js';
+import { hasHandles, staleMeansGone } from './handles.js';
+import { holdProblem } from './liveness.js';
 import { pathsFor } from './paths.js';
+import type { NamespaceState } from './state.js';
 
 /**
  * Whether the named namespace `name` under `root` still exists, as far as can be told from here:
@@ -38,12 +42,22 @@ export function namespaceLiveness(name: string, root: string): { liveness: Liven
       reason: `no readable state (${(error as NodeJS.ErrnoException).code ?? error}): being created, or its creator died ('userns list' cleans it up)`,
     };
   }
-  let state: { keeperPid?: unknown; keeperStartTime?: unknown; pidNamespace?: unknown; bootId?: unknown };
+  let state: {
+    keeperPid?: unknown;
+    keeperStartTime?: unknown;
+    pidNamespace?: unknown;
+    bootId?: unknown;
+    hold?: unknown;
+    namespaces?: unknown;
+    creatorUserNamespace?: unknown;
+  };
   try {
     state = JSON.parse(text);
   } catch {
     return { liveness: 'unknown', reason: 'its state.json is not valid JSON' };
   }
+  if (state.hold === 'mount' || state.hold === 'none')
+    return heldWithoutKeeper(state as unknown as NamespaceState, paths);
   const pid = state.keeperPid;
   if (typeof pid !== 'number' || !Number.isInteger(pid))
     return { liveness: 'unknown', reason: 'its state names no keeper' };
@@ -72,6 +86,40 @@ export function namespaceLiveness(name: string, root: string): { liveness: Liven
         liveness: 'unknown',
         reason: `its keeper ${pid} is not in this /proc, and its state (from an older userns) does not say in which PID namespace it runs`,
       };
+}
+
+/**
+ * Liveness of a `mount` or `none` namespace: by nsfs handle (its user namespace still reopens:
+ * alive, whoever holds it; ESTALE asked by someone the kernel would let in: dead); without
+ * handles, a `mount` hold by its bind files, a `none` one cannot be told.
+ */
+function heldWithoutKeeper(
+  state: NamespaceState,
+  paths: ReturnType<typeof pathsFor>,
+): { liveness: Liveness; reason?: string } {
+  const boot = bootId();
+  if (typeof state.bootId === 'string' && boot !== undefined && state.bootId !== boot)
+    return { liveness: 'dead' };
+  if (Array.isArray(state.namespaces) && hasHandles(state)) {
+    const user = state.namespaces.find((n) => n.type === 'user');
+    if (user?.handle) {
+      try {
+        const [answer] = probeNsfs([user.handle]).handles;
+        if (answer?.errno === null && answer.inode === user.inode) return { liveness: 'alive' };
+        if ((answer?.errno === 'ESTALE' || answer?.errno === 'ENOENT') && staleMeansGone(state))
+          return { liveness: 'dead' };
+        return {
+          liveness: 'unknown',
+          reason: `its user namespace handle answers ${answer?.errno ?? 'nothing'} here`,
+        };
+      } catch (error) {
+        return { liveness: 'unknown', reason: `cannot ask the kernel: ${(error as Error).message}` };
+      }
+    }
+  }
+  if (state.hold === 'mount' && Array.isArray(state.namespaces))
+    return holdProblem(state, paths) === undefined ? { liveness: 'alive' } : { liveness: 'dead' };
+  return { liveness: 'unknown', reason: 'it has no holder and no usable nsfs handles: cannot check' };
 }
 
 /**

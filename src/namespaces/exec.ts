@@ -1,13 +1,20 @@
-/** `userns exec`: commands in a named namespace (the helper joins the keeper's namespaces). */
+/**
+ * `userns exec`: commands in a named namespace. The helper joins by nsfs handle when the state
+ * has one for every namespace (Linux 6.18+), else through the holder: the keeper's pidfd (checked
+ * by start time and inodes) or the bind-mounted files. A stale handle is "gone", never a reason
+ * to try a PID.
+ */
 import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { NamespaceError, SpawnError } from '../errors/index.js';
-import { startHelper } from '../native/helper.js';
+import { IdMap } from '../idmap/idmap.js';
+import { type HelperFailure, type HelperOptions, startHelper } from '../native/helper.js';
 import { explainSpawnFailure } from '../spawn/explain.js';
 import { closed, promiseChild } from '../spawn/promise-child.js';
-import { explainUnreachableIn } from '../spawn/unreachable.js';
+import { explainUnreachable } from '../spawn/unreachable.js';
 import { validateName } from '../state/names.js';
+import { handlesDisabled, joinSource, staleMeansGone } from './handles.js';
 import { namespaceRoot, pathsFor, type RootOption } from './paths.js';
-import { examineForExec, notFound, unusable } from './state.js';
+import { examineForExec, goneError, type NamespaceState, notFound, unusable } from './state.js';
 
 /** Options of {@link execInNamespace} and {@link spawnInNamespace}. */
 export interface ExecOptions extends RootOption {
@@ -23,6 +30,11 @@ export interface ExecOptions extends RootOption {
   /** As child_process.spawn; default 'pipe' (execInNamespace: stdin ignored, output captured). */
   stdio?: StdioOptions;
   helperPath?: string;
+  /**
+   * How to join (default: by handle when recorded, else by holder). 'holder' forces the keeper's
+   * pidfd or the bind files (benchmarks and tests compare the two).
+   */
+  joinBy?: 'handle' | 'holder';
 }
 
 /** How a command run in a named namespace ended (and its output, for execInNamespace). */
@@ -57,8 +69,18 @@ export function spawnInNamespace(
   const paths = pathsFor(name, root);
   const info = examineForExec(name, paths);
   if (info === undefined) throw notFound(name);
-  if (info.status !== 'running' || info.state === null) throw unusable(info, false);
   const state = info.state;
+  // A keeper this /proc cannot check (another PID namespace) is still joined by handle.
+  const join = state === null ? undefined : joinSource(state, paths, options.joinBy);
+  const usable = info.status === 'running' || (info.status === 'unknown' && join?.source.via === 'handle');
+  if (!usable || state === null) throw unusable(info, false);
+  if (join === undefined) {
+    throw new NamespaceError(
+      'NS_HANDLES_UNAVAILABLE',
+      `namespace ${name} has no holder and can only be joined by nsfs handle${handlesDisabled() ? ', which USERNS_NSFS_HANDLES=0 switches off' : ''}`,
+      { hint: 'unset USERNS_NSFS_HANDLES', data: { name, hold: state.hold } },
+    );
+  }
   const joinsMount = state.namespaces.some((n) => n.type === 'mount');
   const cwd = options.cwd ?? (joinsMount ? process.cwd() : undefined);
   const argv = [command, ...args];
@@ -67,8 +89,8 @@ export function spawnInNamespace(
     mode: 'join',
     namespaces: [],
     command: argv,
-    explain: explainSpawnFailure,
-    join: { pid: state.keeperPid, namespaces: state.namespaces },
+    explain: (failure, helperOptions) => explainJoinFailure(name, state, failure, helperOptions),
+    join,
     user,
     setgroupsCall: 'try',
     ...(cwd === undefined ? {} : { cwd }),
@@ -84,6 +106,7 @@ export function spawnInNamespace(
       const handle = await ready;
       await handle.go();
     } catch (error) {
+      if (error instanceof NamespaceError) throw error;
       if (error instanceof SpawnError && error.code === 'NS_STALE') {
         throw new NamespaceError('NS_STALE', `namespace ${name} is stale: ${error.message}`, {
           hint: `remove it with 'userns rm ${name}' and create it again`,
@@ -91,17 +114,79 @@ export function spawnInNamespace(
           cause: error,
         });
       }
-      throw explainUnreachableIn(error, state.keeperPid, {
+      if (!(error instanceof SpawnError) || error.errno !== 'EACCES') throw error;
+      // Maps are written once: the recorded ones are those in force.
+      throw explainUnreachable(error, {
         command: argv,
         ...(cwd === undefined ? {} : { cwd }),
         ...(options.env === undefined ? {} : { env: options.env }),
         user,
+        uidMap: IdMap.of(state.uidMap.map(([inside, outside, count]) => ({ inside, outside, count }))),
+        gidMap: IdMap.of(state.gidMap.map(([inside, outside, count]) => ({ inside, outside, count }))),
+        setgroups: state.setgroups,
       });
     }
     const { code, signal } = await done;
     return { exitCode: code, signal, pid: child.pid ?? -1 };
   })();
   return promiseChild(child, result);
+}
+
+/**
+ * The error for a failed join: a handle that does not reopen (ESTALE/ENOENT) is NS_GONE when the
+ * kernel would have let this caller in (else it may also be "not permitted": NS_GONE says both);
+ * a kernel or filter without handles is NS_HANDLES_UNAVAILABLE; a PID namespace whose first
+ * process died (fork: ENOMEM) is NS_GONE; the rest as for any start (explainSpawnFailure).
+ */
+function explainJoinFailure(
+  name: string,
+  state: NamespaceState,
+  failure: HelperFailure,
+  helperOptions: HelperOptions,
+): Error {
+  const data = { name, hold: state.hold, step: failure.step, errno: failure.errno, report: failure.report };
+  if (failure.step === 'join-handle') {
+    if (failure.errno === 'ESTALE' || failure.errno === 'ENOENT') {
+      const type = failure.detail.split(': ').pop();
+      const why =
+        state.hold === 'none'
+          ? 'all its processes exited'
+          : state.hold === 'mount'
+            ? 'its bind mounts were removed'
+            : 'its keeper is gone';
+      return goneError(
+        name,
+        staleMeansGone(state)
+          ? `its ${type} namespace no longer exists (${why})`
+          : `its ${type} namespace cannot be reopened from here: it no longer exists, or this process is not permitted to enter it`,
+        data,
+      );
+    }
+    if (failure.errno === 'EINVAL') {
+      return new NamespaceError(
+        'NS_BROKEN',
+        `namespace ${name} has a malformed nsfs handle: ${failure.detail}`,
+        {
+          hint: `remove it with 'userns rm --force ${name}'`,
+          data,
+        },
+      );
+    }
+    return new NamespaceError(
+      'NS_HANDLES_UNAVAILABLE',
+      `namespace ${name}: nsfs handles cannot be reopened here (${failure.errno}: ${failure.detail}); a kernel before Linux 6.18, or a seccomp filter`,
+      {
+        hint:
+          state.hold === 'none'
+            ? 'a namespace created with --hold none can only be joined by handle'
+            : 'USERNS_NSFS_HANDLES=0 makes userns join through the keeper or the bind mounts instead',
+        data,
+      },
+    );
+  }
+  if (failure.step === 'fork' && failure.errno === 'ENOMEM' && state.namespaces.some((n) => n.type === 'pid'))
+    return goneError(name, 'its PID namespace has no first process any more', data);
+  return explainSpawnFailure(failure, helperOptions);
 }
 
 /**

@@ -5,7 +5,13 @@
  */
 export { NamespaceError } from '../errors/index.js';
 export { collectAllocationGarbage, gcAllocations, namespaceLiveness } from './allocations.js';
-export { type CreateOptions, createNamespace } from './create.js';
+export {
+  type CreatedWithCommand,
+  type CreateOptions,
+  type CreateWithCommandOptions,
+  createNamespace,
+  createNamespaceWithCommand,
+} from './create.js';
 export {
   type ExecOptions,
   type ExecResult,
@@ -13,9 +19,11 @@ export {
   type NamespaceChildProcess,
   spawnInNamespace,
 } from './exec.js';
+export { handlesDisabled } from './handles.js';
 export {
   type InspectResult,
   inspectNamespace,
+  type ListOptions,
   listNamespaces,
   type RemoveOptions,
   type RemoveResult,
@@ -23,4 +31,11 @@ export {
   type SubidChange,
 } from './manage.js';
 export type { RootOption } from './paths.js';
-export type { NamespaceInfo, NamespaceState, NamespaceStatus, StoredOptions } from './state.js';
+export {
+  HOLD_MODES,
+  type HoldMode,
+  type NamespaceInfo,
+  type NamespaceState,
+  type NamespaceStatus,
+  type StoredOptions,
+} from './state.js';

@@ -3,6 +3,7 @@
  *
  *   <root>/ns/<name>/state.json   the state (NamespaceState), written atomically (temp + fsync + rename)
  *   <root>/ns/<name>/creating     present until the create committed (who and when, for people)
+ *   <root>/ns/<name>/hold/<type>  `--hold mount`: the bind-mounted namespace files (mnt, user, net, …)
  *   <root>/ns/@locks/<name>       the flock(2) lock that serialises create and rm of <name> (src/state/lock.ts)
  *   <root>/ns/@trash.<name>.<hex> an entry being removed (renamed away first, so removal is atomic)
  *
@@ -42,6 +43,8 @@ export interface Paths {
   state: string;
   marker: string;
   lock: string;
+  /** The directory of the bind-mounted namespace files (`--hold mount`). */
+  hold: string;
 }
 
 export function pathsFor(name: string, root: string): Paths {
@@ -54,6 +57,7 @@ export function pathsFor(name: string, root: string): Paths {
     state: join(entry, 'state.json'),
     marker: join(entry, 'creating'),
     lock: join(nsDir, '@locks', name),
+    hold: join(entry, 'hold'),
   };
 }
 

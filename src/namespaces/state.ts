@@ -7,19 +7,42 @@ import { lstatSync } from 'node:fs';
 import { NamespaceError } from '../errors/index.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { NAMESPACES, type Namespace, type NamespaceId } from '../native/helper.js';
-import { staleReason } from './liveness.js';
+import { holdProblem } from './liveness.js';
 import { isMissing, type Paths, readNoFollow } from './paths.js';
 
-/** What `state.json` holds (version 1). */
+/**
+ * How a named namespace is kept alive (chosen at create; docs/nsfs-handles.md):
+ * - keeper: a small keeper process holds it (PID 1 of its PID namespace, if it has one);
+ * - mount: each namespace file is bind-mounted under the entry (`hold/<type>`); no process;
+ * - none: nothing holds it; it lives while the processes started in it do.
+ */
+export type HoldMode = 'keeper' | 'mount' | 'none';
+/** Every hold mode, in the order of the documentation (the default first). */
+export const HOLD_MODES: readonly HoldMode[] = ['keeper', 'mount', 'none'];
+
+/**
+ * What `state.json` holds: version 2 (version 1, written before hold modes, is read as a
+ * `keeper` state).
+ */
 export interface NamespaceState {
-  version: 1;
+  version: 1 | 2;
   name: string;
-  /** The keeper: PID and start time (field 22 of /proc/PID/stat, to detect PID reuse). */
-  keeperPid: number;
-  keeperStartTime: string;
-  /** Every namespace held, with its identity (inode of /proc/KEEPER/ns/TYPE, nsfs handle). */
+  /** How it is held (version 1: always keeper). */
+  hold: HoldMode;
+  /** The keeper (hold keeper only): PID and start time (field 22 of /proc/PID/stat, to detect PID reuse). */
+  keeperPid?: number;
+  keeperStartTime?: string;
+  /**
+   * Every namespace, with its identity: the inode of /proc/PID/ns/TYPE and the nsfs file handle
+   * (null where the kernel has none: before Linux 6.18, or USERNS_NSFS_HANDLES=0).
+   */
   namespaces: NamespaceId[];
-  /** The maps in force, read back from /proc/KEEPER/{uid,gid}_map: [inside, outside, count]. */
+  /**
+   * The user namespace (inode) userns ran in at creation: a stale handle means "gone" only when
+   * asked from there, or by root (an unrelated caller sees ESTALE for live namespaces too).
+   */
+  creatorUserNamespace?: number;
+  /** The maps in force, read back from /proc/PID/{uid,gid}_map at creation: [inside, outside, count]. */
   uidMap: [number, number, number][];
   gidMap: [number, number, number][];
   setgroups: 'allow' | 'deny';
@@ -62,12 +85,23 @@ export interface StoredOptions {
 }
 
 /**
- * running: the keeper lives and holds the recorded namespaces. stale: the keeper is gone, its
- * PID was reused, or a namespace identity changed. creating: a live process is creating it.
- * abandoned: its creator died before committing. broken: state.json is unreadable or invalid.
- * unsafe: the entry is not a real directory (a symlink, a file).
+ * running: what holds it (keeper, bind mounts) holds the recorded namespaces, or (hold none)
+ * its handles still reopen. stale: the keeper is gone, its PID was reused, a bind mount is
+ * gone, or a namespace identity changed. gone (hold none): its processes all exited, its
+ * namespaces no longer exist. unknown: it cannot be checked from here (its keeper runs in a
+ * PID namespace this /proc does not show, and no nsfs handle answers): never removed from here.
+ * creating: a live process is creating it. abandoned: its creator died before committing.
+ * broken: state.json is unreadable or invalid. unsafe: the entry is not a real directory.
  */
-export type NamespaceStatus = 'running' | 'stale' | 'creating' | 'abandoned' | 'broken' | 'unsafe';
+export type NamespaceStatus =
+  | 'running'
+  | 'stale'
+  | 'gone'
+  | 'unknown'
+  | 'creating'
+  | 'abandoned'
+  | 'broken'
+  | 'unsafe';
 
 /** A named namespace as {@link listNamespaces} sees it: name, status, and its state when readable. */
 export interface NamespaceInfo {
@@ -75,7 +109,7 @@ export interface NamespaceInfo {
   /** The entry directory. */
   path: string;
   status: NamespaceStatus;
-  /** Why it is not running. */
+  /** Why it is not running (or, running, why that was decided without its keeper's PID). */
   reason?: string;
   state: NamespaceState | null;
 }
@@ -93,16 +127,30 @@ function isTriples(x: unknown): x is [number, number, number][] {
 function stateProblem(s: unknown, name: string): string | undefined {
   if (typeof s !== 'object' || s === null) return 'not a JSON object';
   const o = s as Record<string, unknown>;
-  if (o.version !== 1) return `unknown version ${JSON.stringify(o.version)}`;
+  if (o.version !== 1 && o.version !== 2) return `unknown version ${JSON.stringify(o.version)}`;
   if (o.name !== name) return `it names ${JSON.stringify(o.name)}`;
-  if (!Number.isInteger(o.keeperPid) || (o.keeperPid as number) <= 0) return 'bad keeperPid';
-  if (typeof o.keeperStartTime !== 'string' || !/^\d+$/.test(o.keeperStartTime)) return 'bad keeperStartTime';
+  if (o.version === 1) o.hold = 'keeper';
+  if (!HOLD_MODES.includes(o.hold as HoldMode)) return `unknown hold mode ${JSON.stringify(o.hold)}`;
+  if (o.hold === 'keeper') {
+    if (!Number.isInteger(o.keeperPid) || (o.keeperPid as number) <= 0) return 'bad keeperPid';
+    if (typeof o.keeperStartTime !== 'string' || !/^\d+$/.test(o.keeperStartTime))
+      return 'bad keeperStartTime';
+  }
   if (
     !Array.isArray(o.namespaces) ||
     !o.namespaces.some((n) => n?.type === 'user') ||
-    !o.namespaces.every((n) => TYPES.has(n?.type) && Number.isSafeInteger(n?.inode))
+    !o.namespaces.every(
+      (n) =>
+        TYPES.has(n?.type) &&
+        Number.isSafeInteger(n?.inode) &&
+        (n.handle === null ||
+          n.handle === undefined ||
+          (typeof n.handle === 'string' && /^[0-9a-f]{1,8}:([0-9a-f]{2}){1,128}$/.test(n.handle))),
+    )
   )
     return 'bad namespaces';
+  if (o.hold === 'none' && !o.namespaces.every((n) => typeof n?.handle === 'string'))
+    return 'hold none without nsfs handles';
   if (!isTriples(o.uidMap) || !isTriples(o.gidMap)) return 'bad maps';
   if (typeof o.user !== 'object' || o.user === null) return 'bad user';
   return undefined;
@@ -157,10 +205,10 @@ function examineEntry(name: string, paths: Paths, locked: boolean, cached: boole
       const key = sst?.isFile() ? `${sst.ino}:${sst.size}:${sst.mtimeMs}:${sst.ctimeMs}` : undefined;
       const hit = stateCache.get(paths.state);
       if (key !== undefined && hit?.key === key) {
-        const stale = staleReason(hit.state);
-        return stale === undefined
+        const problem = holdProblem(hit.state, paths);
+        return problem === undefined
           ? { ...base, state: hit.state, status: 'running' }
-          : { ...base, state: hit.state, status: 'stale', reason: stale };
+          : { ...base, state: hit.state, ...problem };
       }
       const fresh = examineEntry(name, paths, locked, false);
       if (fresh?.state != null && key !== undefined) {
@@ -197,8 +245,8 @@ function examineEntry(name: string, paths: Paths, locked: boolean, cached: boole
       : { ...base, status: 'creating', reason: 'it has no state yet' };
   }
   if (state === null) return { ...base, status: 'broken', reason: `state.json: ${problem}` };
-  const stale = staleReason(state);
-  if (stale !== undefined) return { ...base, state, status: 'stale', reason: stale };
+  const hold = holdProblem(state, paths);
+  if (hold !== undefined) return { ...base, state, ...hold };
   return { ...base, state, status: 'running' };
 }
 
@@ -239,11 +287,34 @@ export function unusable(info: Examined, forCreate: boolean): NamespaceError {
           },
         );
       }
+      if (info.status === 'gone')
+        return goneError(info.name, info.reason ?? 'its namespaces no longer exist', data);
+      if (info.status === 'unknown')
+        return new NamespaceError(
+          'NS_UNCHECKABLE',
+          `namespace ${info.name} cannot be checked from here: ${info.reason}`,
+          {
+            hint: 'use it from where it was created (the PID namespace its keeper runs in)',
+            data,
+          },
+        );
       return new NamespaceError('NS_STALE', `namespace ${info.name} is stale: ${info.reason}`, {
         hint: `remove it with 'userns rm ${info.name}' and create it again`,
         data,
       });
   }
+}
+
+/** NS_GONE: the namespaces of `name` no longer exist (all its processes exited). */
+export function goneError(
+  name: string,
+  reason: string,
+  data: Record<string, unknown> = { name },
+): NamespaceError {
+  return new NamespaceError('NS_GONE', `namespace ${name} is gone: ${reason}`, {
+    hint: `remove it with 'userns rm ${name}'; create it again to use the name`,
+    data: { ...data, name },
+  });
 }
 
 export function publicInfo(info: Examined): NamespaceInfo {

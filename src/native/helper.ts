@@ -39,7 +39,28 @@ export interface NamespaceId {
  * namespaces with a keeper, join a keeper's namespaces and run a command there, make detached
  * mounts, or walk a tree.
  */
-export type HelperMode = 'run' | 'hold' | 'join' | 'mount' | 'walk';
+export type HelperMode = 'run' | 'hold' | 'join' | 'mount' | 'walk' | 'bind' | 'probe';
+
+/**
+ * Where join mode takes existing namespaces from (protocol.md "Join mode"): `pid` — the
+ * namespaces of a process, pinned by a pidfd and checked by start time and inodes; `handle` —
+ * nsfs file handles reopened with open_by_handle_at (Linux 6.18+); `file` — bind-mounted
+ * namespace files (the `mount` hold).
+ */
+export type JoinSource =
+  | { via: 'pid'; pid: number; startTime?: string }
+  | { via: 'handle' }
+  | { via: 'file' };
+
+/** One namespace to join: its recorded identity, and its handle or file for those sources. */
+export interface JoinNamespace {
+  type: Namespace;
+  inode: number;
+  /** With via 'handle'. */
+  handle?: string;
+  /** With via 'file': the bind-mounted namespace file. */
+  file?: string;
+}
 
 /** A failure the helper reported ("error <step> <errno> <text>"), as plain facts. */
 export interface HelperFailure {
@@ -77,8 +98,21 @@ export interface HelperOptions {
   noUserns?: boolean;
   /** Report the new namespaces' inodes and nsfs handles before "ready" (handle.namespaceIds). */
   reportNamespaces?: boolean;
-  /** Enter these namespaces of process `pid` (checked against the inodes) instead of creating new ones (mode 'join'). */
-  join?: { pid: number; namespaces: readonly { type: Namespace; inode: number }[] };
+  /**
+   * Enter these existing namespaces instead of creating new ones (mode 'join'): of process `pid`
+   * (a plain `{ pid, namespaces }` is a pid join), or by nsfs handle or bind-mounted file
+   * (`source`); each is checked against its inode before any is entered.
+   */
+  join?:
+    | { pid: number; startTime?: string; namespaces: readonly JoinNamespace[] }
+    | { source: JoinSource; namespaces: readonly JoinNamespace[] };
+  /** Act as a kernel without nsfs file handles (run, hold, join; tests of the fallbacks). */
+  noHandles?: boolean;
+  /**
+   * Hold mode: no keeper; the helper holds the namespaces itself until commit() (the caller
+   * makes its own references meanwhile, e.g. bind mounts), then exits.
+   */
+  noKeeper?: boolean;
   /** Explains a reported failure; default: plainFailure (a SpawnError coded by step). */
   explain?: ExplainFailure;
   /** With `cwd`: the directory to use when `cwd` cannot be entered. */
@@ -199,19 +233,34 @@ export function helperArgs(
     );
   const args = [`--mode=${mode}`, `--ppid=${ppid}`];
   if (options.join !== undefined) {
-    const byType = new Map(options.join.namespaces.map((n) => [n.type, n.inode]));
-    args.push(
-      `--target=${options.join.pid}`,
-      `--ns=${NAMESPACES.filter((n) => byType.has(n))
-        .map((n) => `${n}:${byType.get(n)}`)
-        .join(',')}`,
+    const join = options.join;
+    const source: JoinSource =
+      'source' in join
+        ? join.source
+        : { via: 'pid', pid: join.pid, ...(join.startTime ? { startTime: join.startTime } : {}) };
+    const byType = new Map(join.namespaces.map((n) => [n.type, n]));
+    const ordered = NAMESPACES.filter((n) => byType.has(n)).map((n) => byType.get(n)!);
+    if (source.via === 'pid') {
+      args.push(`--target=${source.pid}`);
+      if (source.startTime !== undefined) args.push(`--start-time=${source.startTime}`);
+    }
+    const missing = ordered.find((n) =>
+      source.via === 'handle' ? !n.handle : source.via === 'file' ? !n.file : false,
     );
+    if (missing !== undefined)
+      throw new SpawnError('USAGE', `joining by ${source.via} needs one for the ${missing.type} namespace`);
+    args.push(
+      `--ns=${ordered.map((n) => `${n.type}:${n.inode}${source.via === 'handle' ? `:${n.handle}` : ''}`).join(',')}`,
+    );
+    if (source.via === 'file') for (const n of ordered) args.push(`--ns-file=${n.type}:${n.file}`);
   } else if (mode === 'run' || mode === 'hold') {
     const ns = new Set<Namespace>(['user', ...(options.namespaces ?? [])]);
     if (options.mountProc || (options.mounts?.length ?? 0) > 0) ns.add('mount');
     args.push(`--unshare=${NAMESPACES.filter((n) => ns.has(n)).join(',')}`);
   }
   if (options.goAtOnce && mode === 'join') args.push('--no-wait');
+  if (options.noHandles && (mode === 'run' || mode === 'hold' || mode === 'join')) args.push('--no-handles');
+  if (options.noKeeper && mode === 'hold') args.push('--no-keeper');
   if (mode === 'walk' && options.noUserns) args.push('--no-userns');
   if (options.reportNamespaces && (mode === 'run' || mode === 'hold')) args.push('--report-ns');
   if (mode === 'run' || mode === 'join') {
@@ -406,7 +455,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
         state === 'going' &&
         (line === 'held' || line.startsWith('keeper ')) &&
         handle.reports.includes('held') &&
-        handle.reports.some((l) => l.startsWith('keeper '))
+        (options.noKeeper || handle.reports.some((l) => l.startsWith('keeper ')))
       ) {
         const settle = settleGo;
         settleGo = undefined;

@@ -3,11 +3,15 @@
  *
  * Node.js is multi-threaded, and the kernel refuses unshare(CLONE_NEWUSER) (and setns into a user
  * namespace) to a multi-threaded process. This small single-threaded program does the part that
- * must happen in the process itself, in one of five explicit modes:
+ * must happen in the process itself, in one of seven explicit modes:
  *
  *   run    create namespaces, wait while the parent writes the maps, become the command
- *   hold   create namespaces and leave a keeper process holding them (named namespaces)
- *   join   enter the namespaces of a keeper, become the command
+ *   hold   create namespaces and leave a keeper process holding them (named namespaces), or
+ *          hold them in this process until the parent has bind-mounted them (--no-keeper)
+ *   join   enter existing namespaces (by nsfs handle, bind-mount file or a process's pidfd),
+ *          become the command
+ *   bind   bind-mount a process's namespace files onto files, or unmount such files
+ *   probe  report whether nsfs handles and pidfds work, and whether given handles reopen
  *   mount  make detached (idmapped) mounts and hold them open (idmap-mount.c)
  *   walk   walk a directory tree, rewriting IDs (tree-walk.c)
  *
@@ -24,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -42,6 +47,19 @@
 #define EXIT_ABORTED 125
 #define EXIT_FAILED 127
 #define MAX_FDS 64
+
+/* Linux 6.18: open_by_handle_at() on this pseudo-descriptor reopens an nsfs file handle
+   (docs/nsfs-handles.md). Older kernels answer EBADF. */
+#ifndef FD_NSFS_ROOT
+#define FD_NSFS_ROOT (-10003)
+#endif
+/* ioctl on a namespace fd: its CLONE_NEW* type (Linux 4.11+). */
+#ifndef NS_GET_NSTYPE
+#define NS_GET_NSTYPE _IO(0xb7, 0x3)
+#endif
+
+/* --no-handles: behave as a kernel without nsfs file handles (tests of the fallbacks). */
+static int no_handles = 0;
 
 static int report_fd = REPORT_FD;
 
@@ -109,27 +127,182 @@ struct join_ns {
   const struct ns_type *type;
   unsigned long long inode;
   int fd;
+  char handle[2 * MAX_HANDLE_SZ + 16]; /* "<type hex>:<payload hex>" (join by handle), or "" */
+  const char *path;   /* a bind-mounted namespace file (join by file), or NULL */
 };
 
-/* Opens every namespace of `pid` first (checking each inode), then enters them in table order. */
-static void join_namespaces(unsigned long pid, struct join_ns *list, int n) {
-  for (int k = 0; k < n; k++) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%lu/ns/%s", pid, list[k].type->proc);
-    list[k].fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (list[k].fd < 0) fail("join", errno == ENOENT ? ESRCH : errno, path);
-    struct stat st;
-    if (fstat(list[k].fd, &st) < 0) fail("join", errno, path);
-    if ((unsigned long long)st.st_ino != list[k].inode) {
-      char d[160];
-      snprintf(d, sizeof d, "%s is namespace %llu, expected %llu", path, (unsigned long long)st.st_ino, list[k].inode);
-      fail("join", ESTALE, d);
+/* Parses "<type hex>:<payload hex>" into *fh (room for MAX_HANDLE_SZ bytes); -1 when malformed. */
+static int parse_handle(const char *text, struct file_handle *fh) {
+  char *end;
+  errno = 0;
+  unsigned long type = strtoul(text, &end, 16);
+  if (errno != 0 || end == text || *end != ':' || type > 0x7fffffff) return -1;
+  const char *hex = end + 1;
+  size_t len = strlen(hex);
+  if (len == 0 || len % 2 != 0 || len / 2 > MAX_HANDLE_SZ) return -1;
+  for (size_t i = 0; i < len / 2; i++) {
+    unsigned int byte;
+    if (sscanf(hex + 2 * i, "%2x", &byte) != 1 || !strchr("0123456789abcdefABCDEF", hex[2 * i]) ||
+        !strchr("0123456789abcdefABCDEF", hex[2 * i + 1]))
+      return -1;
+    fh->f_handle[i] = (unsigned char)byte;
+  }
+  fh->handle_type = (int)type;
+  fh->handle_bytes = (unsigned int)(len / 2);
+  return 0;
+}
+
+/* Room for one nsfs file handle (16 bytes on 6.18; MAX_HANDLE_SZ allowed). */
+typedef union {
+  struct file_handle fh;
+  char space[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+} handle_buf;
+
+/* name_to_handle_at on an open namespace fd: 0, or the errno (EOPNOTSUPP with --no-handles). */
+static int encode_handle(int fd, handle_buf *h) {
+  if (no_handles) return EOPNOTSUPP;
+  int mount_id;
+  h->fh.handle_bytes = MAX_HANDLE_SZ;
+  if (name_to_handle_at(fd, "", &h->fh, &mount_id, AT_EMPTY_PATH) < 0) return errno;
+  return h->fh.handle_bytes <= MAX_HANDLE_SZ ? 0 : EOVERFLOW;
+}
+
+/* Reopens a namespace from its nsfs handle (ESTALE: gone or not permitted; EBADF/EOPNOTSUPP: no
+   nsfs handles on this kernel; EINVAL: a malformed handle). Returns the fd or -1 with errno. */
+static int open_handle(const char *text) {
+  handle_buf h;
+  if (parse_handle(text, &h.fh) < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (no_handles) {
+    errno = EOPNOTSUPP;
+    return -1;
+  }
+  return open_by_handle_at(FD_NSFS_ROOT, &h.fh, O_RDONLY | O_CLOEXEC);
+}
+
+/* The start time of a process (field 22 of /proc/PID/stat) as text, or -1 with errno. */
+static int read_start_time(unsigned long pid, char *out, size_t size) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%lu/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int saved = errno;
+  close(fd);
+  if (n <= 0) {
+    errno = n < 0 ? saved : ESRCH;
+    return -1;
+  }
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  if (p == NULL) {
+    errno = EIO;
+    return -1;
+  }
+  /* After ") " come fields 3, 4, …: field 22 is the 20th of them. */
+  p += 2;
+  for (int field = 3; field < 22 && p != NULL; field++) {
+    p = strchr(p, ' ');
+    if (p != NULL) p++;
+  }
+  if (p == NULL) {
+    errno = EIO;
+    return -1;
+  }
+  size_t len = strcspn(p, " \n");
+  if (len == 0 || len >= size) {
+    errno = EIO;
+    return -1;
+  }
+  memcpy(out, p, len);
+  out[len] = '\0';
+  return 0;
+}
+
+/* Where join mode takes the namespaces from (chosen by the caller: protocol.md "Join mode"). */
+enum join_source { JOIN_PID = 1, JOIN_HANDLE, JOIN_FILE };
+
+/* Checks that fd is the namespace the caller recorded (inode, and the type for a file). */
+static void check_joined_fd(const struct join_ns *j, const char *what) {
+  struct stat st;
+  if (fstat(j->fd, &st) < 0) fail("join", errno, what);
+  if ((unsigned long long)st.st_ino != j->inode) {
+    char d[200];
+    snprintf(d, sizeof d, "%s is namespace %llu, expected %llu", what, (unsigned long long)st.st_ino, j->inode);
+    fail("join", ESTALE, d);
+  }
+  int type = ioctl(j->fd, NS_GET_NSTYPE);
+  if (type >= 0 && type != j->type->flag) {
+    char d[200];
+    snprintf(d, sizeof d, "%s is not a %s namespace", what, j->type->name);
+    fail("join", ESTALE, d);
+  }
+}
+
+/* Opens every namespace first (from handles, bind-mounted files, or /proc/PID/ns of a process
+   pinned by a pidfd), checks each against the recorded identity, then enters them in table
+   order: user first (it grants the capabilities the others need), mount last. */
+static void join_namespaces(enum join_source source, unsigned long pid, const char *start_time, struct join_ns *list,
+                            int n) {
+  int pidfd = -1;
+  if (source == JOIN_PID) {
+    /* The pidfd pins the process: if it dies (and its PID is reused) after the checks below,
+       setns on it fails with ESRCH instead of entering another process's namespaces. */
+    pidfd = (int)syscall(SYS_pidfd_open, (pid_t)pid, 0);
+    if (pidfd < 0 && errno != ENOSYS) fail("join", errno, "pidfd_open");
+    if (start_time != NULL) {
+      char now[64];
+      if (read_start_time(pid, now, sizeof now) < 0) fail("join", errno == ENOENT ? ESRCH : errno, "start time");
+      if (strcmp(now, start_time) != 0) {
+        char d[160];
+        snprintf(d, sizeof d, "PID %lu started at %s, expected %s: another process", pid, now, start_time);
+        fail("join", ESTALE, d);
+      }
     }
+  }
+  for (int k = 0; k < n; k++) {
+    char what[4200];
+    if (source == JOIN_HANDLE) {
+      snprintf(what, sizeof what, "%s namespace handle", list[k].type->name);
+      list[k].fd = open_handle(list[k].handle);
+      if (list[k].fd < 0) fail("join-handle", errno, list[k].type->name);
+    } else if (source == JOIN_FILE) {
+      snprintf(what, sizeof what, "%s", list[k].path);
+      list[k].fd = open(list[k].path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (list[k].fd < 0) fail("join", errno == ENOENT ? ESTALE : errno, what);
+      /* An unmounted bind file is an empty regular file: not a namespace. */
+      if (ioctl(list[k].fd, NS_GET_NSTYPE) < 0) {
+        snprintf(what + strlen(what), sizeof what - strlen(what), " is not a namespace (no longer bind-mounted)");
+        fail("join", ESTALE, what);
+      }
+    } else {
+      snprintf(what, sizeof what, "/proc/%lu/ns/%s", pid, list[k].type->proc);
+      list[k].fd = open(what, O_RDONLY | O_CLOEXEC);
+      if (list[k].fd < 0) fail("join", errno == ENOENT ? ESRCH : errno, what);
+    }
+    check_joined_fd(&list[k], what);
+  }
+  /* Already in the target user namespace (e.g. exec from inside): setns would say EINVAL. */
+  struct stat self_user;
+  unsigned long long own_user = stat("/proc/self/ns/user", &self_user) == 0 ? (unsigned long long)self_user.st_ino : 0;
+  int flags = 0;
+  for (int k = 0; k < n; k++)
+    if (!(list[k].type->flag == CLONE_NEWUSER && list[k].inode == own_user)) flags |= list[k].type->flag;
+  if (pidfd >= 0) {
+    /* One setns for all but the mount namespace (all or nothing), checked, then the mount one. */
+    int first = flags & ~CLONE_NEWNS;
+    if (first != 0 && setns(pidfd, first) < 0) fail("setns", errno, "pidfd");
   }
   for (size_t t = 0; t < N_NS_TYPES; t++) {
     for (int k = 0; k < n; k++) {
       if (list[k].type != &ns_types[t]) continue;
-      if (setns(list[k].fd, list[k].type->flag) < 0) fail("setns", errno, list[k].type->name);
+      int skip = !(flags & list[k].type->flag);
+      if (!skip && (pidfd < 0 || list[k].type->flag == CLONE_NEWNS)) {
+        if (pidfd >= 0 ? setns(pidfd, CLONE_NEWNS) < 0 : setns(list[k].fd, list[k].type->flag) < 0)
+          fail("setns", errno, list[k].type->name);
+      }
       close(list[k].fd);
       if (list[k].type->flag == CLONE_NEWNS) continue; /* /proc may now be another PID namespace's */
       char path[64];
@@ -139,6 +312,7 @@ static void join_namespaces(unsigned long pid, struct join_ns *list, int n) {
       if ((unsigned long long)st.st_ino != list[k].inode) fail("setns", ESTALE, list[k].type->name);
     }
   }
+  if (pidfd >= 0) close(pidfd);
 }
 
 struct fd_pair {
@@ -215,12 +389,20 @@ static int found_in_path(const char *name) {
 
 /* ---- arguments ------------------------------------------------------------------------- */
 
-enum mode { MODE_RUN = 1, MODE_HOLD = 2, MODE_JOIN = 4, MODE_MOUNT = 8, MODE_WALK = 16 };
+enum mode { MODE_RUN = 1, MODE_HOLD = 2, MODE_JOIN = 4, MODE_MOUNT = 8, MODE_WALK = 16, MODE_BIND = 32, MODE_PROBE = 64 };
 
 static const struct {
   const char *name;
   enum mode mode;
-} modes[] = {{"run", MODE_RUN}, {"hold", MODE_HOLD}, {"join", MODE_JOIN}, {"mount", MODE_MOUNT}, {"walk", MODE_WALK}};
+} modes[] = {{"run", MODE_RUN},     {"hold", MODE_HOLD}, {"join", MODE_JOIN},   {"mount", MODE_MOUNT},
+               {"walk", MODE_WALK},   {"bind", MODE_BIND}, {"probe", MODE_PROBE}};
+
+#define MAX_LIST 64
+
+struct bind_item {
+  const struct ns_type *type; /* NULL for an --unbind */
+  const char *path;
+};
 
 struct options {
   enum mode mode;
@@ -228,10 +410,16 @@ struct options {
   int have_ppid, have_uid, have_gid;
   int setgroups; /* 0 none, 1 try (ignore EPERM), 2 must */
   int flags;     /* CLONE_NEW* to create (run, hold; user always) or entered (join) */
-  int mount_proc, report_ns, no_wait, no_userns;
+  int mount_proc, report_ns, no_wait, no_userns, no_keeper;
   const char *cwd, *cwd_fallback;
+  const char *start_time; /* join by pid: the process's start time, checked after pidfd_open */
   struct join_ns joins[N_NS_TYPES];
-  int njoins;
+  int njoins, nfiles;
+  unsigned long bind_from; /* bind: the process whose namespace files are bound */
+  struct bind_item binds[MAX_LIST];
+  int nbinds;
+  const char *handles[MAX_LIST]; /* probe: handles to try */
+  int nhandles;
   struct fd_pair fds[MAX_FDS];
   int nfds;
   char **command; /* NULL-terminated; NULL when the mode takes none */
@@ -241,8 +429,9 @@ struct options {
 enum opt_id {
   OPT_MODE, OPT_PPID, OPT_UNSHARE, OPT_UID, OPT_GID, OPT_SETGROUPS, OPT_CWD, OPT_CWD_FALLBACK,
   OPT_MOUNT_PROC, OPT_FD, OPT_REPORT_NS, OPT_TARGET, OPT_NS, OPT_NO_WAIT, OPT_NO_USERNS, OPT_MOUNT,
+  OPT_START_TIME, OPT_NS_FILE, OPT_NO_HANDLES, OPT_NO_KEEPER, OPT_BIND_FROM, OPT_BIND, OPT_UNBIND, OPT_HANDLE,
 };
-#define ALL_MODES (MODE_RUN | MODE_HOLD | MODE_JOIN | MODE_MOUNT | MODE_WALK)
+#define ALL_MODES (MODE_RUN | MODE_HOLD | MODE_JOIN | MODE_MOUNT | MODE_WALK | MODE_BIND | MODE_PROBE)
 static const struct {
   const char *name;
   enum opt_id id;
@@ -265,6 +454,14 @@ static const struct {
     {"no-wait", OPT_NO_WAIT, 0, MODE_JOIN},
     {"no-userns", OPT_NO_USERNS, 0, MODE_WALK},
     {"mount", OPT_MOUNT, 1, MODE_RUN | MODE_HOLD | MODE_MOUNT},
+    {"start-time", OPT_START_TIME, 1, MODE_JOIN},
+    {"ns-file", OPT_NS_FILE, 1, MODE_JOIN},
+    {"no-handles", OPT_NO_HANDLES, 0, MODE_RUN | MODE_HOLD | MODE_JOIN | MODE_PROBE},
+    {"no-keeper", OPT_NO_KEEPER, 0, MODE_HOLD},
+    {"bind-from", OPT_BIND_FROM, 1, MODE_BIND},
+    {"bind", OPT_BIND, 1, MODE_BIND},
+    {"unbind", OPT_UNBIND, 1, MODE_BIND},
+    {"handle", OPT_HANDLE, 1, MODE_PROBE},
 };
 #define N_OPTIONS (sizeof option_table / sizeof option_table[0])
 
@@ -284,7 +481,7 @@ static int split_list(const char *list, char *buf, size_t size, char **out, int 
 }
 
 static void parse_value(struct options *o, enum opt_id id, const char *arg, const char *v) {
-  char buf[512], *items[16];
+  char buf[2048], *items[16];
   switch (id) {
   case OPT_MODE:
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++)
@@ -330,17 +527,23 @@ static void parse_value(struct options *o, enum opt_id id, const char *arg, cons
   case OPT_NS: {
     int n = split_list(v, buf, sizeof buf, items, 16);
     for (int k = 0; k < n; k++) {
+      /* TYPE:INODE or TYPE:INODE:HANDLE (the handle itself contains a colon). */
       char *colon = strchr(items[k], ':');
       unsigned long inode;
       if (colon == NULL) usage(items[k]);
       *colon = '\0';
+      char *handle = strchr(colon + 1, ':');
+      if (handle != NULL) *handle++ = '\0';
       const struct ns_type *type = ns_by_name(items[k]);
       if (type == NULL || parse_uint(colon + 1, ~0UL, &inode) < 0 || o->njoins >= (int)N_NS_TYPES) usage(items[k]);
+      if (handle != NULL && (*handle == '\0' || strlen(handle) >= sizeof o->joins[0].handle)) usage(items[k]);
       for (int j = 0; j < o->njoins; j++)
         if (o->joins[j].type == type) usage(items[k]);
       o->joins[o->njoins].type = type;
       o->joins[o->njoins].inode = inode;
       o->joins[o->njoins].fd = -1;
+      strcpy(o->joins[o->njoins].handle, handle == NULL ? "" : handle);
+      o->joins[o->njoins].path = NULL;
       o->njoins++;
       o->flags |= type->flag;
     }
@@ -363,6 +566,45 @@ static void parse_value(struct options *o, enum opt_id id, const char *arg, cons
   }
   case OPT_MOUNT:
     if (idmap_mount_add(v) < 0) usage(arg); /* idmap-mount.c keeps the mounts */
+    break;
+  case OPT_START_TIME:
+    if (*v < '0' || *v > '9' || strspn(v, "0123456789") != strlen(v)) usage(arg);
+    o->start_time = v;
+    break;
+  case OPT_NS_FILE: /* TYPE:PATH, after the --ns that lists TYPE */
+  case OPT_BIND: {  /* TYPE:PATH */
+    const char *colon = strchr(v, ':');
+    char name[16];
+    size_t len = colon ? (size_t)(colon - v) : 0;
+    if (!colon || len == 0 || len >= sizeof name || colon[1] != '/') usage(arg);
+    memcpy(name, v, len);
+    name[len] = '\0';
+    const struct ns_type *type = ns_by_name(name);
+    if (type == NULL) usage(arg);
+    if (id == OPT_BIND) {
+      if (o->nbinds >= MAX_LIST) usage(arg);
+      o->binds[o->nbinds].type = type;
+      o->binds[o->nbinds++].path = colon + 1;
+      break;
+    }
+    int k = 0;
+    while (k < o->njoins && o->joins[k].type != type) k++;
+    if (k == o->njoins || o->joins[k].path != NULL) usage(arg);
+    o->joins[k].path = colon + 1;
+    o->nfiles++;
+    break;
+  }
+  case OPT_UNBIND:
+    if (*v != '/' || o->nbinds >= MAX_LIST) usage(arg);
+    o->binds[o->nbinds].type = NULL;
+    o->binds[o->nbinds++].path = v;
+    break;
+  case OPT_BIND_FROM:
+    if (parse_uint(v, ~0UL, &o->bind_from) < 0 || o->bind_from == 0) usage(arg);
+    break;
+  case OPT_HANDLE:
+    if (o->nhandles >= MAX_LIST) usage(arg);
+    o->handles[o->nhandles++] = v;
     break;
   default:
     break;
@@ -393,6 +635,8 @@ static void parse_args(int argc, char **argv, struct options *o) {
     case OPT_REPORT_NS: o->report_ns = 1; break;
     case OPT_NO_WAIT: o->no_wait = 1; break;
     case OPT_NO_USERNS: o->no_userns = 1; break;
+    case OPT_NO_HANDLES: no_handles = 1; break;
+    case OPT_NO_KEEPER: o->no_keeper = 1; break;
     default: parse_value(o, option_table[k].id, arg, eq + 1);
     }
   }
@@ -407,11 +651,26 @@ static void check_options(const struct options *o) {
   if (o->mount_proc && !((o->flags & CLONE_NEWNS) && (o->flags & CLONE_NEWPID)))
     usage("--mount-proc needs mount and pid in --unshare");
   if (o->mode == MODE_JOIN) {
-    if (o->target == 0) usage("--mode=join needs --target=PID");
-    int has_user = 0;
-    for (int k = 0; k < o->njoins; k++) has_user |= o->joins[k].type->flag == CLONE_NEWUSER;
+    int has_user = 0, nhandles = 0;
+    for (int k = 0; k < o->njoins; k++) {
+      has_user |= o->joins[k].type->flag == CLONE_NEWUSER;
+      nhandles += o->joins[k].handle[0] != '\0';
+    }
     if (!has_user) usage("--mode=join needs --ns with the user namespace");
+    /* Exactly one source, for every namespace: a process, handles, or files. */
+    int sources = (o->target != 0) + (nhandles > 0) + (o->nfiles > 0);
+    if (sources != 1) usage("--mode=join needs one of --target=PID, a handle in each --ns, or an --ns-file for each");
+    if ((nhandles > 0 && nhandles != o->njoins) || (o->nfiles > 0 && o->nfiles != o->njoins))
+      usage("--mode=join needs a handle (or --ns-file) for every --ns");
+    if (o->start_time != NULL && o->target == 0) usage("--start-time needs --target");
   }
+  if (o->mode == MODE_BIND) {
+    int nbind = 0;
+    for (int k = 0; k < o->nbinds; k++) nbind += o->binds[k].type != NULL;
+    if (o->nbinds == 0) usage("--mode=bind needs --bind or --unbind");
+    if ((nbind > 0) != (o->bind_from != 0)) usage("--bind needs --bind-from=PID (and only --bind does)");
+  }
+  if (o->no_keeper && o->mount_proc) usage("--no-keeper cannot take --mount-proc");
   if (o->mode == MODE_MOUNT && idmap_mount_count() == 0) usage("--mode=mount needs --mount");
 }
 
@@ -469,13 +728,8 @@ static void report_namespaces(int flags) {
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0) fail("unshare", errno, path);
     char handle[2 * MAX_HANDLE_SZ + 16] = "-";
-    union {
-      struct file_handle fh;
-      char space[sizeof(struct file_handle) + MAX_HANDLE_SZ];
-    } h;
-    h.fh.handle_bytes = MAX_HANDLE_SZ;
-    int mount_id;
-    if (name_to_handle_at(fd, "", &h.fh, &mount_id, AT_EMPTY_PATH) == 0 && h.fh.handle_bytes <= MAX_HANDLE_SZ) {
+    handle_buf h;
+    if (encode_handle(fd, &h) == 0) {
       int n = snprintf(handle, sizeof handle, "%x:", (unsigned)h.fh.handle_type);
       for (unsigned b = 0; b < h.fh.handle_bytes; b++)
         n += snprintf(handle + n, sizeof handle - (size_t)n, "%02x", h.fh.f_handle[b]);
@@ -485,6 +739,19 @@ static void report_namespaces(int flags) {
     int n = snprintf(line, sizeof line, "ns %s %llu %s\n", ns_types[t].name, (unsigned long long)st.st_ino, handle);
     report(line, (size_t)n);
   }
+}
+
+/* Reads the report socket until the parent's "commit\n"; EOF or anything else: exit 125. */
+static void wait_for_commit(void) {
+  char buf[64];
+  size_t got = 0;
+  while (got < 7) {
+    ssize_t r = read(report_fd, buf + got, sizeof buf - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) _exit(EXIT_ABORTED);
+    got += (size_t)r;
+  }
+  if (memcmp(buf, "commit\n", 7) != 0) _exit(EXIT_ABORTED);
 }
 
 static volatile sig_atomic_t keeper_term = 0;
@@ -530,15 +797,7 @@ static void keeper(int mount_proc, int report_pid_ns) {
   close_from((unsigned int)report_fd + 1, ~0U);
   if (report_pid_ns) report_namespaces(CLONE_NEWPID);
   report("held\n", 5);
-  char buf[64];
-  size_t got = 0;
-  while (got < 7) {
-    ssize_t r = read(report_fd, buf + got, sizeof buf - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) _exit(EXIT_ABORTED);
-    got += (size_t)r;
-  }
-  if (memcmp(buf, "commit\n", 7) != 0) _exit(EXIT_ABORTED);
+  wait_for_commit();
   close(report_fd);
   report_fd = -1;
   for (;;) {
@@ -627,6 +886,89 @@ static void become_command(const struct options *o, int in_pid_child, const sigs
   fail("exec", err, o->command[0]);
 }
 
+/* Bind mode: each --bind puts /proc/PID/ns/<type> on an existing regular file (never through a
+   symbolic link: the file is opened O_PATH|O_NOFOLLOW and mounted on through /proc/self/fd);
+   each --unbind detaches the mount on a file (MNT_DETACH|UMOUNT_NOFOLLOW). Reports "bound
+   <type>" per bind (a failure stops: the caller unbinds what was reported) and "unbound <errno>"
+   per unbind (EINVAL: nothing was mounted there). Never returns. */
+static void bind_files(const struct options *o) {
+  for (int k = 0; k < o->nbinds; k++) {
+    const struct bind_item *b = &o->binds[k];
+    char line[64];
+    if (b->type == NULL) {
+      int err = umount2(b->path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 ? errno : 0;
+      int n = snprintf(line, sizeof line, "unbound %d\n", err);
+      report(line, (size_t)n);
+      continue;
+    }
+    int target = open(b->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (target < 0) fail("bind", errno, b->path);
+    struct stat st;
+    if (fstat(target, &st) < 0) fail("bind", errno, b->path);
+    if (!S_ISREG(st.st_mode)) fail("bind", EINVAL, b->path);
+    char source[64], onto[64];
+    snprintf(source, sizeof source, "/proc/%lu/ns/%s", o->bind_from, b->type->proc);
+    snprintf(onto, sizeof onto, "/proc/self/fd/%d", target);
+    if (mount(source, onto, NULL, MS_BIND, NULL) < 0) {
+      char d[4200];
+      snprintf(d, sizeof d, "%s on %s", source, b->path);
+      fail("bind", errno, d);
+    }
+    close(target);
+    int n = snprintf(line, sizeof line, "bound %s\n", b->type->name);
+    report(line, (size_t)n);
+  }
+  _exit(0);
+}
+
+/* Probe mode: "nsfs <encode errno> <decode errno>" for this process's own user namespace
+   (0 = works; docs/nsfs-handles.md section 8), "pidfd <errno>", and "handle <index> <errno>
+   <inode>" for each --handle (0 and the inode of the namespace it reopened, or the errno and 0).
+   Never returns. */
+static void probe(const struct options *o) {
+  char line[128];
+  int encode = 0, decode = 0;
+  int fd = open("/proc/self/ns/user", O_RDONLY | O_CLOEXEC);
+  handle_buf h;
+  struct stat own;
+  if (fd < 0 || fstat(fd, &own) < 0) encode = errno;
+  else encode = encode_handle(fd, &h);
+  if (encode != 0) {
+    decode = encode;
+  } else {
+    int back = open_by_handle_at(FD_NSFS_ROOT, &h.fh, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (back < 0) decode = errno;
+    else if (fstat(back, &st) < 0) decode = errno;
+    else if (st.st_ino != own.st_ino) decode = ESTALE;
+    if (back >= 0) close(back);
+  }
+  if (fd >= 0) close(fd);
+  int n = snprintf(line, sizeof line, "nsfs %d %d\n", encode, decode);
+  report(line, (size_t)n);
+  int pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  n = snprintf(line, sizeof line, "pidfd %d\n", pidfd < 0 ? errno : 0);
+  report(line, (size_t)n);
+  if (pidfd >= 0) close(pidfd);
+  for (int k = 0; k < o->nhandles; k++) {
+    int ns = open_handle(o->handles[k]);
+    struct stat st;
+    int err = ns < 0 ? errno : fstat(ns, &st) < 0 ? errno : 0;
+    n = snprintf(line, sizeof line, "handle %d %d %llu\n", k, err, err == 0 ? (unsigned long long)st.st_ino : 0ULL);
+    report(line, (size_t)n);
+    if (ns >= 0) close(ns);
+  }
+  _exit(0);
+}
+
+/* Hold mode with --no-keeper: this process holds the namespaces until the parent has made its
+   own references (bind mounts) and writes "commit", or closes the report fd; then it exits. */
+static void hold_until_commit(void) {
+  report("held\n", 5);
+  wait_for_commit();
+  _exit(0);
+}
+
 int main(int argc, char **argv) {
   struct options o;
   /* The report fd first, so that usage errors can be reported. */
@@ -637,6 +979,12 @@ int main(int argc, char **argv) {
   parse_args(argc, argv, &o);
   if (o.mode == 0) usage("no --mode");
   check_options(&o);
+  /* Bind and probe report and exit; they run without a control fd and create nothing. */
+  if (o.mode == MODE_BIND || o.mode == MODE_PROBE) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail("prctl", errno, NULL);
+    if (o.mode == MODE_BIND) bind_files(&o);
+    probe(&o);
+  }
   /* join --no-wait (nothing to write in between) runs without a control fd. */
   int control = !(o.mode == MODE_JOIN && o.no_wait);
   if (control && fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC) < 0) fail("usage", errno, "fd 4 (control) is not open");
@@ -653,7 +1001,8 @@ int main(int argc, char **argv) {
 
   /* 2. Enter the namespaces, or make the mounts and create them. */
   if (o.mode == MODE_JOIN) {
-    join_namespaces(o.target, o.joins, o.njoins);
+    enum join_source source = o.target != 0 ? JOIN_PID : o.nfiles > 0 ? JOIN_FILE : JOIN_HANDLE;
+    join_namespaces(source, o.target, o.start_time, o.joins, o.njoins);
   } else if (o.mode != MODE_WALK) {
     struct idmap_mount_error mount_err; /* --mount: clone, idmap and attach before unshare */
     if (idmap_mounts_setup(o.flags, o.mode == MODE_MOUNT, report_fd, CONTROL_FD, &mount_err) != 0)
@@ -674,6 +1023,7 @@ int main(int argc, char **argv) {
 
   switch (o.mode) {
   case MODE_HOLD: {
+    if (o.no_keeper) hold_until_commit();
     pid_t keeper_pid = fork();
     if (keeper_pid < 0) fail("fork", errno, NULL);
     if (keeper_pid == 0) keeper(o.mount_proc, o.report_ns && (o.flags & CLONE_NEWPID));
@@ -690,6 +1040,8 @@ int main(int argc, char **argv) {
   default: {
     /* 5. A new PID namespace applies to children only. */
     int in_pid_child = (o.flags & CLONE_NEWPID) ? enter_pid_namespace(&block, &original_mask) : 0;
+    /* run --report-ns: the new PID namespace has an identity only now that its init exists. */
+    if (in_pid_child && o.mode == MODE_RUN && o.report_ns) report_namespaces(CLONE_NEWPID);
     /* 6. */
     become_command(&o, in_pid_child, &original_mask);
   }

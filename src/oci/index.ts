@@ -293,6 +293,8 @@ async function fromRegistry(file: string, options: OciFillOptions, autoOptions: 
   });
   try {
     const a = await alloc.allocate({ ...request, ...location, name });
+    // A fleet registry returns the existing allocation of this name (reused): not ours to release.
+    if (a.reused) return { ...toResult(a, true), release: async () => {} };
     return {
       ...toResult(a, false),
       release: async () => void (await alloc.releaseAllocation(a.id, location)),

@@ -25,7 +25,7 @@ import { isAbsolute } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { withAutoUserns } from '../alloc/auto.js';
 import { ReexecError } from '../errors/index.js';
-import type { IdMap } from '../idmap/idmap.js';
+import { IdMap } from '../idmap/idmap.js';
 import type { MapSpec } from '../maps/modes.js';
 import { inspectNamespace, spawnInNamespace } from '../namespaces/index.js';
 import type { Namespace } from '../native/helper.js';
@@ -248,14 +248,17 @@ async function startChild(
     if (state) {
       let unreachable: Error | undefined;
       try {
+        // The recorded maps are those in force (a map is written once), whatever holds it.
+        const toMap = (m: [number, number, number][]) =>
+          IdMap.of(m.map(([inside, outside, count]) => ({ inside, outside, count })));
         unreachable = unreachableError(reexecNeeds(argv), {
-          uidMap: readIdMapSync(state.keeperPid, 'uid'),
-          gidMap: readIdMapSync(state.keeperPid, 'gid'),
+          uidMap: toMap(state.uidMap),
+          gidMap: toMap(state.gidMap),
           user: state.user,
-          setgroups: readSetgroupsSync(state.keeperPid),
+          setgroups: state.setgroups,
         });
       } catch {
-        // the keeper is gone: spawnInNamespace says so
+        // a damaged state: spawnInNamespace says so
       }
       if (unreachable !== undefined) throw unreachable;
     }

@@ -35,6 +35,7 @@ export {
   type SpawnOptions,
   type SpawnPlan,
   type SpawnResult,
+  type StartedNamespaces,
   spawn,
   type UsernsChildProcess,
 } from './spawn.js';

@@ -37,6 +37,7 @@ import {
   type HelperOptions,
   helperArgs,
   type Namespace,
+  type NamespaceId,
   startHelper,
 } from '../native/helper.js';
 import { isPrivileged } from '../system/self.js';
@@ -87,6 +88,15 @@ export interface SpawnOptions extends MapWriteOptions {
   mustReach?: readonly Reach[];
   /** Written to /proc/PID/oom_score_adj before the command starts. */
   oomScoreAdj?: number;
+  /**
+   * Runs once the command was executed, with the identities of its new namespaces (inode and
+   * nsfs handle of each; the PID namespace's too) and the maps in force: how a named namespace
+   * without a holder (`userns create --hold none`) records itself. A rejection kills the command
+   * (SIGKILL) and fails the spawn with that error.
+   */
+  afterStart?: (started: StartedNamespaces) => void | Promise<void>;
+  /** Act as a kernel without nsfs file handles (no handles reported; USERNS_NSFS_HANDLES=0). */
+  noHandles?: boolean;
   helperPath?: string;
 }
 
@@ -106,6 +116,18 @@ export interface SpawnResult {
 
 /** What {@link spawn} returns: a ChildProcess that is also a promise of its {@link SpawnResult}. */
 export type UsernsChildProcess = ChildProcess & Promise<SpawnResult>;
+
+/** What afterStart receives. */
+export interface StartedNamespaces {
+  /** The helper's PID (the command's, or its supervisor's with a PID namespace). */
+  pid: number;
+  /** Every new namespace, the user namespace first. */
+  namespaces: NamespaceId[];
+  uidMap: IdMap;
+  gidMap: IdMap;
+  setgroups: 'allow' | 'deny';
+  warnings: string[];
+}
 
 /**
  * Everything {@link spawn} would do: the maps and how they are written, the namespaces, the IDs
@@ -155,6 +177,8 @@ export function helperOptionsFor(
     stdio: options.stdio ?? 'pipe',
     ...(options.keepFds === undefined ? {} : { keepFds: options.keepFds }),
     ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
+    ...(options.afterStart === undefined ? {} : { reportNamespaces: true }),
+    ...(options.noHandles ? { noHandles: true } : {}),
   };
 }
 
@@ -489,6 +513,22 @@ export function spawn(
         user: helperUser,
         setgroups: applied.setgroups,
       });
+    }
+    if (options.afterStart !== undefined) {
+      try {
+        await options.afterStart({
+          pid: handle.pid,
+          namespaces: [...handle.namespaceIds],
+          uidMap: applied.uidMap,
+          gidMap: applied.gidMap,
+          setgroups: applied.setgroups,
+          warnings: applied.warnings,
+        });
+      } catch (error) {
+        child.kill('SIGKILL');
+        await done;
+        throw error;
+      }
     }
     const { code, signal } = await done;
     return {

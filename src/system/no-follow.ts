@@ -12,15 +12,23 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { SymlinkRefusedError } from '../errors/index.js';
+import { O_PATH } from './open-flags.js';
 
 const MAX_LINKS = 40; // the kernel's limit of links followed in one lookup
+
+/**
+ * Each directory is opened O_PATH (see open-flags.ts): a walk with O_RDONLY would fail with
+ * EACCES on a directory the caller may pass through but not list (mode 0711).
+ */
+const DIRECTORY = O_PATH | constants.O_DIRECTORY;
 
 function fdPath(fd: number, name: string): string {
   return `/proc/self/fd/${fd}/${name}`;
 }
 
 /**
- * Opens directory `path` (O_RDONLY|O_DIRECTORY) as described above and returns its descriptor
+ * Opens directory `path` (O_PATH|O_DIRECTORY: usable as the base of `/proc/self/fd/N/NAME`
+ * and with fstat, not for reading the directory) as described above and returns its descriptor
  * (the caller closes it). Throws SymlinkRefusedError `PATH_SYMLINK` for a link that is refused,
  * and the system error (ENOENT, ENOTDIR, EACCES…) otherwise.
  */
@@ -29,7 +37,7 @@ export function openDirectoryNoFollow(path: string): number {
   let parts = resolve(path)
     .split('/')
     .filter((p) => p !== '');
-  let fd = openSync('/', constants.O_RDONLY | constants.O_DIRECTORY);
+  let fd = openSync('/', DIRECTORY);
   let followed = 0;
   try {
     for (let i = 0; i < parts.length; i++) {
@@ -63,12 +71,12 @@ export function openDirectoryNoFollow(path: string): number {
           .split('/')
           .filter((p) => p !== '');
         closeSync(fd);
-        fd = openSync('/', constants.O_RDONLY | constants.O_DIRECTORY);
+        fd = openSync('/', DIRECTORY);
         followed++;
         i = -1;
         continue;
       }
-      const next = openSync(at, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+      const next = openSync(at, DIRECTORY | constants.O_NOFOLLOW);
       closeSync(fd);
       fd = next;
     }

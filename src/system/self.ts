@@ -43,6 +43,26 @@ export function isPrivileged(): boolean {
   return result;
 }
 
+let sysAdmin: boolean | undefined;
+
+/**
+ * Whether this process has CAP_SYS_ADMIN in its effective set (from CapEff; the euid when that
+ * cannot be read): needed to bind-mount namespace files in its mount namespace, when that
+ * namespace is owned by its user namespace.
+ */
+export function hasSysAdmin(): boolean {
+  if (sysAdmin !== undefined) return sysAdmin;
+  let result = false;
+  try {
+    const m = /^CapEff:\s*([0-9a-f]+)/m.exec(readFileSync('/proc/self/status', 'latin1'));
+    if (m) result = (BigInt(`0x${m[1]}`) & (1n << 21n)) !== 0n;
+  } catch {
+    result = process.geteuid?.() === 0;
+  }
+  sysAdmin = result;
+  return result;
+}
+
 /** This process's namespace's setgroups (a new namespace inherits it). */
 export function ownSetgroups(): 'allow' | 'deny' {
   ownSetgroupsValue ??= readSetgroupsSync('self');

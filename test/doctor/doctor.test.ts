@@ -51,7 +51,7 @@ describe('healthy machine, as root', { skip: root ? false : 'needs root' }, () =
     const ids = r.checks.map((c) => c.id);
     assert.equal(new Set(ids).size, ids.length, 'ids are unique');
     for (const c of r.checks) {
-      assert.match(c.id, /^(kernel|subids|newidmap|environment|probe)\.[a-z_]+$/);
+      assert.match(c.id, /^(kernel|subids|newidmap|environment|namespaces|probe)\.[a-z_]+$/);
       assert.ok(['ok', 'warning', 'error', 'skipped'].includes(c.status));
       assert.ok(c.message.length > 0);
       assert.equal(typeof c.evidence, 'object');

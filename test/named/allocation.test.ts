@@ -45,7 +45,7 @@ describe('named namespaces with an allocated range', { skip: isRoot ? false : 'n
       ['alloc-b'],
     );
     // A keeper that dies leaves its allocation to gc.
-    process.kill(b.keeperPid, 'SIGKILL');
+    process.kill(b.keeperPid!, 'SIGKILL');
     await new Promise((resolve) => setTimeout(resolve, 100));
     const released = await gcAllocations({ root });
     assert.deepEqual(

@@ -121,7 +121,8 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
       gidMap: MAP,
       namespaces: ['pid', 'mount', 'uts'],
     });
-    assert.equal(state.version, 1);
+    assert.equal(state.version, 2);
+    assert.equal(state.hold, 'keeper');
     assert.deepEqual(state.uidMap, [[0, 100000, 65536]]);
     assert.deepEqual(state.gidMap, [[0, 100000, 65536]]);
     assert.deepEqual(
@@ -132,7 +133,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
       readFileSync(join(root, 'ns', 'shared', 'state.json'), 'utf8'),
     ) as NamespaceState;
     assert.deepEqual(onDisk, state);
-    assert.match(state.keeperStartTime, /^\d+$/);
+    assert.match(state.keeperStartTime!, /^\d+$/);
     assert.ok(!existsSync(join(root, 'ns', 'shared', 'creating')));
     const script =
       'stat -L -c %i /proc/self/ns/user /proc/self/ns/pid /proc/self/ns/uts; cat /proc/self/uid_map; hostname';
@@ -200,8 +201,8 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     ]);
     assert.equal(r.stdout, '5\n6\n/tmp\n', r.stderr);
     const list = await cli(['list', '--root', root]);
-    assert.match(list.stdout, /^NAME\s+STATUS\s+KEEPER/);
-    assert.match(list.stdout, /\ncli\s+running\s+\d+\s+user\s+0:100000:65536/);
+    assert.match(list.stdout, /^NAME\s+STATUS\s+HOLD\s+KEEPER/);
+    assert.match(list.stdout, /\ncli\s+running\s+keeper\s+\d+\s+user\s+0:100000:65536/);
     const rm = await cli(['rm', '--root', root, 'cli']);
     assert.equal(rm.code, 0, rm.stderr);
     assert.equal((await cli(['rm', '--root', root, 'cli'])).code, 1);
@@ -222,12 +223,12 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     ]);
     assert.equal(made.code, 0, made.stderr);
     const { state } = JSON.parse(made.stdout) as { state: NamespaceState };
-    assert.ok(!processGone(state.keeperPid), 'the keeper outlives the CLI process that created it');
+    assert.ok(!processGone(state.keeperPid!), 'the keeper outlives the CLI process that created it');
     const r = await execInNamespace('survivor', ['sh', '-c', 'stat -L -c %i /proc/self/ns/user'], { root });
     assert.equal(Number(r.stdout), state.namespaces[0]!.inode);
 
-    process.kill(state.keeperPid, 'SIGKILL');
-    assert.ok(await waitFor(() => processGone(state.keeperPid)));
+    process.kill(state.keeperPid!, 'SIGKILL');
+    assert.ok(await waitFor(() => processGone(state.keeperPid!)));
     const listed = await listNamespaces({ root });
     const entry = listed.find((e) => e.name === 'survivor');
     assert.equal(entry?.status, 'stale');
@@ -257,9 +258,9 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     // rm must not kill a process it cannot prove is the keeper.
     const r = await removeNamespace('reuse', { root });
     assert.equal(r.keeperStopped, false);
-    assert.ok(!processGone(state.keeperPid));
-    process.kill(state.keeperPid, 'SIGTERM');
-    assert.ok(await waitFor(() => processGone(state.keeperPid)));
+    assert.ok(!processGone(state.keeperPid!));
+    process.kill(state.keeperPid!, 'SIGTERM');
+    assert.ok(await waitFor(() => processGone(state.keeperPid!)));
   });
 
   test('a namespace identity that changed is stale, and the helper refuses to join it', async () => {
@@ -277,7 +278,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
         namespaces: [],
         command: ['true'],
         explain: explainSpawnFailure,
-        join: { pid: state.keeperPid, namespaces: [{ type: 'user', inode: 4026531837 }] },
+        join: { pid: state.keeperPid!, namespaces: [{ type: 'user', inode: 4026531837 }] },
         stdio: 'ignore',
       }),
       { code: 'NS_STALE', message: /expected 4026531837/ },
@@ -338,14 +339,14 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     assert.equal(list[0]!.status, 'running');
     const made = JSON.parse(winners[0]!.stdout) as { state: NamespaceState };
     const state = made.state;
-    assert.equal(list[0]!.state?.keeperPid, state.keeperPid);
+    assert.equal(list[0]!.state?.keeperPid, state.keeperPid!);
     // create prints the layout inspect prints (JSON and text), nothing else to script against.
     const inspected = JSON.parse((await cli(['inspect', '--root', root, '--json', 'race'])).stdout);
     assert.deepEqual(made, inspected);
     const text = (await cli(['inspect', '--root', root, 'race'])).stdout;
     assert.match(text, /^name: +race\nstatus: +running\n/);
     await removeNamespace('race', { root });
-    assert.ok(await waitFor(() => processGone(state.keeperPid)));
+    assert.ok(await waitFor(() => processGone(state.keeperPid!)));
   });
 
   test('a SIGKILL at any point of create leaves nothing that blocks a later create, and no keeper', async () => {
@@ -399,7 +400,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
       const r = await execInNamespace('killed', ['true'], { root });
       assert.equal(r.exitCode, 0);
       await removeNamespace('killed', { root });
-      assert.ok(await waitFor(() => processGone(state.keeperPid)));
+      assert.ok(await waitFor(() => processGone(state.keeperPid!)));
     }
     // Keepers whose creator died before committing exit by themselves.
     assert.ok(
@@ -421,7 +422,7 @@ describe('named namespaces (root)', { skip: isRoot ? false : 'needs root (maps w
     await new Promise((r) => setTimeout(r, 50));
     const r = await removeNamespace('stop', { root });
     assert.equal(r.keeperStopped, true);
-    assert.ok(processGone(state.keeperPid));
+    assert.ok(processGone(state.keeperPid!));
     const result = await done;
     assert.equal(result.signal, 'SIGKILL', 'the command died with its PID namespace');
   });
