@@ -190,9 +190,12 @@ describe('userns alloc (CLI)', () => {
 
   test('@HOST in --uidmapping and --userns auto:…,uidmapping= (issue 14 item 2)', {
     timeout: 60_000,
-  }, async () => {
+  }, async (t) => {
     const here = ownMap('uid').toInside(5000);
-    if (here === undefined) return; // host uid 5000 not mapped here: nothing to translate
+    if (here === undefined) {
+      t.skip('machine: host uid 5000 is not mapped in this namespace, so @5000 has nothing to translate to');
+      return;
+    }
     const root = join(base, 'at-state');
     const expected = [
       { inside: 0, outside: 500000, count: 1000 },

@@ -25,6 +25,12 @@ describe('every allocation is a map the kernel accepts', {
     };
     const top = clipPool([{ start: 4294967295 - 70000, count: 70000 }]);
     const high: Pools = { uid: { ranges: top, source: 'top' }, gid: { ranges: top, source: 'top' } };
+    // containers/storage's case of free blocks none of which holds 65536 IDs.
+    const gaps = [
+      { start: 11000, count: 9000 },
+      { start: 25000, count: 5000 },
+      { start: 35000, count: 65000 },
+    ];
     const allocations = [
       await r.allocate({ size: 65536, policy: { kind: 'slot', slotSize: 65536 }, pools: systemd }),
       await r.allocate({ size: 1024, policy: { kind: 'first-fit' }, pools: systemd }),
@@ -41,24 +47,7 @@ describe('every allocation is a map the kernel accepts', {
       await r.allocate({
         size: 65536,
         policy: { kind: 'first-fit' },
-        pools: {
-          uid: {
-            ranges: [
-              { start: 11000, count: 9000 },
-              { start: 25000, count: 5000 },
-              { start: 35000, count: 65000 },
-            ],
-            source: 'blocks',
-          },
-          gid: {
-            ranges: [
-              { start: 11000, count: 9000 },
-              { start: 25000, count: 5000 },
-              { start: 35000, count: 65000 },
-            ],
-            source: 'blocks',
-          },
-        },
+        pools: { uid: { ranges: gaps, source: 'blocks' }, gid: { ranges: gaps, source: 'blocks' } },
         uidPassthrough: parsePassthrough('8990:1000:20'),
       }),
       // Ends exactly at 4294967294, the last mappable ID.
