@@ -705,6 +705,8 @@ async function shiftPlanned(
       // The second phase may start only once every entry has left the source range.
       const left = shiftIncomplete(p1, policy);
       if (p1.errorCount > 0 || (policy === 'error' && p1.unmapped.length > 0)) {
+        // A first run that changed nothing leaves nothing half done.
+        if (pending === null && p1.changed === 0) removeRecord(options.stateRoot, identity);
         throw incompleteError(
           p1,
           left?.reason ?? 'entries left as they were',
@@ -750,8 +752,10 @@ async function shiftPlanned(
     }
   }
   const incomplete = shiftIncomplete(done, policy);
-  // Errors leave the record: the same shift, run again, finishes the job.
-  if (done.errorCount === 0) removeRecord(options.stateRoot, identity);
+  // Errors leave the record (the same shift, run again, finishes the job), unless this was the
+  // first run and it changed nothing.
+  if (done.errorCount === 0 || (pending === null && done.changed === 0))
+    removeRecord(options.stateRoot, identity);
   if (incomplete !== null) throw incompleteError(done, incomplete.reason, incomplete.hint);
   return done;
 }

@@ -352,6 +352,46 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
         ]);
         assert.equal(foreign.code, 1);
         assert.equal(lstatSync(join(dir, 'etc/shadow')).uid, base + 1000);
+
+        // Overlapping ranges: two phases, through free IDs of the user's own subordinate ranges
+        // (newuidmap maps nothing else into the protective namespace).
+        const overlapping = await runAs(user, [
+          process.execPath,
+          readableBin(),
+          'shift',
+          '--from',
+          `0:${base + 1000}:1000`,
+          '--from-gid',
+          `0:${gbase + 1000}:1000`,
+          '--to',
+          `0:${base + 1500}:1000`,
+          '--to-gid',
+          `0:${gbase + 1500}:1000`,
+          '--unmapped',
+          'skip',
+          '--json',
+          dir,
+        ]);
+        assert.equal(overlapping.code, 0, overlapping.stdout + overlapping.stderr);
+        const two = JSON.parse(overlapping.stdout);
+        assert.equal(two.method, 'two-phase');
+        for (const [kind, sub] of [
+          ['uid', user.subuid],
+          ['gid', user.subgid],
+        ] as const) {
+          const mid = two.intermediate[kind];
+          assert.equal(mid.count, 1000);
+          assert.ok(
+            mid.start >= sub.start + 2500 && mid.start + mid.count <= sub.start + sub.count,
+            JSON.stringify(mid),
+          );
+        }
+        assert.deepEqual(
+          [lstatSync(join(dir, 'etc/shadow')).uid, lstatSync(join(dir, 'etc/shadow')).gid],
+          [base + 1500, gbase + 1542],
+        );
+        assert.equal(lstatSync(join(dir, 'etc')).uid, base + 1500);
+        assert.equal(lstatSync(join(dir, 'foreign')).uid, 0);
       }),
   );
 });
