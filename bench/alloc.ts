@@ -4,7 +4,7 @@
  * one free-space search at both sizes.
  *
  * The registry (a SQLite database, one IMMEDIATE transaction per allocate and per release, the
- * write-ahead log fsynced at every commit) lives on tmpfs (/dev/shm), as the real one does
+ * write-ahead log fsynced at every allocation's commit) lives on tmpfs (/dev/shm), as the real one does
  * (/run/userns is tmpfs). `alloc_release_per_s_disk` and `alloc_p99_ms_disk` repeat the 10,000
  * case on the temp directory's file system (ext4 here) to show what fsync costs there.
  */

@@ -8,9 +8,11 @@ import { join, resolve } from 'node:path';
 import { UsageError } from '../errors/index.js';
 import type { Extent, IdKind } from '../idmap/extent.js';
 import { parsePodmanMap } from '../idmap/formats/podman.js';
+import type { IdMap } from '../idmap/idmap.js';
 import type { IdRange } from '../idmap/ranges.js';
 import { defaultStateRoot, ensureStateRoot } from '../state/state-root.js';
 import { runningStartTime, selfInProc } from '../system/proc.js';
+import { ownMap } from '../system/self.js';
 import type { AllocationRegistry } from './backend.js';
 import { type AgentEvent, NodeAgent } from './fleet/agent.js';
 import { FleetRegistry, type FleetRegistryOptions } from './fleet/registry.js';
@@ -68,6 +70,12 @@ export interface RegistryLocation {
  */
 export interface AllocateOptions extends RegistryLocation {
   size?: number;
+  /**
+   * When `size` is not given, the size (the estimate, the slot or the default) grows to at
+   * least this: podman sizes an automatic namespace to cover the `--user` IDs (their highest
+   * plus one; `--user 2000:3000` → at least 3001). An explicit `size` is kept as given.
+   */
+  minSize?: number;
   /** Estimate the size from this root filesystem (ignored when `size` is given). */
   forRootfs?: string;
   /** first-fit (default), slot[:SIZE], base:N. */
@@ -243,13 +251,18 @@ export function poolFiles(location: RegistryLocation): Pick<PoolOptions, 'subord
 /**
  * Passthrough mappings as podman's `uidmapping=`/`gidmapping=` write them (podman `--uidmap`
  * syntax: `INSIDE:HOST[:SIZE]`, several separated by commas, `u`/`g` flags), for one kind.
+ * HOST is an ID of the current namespace (the pool's IDs); `@HOST` is an ID of the initial
+ * namespace, translated through `parent` (default: this process's own map, read only when an
+ * `@` is present), as `--uidmap` does. Throws ParseError (HOST_ID_NOT_MAPPED, …).
  */
 export function parsePassthrough(
   text: string,
   option = 'uidmapping',
   kind: IdKind = option.startsWith('gid') ? 'gid' : 'uid',
+  parent?: IdMap,
 ): Extent[] {
-  return [...parsePodmanMap(text, { kind, source: option }).extents];
+  const map = parent ?? (text.includes('@') ? ownMap(kind) : undefined);
+  return [...parsePodmanMap(text, { kind, source: option, parent: map }).extents];
 }
 
 function passthrough(
@@ -280,6 +293,7 @@ async function requestFor(
   }
   const sizeDefaulted = size === undefined;
   size ??= policy.kind === 'slot' ? policy.slotSize : DEFAULT_SIZE;
+  if (options.size === undefined && options.minSize !== undefined) size = Math.max(size, options.minSize);
   let pools: Pools | undefined;
   if (registry.poolsFromRegistry) {
     const local = (['pool', 'uidPool', 'gidPool', 'pools', 'configPath'] as const).filter(
@@ -479,7 +493,7 @@ export function parseAutoUserns(text: string): AllocateOptions | undefined {
     else if (key === 'policy') out.policy = parsePolicy(value);
     else {
       throw new UsageError(`--userns ${text}: unknown or malformed option ${JSON.stringify(option)}`, {
-        hint: 'auto accepts size=N, uidmapping=INSIDE:HOST[:SIZE], gidmapping=… and policy=first-fit|slot[:SIZE]|base:N',
+        hint: 'auto accepts size=N, uidmapping=INSIDE:HOST[:SIZE], gidmapping=… and policy=first-fit|contiguous|slot[:SIZE]|base:N',
       });
     }
   }

@@ -5,7 +5,7 @@
  * effects, and the caller decides who owns the range and when it is released.
  */
 import { IdMap } from '../idmap/idmap.js';
-import type { UsernsMode } from '../maps/modes.js';
+import type { UsernsModeSpec } from '../maps/modes.js';
 import {
   type AllocationResult,
   allocate,
@@ -17,11 +17,14 @@ import {
 
 /** Options that may name an `auto:…` mode (SpawnOptions, CreateOptions, ReexecOptions, …). */
 export interface AutoUsernsCapable {
-  userns?: UsernsMode | `auto:${string}`;
+  userns?: UsernsModeSpec | `auto:${string}`;
+  /** The IDs the command runs as inside: an `auto:` namespace without size= covers them. */
+  user?: number;
+  group?: number;
 }
 
 /** The options with the allocated maps in place of the `auto:…` mode. */
-export type WithMaps<T extends AutoUsernsCapable> = Omit<T, 'userns'> & { userns?: UsernsMode };
+export type WithMaps<T extends AutoUsernsCapable> = Omit<T, 'userns'> & { userns?: UsernsModeSpec };
 
 /** How withAutoUserns() allocates: the registry's state root, the owner, or only a preview. */
 export interface AutoUsernsOptions {
@@ -49,7 +52,8 @@ export interface AutoUserns<T extends AutoUsernsCapable> {
 /**
  * When `options.userns` is `auto:size=N[,uidmapping=…][,gidmapping=…][,policy=…]`: allocates a
  * range (owned by this process, or by `how.namespace`) and returns the options with explicit
- * maps. Other modes pass through unchanged. Throws UsageError for bad auto options, AllocError
+ * maps. Without size=, the range is the default size or more: enough to map `options.user` and
+ * `options.group` (podman sizes for `--user` the same way). Other modes pass through unchanged. Throws UsageError for bad auto options, AllocError
  * (ALLOC_EXHAUSTED, …) when the registry cannot give the range.
  */
 export async function withAutoUserns<T extends AutoUsernsCapable>(
@@ -61,6 +65,9 @@ export async function withAutoUserns<T extends AutoUsernsCapable>(
     return { options: options as WithMaps<T>, allocation: null, release: async () => {} };
   }
   const request = parseAutoUserns(mode)!;
+  // Without size=, the namespace covers the IDs the command runs as (podman's --user sizing).
+  const highest = Math.max(options.user ?? 0, options.group ?? 0);
+  if (request.size === undefined && highest > 0) request.minSize = highest + 1;
   const location = how.stateRoot === undefined ? {} : { root: how.stateRoot };
   let allocation: AllocationResult;
   let release = async () => {};

@@ -7,7 +7,7 @@
  * fleet give the same ranges for the same free space.
  */
 import { AllocError, MapError } from '../errors/index.js';
-import { type Extent, extent, formatRange, formatTriple } from '../idmap/extent.js';
+import { type Extent, extent, formatRange, formatTriple, MAX_EXTENTS } from '../idmap/extent.js';
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import { type IdRange, intersectRanges, normalizeRanges, subtractRanges } from '../idmap/ranges.js';
@@ -15,7 +15,7 @@ import { validateMap } from '../idmap/validate.js';
 import { validateName } from '../state/names.js';
 import { bootId, procPidNamespace } from '../system/proc.js';
 import type { FreeSpace } from './free-space.js';
-import { blockShape, formatPolicy, pickBlock } from './policy.js';
+import { blockShape, formatPolicy, MAP_BYTES, MAX_LINE_BYTES, pickBlocks } from './policy.js';
 import { formatPool, type Pool } from './pool.js';
 import {
   ALLOC_EXHAUSTED,
@@ -126,7 +126,9 @@ export function exhaustedError(
       ? ` (${formatRange(request.policy.base, reserve)} is not entirely free in the pool)`
       : align > 1 && free.largest >= reserve
         ? ` (no free block of ${reserve} starts at a multiple of ${align})`
-        : '';
+        : request.policy.kind === 'first-fit' && free.total >= reserve
+          ? ` (the free IDs are spread over more blocks than one map can hold: ${MAX_EXTENTS} lines, ${MAP_BYTES} bytes)`
+          : '';
   return new AllocError(
     ALLOC_EXHAUSTED,
     `cannot allocate: asked for ${asked}; the largest free block in pool ${where} is ${free.largest} (${free.total} free in total)${baseNote}`,
@@ -166,16 +168,25 @@ export interface Placement {
   gids: IdRange[];
 }
 
+/**
+ * One kind's map and reserved host IDs: the blocks at consecutive inside IDs from 0 (one block:
+ * `0 start size`), then each passthrough mapping punched in.
+ */
 function buildMap(
   kind: 'uid' | 'gid',
-  start: number,
+  blocks: readonly IdRange[],
   request: AllocationRequest,
   space: PlacementSpace['uid'],
   holderOf: HolderLookup,
 ): { map: Extent[]; reserved: IdRange[] } {
-  const { reserve } = blockShape(request.policy, request.size);
-  let map = [extent(0, start, request.size)];
-  const reserved: IdRange[] = [{ start, count: reserve }];
+  let map: Extent[] = [];
+  let inside = 0;
+  for (const b of blocks) {
+    const n = Math.min(b.count, request.size - inside);
+    if (n > 0) map.push(extent(inside, b.start, n));
+    inside += n;
+  }
+  const reserved: IdRange[] = blocks.map((b) => ({ ...b }));
   const passthrough = (kind === 'uid' ? request.uidPassthrough : request.gidPassthrough) ?? [];
   for (const hole of passthrough) {
     map = [...punchHole(map, hole).extents];
@@ -183,7 +194,7 @@ function buildMap(
     // others (a host user outside the pool) are shared, as podman does.
     const fromPool = subtractRanges(
       intersectRanges([{ start: hole.outside, count: hole.count }], space.pool.ranges),
-      [{ start, count: reserve }],
+      blocks,
     );
     for (const r of fromPool) {
       const holder = holderOf(kind, r);
@@ -217,9 +228,19 @@ function buildMap(
 }
 
 /**
- * Places one allocation: the uid block by the policy, the gid block preferring the same start,
- * then both maps with the passthrough mappings. Throws ALLOC_EXHAUSTED (per kind),
- * ALLOC_PASSTHROUGH_TAKEN, ALLOC_MAP_INVALID. Pure: records nothing.
+ * Room for one kind's blocks in one kernel map write (MAX_EXTENTS lines, MAP_BYTES bytes): each
+ * passthrough mapping may cut a line in two and adds one of its own.
+ */
+function roomFor(passthrough: readonly Extent[] | undefined): { lines: number; bytes: number } {
+  const n = passthrough?.length ?? 0;
+  return { lines: MAX_EXTENTS - 2 * n, bytes: MAP_BYTES - 2 * MAX_LINE_BYTES * n };
+}
+
+/**
+ * Places one allocation: the uid blocks by the policy (policy.ts pickBlocks: one block, or for
+ * `first-fit` several when no free block is large enough), the gid blocks preferring the uid
+ * start when the uids are one block, then both maps with the passthrough mappings. Throws
+ * ALLOC_EXHAUSTED (per kind), ALLOC_PASSTHROUGH_TAKEN, ALLOC_MAP_INVALID. Pure: records nothing.
  */
 export function place(
   request: AllocationRequest,
@@ -227,14 +248,26 @@ export function place(
   holderOf: HolderLookup,
   releaseHint?: string,
 ): Placement {
-  const uidStart = pickBlock(space.uid.free, request.policy, request.size);
-  if (uidStart === undefined)
+  const uidBlocks = pickBlocks(
+    space.uid.free,
+    request.policy,
+    request.size,
+    undefined,
+    roomFor(request.uidPassthrough),
+  );
+  if (uidBlocks === undefined)
     throw exhaustedError('uid', request, space.uid.pool, space.uid.free, releaseHint);
-  const gidStart = pickBlock(space.gid.free, request.policy, request.size, uidStart);
-  if (gidStart === undefined)
+  const gidBlocks = pickBlocks(
+    space.gid.free,
+    request.policy,
+    request.size,
+    uidBlocks.length === 1 ? uidBlocks[0]!.start : undefined,
+    roomFor(request.gidPassthrough),
+  );
+  if (gidBlocks === undefined)
     throw exhaustedError('gid', request, space.gid.pool, space.gid.free, releaseHint);
-  const uid = buildMap('uid', uidStart, request, space.uid, holderOf);
-  const gid = buildMap('gid', gidStart, request, space.gid, holderOf);
+  const uid = buildMap('uid', uidBlocks, request, space.uid, holderOf);
+  const gid = buildMap('gid', gidBlocks, request, space.gid, holderOf);
   return { uidMap: uid.map, gidMap: gid.map, uids: uid.reserved, gids: gid.reserved };
 }
 

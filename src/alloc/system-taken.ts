@@ -71,8 +71,10 @@ export const NSRESOURCE_REGISTRY = '/run/systemd/nsresource/registry';
 
 function mtimeKey(path: string): string {
   try {
-    const st = statSync(path);
-    return `${st.ino}:${st.mtimeMs}:${st.size}`;
+    // throwIfNoEntry: a missing file (no nsresourced registry, no /etc/subgid) is the common
+    // case, and building an exception for it on every allocation costs more than the stat.
+    const st = statSync(path, { throwIfNoEntry: false });
+    return st === undefined ? '-' : `${st.ino}:${st.mtimeMs}:${st.size}`;
   } catch {
     return '-';
   }

@@ -19,6 +19,7 @@ import {
   writeHelp,
   writeJson,
 } from './common.js';
+import { parseUserOption } from './mapping-options.js';
 import { didYouMean } from './suggest.js';
 
 /** --root, --registry, --node and the substituted files, as a RegistryLocation. */
@@ -104,8 +105,10 @@ async function doAllocate(argv: string[], io: CliIo): Promise<number> {
   const pool = poolArg(values.pool, '--pool');
   const uidPool = poolArg(values['uid-pool'], '--uid-pool');
   const gidPool = poolArg(values['gid-pool'], '--gid-pool');
+  const ids = values.user === undefined ? undefined : parseUserOption(values.user, 'alloc');
   const result = await alloc.allocate({
     ...where,
+    ...(ids === undefined ? {} : { minSize: Math.max(ids.user, ids.group) + 1 }),
     ...(values.size === undefined ? {} : { size: parseSize(values.size) }),
     ...(values['for-rootfs'] === undefined ? {} : { forRootfs: values['for-rootfs'] }),
     ...(values.policy === undefined ? {} : { policy: values.policy }),

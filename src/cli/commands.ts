@@ -62,7 +62,7 @@ export interface CommandSpec {
   readonly operands?: OperandKind;
 }
 
-const USERNS_MODES = ['auto', 'self', 'keep-id', 'identity', 'auto:size='] as const;
+const USERNS_MODES = ['auto', 'self', 'keep-id', 'keep-id:', 'identity', 'auto:size='] as const;
 const NAMESPACE_NAMES = ['mount', 'pid', 'uts', 'ipc', 'net', 'cgroup', 'all'] as const;
 const ROOT_HELP = `state root (default: /run/userns for root; else $XDG_RUNTIME_DIR/userns
 or ~/.local/state/userns)`;
@@ -78,17 +78,23 @@ export const MAPPING = {
             1… = your /etc/subuid ranges (like 'podman unshare')
   self      only you, as 0 (like 'unshare -r')
   keep-id   your uid stays your uid inside; subordinate IDs around it
+  keep-id:uid=N,gid=N,size=N
+            podman's options: you become N inside (and run as N), size=
+            IDs in all at most
   identity  inside = outside for every ID you can map
   auto:size=N[,uidmapping=M][,gidmapping=M][,policy=P]
             a fresh range of N IDs from the allocation registry
-            (see 'userns alloc'), released when the command ends`,
+            (see 'userns alloc'), released when the command ends; without
+            size=, 65536 or enough to cover --user; @HOST in M = a host ID`,
   },
   uidmap: {
     type: 'string',
     multiple: true,
     value: 'MAP',
-    help: `uid map in podman syntax, INSIDE:OUTSIDE[:COUNT][,...]; repeatable
-(OUTSIDE = IDs of the namespace userns runs in)`,
+    help: `uid map in podman syntax, [+][u|g]INSIDE:[@]OUTSIDE[:COUNT][,...];
+repeatable (OUTSIDE = IDs of the namespace userns runs in, @OUTSIDE =
+host IDs); a leading + entry fills the rest from the IDs you may
+map, as rootless podman does`,
   },
   gidmap: {
     type: 'string',
@@ -159,7 +165,9 @@ const MAP_ARGUMENT = `A MAP is one of:
   FILE                       a file in any format (auto-detected, or --from FORMAT)
   -                          standard input
   self | pid:N               a process's /proc/PID/uid_map (gid_map with --kind gid)
-Formats: {format-names}`;
+  TEXT                       the map itself in any format, e.g. --from podman +1:100:1
+                             or 'u 0 100000 65536' (auto-detected without --from)
+Formats: {format-names} (proc = kernel)`;
 
 /** Options every `map` subcommand takes. */
 const MAP_COMMON = {
@@ -293,7 +301,7 @@ Run 'userns map <subcommand> --help' for each one's options.`,
   'map validate': {
     summary: 'would the kernel accept MAP? (exit 0 yes, 1 no)',
     usage: [
-      'map validate [--parent MAP] [--kind uid|gid] [--page-size N]',
+      'map validate [--parent MAP] [--kind uid|gid] [--page-size N] [--allowed MAP]',
       '    [--unprivileged [--euid N] [--egid N] [--setgroups allow|deny]] MAP',
     ],
     description: `Says whether the kernel would accept MAP written in one write() to /proc/PID/{uid,gid}_map,
@@ -325,6 +333,14 @@ namespace (euid/egid default to this process's)`,
         value: 'allow|deny',
         complete: ['allow', 'deny'],
         help: "the target's setgroups at write time (default allow)",
+      },
+      allowed: {
+        type: 'string',
+        value: 'MAP',
+        complete: 'file',
+        help: `also require every host ID of MAP to lie in this allow-list's host IDs of
+the same kind (any format: subid lines, raw.idmap, triples…); exit 1 naming
+the first host ID outside it (Incus HostIDsCoveredBy)`,
       },
       json: {
         type: 'boolean',
@@ -638,11 +654,20 @@ Pools (uid and gid separately):
 file or named in its /etc/passwd and /etc/group (65534, nobody and
 nogroup ignored), plus one; at least 1024`,
       },
+      user: {
+        type: 'string',
+        value: 'UID[:GID]',
+        help: `without --size, grow the size to cover these IDs (podman sizes
+--userns=auto for --user so: --user 2000:3000 → at least 3001)`,
+      },
       policy: {
         type: 'string',
         value: 'POLICY',
-        complete: ['first-fit', 'slot', 'slot:', 'base:'],
-        help: `first-fit   lowest free block (podman --userns=auto; the default)
+        complete: ['first-fit', 'contiguous', 'slot', 'slot:', 'base:'],
+        help: `first-fit   lowest free block; when none is large enough, the
+            lowest free IDs of several blocks (podman
+            --userns=auto, containers/storage; the default)
+contiguous  lowest free block, or fail (one line per map)
 slot[:SIZE] blocks aligned to SIZE, a multiple of 65536 (default
             65536: systemd-nspawn pick, nsresourced, kubelet)
 base:N      exactly at host ID N, or fail`,
@@ -665,7 +690,8 @@ namespace is gone`,
         multiple: true,
         value: 'MAP',
         help: `extra INSIDE:HOST[:SIZE] uid mapping punched into the map (podman's
-uidmapping=), repeatable; host IDs from the pool are reserved too`,
+uidmapping=), repeatable; host IDs from the pool are reserved too;
+@HOST is a host ID translated through this namespace's map`,
       },
       gidmapping: { type: 'string', multiple: true, value: 'MAP', help: 'the same for gids' },
       root: ALLOC_ROOT,
@@ -782,8 +808,8 @@ them).`,
       policy: {
         type: 'string',
         value: 'POLICY',
-        complete: ['first-fit', 'slot', 'slot:', 'base:'],
-        help: 'the default policy: first-fit, slot[:SIZE] (base:N is per request)',
+        complete: ['first-fit', 'contiguous', 'slot', 'slot:', 'base:'],
+        help: 'the default policy: first-fit, contiguous, slot[:SIZE] (base:N is per request)',
       },
       'lease-ttl': { type: 'string', value: 'S', help: "the nodes' lease TTL in seconds (default 60)" },
       force: { type: 'boolean', help: 'set pools that leave live allocations outside' },
@@ -998,7 +1024,8 @@ kubelet <root>/pods/<podUID>/userns) is recognised too, and written compact as t
         help: `a range from the allocation registry ('userns alloc'), named after the
 bundle (its directory's name and a hash of its path, so each bundle
 has its own; --name to choose); OPTIONS as podman's auto:
-size=N, policy=first-fit|slot[:SIZE]|base:N, uidmapping=M, gidmapping=M.
+size=N, policy=first-fit|contiguous|slot[:SIZE]|base:N,
+uidmapping=M, gidmapping=M.
 An allocation of that name is reused, so filling again keeps the IDs;
 'userns alloc release NAME' frees it`,
       },

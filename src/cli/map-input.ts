@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { UsageError, UsernsError } from '../errors/index.js';
 import type { Extent, IdKind, KindedExtent } from '../idmap/extent.js';
 import { detectFormat } from '../idmap/formats/detect.js';
-import { FORMATS, type FormatName } from '../idmap/formats/index.js';
+import { FORMAT_ALIASES, FORMATS, type FormatName, formatByName } from '../idmap/formats/index.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
 import { parseTriples } from '../idmap/formats/triples.js';
 import { IdMap } from '../idmap/idmap.js';
@@ -29,9 +29,11 @@ export function parseKind(value: string | undefined): IdKind {
 
 export function parseFormatName(value: string | undefined, option: string): FormatName | undefined {
   if (value === undefined) return undefined;
-  if (Object.hasOwn(FORMATS, value)) return value as FormatName;
+  const name = formatByName(value);
+  if (name !== undefined) return name;
+  const aliases = Object.entries(FORMAT_ALIASES).map(([alias, to]) => `${alias} (= ${to})`);
   throw new UsageError(`${option} '${value}' is not a known format`, {
-    hint: `formats: ${Object.keys(FORMATS).join(', ')}`,
+    hint: `formats: ${[...Object.keys(FORMATS), ...aliases].join(', ')}`,
   });
 }
 
@@ -67,10 +69,26 @@ export interface RawMapInput {
   text: string;
 }
 
+/** Formats whose entries act on the entries before them (podman `+`, unshare's hole rule). */
+const JOINED_FORMATS: ReadonlySet<FormatName> = new Set(['podman', 'unshare']);
+
+/** A missing file name that is not a map: a path (has '/', no blank, not JSON). */
+function looksLikePath(argument: string): boolean {
+  return argument.includes('/') && !/\s/.test(argument) && !/^[[{]/.test(argument);
+}
+
+/** The caller's IDs, for unshare's single-ID options (`-r`, `--map-user`, …). */
+function caller(): { uid: number; gid: number } {
+  return { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 };
+}
+
 /**
- * Reads a MAP argument: inline triples `inside:outside:count[,…]`, `self` or `pid:N` (that
- * process's /proc map of `kind`), `-` (standard input), or a file path. Text formats are
- * auto-detected unless `from` names one.
+ * Reads a MAP argument: `self` or `pid:N` (that process's /proc map of `kind`), `-` (standard
+ * input), a file path, or the map itself (inline). Inline triples `inside:outside:count[,…]`
+ * are recognised without `--from`; with `from`, an argument that is not an existing file is the
+ * map's text in that format (`--from podman +1:100:1`, `--from kernel '0 1000 1'`). Without
+ * `from`, an inline value that is not a path is auto-detected. Text formats are auto-detected
+ * unless `from` names one.
  */
 export async function readMapArgument(argument: string, options: ResolveOptions): Promise<RawMapInput> {
   const procMatch = /^(?:self|pid:(\d+))$/.exec(argument);
@@ -92,14 +110,16 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     const text = await readStdin(options.stdin ?? process.stdin);
     return { source: '<stdin>', format: options.from ?? detectFormat(text), text };
   }
+  if (options.from !== undefined && INLINE.test(argument))
+    return { source: options.label ?? 'argument', format: options.from, text: argument };
   let text: string;
   try {
     text = readFileBounded(argument, MAP_INPUT_LIMIT).toString('latin1');
   } catch (error) {
     if (error instanceof UsernsError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' && /^[\d:,+@ug]+$/.test(argument)) {
-      throw new UsageError(`'${argument}' is neither a file nor inline triples 'inside:outside:count[,…]'`);
+    if ((code === 'ENOENT' || code === 'ENAMETOOLONG') && !looksLikePath(argument) && argument !== '') {
+      return inlineArgument(argument, options.from, options.label ?? 'argument');
     }
     throw new UsernsError(
       'MAP_READ_FAILED',
@@ -108,6 +128,18 @@ export async function readMapArgument(argument: string, options: ResolveOptions)
     );
   }
   return { source: argument, format: options.from ?? detectFormat(text), text };
+}
+
+/** An argument that names no file, read as the map itself. */
+function inlineArgument(argument: string, from: FormatName | undefined, label: string): RawMapInput {
+  if (from !== undefined) return { source: label, format: from, text: argument };
+  try {
+    return { source: label, format: detectFormat(argument), text: argument };
+  } catch {
+    throw new UsageError(`'${argument}' is neither a file nor a map in a known format`, {
+      hint: 'give the format with --from FORMAT (userns map convert --help lists them)',
+    });
+  }
 }
 
 /**
@@ -123,6 +155,7 @@ export function parseMapInput(raw: RawMapInput, options: ResolveOptions): IdMap 
       kind: options.kind,
       source: raw.source,
       parent: options.parent,
+      caller: caller(),
     });
     map = new IdMap(entriesForKind(entries, options.kind));
   }
@@ -183,17 +216,68 @@ export async function readMapEntries(
   argument: string,
   options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
 ): Promise<KindedExtent[]> {
-  const kinds: IdKind[] = options.kind === undefined ? ['uid', 'gid'] : [options.kind];
-  if (options.kind === undefined && /^(?:self|pid:\d+)$/.test(argument)) {
-    // A process has one map of each kind: both are read.
-    const out: KindedExtent[] = [];
-    for (const kind of kinds) {
-      const raw = await readMapArgument(argument, { ...options, kind });
-      for (const e of parseMapInput(raw, { kind, validate: false }).extents) out.push({ ...e, kind });
+  return (await readMapEntriesOf([argument], options))[0] ?? [];
+}
+
+/**
+ * readMapEntries for several arguments, one entry list per input. Consecutive inline values of
+ * podman or unshare syntax are one input, as several `--uidmap` (or `--map-users`) options are:
+ * a later `+` entry punches into the earlier ones, and unshare's single-ID options act on the
+ * ranges.
+ */
+export async function readMapEntriesOf(
+  arguments_: readonly string[],
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
+): Promise<KindedExtent[][]> {
+  const out: KindedExtent[][] = [];
+  let pending: RawMapInput | undefined;
+  const flush = () => {
+    if (pending !== undefined) out.push(entriesOf(pending, options));
+    pending = undefined;
+  };
+  for (const argument of arguments_) {
+    if (options.kind === undefined && /^(?:self|pid:\d+)$/.test(argument)) {
+      flush();
+      out.push(await procEntries(argument, options));
+      continue;
     }
-    return out;
+    const raw = await readMapArgument(argument, { ...options, kind: options.kind ?? 'uid' });
+    const inline = raw.source === (options.label ?? 'argument');
+    if (
+      pending !== undefined &&
+      inline &&
+      pending.source === raw.source &&
+      pending.format === raw.format &&
+      JOINED_FORMATS.has(raw.format)
+    ) {
+      pending = { ...pending, text: `${pending.text}\n${raw.text}` };
+      continue;
+    }
+    flush();
+    pending = raw;
   }
-  const raw = await readMapArgument(argument, { ...options, kind: options.kind ?? 'uid' });
+  flush();
+  return out;
+}
+
+/** A process has one map of each kind: both are read. */
+async function procEntries(
+  argument: string,
+  options: Omit<ResolveOptions, 'kind' | 'validate'> & { kind: IdKind | undefined },
+): Promise<KindedExtent[]> {
+  const out: KindedExtent[] = [];
+  for (const kind of ['uid', 'gid'] as const) {
+    const raw = await readMapArgument(argument, { ...options, kind });
+    for (const e of parseMapInput(raw, { kind, validate: false }).extents) out.push({ ...e, kind });
+  }
+  return out;
+}
+
+/** The kinded entries of one input read by readMapArgument. */
+function entriesOf(
+  raw: RawMapInput,
+  options: { kind: IdKind | undefined; parent?: IdMap | undefined },
+): KindedExtent[] {
   let entries: KindedExtent[];
   if (raw.format === 'kernel')
     entries = parseKernelMap(raw.text, { source: raw.source }).map((e) => ({ ...e, kind: 'both' }));
@@ -204,6 +288,7 @@ export async function readMapEntries(
       kind: options.kind,
       source: raw.source,
       parent: options.parent,
+      caller: caller(),
     });
   if (options.kind === undefined) return entries;
   const kind = options.kind;

@@ -1,6 +1,7 @@
 import { UsageError } from '../errors/index.js';
 import { compose } from '../idmap/compose.js';
-import { type IdKind, INVALID_ID, type KindedExtent } from '../idmap/extent.js';
+import { hostIdsCoveredBy, type Uncovered } from '../idmap/coverage.js';
+import { type Extent, type IdKind, INVALID_ID, type KindedExtent } from '../idmap/extent.js';
 import { FORMAT_NAMES, FORMATS } from '../idmap/formats/index.js';
 import { formatKernelMap, kernelLines } from '../idmap/formats/kernel.js';
 import type { IdMap } from '../idmap/idmap.js';
@@ -24,6 +25,7 @@ import {
   parseMapInput,
   readMapArgument,
   readMapEntries,
+  readMapEntriesOf,
   requireValidEntries,
   resolveMapArgument,
   SINGLE_KIND_FORMATS,
@@ -102,6 +104,11 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
   // not a usage problem); other formats are parsed first and then written as userns would.
   if (raw.format === 'kernel') {
     const verdict = validateMapText(raw.text, options);
+    if (verdict.ok && values.allowed !== undefined) {
+      const extents = parseMapInput(raw, { kind, parent, validate: false }).extents;
+      const coverage = await allowedCoverage(values.allowed, extents, kind, io);
+      if (!coverage.ok) return printUncovered(io, values.json === true, coverage, values.allowed);
+    }
     return printVerdict(io, values.json === true, verdict, kind, kernelLines(raw.text).length);
   }
   const map = parseMapInput(raw, { kind, parent, validate: false });
@@ -116,7 +123,37 @@ async function validate(argv: string[], io: CliIo): Promise<number> {
       sourceLine: verdict.line === null ? null : (at(verdict.line) ?? null),
     };
   }
+  if (verdict.ok && values.allowed !== undefined) {
+    const coverage = await allowedCoverage(values.allowed, map.extents, kind, io);
+    if (!coverage.ok) return printUncovered(io, values.json === true, coverage, values.allowed);
+  }
   return printVerdict(io, values.json === true, verdict, kind, map.length);
+}
+
+/**
+ * --allowed ALLOWED: the host IDs of every line of the map must lie in ALLOWED's host (outside)
+ * IDs of the map's kind (Incus HostIDsCoveredBy). ALLOWED is a MAP in any format: a subid file,
+ * an Incus raw.idmap, kernel lines, triples, …
+ */
+async function allowedCoverage(argument: string, extents: readonly Extent[], kind: IdKind, io: CliIo) {
+  const entries = await readMapEntries(argument, { kind, stdin: io.stdin, label: '--allowed' });
+  const hostIds = entriesForKind(entries, kind).map((e) => ({ start: e.outside, count: e.count }));
+  return hostIdsCoveredBy(extents, { [kind]: hostIds }, kind);
+}
+
+function printUncovered(io: CliIo, json: boolean, c: Uncovered, allowed: string): number {
+  const e = c.extent;
+  const reason = `line ${c.index + 1} (${e.inside}:${e.outside}:${e.count}) maps host ${c.kind} ${c.id}, which is not in the allowed host ${c.kind}s (${allowed})`;
+  if (json)
+    writeJson(io, {
+      ok: false,
+      errno: null,
+      reason,
+      line: c.index + 1,
+      uncovered: { kind: c.kind, id: c.id },
+    });
+  else io.stdout.write(`not allowed: ${reason}\n`);
+  return 1;
 }
 
 async function split(argv: string[], io: CliIo): Promise<number> {
@@ -163,9 +200,9 @@ async function convert(argv: string[], io: CliIo): Promise<number> {
   const from = parseFormatName(values.from, '--from');
   const parent = await optionalParent(values.parent, kind ?? 'uid', io);
   const entries: KindedExtent[] = [];
-  for (const argument of positionals) {
-    for (const e of await readMapEntries(argument, { kind, from, parent, stdin: io.stdin })) entries.push(e);
-  }
+  // Consecutive inline podman/unshare arguments are one map (readMapEntriesOf).
+  for (const list of await readMapEntriesOf(positionals, { kind, from, parent, stdin: io.stdin }))
+    for (const e of list) entries.push(e);
   requireValidEntries(entries, positionals.length === 1 ? positionals[0]! : 'the input');
   if (
     kind === undefined &&

@@ -1,6 +1,7 @@
 /** The mapping and namespace options of `userns run` and `userns create`, and `--user`. */
 import { UsageError, UsernsError } from '../errors/index.js';
 import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
+import { parseModeSpec } from '../maps/modes.js';
 import { type MountSpec, parseMountSpec } from '../mount/spec.js';
 import { MAPPING } from './commands.js';
 import type { CliIo } from './common.js';
@@ -56,16 +57,16 @@ export interface MappingOptions {
  * Checks and converts the MAPPING_OPTIONS values (UsageError on bad ones). Warnings go to
  * `warnings` and, unless `json`, to stderr.
  */
-/** Refuses an unknown --userns MODE (`auto:OPTIONS` is checked by the allocator itself). */
+/**
+ * Refuses an unknown --userns MODE or malformed keep-id options (`auto:OPTIONS` is checked by
+ * the allocator itself).
+ */
 export function checkUsernsMode(mode: string | undefined, hint: string): void {
-  if (
-    mode !== undefined &&
-    !['auto', 'self', 'keep-id', 'identity'].includes(mode) &&
-    !mode.startsWith('auto:')
-  ) {
-    throw new UsageError(`unknown --userns mode '${mode}' (auto, auto:size=N,…, self, keep-id, identity)`, {
-      hint,
-    });
+  if (mode !== undefined && !mode.startsWith('auto:') && parseModeSpec(mode) === undefined) {
+    throw new UsageError(
+      `unknown --userns mode '${mode}' (auto, auto:size=N,…, self, keep-id, keep-id:uid=N,gid=N,size=N, identity)`,
+      { hint },
+    );
   }
 }
 

@@ -4,6 +4,7 @@
  * @module userns/idmap
  */
 export { compose } from './compose.js';
+export { type AllowedHostIds, type Coverage, hostIdsCoveredBy, type Uncovered } from './coverage.js';
 export {
   type Extent,
   type ExtentKind,
@@ -23,10 +24,12 @@ export {
 export { detectFormat } from './formats/detect.js';
 export { formatIncusRawIdmap, type IncusParseOptions, parseIncusRawIdmap } from './formats/incus.js';
 export {
+  FORMAT_ALIASES,
   FORMAT_NAMES,
   FORMATS,
   type FormatContext,
   type FormatName,
+  formatByName,
   type MapFormat,
 } from './formats/index.js';
 export { formatUsernsJson, parseUsernsJson, type UsernsJsonParseOptions } from './formats/json.js';
@@ -74,6 +77,7 @@ export {
   type UnshareKeyword,
   type UnshareKeywordEntry,
   type UnshareParseOptions,
+  type UnshareSingleEntry,
 } from './formats/unshare.js';
 export { extentsOf, IdMap, type MapLike } from './idmap.js';
 export { mapsEqual, normalize } from './normalize.js';

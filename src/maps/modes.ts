@@ -5,7 +5,7 @@
  * `mapForMode` is pure (given the caller's IDs, privilege, own maps and subordinate ranges);
  * `modeContext` gathers those inputs.
  */
-import { DOCTOR_HINT, NewIdmapError } from '../errors/index.js';
+import { DOCTOR_HINT, NewIdmapError, UsageError } from '../errors/index.js';
 import { type Extent, extent, formatRange, type IdKind } from '../idmap/extent.js';
 import { parsePodmanMap } from '../idmap/formats/podman.js';
 import { IdMap } from '../idmap/idmap.js';
@@ -29,6 +29,41 @@ export const MODES: readonly UsernsMode[] = ['auto', 'self', 'keep-id', 'identit
 /** Whether `value` is a {@link UsernsMode}. */
 export function isMode(value: unknown): value is UsernsMode {
   return typeof value === 'string' && (MODES as readonly string[]).includes(value);
+}
+
+/** podman's `keep-id:uid=N,gid=N,size=N`: the IDs the caller becomes inside, and the size. */
+export interface KeepIdOptions {
+  /** The inside uid the caller's uid maps to (default: the caller's uid). */
+  uid?: number;
+  /** The inside gid the caller's gid maps to (default: the caller's gid). */
+  gid?: number;
+  /** IDs in each map at most (default: the caller's ID and all its subordinate IDs). */
+  size?: number;
+}
+
+/** A mode with its options: `keep-id:uid=N,gid=N,size=N` (podman's syntax). */
+export type UsernsModeSpec = UsernsMode | `keep-id:${string}`;
+
+/**
+ * A mode name, or `keep-id:` with podman's options (uid=N, gid=N, size=N; decimal, size ≥ 1),
+ * → the mode and its options; undefined for anything else (`auto:…` is the allocator's).
+ * Throws UsageError for a malformed keep-id option.
+ */
+export function parseModeSpec(text: string): { mode: UsernsMode; keepId?: KeepIdOptions } | undefined {
+  if (isMode(text)) return { mode: text };
+  if (!text.startsWith('keep-id:')) return undefined;
+  const keepId: KeepIdOptions = {};
+  for (const option of text.slice('keep-id:'.length).split(',')) {
+    const m = /^(uid|gid|size)=(0|[1-9][0-9]{0,9})$/.exec(option);
+    const value = m === null ? Number.NaN : Number(m[2]);
+    if (m === null || value > 4294967294 || (m[1] === 'size' && value < 1)) {
+      throw new UsageError(`--userns ${text}: unknown or malformed option ${JSON.stringify(option)}`, {
+        hint: 'keep-id accepts uid=N, gid=N (0…4294967294) and size=N (at least 1), e.g. keep-id:uid=1000,gid=1000',
+      });
+    }
+    keepId[m[1] as keyof KeepIdOptions] = value;
+  }
+  return { mode: 'keep-id', keepId };
 }
 
 /** A map option: an IdMap, a mode, or a string in podman --uidmap syntax. */
@@ -93,13 +128,24 @@ export function usablePool(ranges: readonly IdRange[], own: number): IdRange[] {
   return out;
 }
 
-/** Lays `pool` out at consecutive inside IDs from `insideStart`, skipping inside ID `skip`. */
-function layOut(pool: readonly IdRange[], insideStart: number, skip?: number): Extent[] {
+/**
+ * Lays `pool` out at consecutive inside IDs from `insideStart`, skipping inside ID `skip`, with
+ * at most `limit` IDs.
+ */
+function layOut(
+  pool: readonly IdRange[],
+  insideStart: number,
+  skip?: number,
+  limit = Number.POSITIVE_INFINITY,
+): Extent[] {
   const out: Extent[] = [];
   let inside = insideStart;
+  let budget = limit;
   for (const r of pool) {
+    if (budget <= 0) break;
     let outside = r.start;
-    let left = r.count;
+    let left = Math.min(r.count, budget);
+    budget -= left;
     while (left > 0) {
       if (inside === skip) inside++;
       // Stop the piece before the skipped inside ID.
@@ -121,11 +167,17 @@ function layOut(pool: readonly IdRange[], insideStart: number, skip?: number): E
  *   `podman unshare`); privileged → identity over every ID the current namespace maps (in the
  *   initial namespace: `0 0 4294967295`).
  * - `self`: only the caller, as 0 (`unshare -r`).
- * - `keep-id`: the caller's ID stays the same inside; the subordinate IDs fill 0… around it
- *   (podman `--userns=keep-id`). Privileged: identity.
+ * - `keep-id`: the caller's ID stays the same inside (or becomes `keepId.uid`/`gid`); the
+ *   subordinate IDs fill 0… around it, `keepId.size` IDs in all at most (podman
+ *   `--userns=keep-id[:uid=N,gid=N,size=N]`). Privileged: identity.
  * - `identity`: inside = outside for every ID the caller can map.
  */
-export function mapForMode(mode: UsernsMode, kind: IdKind, ctx: ModeContext): IdMap {
+export function mapForMode(
+  mode: UsernsMode,
+  kind: IdKind,
+  ctx: ModeContext,
+  keepId: KeepIdOptions = {},
+): IdMap {
   const own = kind === 'uid' ? ctx.uid : ctx.gid;
   const available = insideRanges(kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap);
   const sub = usablePool(kind === 'uid' ? ctx.subuid : ctx.subgid, own);
@@ -136,10 +188,14 @@ export function mapForMode(mode: UsernsMode, kind: IdKind, ctx: ModeContext): Id
       if (ctx.privileged) return new IdMap(available.map((r) => extent(r.start, r.start, r.count)));
       if (sub.length === 0) return withoutSubordinateIds(mode, kind, ctx, new IdMap([extent(0, own, 1)]));
       return new IdMap([extent(0, own, 1), ...layOut(sub, 1)]);
-    case 'keep-id':
+    case 'keep-id': {
       if (ctx.privileged) return new IdMap(available.map((r) => extent(r.start, r.start, r.count)));
-      if (sub.length === 0) return withoutSubordinateIds(mode, kind, ctx, new IdMap([extent(own, own, 1)]));
-      return new IdMap([extent(own, own, 1), ...layOut(sub, 0, own)]);
+      const target = keepId[kind] ?? own;
+      if (sub.length === 0)
+        return withoutSubordinateIds(mode, kind, ctx, new IdMap([extent(target, own, 1)]));
+      const limit = keepId.size === undefined ? undefined : keepId.size - 1;
+      return new IdMap([extent(target, own, 1), ...layOut(sub, 0, target, limit)]);
+    }
     case 'identity': {
       if (ctx.privileged) return new IdMap(available.map((r) => extent(r.start, r.start, r.count)));
       if (sub.length === 0) return withoutSubordinateIds(mode, kind, ctx, new IdMap([extent(own, own, 1)]));
@@ -149,9 +205,36 @@ export function mapForMode(mode: UsernsMode, kind: IdKind, ctx: ModeContext): Id
   }
 }
 
-/** Whether resolving these specs needs the subordinate ranges (unprivileged modes). */
+/** Whether a podman map string has a `+` entry (whose rootless fill needs the caller's ranges). */
+function hasPlusEntry(spec: string): boolean {
+  return spec.includes('+');
+}
+
+/**
+ * Whether resolving these specs needs the subordinate ranges: unprivileged modes, and podman
+ * strings with a `+` entry (their rootless fill hands out the caller's IDs).
+ */
 export function needsSubordinate(specs: readonly (MapSpec | undefined)[], privileged: boolean): boolean {
-  return !privileged && specs.some((s) => s === undefined || (isMode(s) && s !== 'self'));
+  return (
+    !privileged &&
+    specs.some(
+      (s) =>
+        s === undefined ||
+        (isMode(s) && s !== 'self') ||
+        (typeof s === 'string' && !isMode(s) && hasPlusEntry(s)),
+    )
+  );
+}
+
+/**
+ * The map of podman's rootless namespace for an unprivileged caller: its `auto` map (0 = the
+ * caller, 1… = its subordinate ranges), or only the caller when it has none (podman then has
+ * nothing else either). Inside: IDs of that namespace; outside: IDs of the current namespace.
+ */
+export function rootlessMap(kind: IdKind, ctx: ModeContext): IdMap {
+  const own = kind === 'uid' ? ctx.uid : ctx.gid;
+  const sub = usablePool(kind === 'uid' ? ctx.subuid : ctx.subgid, own);
+  return new IdMap([extent(0, own, 1), ...layOut(sub, 1)]);
 }
 
 /** Gathers the inputs of mapForMode. Subordinate ranges are read only when asked for. */
@@ -186,16 +269,19 @@ export async function modeContext(
 /**
  * Resolves one map option. `undefined` means the `fallbackMode` (the `userns` option, default
  * auto). A string that is not a mode name is parsed as podman --uidmap syntax, whose `@ID` form
- * (an ID of the initial namespace) is translated through the current namespace's own map.
+ * (an ID of the initial namespace) is translated through the current namespace's own map. For an
+ * unprivileged caller a leading `+` entry fills from the IDs it may map (`rootlessMap`), as
+ * rootless podman does; a privileged caller fills from the current namespace's map.
  */
 export async function resolveMapSpec(
   spec: MapSpec | undefined,
   kind: IdKind,
   ctx: ModeContext,
   fallbackMode: UsernsMode = 'auto',
+  keepId?: KeepIdOptions,
 ): Promise<IdMap> {
   if (spec instanceof IdMap) return spec;
-  if (spec === undefined) return mapForMode(fallbackMode, kind, ctx);
+  if (spec === undefined) return mapForMode(fallbackMode, kind, ctx, keepId);
   if (isMode(spec)) return mapForMode(spec, kind, ctx);
   if (typeof spec !== 'string') {
     throw new NewIdmapError('INVALID_MAP', `--${kind}map must be an IdMap, a mode or a map string`);
@@ -203,6 +289,7 @@ export async function resolveMapSpec(
   return parsePodmanMap(spec, {
     kind,
     parent: kind === 'uid' ? ctx.ownUidMap : ctx.ownGidMap,
+    rootless: ctx.privileged || !hasPlusEntry(spec) ? undefined : rootlessMap(kind, ctx),
     source: `--${kind}map`,
   });
 }

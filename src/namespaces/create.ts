@@ -16,7 +16,7 @@ import {
 import { withAutoUserns } from '../alloc/auto.js';
 import { DOCTOR_HINT, NamespaceError } from '../errors/index.js';
 import { IdMap } from '../idmap/idmap.js';
-import type { UsernsMode } from '../maps/modes.js';
+import type { UsernsModeSpec } from '../maps/modes.js';
 import { formatMountSpec } from '../mount/spec.js';
 import { type HelperHandle, NAMESPACES, type Namespace } from '../native/helper.js';
 import { bindNamespaceFiles } from '../native/nsfs.js';
@@ -71,7 +71,7 @@ export interface CreateOptions
    * As SpawnOptions.userns, or `auto:size=N[,…]`: a fresh range from the allocation registry,
    * owned by the namespace (released by removeNamespace, or by gcAllocations once it is gone).
    */
-  userns?: UsernsMode | `auto:${string}`;
+  userns?: UsernsModeSpec | `auto:${string}`;
   /** As SpawnOptions.uidMap (an IdMap is stored as its text). */
   uidMap?: SpawnOptions['uidMap'];
   gidMap?: SpawnOptions['gidMap'];

@@ -33,7 +33,7 @@ import { byKind } from '../idmap/formats/kinds.js';
 import { parseKubernetesUserns } from '../idmap/formats/kubernetes.js';
 import { IdMap } from '../idmap/idmap.js';
 import type { MapSpec } from '../maps/modes.js';
-import { isMode, modeContext, needsSubordinate, resolveMapSpec } from '../maps/modes.js';
+import { modeContext, needsSubordinate, parseModeSpec, resolveMapSpec } from '../maps/modes.js';
 import { planMaps } from '../maps/write-maps.js';
 import type { SpawnOptions } from '../spawn/spawn.js';
 import { writeFileAtomic } from '../state/atomic.js';
@@ -342,10 +342,11 @@ async function resolveMaps(file: string, options: OciFillOptions, privileged: bo
   ctx.privileged = privileged;
   ctx.fallback = options.fallback ?? 'none';
   ctx.warnings = [];
-  const fallbackMode = mode !== undefined && isMode(mode) ? mode : 'auto';
+  const parsed = mode === undefined ? undefined : parseModeSpec(mode);
+  const fallbackMode = parsed?.mode ?? 'auto';
   const [uid, gid] = await Promise.all([
-    resolveMapSpec(uidSpec, 'uid', ctx, fallbackMode),
-    resolveMapSpec(gidSpec, 'gid', ctx, fallbackMode),
+    resolveMapSpec(uidSpec, 'uid', ctx, fallbackMode, parsed?.keepId),
+    resolveMapSpec(gidSpec, 'gid', ctx, fallbackMode, parsed?.keepId),
   ]);
   return { uid, gid, allocation: null, release: async () => {}, warnings: ctx.warnings };
 }

@@ -6,13 +6,16 @@
 export { DOCTOR_HINT, NewIdmapError, SpawnError } from '../errors/index.js';
 export {
   isMode,
+  type KeepIdOptions,
   type MapSpec,
   MODES,
   type ModeContext,
   mapForMode,
   modeContext,
+  parseModeSpec,
   resolveMapSpec,
   type UsernsMode,
+  type UsernsModeSpec,
 } from '../maps/modes.js';
 export {
   type AppliedMaps,

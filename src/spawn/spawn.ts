@@ -15,12 +15,12 @@ import { join, resolve } from 'node:path';
 import { SpawnError, UsageError } from '../errors/index.js';
 import type { IdMap } from '../idmap/idmap.js';
 import {
-  isMode,
   type MapSpec,
   modeContext,
   needsSubordinate,
+  parseModeSpec,
   resolveMapSpec,
-  type UsernsMode,
+  type UsernsModeSpec,
 } from '../maps/modes.js';
 import {
   type MapPlan,
@@ -55,7 +55,7 @@ export interface SpawnOptions extends MapWriteOptions {
    * for a fresh range from the allocation registry (`auto:size=N`, podman's --userns=auto),
    * get the maps with withAutoUserns() from userns/alloc and pass them here.
    */
-  userns?: UsernsMode;
+  userns?: UsernsModeSpec;
   /** The uid map: an IdMap, a mode, or podman --uidmap syntax. Outside IDs = current namespace. */
   uidMap?: MapSpec;
   /** The gid map; defaults to the uid map's spec when only that is given (as podman does). */
@@ -157,9 +157,13 @@ export function helperOptionsFor(
   if (mountProc) namespaces.add('mount');
   const mounts = options.mounts?.length ? helperMountsFor(options.mounts) : undefined;
   if (mounts !== undefined) namespaces.add('mount');
-  const keepId = options.userns === 'keep-id' && options.uidMap === undefined && !privileged;
-  const uid = options.user ?? (keepId ? (process.geteuid?.() ?? 0) : 0);
-  const gid = options.group ?? (keepId ? (process.getegid?.() ?? 0) : 0);
+  // keep-id runs as the kept IDs: the caller's (unprivileged), or keep-id:uid=N,gid=N's.
+  const parsed = options.userns === undefined ? undefined : parseModeSpec(options.userns);
+  const keepId =
+    parsed?.mode === 'keep-id' && options.uidMap === undefined ? (parsed.keepId ?? {}) : undefined;
+  const own = (id: number | undefined) => (privileged ? 0 : (id ?? 0));
+  const uid = options.user ?? (keepId ? (keepId.uid ?? own(process.geteuid?.())) : 0);
+  const gid = options.group ?? (keepId ? (keepId.gid ?? own(process.getegid?.())) : 0);
   return {
     namespaces: [...namespaces],
     command,
@@ -241,10 +245,11 @@ async function computePlan(
   ctx.privileged = privileged;
   ctx.fallback = options.fallback ?? 'none';
   ctx.warnings = [];
-  const mode = options.userns !== undefined && isMode(options.userns) ? options.userns : 'auto';
+  const parsed = options.userns === undefined ? undefined : parseModeSpec(options.userns);
+  const mode = parsed?.mode ?? 'auto';
   const [uid, gid] = await Promise.all([
-    resolveMapSpec(uidSpec, 'uid', ctx, mode),
-    resolveMapSpec(gidSpec, 'gid', ctx, mode),
+    resolveMapSpec(uidSpec, 'uid', ctx, mode, parsed?.keepId),
+    resolveMapSpec(gidSpec, 'gid', ctx, mode, parsed?.keepId),
   ]);
   const plan = await planMaps(uid, gid, { ...options, privileged });
   return ctx.warnings.length === 0 ? plan : { ...plan, warnings: ctx.warnings };

@@ -8,7 +8,8 @@
  *   companions are a symbolic link or not a regular file (SQLite itself would follow a link);
  * - WAL journal (readers never block the writer; a commit is one append to the -wal file),
  *   synchronous=FULL (the -wal file is fsynced at every commit, so a committed transaction
- *   survives a power cut, as podman's own SQLite state does);
+ *   survives a power cut, as podman's own SQLite state does); a caller may lower it to NORMAL
+ *   around a commit whose loss is harmless (the registry's releases), and restores FULL after;
  * - a busy timeout: a writer waits for the lock instead of failing (SQLite's locks are fcntl(2)
  *   locks the kernel keeps and drops when their holder dies, so no PID is ever consulted);
  * - `application_id` marks the file as userns's, `user_version` holds its schema version: a file

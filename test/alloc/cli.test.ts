@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { ownMap } from '../../src/system/self.js';
 import { runCli } from '../cli/run-cli.js';
 
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-cli-'));
@@ -185,5 +186,142 @@ describe('userns alloc (CLI)', () => {
     ]);
     assert.equal(bad.code, 1);
     assert.equal(JSON.parse(bad.stdout).code, 'INVALID_NAME');
+  });
+
+  test('@HOST in --uidmapping and --userns auto:…,uidmapping= (issue 14 item 2)', {
+    timeout: 60_000,
+  }, async (t) => {
+    const here = ownMap('uid').toInside(5000);
+    if (here === undefined) {
+      t.skip('machine: host uid 5000 is not mapped in this namespace, so @5000 has nothing to translate to');
+      return;
+    }
+    const root = join(base, 'at-state');
+    const expected = [
+      { inside: 0, outside: 500000, count: 1000 },
+      { inside: 1000, outside: here, count: 1 },
+      { inside: 1001, outside: 501001, count: 999 },
+    ];
+    const a = await runCli([
+      'alloc',
+      '--size',
+      '2000',
+      '--uidmapping',
+      '1000:@5000:1',
+      '--pool',
+      '500000:100000',
+      '--root',
+      root,
+      ...etc('at'),
+      '--json',
+    ]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.deepEqual(
+      JSON.parse(a.stdout).allocation.uidMap,
+      expected.map((e) => [e.inside, e.outside, e.count]),
+    );
+    const cfg = join(base, 'at-alloc.json');
+    writeFileSync(cfg, JSON.stringify({ pool: ['500000:100000'] }));
+    const runtime = join(base, 'at-runtime');
+    mkdirSync(runtime, { recursive: true, mode: 0o700 });
+    const r = await runCli(
+      ['run', '--userns', 'auto:size=2000,uidmapping=1000:@5000:1', '--dry-run', '--json', '--', 'true'],
+      {
+        env: {
+          XDG_RUNTIME_DIR: runtime,
+          USERNS_ALLOC_CONFIG: cfg,
+          USERNS_SUBUID_FILE: '/dev/null',
+          USERNS_SUBGID_FILE: '/dev/null',
+        },
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      JSON.parse(r.stdout).requested.uidMap,
+      expected.map((e) => [e.inside, e.outside, e.count]),
+    );
+    const bad = await runCli([
+      'alloc',
+      '--size',
+      '10',
+      '--uidmapping',
+      '0:@4294967295',
+      '--pool',
+      '500000:1000',
+      '--root',
+      root,
+      ...etc('at'),
+      '--json',
+    ]);
+    assert.equal(bad.code, 1);
+    assert.equal(JSON.parse(bad.stdout).code, 'HOST_ID_NOT_MAPPED');
+  });
+
+  test('without size=, an automatic namespace covers --user (issue 14 item 4)', {
+    timeout: 60_000,
+  }, async () => {
+    const root = join(base, 'user-state');
+    const rootfs = join(base, 'empty-rootfs');
+    mkdirSync(rootfs, { recursive: true });
+    // podman: --user 2000:3000 and an image estimated below that → 3001
+    const a = await runCli([
+      'alloc',
+      '--for-rootfs',
+      rootfs,
+      '--user',
+      '2000:3000',
+      '--pool',
+      '500000:100000',
+      '--root',
+      root,
+      ...etc('user'),
+      '--json',
+    ]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(JSON.parse(a.stdout).allocation.size, 3001);
+    const b = await runCli([
+      'alloc',
+      '--for-rootfs',
+      rootfs,
+      '--user',
+      '20',
+      '--pool',
+      '500000:100000',
+      '--root',
+      root,
+      ...etc('user'),
+      '--json',
+    ]);
+    assert.equal(JSON.parse(b.stdout).allocation.size, 1024, 'the estimate when it covers --user');
+    const c = await runCli([
+      'alloc',
+      '--size',
+      '10',
+      '--user',
+      '2000:3000',
+      '--pool',
+      '500000:100000',
+      '--root',
+      root,
+      ...etc('user'),
+      '--json',
+    ]);
+    assert.equal(JSON.parse(c.stdout).allocation.size, 10, 'an explicit size is kept');
+    const cfg = join(base, 'user-alloc.json');
+    writeFileSync(cfg, JSON.stringify({ pool: ['500000:200000'] }));
+    const runtime = join(base, 'user-runtime');
+    mkdirSync(runtime, { recursive: true, mode: 0o700 });
+    const env = {
+      XDG_RUNTIME_DIR: runtime,
+      USERNS_ALLOC_CONFIG: cfg,
+      USERNS_SUBUID_FILE: '/dev/null',
+      USERNS_SUBGID_FILE: '/dev/null',
+    };
+    const r = await runCli(
+      ['run', '--userns', 'auto:policy=contiguous', '--user', '70000:5', '--dry-run', '--json', '--', 'true'],
+      { env },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout).requested.uidMap, [[0, 500000, 70001]]);
   });
 });

@@ -25,6 +25,12 @@ describe('every allocation is a map the kernel accepts', {
     };
     const top = clipPool([{ start: 4294967295 - 70000, count: 70000 }]);
     const high: Pools = { uid: { ranges: top, source: 'top' }, gid: { ranges: top, source: 'top' } };
+    // containers/storage's case of free blocks none of which holds 65536 IDs.
+    const gaps = [
+      { start: 11000, count: 9000 },
+      { start: 25000, count: 5000 },
+      { start: 35000, count: 65000 },
+    ];
     const allocations = [
       await r.allocate({ size: 65536, policy: { kind: 'slot', slotSize: 65536 }, pools: systemd }),
       await r.allocate({ size: 1024, policy: { kind: 'first-fit' }, pools: systemd }),
@@ -36,6 +42,13 @@ describe('every allocation is a map the kernel accepts', {
         pools: systemd,
         uidPassthrough: parsePassthrough('1000:1000:1,2000:1610612736:5'),
         gidPassthrough: parsePassthrough('5:5:3'),
+      }),
+      // Several free blocks (issue 14 item 3): one map of three lines, plus a passthrough hole.
+      await r.allocate({
+        size: 65536,
+        policy: { kind: 'first-fit' },
+        pools: { uid: { ranges: gaps, source: 'blocks' }, gid: { ranges: gaps, source: 'blocks' } },
+        uidPassthrough: parsePassthrough('8990:1000:20'),
       }),
       // Ends exactly at 4294967294, the last mappable ID.
       await r.allocate({ size: 70000, policy: { kind: 'first-fit' }, pools: high }),

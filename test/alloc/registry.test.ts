@@ -15,9 +15,12 @@ import {
 } from '../../src/alloc/index.js';
 import { clipPool, type Pools } from '../../src/alloc/pool.js';
 import { Registry } from '../../src/alloc/registry.js';
+import { IdMap } from '../../src/idmap/idmap.js';
+import { validateMap } from '../../src/idmap/validate.js';
 import { gcAllocations } from '../../src/namespaces/index.js';
 import { openDatabase } from '../../src/state/database.js';
 import { defaultStateRoot, ensureStateRoot } from '../../src/state/state-root.js';
+import { ownMap } from '../../src/system/self.js';
 
 const base = mkdtempSync(join(tmpdir(), 'userns-alloc-'));
 after(() => rmSync(base, { recursive: true, force: true }));
@@ -85,6 +88,91 @@ describe('registry', () => {
         assert.equal(error.data.largestFree, 34464);
         return true;
       },
+    );
+  });
+
+  test('first-fit takes several free blocks when none is large enough; contiguous does not (issue 14 item 3)', async () => {
+    // containers/storage's case: pools 11000:9000, 25000:5000, 35000:65000, size 65536.
+    const ranges = [
+      { start: 11000, count: 9000 },
+      { start: 25000, count: 5000 },
+      { start: 35000, count: 65000 },
+    ];
+    const pools: Pools = { uid: { ranges, source: 'test' }, gid: { ranges, source: 'test' } };
+    const r = new Registry(freshDir(), { systemTaken: null });
+    await assert.rejects(
+      r.allocate({ size: 65536, policy: { kind: 'contiguous' }, pools }),
+      (error: Error & { code: string }) => {
+        assert.equal(error.code, 'ALLOC_EXHAUSTED');
+        assert.match(error.message, /largest free block in pool .* is 65000 \(79000 free in total\)/);
+        return true;
+      },
+    );
+    const a = await r.allocate({ size: 65536, policy: { kind: 'first-fit' }, pools });
+    const expected = [
+      { inside: 0, outside: 11000, count: 9000 },
+      { inside: 9000, outside: 25000, count: 5000 },
+      { inside: 14000, outside: 35000, count: 51536 },
+    ];
+    assert.deepEqual(a.uidMap, expected);
+    assert.deepEqual(a.gidMap, expected);
+    assert.deepEqual(a.uids, [
+      { start: 11000, count: 9000 },
+      { start: 25000, count: 5000 },
+      { start: 35000, count: 51536 },
+    ]);
+    assert.equal(a.size, 65536);
+    // A block that fits is still taken whole, even behind a smaller gap: 13464 left at the top.
+    const b = await r.allocate({ size: 10000, policy: { kind: 'first-fit' }, pools });
+    assert.deepEqual(b.uidMap, [{ inside: 0, outside: 86536, count: 10000 }]);
+    // What is left (3464) is too little, for any policy.
+    await assert.rejects(r.allocate({ size: 5000, policy: { kind: 'first-fit' }, pools }), {
+      code: 'ALLOC_EXHAUSTED',
+    });
+    // Released blocks come back whole; passthrough mappings punch across the blocks.
+    await r.release(a.id);
+    const c = await r.allocate({
+      size: 12000,
+      policy: { kind: 'first-fit' },
+      pools: { uid: { ranges: ranges.slice(0, 2), source: 'test' }, gid: pools.gid },
+      uidPassthrough: [{ inside: 8999, outside: 5, count: 2 }],
+    });
+    assert.ok(c.uidMap.length > 1);
+    assert.deepEqual((await r.verify()).problems, []);
+  });
+
+  test('first-fit gives up, saying why, when the free IDs are spread over more than 340 blocks', async () => {
+    const ranges = Array.from({ length: 400 }, (_, i) => ({ start: 100_000 + i * 20, count: 10 }));
+    const pools: Pools = { uid: { ranges, source: 'test' }, gid: { ranges, source: 'test' } };
+    const r = new Registry(freshDir(), { systemTaken: null });
+    await assert.rejects(
+      r.allocate({ size: 3410, policy: { kind: 'first-fit' }, pools }),
+      (error: Error & { code: string }) => {
+        assert.equal(error.code, 'ALLOC_EXHAUSTED');
+        assert.match(error.message, /spread over more blocks than one map can hold: 340 lines, 4095 bytes/);
+        return true;
+      },
+    );
+    const ok = await r.allocate({ size: 2000, policy: { kind: 'first-fit' }, pools });
+    assert.equal(ok.uidMap.length, 200);
+    assert.equal(validateMap(ok.uidMap, { kind: 'uid' }).ok, true);
+    // Short lines: the 340-line limit binds before the byte limit.
+    const small = Array.from({ length: 400 }, (_, i) => ({ start: 10 + i * 2, count: 1 }));
+    const r2 = new Registry(freshDir(), { systemTaken: null });
+    const smallPools: Pools = {
+      uid: { ranges: small, source: 'test' },
+      gid: { ranges: small, source: 'test' },
+    };
+    assert.equal(
+      (await r2.allocate({ size: 340, policy: { kind: 'first-fit' }, pools: smallPools })).uidMap.length,
+      340,
+    );
+    await assert.rejects(r2.allocate({ size: 61, policy: { kind: 'first-fit' }, pools: smallPools }), {
+      code: 'ALLOC_EXHAUSTED',
+    });
+    assert.equal(
+      (await r2.allocate({ size: 60, policy: { kind: 'first-fit' }, pools: smallPools })).uidMap.length,
+      60,
     );
   });
 
@@ -279,12 +367,41 @@ describe('registry', () => {
   test('parseAutoUserns (podman --userns=auto options)', () => {
     assert.deepEqual(parseAutoUserns('auto'), {});
     assert.equal(parseAutoUserns('keep-id'), undefined);
+    assert.deepEqual(parseAutoUserns('auto:size=10,policy=contiguous'), {
+      size: 10,
+      policy: { kind: 'contiguous' },
+    });
     assert.deepEqual(parseAutoUserns('auto:size=2000,uidmapping=0:1000:1,gidmapping=5:6'), {
       size: 2000,
       uidMapping: [{ inside: 0, outside: 1000, count: 1 }],
       gidMapping: [{ inside: 5, outside: 6, count: 1 }],
     });
     assert.throws(() => parseAutoUserns('auto:sise=1'), { code: 'USAGE' });
+  });
+
+  test('@HOST in uidmapping=/gidmapping= is translated through the current map (issue 14 item 2)', () => {
+    // In a namespace mapped 0 1000 1, 1 100000 65536: host 100010 is ID 11 here.
+    const nested = new IdMap([
+      { inside: 0, outside: 1000, count: 1 },
+      { inside: 1, outside: 100000, count: 65536 },
+    ]);
+    assert.deepEqual(parsePassthrough('1000:@100010:5', 'uidmapping', 'uid', nested), [
+      { inside: 1000, outside: 11, count: 5 },
+    ]);
+    assert.deepEqual(parsePassthrough('0:@1000', 'gidmapping', 'gid', nested), [
+      { inside: 0, outside: 0, count: 1 },
+    ]);
+    assert.throws(() => parsePassthrough('0:@5:1', 'uidmapping', 'uid', nested), {
+      code: 'HOST_ID_NOT_MAPPED',
+    });
+    // without a map given, this process's own map translates
+    const own = ownMap('uid');
+    const here = own.toInside(5000);
+    if (here !== undefined) {
+      assert.deepEqual(parseAutoUserns('auto:size=2000,uidmapping=1000:@5000:1')?.uidMapping, [
+        { inside: 1000, outside: here, count: 1 },
+      ]);
+    }
   });
 
   test('pools: root defaults to the containers user or the systemd range; --pool overrides', async () => {

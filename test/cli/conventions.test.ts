@@ -208,7 +208,7 @@ describe('shell completion', { timeout: 180_000 }, () => {
     ['userns r', ['rm', 'run']],
     ['userns map s', ['show', 'split']],
     ['userns alloc ', [...COMMANDS.alloc.subcommands].sort()],
-    ['userns run --userns ', ['auto', 'auto:size=', 'identity', 'keep-id', 'self']],
+    ['userns run --userns ', ['auto', 'auto:size=', 'identity', 'keep-id', 'keep-id:', 'self']],
     ['userns run --uns', ['--unshare']],
     ['userns map convert --to ', [...FORMAT_NAMES].sort()],
     ['userns shift --unmapped ', ['error', 'overflow', 'skip']],

@@ -262,3 +262,98 @@ describe('userns map lookup, compose, show, convert', () => {
     assert.equal(body.data.line, 2);
   });
 });
+
+describe('inline values in every format (issue 14 item 5)', () => {
+  test('--from FORMAT parses inline arguments, files and - alike; podman arguments are one map', async () => {
+    // podman's own vector (pkg/util tests): 0:2000:100000 then +1:100:1 punches 1 out of it
+    const expected = '0 2000 1\n1 100 1\n2 2002 99998\n';
+    const inline = await runCli([
+      'map',
+      'convert',
+      '--from',
+      'podman',
+      '--to',
+      'kernel',
+      '0:2000:100000',
+      '+1:100:1',
+    ]);
+    assert.equal(inline.stdout, expected, inline.stderr);
+    const stdin = await runCli(['map', 'convert', '--from', 'podman', '--to', 'kernel', '-'], {
+      input: '0:2000:100000 +1:100:1',
+    });
+    assert.equal(stdin.stdout, expected);
+    const path = file('podman-map', '0:2000:100000,+1:100:1\n');
+    const fromFile = await runCli(['map', 'convert', '--from', 'podman', '--to', 'kernel', path]);
+    assert.equal(fromFile.stdout, expected);
+  });
+  test('proc is another name for the kernel format; other formats inline', async () => {
+    const proc = await runCli([
+      'map',
+      'convert',
+      '--from',
+      'proc',
+      '--to',
+      'podman',
+      '0 1000 1',
+      '1 100000 65536',
+    ]);
+    assert.equal(proc.stdout, '0:1000:1,1:100000:65536\n', proc.stderr);
+    const toProc = await runCli([
+      'map',
+      'convert',
+      '--to',
+      'proc',
+      '--from',
+      'oci',
+      '[{"containerID":0,"hostID":1000,"size":5}]',
+    ]);
+    assert.equal(toProc.stdout, '0 1000 5\n', toProc.stderr);
+    const lxc = await runCli(['map', 'convert', '--to', 'kernel', 'u 0 100000 65536']); // detected
+    assert.equal(lxc.stdout, '0 100000 65536\n', lxc.stderr);
+    const unshare = await runCli(['map', 'convert', '--from', 'unshare', '--to', 'kernel', '100000,0,65536']);
+    assert.equal(unshare.stdout, '0 100000 65536\n', unshare.stderr);
+    const validate = await runCli(['map', 'validate', '--from', 'incus', '--json', 'both 1000 0']);
+    assert.equal(JSON.parse(validate.stdout).ok, true, validate.stderr);
+  });
+  test('a missing file is still reported as one; text in no format is a usage error', async () => {
+    const missing = await runCli(['map', 'convert', '--from', 'kernel', '--to', 'podman', join(dir, 'nope')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot read map file .*nope: ENOENT/);
+    const garbage = await runCli(['map', 'convert', '--to', 'kernel', 'garbage']);
+    assert.equal(garbage.code, 2);
+    assert.match(garbage.stderr, /'garbage' is neither a file nor a map in a known format/);
+    const badFormat = await runCli(['map', 'convert', '--from', 'kernel', '--to', 'podman', 'garbage']);
+    assert.equal(badFormat.code, 1);
+    assert.match(badFormat.stderr, /^userns: argument:1:1: /);
+    const unknown = await runCli(['map', 'convert', '--from', 'nope', '--to', 'kernel', '0:0:1']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /proc \(= kernel\)/);
+  });
+  test('map validate --allowed: host IDs outside the allow-list are named (issue 14 item 7)', async () => {
+    const allowed = file('allowed-subid', 'alice:100000:65536\nalice:3000:1\n');
+    const ok = await runCli(['map', 'validate', '--allowed', allowed, '0:100000:65536,65536:3000:1']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const bad = await runCli([
+      'map',
+      'validate',
+      '--json',
+      '--allowed',
+      allowed,
+      '--from',
+      'kernel',
+      '0 100000 65536\n65536 3000 2',
+    ]);
+    assert.equal(bad.code, 1);
+    assert.deepEqual(JSON.parse(bad.stdout).uncovered, { kind: 'uid', id: 3001 });
+    assert.equal(JSON.parse(bad.stdout).line, 2);
+    // Incus raw.idmap as the allow-list: gid entries allow gids only
+    const gid = await runCli(['map', 'validate', '--kind', 'gid', '--allowed', 'gid 3000 0', '0:3000:1']);
+    assert.equal(gid.code, 0, gid.stdout);
+    const uid = await runCli(['map', 'validate', '--kind', 'uid', '--allowed', 'gid 3000 0', '0:3000:1']);
+    assert.equal(uid.code, 1);
+    assert.match(
+      uid.stdout,
+      /^not allowed: line 1 \(0:3000:1\) maps host uid 3000, which is not in the allowed host uids/,
+    );
+  });
+});

@@ -172,6 +172,77 @@ describe('fleet registry on etcd (3 members)', { skip, timeout: 180_000 }, () =>
     assert.deepEqual((await a.verify()).problems, []);
   });
 
+  test('several free blocks under first-fit, one under contiguous (issue 14 item 3, placement.ts shared with the local registry)', {
+    timeout: 30_000,
+  }, async () => {
+    // containers/storage's case: free blocks 11000:9000, 25000:5000, 35000:65000, size 65536.
+    const ranges = [
+      { start: 11000, count: 9000 },
+      { start: 25000, count: 5000 },
+      { start: 35000, count: 65000 },
+    ];
+    const p = `blocks${n++}`;
+    const admin = await configured(p, { uidPool: ranges, gidPool: ranges, policy: 'contiguous' });
+    const a = registry(p, 'a');
+    const b = registry(p, 'b');
+    // The configured default: one block or nothing.
+    await assert.rejects(
+      a.allocate({ size: 65536, policy: FIRST_FIT, defaults: { policy: true, size: false } }),
+      (error: Error & { code: string }) => {
+        assert.equal(error.code, 'ALLOC_EXHAUSTED');
+        assert.match(error.message, /largest free block in pool .* is 65000 \(79000 free in total\)/);
+        return true;
+      },
+    );
+    await assert.rejects(a.preview({ size: 65536, policy: { kind: 'contiguous' } }), {
+      code: 'ALLOC_EXHAUSTED',
+    });
+    // first-fit asked for: the lowest free IDs of the three blocks, inside IDs contiguous from 0.
+    const x = await a.allocate({ size: 65536, policy: FIRST_FIT, name: 'spread' });
+    const expected = [
+      { inside: 0, outside: 11000, count: 9000 },
+      { inside: 9000, outside: 25000, count: 5000 },
+      { inside: 14000, outside: 35000, count: 51536 },
+    ];
+    assert.deepEqual(x.uidMap, expected);
+    assert.deepEqual(x.gidMap, expected);
+    assert.deepEqual(x.uids, [
+      { start: 11000, count: 9000 },
+      { start: 25000, count: 5000 },
+      { start: 35000, count: 51536 },
+    ]);
+    assert.equal(x.policy, 'first-fit');
+    // Another node reads the same map under the name, and places around all three blocks.
+    const again = await b.allocate({ size: 65536, policy: FIRST_FIT, name: 'spread' });
+    assert.deepEqual([again.id, again.uidMap], [x.id, expected]);
+    const y = await b.allocate({ size: 10000, policy: { kind: 'contiguous' } });
+    assert.deepEqual(y.uidMap, [{ inside: 0, outside: 86536, count: 10000 }]);
+    await assert.rejects(b.allocate({ size: 5000, policy: FIRST_FIT }), { code: 'ALLOC_EXHAUSTED' });
+    assert.deepEqual((await admin.verify()).problems, []);
+    // A release frees every block: the same map comes back.
+    await b.release('spread');
+    const z = await a.allocate({ size: 65536, policy: FIRST_FIT });
+    assert.deepEqual(z.uidMap, expected);
+    assert.deepEqual((await admin.verify()).problems, []);
+  });
+
+  test('a size grown past the slot (to cover --user) is kept under the configured slot policy', {
+    timeout: 30_000,
+  }, async () => {
+    const p = `minsize${n++}`;
+    await configured(p, { policy: 'slot' });
+    const a = registry(p, 'a');
+    const grown = await a.allocate({
+      size: 200_000,
+      policy: FIRST_FIT,
+      defaults: { policy: true, size: true },
+    });
+    assert.equal(grown.policy, 'slot:65536');
+    assert.equal(grown.size, 200_000);
+    assert.equal(grown.uids[0]!.start % 65536, 0);
+    assert.equal(grown.uids[0]!.count, 4 * 65536);
+  });
+
   test('preview (dry run): what allocate would give, committing nothing', { timeout: 30_000 }, async () => {
     const p = `preview${n++}`;
     const a = registry(p, 'a');

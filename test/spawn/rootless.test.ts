@@ -243,4 +243,87 @@ describe('rootless (throwaway user, newuidmap/newgidmap)', { skip: skip ?? false
       String(user.subuid.count),
     ]);
   });
+  test('podman + and @ at the top level fill from the IDs the user may map (issue 14 item 1)', async () => {
+    const s = user.subuid.start;
+    const g = user.subgid.start;
+    const last = g + user.subgid.count - 1;
+    // keep-id layout through +, and a + entry taking the last subordinate gid to container gid 100000
+    const r = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--uidmap',
+      `+1000:@${user.uid}:1`,
+      '--gidmap',
+      `+100000:@${last}:1`,
+      '--',
+      'sh',
+      '-c',
+      'cat /proc/self/uid_map; echo --; cat /proc/self/gid_map',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const [u, gm] = r.stdout.split('--\n');
+    assert.equal(procMap(u!), `0:${s}:1000,1000:${user.uid}:1,1001:${s + 1000}:${user.subuid.count - 1000}`);
+    assert.equal(procMap(gm!), `0:${user.gid}:1,1:${g}:${user.subgid.count - 1},100000:${last}:1`);
+    const dry = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--gidmap',
+      `+100000:@${last}:1`,
+      '--dry-run',
+      '--json',
+      '--',
+      'true',
+    ]);
+    assert.equal(dry.code, 0, dry.stderr);
+    const plan = JSON.parse(dry.stdout);
+    assert.deepEqual(plan.newgidmap.slice(2), [
+      '0',
+      String(user.gid),
+      '1',
+      '1',
+      String(g),
+      String(user.subgid.count - 1),
+      '100000',
+      String(last),
+      '1',
+    ]);
+  });
+  test('keep-id:uid=N,gid=N,size=N maps and runs as podman does (issue 14 item 4)', async () => {
+    const s = user.subuid.start;
+    const g = user.subgid.start;
+    const r = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--userns',
+      'keep-id:uid=1000,gid=1001,size=3000',
+      '--',
+      'sh',
+      '-c',
+      'cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; id -u; id -g',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const [u, gm, ids] = r.stdout.split('--\n');
+    const sorted = (text: string) => procMap(text).split(',').sort().join(',');
+    assert.equal(sorted(u!), [`0:${s}:1000`, `1000:${user.uid}:1`, `1001:${s + 1000}:1999`].sort().join(','));
+    assert.equal(
+      sorted(gm!),
+      [`0:${g}:1001`, `1001:${user.gid}:1`, `1002:${g + 1001}:1998`].sort().join(','),
+    );
+    assert.equal(ids, '1000\n1001\n');
+    const bad = await runAs(user, [
+      process.execPath,
+      readableBin(),
+      'run',
+      '--userns',
+      'keep-id:size=0',
+      '--',
+      'true',
+    ]);
+    // run exits 125 for its own usage errors (README: exit status)
+    assert.equal(bad.code, 125, bad.stderr);
+    assert.match(bad.stderr, /keep-id:size=0: unknown or malformed option "size=0"/);
+  });
 });

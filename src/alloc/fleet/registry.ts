@@ -546,7 +546,11 @@ export class FleetRegistry implements AllocationRegistry {
   #withDefaults(request: AllocationRequest, config: FleetConfig): AllocationRequest {
     if (!request.defaults?.policy || config.policy === undefined) return request;
     const policy: Policy = parsePolicy(config.policy);
-    const size = request.defaults.size && policy.kind === 'slot' ? policy.slotSize : request.size;
+    // A defaulted size is the slot size, or more when the caller's size grew to cover --user (minSize).
+    const size =
+      request.defaults.size && policy.kind === 'slot'
+        ? Math.max(policy.slotSize, request.size)
+        : request.size;
     return { ...request, policy, size };
   }
 

@@ -13,7 +13,13 @@ import { formatPodmanMap, parsePodmanMap } from './podman.js';
 import { parseError } from './position.js';
 import { formatSubid, parseSubid } from './subid.js';
 import { formatTriples, parseTriples } from './triples.js';
-import { formatUnshareArgs, isUnshareKeyword, parseUnshareMap } from './unshare.js';
+import {
+  formatUnshareArgs,
+  isUnshareKeyword,
+  isUnshareSingle,
+  parseUnshareMap,
+  resolveUnshareSingles,
+} from './unshare.js';
 
 /**
  * Every map format, by name, with a parse and a format function of the same shape, so that
@@ -54,6 +60,8 @@ export interface FormatContext {
   program?: string | undefined;
   /** newuidmap output: target pid or fd (default the placeholder `$PID`). */
   pid?: NewidmapTarget | undefined;
+  /** The caller's euid and egid: unshare's `--map-user`, `-r` and `-c` map them. */
+  caller?: { uid: number; gid: number } | undefined;
 }
 
 /** A map format: a one-line description, a parser and a writer of kinded extents. */
@@ -139,7 +147,19 @@ function parseNewidmap(text: string, ctx: FormatContext): KindedExtent[] {
 
 function parseUnshare(text: string, ctx: FormatContext): KindedExtent[] {
   const out: KindedExtent[] = [];
-  for (const entry of parseUnshareMap(text, { source: ctx.source, kind: singleKindOf(ctx) })) {
+  const parsed = parseUnshareMap(text, { source: ctx.source, kind: singleKindOf(ctx) });
+  const single = parsed.find(isUnshareSingle);
+  if (single !== undefined && ctx.caller === undefined) {
+    throw parseError(
+      'CALLER_REQUIRED',
+      "--map-user, --map-group, -r and -c map the caller's own IDs, which this reader was not given",
+      { source: ctx.source, line: single.line, column: single.column, text: '' },
+      'give the caller (FormatContext.caller: {uid, gid}); the CLI passes your euid and egid',
+    );
+  }
+  const entries = ctx.caller === undefined ? parsed : resolveUnshareSingles(parsed, ctx.caller);
+  for (const entry of entries) {
+    if (isUnshareSingle(entry)) continue;
     if (isUnshareKeyword(entry)) {
       throw parseError(
         'UNRESOLVED_KEYWORD',
@@ -234,5 +254,17 @@ export const FORMATS: Record<FormatName, MapFormat> = {
 
 /** The names of {@link FORMATS}. */
 export const FORMAT_NAMES = Object.keys(FORMATS) as FormatName[];
+
+/**
+ * Other names accepted for a format: `proc` is the kernel format (what /proc/PID/uid_map holds;
+ * Incus and LXC call it that).
+ */
+export const FORMAT_ALIASES: Readonly<Record<string, FormatName>> = { proc: 'kernel' };
+
+/** A format name or alias → the format's name; undefined when it names none. */
+export function formatByName(name: string): FormatName | undefined {
+  if (Object.hasOwn(FORMATS, name)) return name as FormatName;
+  return Object.hasOwn(FORMAT_ALIASES, name) ? FORMAT_ALIASES[name] : undefined;
+}
 
 export { detectFormat } from './detect.js';

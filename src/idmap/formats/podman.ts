@@ -1,8 +1,8 @@
-import { type Extent, type ExtentKind, extent, type IdKind } from '../extent.js';
-import type { IdMap } from '../idmap.js';
+import { type Extent, type ExtentKind, extent, type IdKind, INVALID_ID } from '../extent.js';
+import { IdMap } from '../idmap.js';
 import { normalize } from '../normalize.js';
 import { punchHole } from '../punch.js';
-import { insideRanges, outsideRanges, subtractRanges } from '../ranges.js';
+import { type IdRange, insideRanges, outsideRanges, subtractRanges } from '../ranges.js';
 import { assertWritable, decimalU32, isProblem } from './numbers.js';
 import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';
 
@@ -29,6 +29,11 @@ import { isCSpace, parseErrorAt, type Token, tokens } from './position.js';
  *   get the parent's inside IDs not yet used as host IDs, in ascending order (so
  *   `+1000:@1000` in a `0 1000 1, 1 100000 65536` namespace gives 0:1:1000, 1000:0:1,
  *   1001:1001:64536 — the keep-id layout).
+ * - `rootless` (an unprivileged caller outside any namespace of its own): podman parses inside
+ *   its rootless namespace, whose map is the caller's `auto` map (0 = the caller, 1… = its
+ *   subordinate ranges). The fill then takes that map's outside IDs in the order of its inside
+ *   IDs, so the result equals podman's composed with the rootless map, written in IDs of the
+ *   current namespace (docs/peer-syntax.md, "rootless + and @").
  * - The result is sorted by container ID and contiguous entries merged (normalize.ts).
  */
 
@@ -37,6 +42,12 @@ export interface PodmanParseOptions {
   kind: IdKind;
   /** The current namespace's map, needed by `@` and enabling the rootless `+` fill. */
   parent?: IdMap | undefined;
+  /**
+   * The IDs an unprivileged caller may map, as the map of podman's rootless namespace (inside:
+   * that namespace's IDs, outside: IDs of the current namespace; the caller's `auto` map).
+   * When given, a leading `+` fills from it instead of from `parent`.
+   */
+  rootless?: IdMap | undefined;
   source?: string | undefined;
 }
 
@@ -185,11 +196,24 @@ function translateAt(entry: Entry, parent: IdMap, input: Input): number {
 }
 
 /**
- * Podman's rootless fill: unmapped container IDs from 0 up get the parent's inside IDs that no
- * entry uses as host IDs, lowest first; whatever is left goes after the last entry.
+ * The IDs a rootless fill may hand out, in the order podman hands them out: the parent's inside
+ * IDs ascending, or (`rootless`) the rootless map's outside IDs in the order of its inside IDs.
  */
-function fillFromParent(idmap: readonly Extent[], parent: IdMap): Extent[] {
-  const available = subtractRanges(insideRanges(parent), outsideRanges(idmap));
+function fillSource(parent: IdMap, rootless: IdMap | undefined): IdRange[] {
+  if (rootless === undefined) return insideRanges(parent);
+  return [...rootless.extents]
+    .sort((a, b) => a.inside - b.inside)
+    .map((e) => ({ start: e.outside, count: e.count }));
+}
+
+/**
+ * Podman's rootless fill: unmapped container IDs from 0 up get the `source` IDs that no entry
+ * uses as host IDs, in source order; whatever is left goes after the last entry.
+ */
+function fillFrom(idmap: readonly Extent[], source: readonly IdRange[]): Extent[] {
+  const used = outsideRanges(idmap);
+  // Keep the source's order: subtract the used IDs range by range.
+  const available = source.flatMap((r) => subtractRanges([r], used));
   const out: Extent[] = [];
   let next = 0;
   let r = 0;
@@ -212,7 +236,7 @@ function fillFromParent(idmap: readonly Extent[], parent: IdMap): Extent[] {
     out.push(m);
     next = Math.max(next, m.inside) + m.count;
   }
-  take(Number.POSITIVE_INFINITY);
+  take(INVALID_ID);
   return out;
 }
 
@@ -243,10 +267,10 @@ export function parsePodmanMap(text: string, options: PodmanParseOptions): IdMap
       idmap.push(mapping);
       continue;
     }
-    if (idmap.length === 0 && options.parent !== undefined) fill = true;
+    if (idmap.length === 0 && (options.parent !== undefined || options.rootless !== undefined)) fill = true;
     idmap = [...punchHole(idmap, mapping).extents];
   }
-  if (fill && options.parent !== undefined) idmap = fillFromParent(idmap, options.parent);
+  if (fill) idmap = fillFrom(idmap, fillSource(options.parent ?? IdMap.identity(), options.rootless));
   return normalize(idmap);
 }
 
