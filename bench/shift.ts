@@ -10,7 +10,14 @@
  *   chown_files_per_s          `chown -hR UID:GID` on the same tree (the same chown per entry,
  *                              no lookups, no xattrs: the practical limit)
  *   shift_vs_chown_ratio       shift_files_per_s / chown_files_per_s (target ≥ 0.7)
+ *   shift_two_phase_files_per_s     the defaults between overlapping ranges, 0:0:65536 →
+ *                              0:1000:65536: through an intermediate range (two walks and a
+ *                              first check), so that an interrupted shift can be finished
+ *   shift_two_phase_vs_direct_ratio shift_two_phase_files_per_s / shift_files_per_s (about 0.5
+ *                              expected: every entry is written twice)
  *   fit_files_per_s            fitTree over the same tree
+ *
+ * Every shift writes and removes its progress record in a state root of the bench's own.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -43,12 +50,15 @@ export async function benchShift(): Promise<Record<string, number>> {
     const entries = 1 + DIRS * (FILES_PER_DIR + 1);
     const a = new IdMap([{ inside: 0, outside: 0, count: 65536 }]);
     const b = new IdMap([{ inside: 0, outside: 100000, count: 65536 }]);
+    const c = new IdMap([{ inside: 0, outside: 1000, count: 65536 }]);
+    const stateRoot = join(work, 'state');
     const maps = (x: IdMap) => ({ uid: x, gid: x });
     const shiftRates: number[] = [];
     const singlePassRates: number[] = [];
     const chownRates: number[] = [];
     const fitRates: number[] = [];
     const oneWorkerRates: number[] = [];
+    const twoPhaseRates: number[] = [];
     const timed = async (fn: () => unknown): Promise<number> => {
       const t = performance.now();
       await fn();
@@ -56,13 +66,17 @@ export async function benchShift(): Promise<Record<string, number>> {
     };
     for (let round = 0; round < ROUNDS; round++) {
       // tree owned by 0 → shift to 100000 → chown back to 0 → single-pass shift → chown back
-      shiftRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b) })));
+      shiftRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), stateRoot })));
       chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
       singlePassRates.push(
-        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), unmapped: 'skip' })),
+        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), unmapped: 'skip', stateRoot })),
       );
       chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
-      oneWorkerRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), workers: 1 })));
+      oneWorkerRates.push(
+        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), workers: 1, stateRoot })),
+      );
+      chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
+      twoPhaseRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(c), stateRoot })));
       chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
       fitRates.push(await timed(() => fitTree(tree, b)));
     }
@@ -76,6 +90,8 @@ export async function benchShift(): Promise<Record<string, number>> {
       shift_single_pass_vs_chown_ratio: Math.round((median(singlePassRates) / chown) * 100) / 100,
       shift_one_worker_files_per_s: Math.round(median(oneWorkerRates)),
       shift_one_worker_vs_chown_ratio: Math.round((median(oneWorkerRates) / chown) * 100) / 100,
+      shift_two_phase_files_per_s: Math.round(median(twoPhaseRates)),
+      shift_two_phase_vs_direct_ratio: Math.round((median(twoPhaseRates) / shift) * 100) / 100,
       fit_files_per_s: Math.round(median(fitRates)),
     };
   } finally {
