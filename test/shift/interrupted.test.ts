@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import {
   existsSync,
   lchownSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -22,9 +23,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import type { ShiftError } from '../../src/errors/index.js';
 import { compose } from '../../src/idmap/compose.js';
 import { IdMap } from '../../src/idmap/idmap.js';
 import { mapsEqual } from '../../src/idmap/normalize.js';
+import { shiftTree } from '../../src/shift/shift.js';
 import { intermediateRange, shiftTranslation, twoPhaseTranslations } from '../../src/shift/translation.js';
 import { BIN, runCli } from '../cli/run-cli.js';
 import {
@@ -38,6 +41,7 @@ import {
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
 const SIZE = 65536;
+const range2 = (from: number, to: number) => ({ from: range(from), to: range(to) });
 const range = (base: number) => {
   const map = new IdMap([{ inside: 0, outside: base, count: SIZE }]);
   return { uid: map, gid: map };
@@ -349,6 +353,59 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     }
     assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed));
     assert.deepEqual(records(), []);
+  });
+});
+
+describe('records that cannot be used', { skip: rootOnly }, () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'userns-records-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  test('a damaged record is a typed error naming it, and nothing changes', { timeout: 30_000 }, async () => {
+    const dir = join(work, 'tree');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'f'), '');
+    const stateRoot = join(work, 'state');
+    mkdirSync(join(stateRoot, 'shift'), { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir, { bigint: true });
+    const file = join(stateRoot, 'shift', `${st.dev}-${st.ino}.json`);
+    writeFileSync(file, '{"version": 1, "tree": ');
+    for (const dryRun of [false, true]) {
+      await assert.rejects(
+        shiftTree(dir, { ...range2(0, 100000), stateRoot, dryRun }),
+        (error: ShiftError) => {
+          assert.equal(error.code, 'SHIFT_RECORD_UNREADABLE');
+          assert.ok(error.message.startsWith(`the shift record ${file} is damaged`), error.message);
+          return true;
+        },
+      );
+    }
+    assert.equal(lstatSync(join(dir, 'f')).uid, 0);
+  });
+
+  test('no room for an intermediate range: refused before anything is read', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'tree2');
+    mkdirSync(dir);
+    const huge = (base: number) => {
+      const map = new IdMap([{ inside: 0, outside: base, count: 4294000000 }]);
+      return { uid: map, gid: map };
+    };
+    for (const dryRun of [true, false]) {
+      await assert.rejects(
+        shiftTree(dir, {
+          from: huge(0),
+          to: huge(200000),
+          userns: false,
+          dryRun,
+          stateRoot: join(work, 'state2'),
+        }),
+        { code: 'SHIFT_NO_INTERMEDIATE_RANGE' },
+      );
+    }
   });
 });
 
