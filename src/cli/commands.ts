@@ -1065,7 +1065,11 @@ write nothing, allocate nothing (exit 1 when something would be refused)`,
 inside one line of its map), maps and a user namespace together, no maps with a user namespace
 joined by path, both kinds for idmapped mounts, your subordinate ranges when you are not root,
 and the kubelet's rules for Kubernetes records (one mapping per kind, the same for both, from 0).
-Errors name the file, the JSON path, and its line and column.
+The runtime's rules on this machine too: an idmapped mount must be a bind mount (runc); only
+root of the initial user namespace may idmap a host filesystem (the kernel; runc refuses idmapped
+mounts when rootless); the container's root must be able to search every directory from / to
+root.path, which must not go through a symbolic link (else runc fails: permission denied).
+Errors name the file, the JSON path, and its line and column, or the directory that blocks.
 
 Examples:
   runc spec --rootless && userns oci --uidmap 0:100000:65536 config.json

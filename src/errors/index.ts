@@ -216,7 +216,10 @@ export class NamespaceError extends UsernsError {}
  * map: data.errno, data.path), OCI_MISSING_MAPS, OCI_NO_USER_NAMESPACE, OCI_USERNS_PATH,
  * OCI_MOUNT_NOT_FOUND, OCI_MOUNT_MAPS, OCI_UNKNOWN_FORMAT, OCI_CONFIG_SYMLINK, OCI_CHECK_ALLOCATE,
  * OCI_INVALID_NAME, OCI_ALLOCATION_GONE, OCI_ALLOCATION_MISMATCH, KUBERNETES_RULES,
- * RANGE_NOT_ALLOWED.
+ * RANGE_NOT_ALLOWED; what the runtime would refuse on this machine: OCI_IDMAP_NOT_BIND (an
+ * idmapped mount that is not a bind mount), OCI_IDMAP_NOT_PRIVILEGED (an idmapped mount the
+ * caller may not make), OCI_ROOT_UNREACHABLE (the container's root cannot reach root.path:
+ * data.directory blocks it), OCI_ROOT_SYMLINK (root.path goes through a symbolic link).
  */
 export class OciError extends UsernsError {}
 

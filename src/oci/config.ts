@@ -46,6 +46,10 @@ export interface MountView {
   uid: MappingList | undefined;
   gid: MappingList | undefined;
   options: string[];
+  /** Its `type` ("bind", "tmpfs", "ext4", …), when given. */
+  type?: string | undefined;
+  /** Its `source` (a host path for a bind mount; relative = to the bundle directory), when given. */
+  source?: string | undefined;
 }
 
 /** What a document says about ID mapping. */
@@ -56,6 +60,8 @@ export interface ConfigView {
   /** OCI: the user namespace entry of linux.namespaces (path: joins an existing one). */
   userNamespace: { index: number; path: string | null } | undefined;
   mounts: MountView[];
+  /** OCI: `root.path`, the container's root filesystem (relative = to the bundle directory). */
+  rootPath?: string | undefined;
 }
 
 /** Where the IDs of the maps belong, for checking (the namespace the runtime runs in). */
@@ -274,6 +280,10 @@ function parse(text: string, file: string, format?: BundleFormat): Parsed {
       mountNodes.push(obj);
       const dest = lastMember(obj, 'destination');
       const opts = lastMember(obj, 'options');
+      const optionalString = (key: string) => {
+        const m = lastMember(obj, key);
+        return m === undefined || m.value.type === 'null' ? undefined : reader.string(m.value, `${p}.${key}`);
+      };
       const options =
         opts === undefined || opts.value.type === 'null'
           ? []
@@ -290,8 +300,16 @@ function parse(text: string, file: string, format?: BundleFormat): Parsed {
         uid: mlist('uidMappings', 'uid'),
         gid: mlist('gidMappings', 'gid'),
         options,
+        type: optionalString('type'),
+        source: optionalString('source'),
       });
     });
+  }
+  const rootMember = lastMember(root, 'root');
+  let rootPath: string | undefined;
+  if (rootMember !== undefined && rootMember.value.type !== 'null') {
+    const pathMember = lastMember(reader.object(rootMember.value, 'root'), 'path');
+    if (pathMember !== undefined) rootPath = reader.string(pathMember.value, 'root.path');
   }
   return {
     reader,
@@ -305,6 +323,7 @@ function parse(text: string, file: string, format?: BundleFormat): Parsed {
       gid: list('gidMappings', 'gid'),
       userNamespace,
       mounts,
+      rootPath,
     },
   };
 }
@@ -469,6 +488,7 @@ export function checkConfigText(
           `userns oci --idmap-mount ${m.destination ?? 'DEST'} fills both`,
         );
       }
+      if (nonEmpty(m.uid) || nonEmpty(m.gid)) checkIdmapIsBind(reader, m, warnings);
       if (nonEmpty(m.uid) && !m.options.includes('idmap') && !m.options.includes('ridmap')) {
         warnings.push(
           `mounts[${m.index}] (${m.destination ?? 'no destination'}) has mappings but no "idmap" option (crun requires it)`,
@@ -490,6 +510,32 @@ export function checkConfigText(
       })),
     warnings,
   };
+}
+
+/**
+ * An idmapped mount must be a bind mount (docs/oci-runtime-rules.md): runc takes a mount for a
+ * bind mount only when its options hold "bind" or "rbind" (its type is ignored) and refuses
+ * uidMappings/gidMappings on any other; crun also takes type "bind" alone for one. Neither:
+ * OCI_IDMAP_NOT_BIND. Type "bind" without the option: a warning (crun runs it, runc refuses it).
+ */
+function checkIdmapIsBind(reader: Reader, m: MountView, warnings: string[]): void {
+  const bindOption = m.options.includes('bind') || m.options.includes('rbind');
+  if (bindOption) return;
+  const where = `mounts[${m.index}]`;
+  const dest = m.destination ?? 'no destination';
+  if (m.type === 'bind') {
+    warnings.push(
+      `${where} (${dest}) has uidMappings/gidMappings and type "bind" but no "bind" or "rbind" option: crun takes it for a bind mount, runc does not and refuses it ("id-mapped mounts are only supported for bind-mounts"); add "rbind" to its options`,
+    );
+    return;
+  }
+  throw reader.fail(
+    'OCI_IDMAP_NOT_BIND',
+    where,
+    `(${dest}, type ${m.type === undefined ? '(none)' : JSON.stringify(m.type)}${m.source === undefined ? '' : `, source ${m.source}`}) has uidMappings/gidMappings but is not a bind mount: runc idmaps only bind mounts ("id-mapped mounts are only supported for bind-mounts") and refuses the bundle`,
+    undefined,
+    'idmap a bind mount of a directory instead (type "bind", options ["rbind", "idmap"]), or remove the uidMappings and gidMappings of this mount',
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

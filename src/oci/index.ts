@@ -53,6 +53,7 @@ import {
   newKubernetesRecord,
   refuseKubernetesIdmapMounts,
 } from './config.js';
+import { hostChecks } from './host-checks.js';
 
 /** Options of {@link checkOciConfig} and {@link fillOciConfig}. */
 export interface OciOptions {
@@ -238,8 +239,17 @@ async function checkEnvironment(privileged: boolean): Promise<CheckEnvironment> 
  */
 export async function checkOciConfig(path: string, options: OciOptions = {}): Promise<CheckReport> {
   const file = configPath(path);
-  const text = await inPinnedDirectory(file, (at) => readConfigFile(file, at).text);
-  return checkConfigText(text, file, await checkEnvironment(isPrivileged()), options.format);
+  const privileged = isPrivileged();
+  const env = await checkEnvironment(privileged);
+  return inPinnedDirectory(file, (at) => {
+    const text = readConfigFile(file, at).text;
+    const report = checkConfigText(text, file, env, options.format);
+    // What the runtime would refuse on this machine (idmapped mounts, reaching root.path).
+    report.warnings.push(
+      ...hostChecks(text, file, dirname(at), privileged, { strict: true, format: options.format }),
+    );
+    return report;
+  });
 }
 
 interface Resolved {
@@ -401,6 +411,13 @@ async function fillPinned(file: string, at: string, options: OciFillOptions): Pr
       ({ text, changes } = fillConfigText(original, maps, file, options.format));
     }
     const report = checkConfigText(text, file, await checkEnvironment(privileged), options.format);
+    // A check refuses what the runtime would refuse here; a fill writes the maps and warns.
+    report.warnings.push(
+      ...hostChecks(text, file, dirname(at), privileged, {
+        strict: options.check === true,
+        format: options.format,
+      }),
+    );
     const changed = text !== original;
     let written = false;
     if (changed && !options.check) {

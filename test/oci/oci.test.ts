@@ -407,7 +407,9 @@ describe('checkConfigText: what the runtime and the kernel would refuse', () => 
     );
     const both = JSON.stringify({
       ociVersion: '1',
-      mounts: [{ destination: '/d', uidMappings: [m(0, 1, 1)], gidMappings: [m(0, 1, 1)] }],
+      mounts: [
+        { destination: '/d', options: ['rbind'], uidMappings: [m(0, 1, 1)], gidMappings: [m(0, 1, 1)] },
+      ],
     });
     const r = checkConfigText(both);
     assert.equal(r.idmappedMounts.length, 1);
