@@ -10,11 +10,18 @@
  *   chown_files_per_s          `chown -hR UID:GID` on the same tree (the same chown per entry,
  *                              no lookups, no xattrs: the practical limit)
  *   shift_vs_chown_ratio       shift_files_per_s / chown_files_per_s (target ≥ 1.0, issue 18)
+ *   shift_two_phase_files_per_s     the defaults between overlapping ranges, 0:0:65536 →
+ *                              0:1000:65536: through an intermediate range (two walks and a
+ *                              first check), so that an interrupted shift can be finished
+ *   shift_two_phase_vs_direct_ratio shift_two_phase_files_per_s / shift_files_per_s (about 0.5
+ *                              expected: every entry is written twice)
  *   fit_files_per_s            fitTree over the same tree
  *   syscalls_per_entry_*       with strace installed: `strace -c -f` of one default shift (one
  *                              worker, so the counts are the walk's, not the scheduling's) and of
  *                              `chown -hR`, system calls per entry by name (those ≥ 0.005), and
  *                              the total; the table is printed to stderr
+ *
+ * Every shift writes and removes its progress record in a state root of the bench's own.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -46,7 +53,7 @@ function syscallsPerEntry(work: string, tree: string, entries: number): Record<s
   const script = `import { shiftTree } from ${JSON.stringify(shiftModule)};
     import { IdMap } from ${JSON.stringify(idmapModule)};
     const m = (o) => { const x = new IdMap([{ inside: 0, outside: o, count: 65536 }]); return { uid: x, gid: x }; };
-    await shiftTree(${JSON.stringify(tree)}, { from: m(0), to: m(100000), workers: 1 });`;
+    await shiftTree(${JSON.stringify(tree)}, { from: m(0), to: m(100000), workers: 1, stateRoot: ${JSON.stringify(join(work, 'state'))} });`;
   spawnSync('chown', ['-hR', '0:0', tree]);
   const shift = straceCounts(
     [process.execPath, '--input-type=module', '-e', script],
@@ -99,12 +106,15 @@ export async function benchShift(): Promise<Record<string, number>> {
     const entries = 1 + DIRS * (FILES_PER_DIR + 1);
     const a = new IdMap([{ inside: 0, outside: 0, count: 65536 }]);
     const b = new IdMap([{ inside: 0, outside: 100000, count: 65536 }]);
+    const c = new IdMap([{ inside: 0, outside: 1000, count: 65536 }]);
+    const stateRoot = join(work, 'state');
     const maps = (x: IdMap) => ({ uid: x, gid: x });
     const shiftRates: number[] = [];
     const singlePassRates: number[] = [];
     const chownRates: number[] = [];
     const fitRates: number[] = [];
     const oneWorkerRates: number[] = [];
+    const twoPhaseRates: number[] = [];
     const timed = async (fn: () => unknown): Promise<number> => {
       const t = performance.now();
       await fn();
@@ -112,13 +122,17 @@ export async function benchShift(): Promise<Record<string, number>> {
     };
     for (let round = 0; round < ROUNDS; round++) {
       // tree owned by 0 → shift to 100000 → chown back to 0 → single-pass shift → chown back
-      shiftRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b) })));
+      shiftRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), stateRoot })));
       chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
       singlePassRates.push(
-        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), unmapped: 'skip' })),
+        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), unmapped: 'skip', stateRoot })),
       );
       chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
-      oneWorkerRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), workers: 1 })));
+      oneWorkerRates.push(
+        await timed(() => shiftTree(tree, { from: maps(a), to: maps(b), workers: 1, stateRoot })),
+      );
+      chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
+      twoPhaseRates.push(await timed(() => shiftTree(tree, { from: maps(a), to: maps(c), stateRoot })));
       chownRates.push(await timed(() => spawnSync('chown', ['-hR', '0:0', tree])));
       fitRates.push(await timed(() => fitTree(tree, b)));
     }
@@ -134,6 +148,8 @@ export async function benchShift(): Promise<Record<string, number>> {
       shift_single_pass_vs_chown_ratio: Math.round((median(singlePassRates) / chown) * 100) / 100,
       shift_one_worker_files_per_s: Math.round(median(oneWorkerRates)),
       shift_one_worker_vs_chown_ratio: Math.round((median(oneWorkerRates) / chown) * 100) / 100,
+      shift_two_phase_files_per_s: Math.round(median(twoPhaseRates)),
+      shift_two_phase_vs_direct_ratio: Math.round((median(twoPhaseRates) / shift) * 100) / 100,
       fit_files_per_s: Math.round(median(fitRates)),
     };
   } finally {

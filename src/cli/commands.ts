@@ -851,6 +851,12 @@ ranges: whatever a process racing the walk does (renames, planted links), the ke
 change any file owned by another ID. Mounts under DIR (other filesystems, bind
 mounts) are skipped and listed.
 
+Interrupted (killed, crashed): run the same command again; it finishes the job. A record under
+the state root (<root>/shift/, written before the first change, removed when done) says which
+shift of which tree is unfinished; another shift of that tree is refused until it is finished.
+When the --from and --to ranges overlap, IDs go through an intermediate range that overlaps
+neither (two walks), so that a rerun always knows which entries are done.
+
 MAP: inline triples inside:outside:count[,…], a file in any format userns reads (kernel,
 OCI/Kubernetes JSON, podman, LXC, subuid…), 'self' or 'pid:N'. The gid map is the MAP's gid
 entries (or the same triples) unless --from-gid/--to-gid give one.`,
@@ -885,6 +891,15 @@ at all), skip (that ID is kept), overflow (it becomes the overflow ID)`,
       },
       'no-userns': { type: 'boolean', help: 'walk without the protective namespace (root only)' },
       'cross-filesystems': { type: 'boolean', help: 'also shift what is mounted under DIR' },
+      'forget-interrupted': {
+        type: 'boolean',
+        help: `forget the record of an interrupted shift of DIR first (only after restoring
+DIR from a backup: the record is what makes a rerun finish the job)`,
+      },
+      root: {
+        ...root,
+        help: "state root, where the records of interrupted shifts are (see 'State root' in the README)",
+      },
       verbose: { type: 'boolean', short: 'v', help: 'list every entry that changes (or would)' },
       quiet: { type: 'boolean', short: 'q', help: 'no progress line' },
       newuidmap: {

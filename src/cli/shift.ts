@@ -54,6 +54,10 @@ export function progressLine(p: ShiftProgress, elapsedMs: number): string {
   return text;
 }
 
+function rangeText(r: { start: number; count: number }): string {
+  return r.count === 0 ? 'none' : `${r.start}-${r.start + r.count - 1}`;
+}
+
 function changeLine(c: ShiftChange): string {
   const id = (v: number | null) => (v === null ? '?' : String(v));
   return `${c.path}: ${id(c.old.uid)}:${id(c.old.gid)} → ${id(c.new.uid)}:${id(c.new.gid)} (${c.what.join(', ')})`;
@@ -80,6 +84,11 @@ function summaryText(r: ShiftResult, policy: UnmappedPolicy): string {
   else if (r.alreadyShifted > 0)
     lines.push(
       `  ${formatCount(r.alreadyShifted)} entr${r.alreadyShifted === 1 ? 'y was' : 'ies were'} already in --to's range (an earlier shift was interrupted?): left as they are`,
+    );
+  if (r.continued) lines.push('  finished a shift of these maps that had been interrupted');
+  if (r.intermediate !== null)
+    lines.push(
+      `  the --from and --to ranges overlap: ${r.dryRun ? 'would go' : 'went'} through intermediate IDs (uid ${rangeText(r.intermediate.uid)}, gid ${rangeText(r.intermediate.gid)}), so that an interrupted shift can be finished`,
     );
   for (const m of r.mountpoints) lines.push(`  skipped mount point: ${m} (--cross-filesystems to shift it)`);
   for (const u of r.unmapped) {
@@ -138,6 +147,8 @@ export const main: Command = async (argv, io) => {
       unmapped,
       userns: values['no-userns'] !== true,
       crossFilesystems: values['cross-filesystems'] === true,
+      forgetInterrupted: values['forget-interrupted'] === true,
+      ...(values.root === undefined ? {} : { stateRoot: values.root }),
       countFirst: showProgress,
       mapWrite: {
         ...(values.newuidmap === undefined ? {} : { newuidmap: values.newuidmap }),

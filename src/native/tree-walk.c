@@ -55,7 +55,9 @@
 
 struct extent {
   uint32_t from, to, count;
-  int done; /* an identity extent of IDs already shifted (uiddone=/giddone=) */
+  /* An identity extent of IDs kept as they are: 1 = already shifted (uiddone=/giddone=),
+     2 = written by the first phase of this shift (uidpart=/gidpart=: the second phase moves them). */
+  int done;
 };
 struct table {
   struct extent *e;
@@ -77,6 +79,7 @@ static struct {
   uint32_t outside_uid, outside_gid;
   unsigned workers;
   int check;
+  unsigned long long stop_after; /* test hook (stopafter=N): SIGSTOP itself after N changes */
 } job;
 
 /* With check=1 (see tree_walk_main): 1 during the read-only check pass, 2 during the apply pass
@@ -86,7 +89,7 @@ static int pass;
 static unsigned worker_id;
 
 static struct {
-  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped, skipped, already;
+  unsigned long long seen, changed, hardlinks, mountpoints, errors, unmapped, skipped, already, resumed;
   uint32_t maxuid, maxgid, maxnewuid, maxnewgid;
   int have_maxuid, have_maxgid, have_maxnewuid, have_maxnewgid;
 } stats;
@@ -203,6 +206,7 @@ static void record_error(const char *op, int err) {
 
 static int entry_unmapped; /* the entry being handled has an ID without translation */
 static int entry_done;     /* ... an ID already shifted (uiddone=/giddone=) */
+static int entry_part;     /* ... an ID the first phase of this shift wrote (uidpart=/gidpart=) */
 
 static void record_unmapped(const char *kind, uint32_t id, int has_id) {
   stats.unmapped++;
@@ -255,7 +259,8 @@ static int translate(uint32_t id, int is_uid, const char *kind, uint32_t *out_id
   note_max(id, is_uid);
   const struct extent *e = lookup(is_uid ? &job.uid : &job.gid, id, out_id);
   if (e != NULL) {
-    if (e->done) entry_done = 1;
+    if (e->done == 1) entry_done = 1;
+    if (e->done == 2) entry_part = 1;
     if (is_uid) raise_max(&stats.maxnewuid, &stats.have_maxnewuid, *out_id);
     else raise_max(&stats.maxnewgid, &stats.have_maxnewgid, *out_id);
     return 1;
@@ -605,7 +610,7 @@ static int visit(int fd, const char *name, struct stat *st) {
   }
 
   uint32_t uid = (uint32_t)st->st_uid, gid = (uint32_t)st->st_gid, nuid, ngid;
-  entry_unmapped = entry_done = 0;
+  entry_unmapped = entry_done = entry_part = 0;
   int owner_ok = translate(uid, 1, "uid", &nuid);
   owner_ok = translate(gid, 0, "gid", &ngid) && owner_ok;
   int access_change = acl_access.len >= 0 ? shift_acl(&acl_access) : 0;
@@ -626,7 +631,9 @@ static int visit(int fd, const char *name, struct stat *st) {
   if (owner_change && capability.len >= 0 && cap_change == 0) cap_change = 1;
   int changes = owner_change || access_change > 0 || default_change > 0 || cap_change > 0;
   if (!changes) {
-    if (entry_done && !entry_unmapped) stats.already++;
+    /* Kept an ID the first phase wrote: the second phase changes this entry. */
+    if (entry_part) stats.resumed++;
+    else if (entry_done && !entry_unmapped) stats.already++;
     return S_ISDIR(st->st_mode);
   }
 
@@ -663,6 +670,10 @@ static int visit(int fd, const char *name, struct stat *st) {
     if (!did) return S_ISDIR(st->st_mode);
   }
   stats.changed++;
+  if (job.apply && job.stop_after && stats.changed == job.stop_after) {
+    flush_out();
+    raise(SIGSTOP); /* the tests kill the shift here: a deterministic point mid-walk */
+  }
   if (job.list) {
     char b[128];
     puts_("C\t");
@@ -844,6 +855,13 @@ static int parse_job(char *text, size_t len) {
     else if (strcmp(key, "gid") == 0) bad = add_extent(&job.gid, v, 0);
     else if (strcmp(key, "uiddone") == 0) bad = add_extent(&job.uid, v, 1);
     else if (strcmp(key, "giddone") == 0) bad = add_extent(&job.gid, v, 1);
+    else if (strcmp(key, "uidpart") == 0) bad = add_extent(&job.uid, v, 2);
+    else if (strcmp(key, "gidpart") == 0) bad = add_extent(&job.gid, v, 2);
+    else if (strcmp(key, "stopafter") == 0) {
+      char *e;
+      job.stop_after = strtoull(v, &e, 10);
+      bad = e == v || *e != '\0';
+    }
     else if (strcmp(key, "unmapped") == 0) {
       if (strcmp(v, "error") == 0) job.unmapped = UNMAPPED_ERROR;
       else if (strcmp(v, "skip") == 0) job.unmapped = UNMAPPED_SKIP;
@@ -897,6 +915,8 @@ static void write_summary(void) {
     if (have_new[i]) put_u(maxnew[i]);
     else put("-", 1);
   }
+  put("\t", 1);
+  put_u(stats.resumed);
   put("\n", 1);
   flush_out();
 }

@@ -13,26 +13,44 @@
 import { lstatSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ShiftError, SpawnError } from '../errors/index.js';
-import type { IdKind } from '../idmap/extent.js';
+import { type IdKind, MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import type { IdMap } from '../idmap/idmap.js';
-import { intersectRanges, outsideRanges } from '../idmap/ranges.js';
+import { type IdRange, outsideRanges, unionRanges } from '../idmap/ranges.js';
 import { requireValidMap } from '../idmap/validate.js';
 import type { MapWriteOptions } from '../maps/write-maps.js';
 import { overflowIds } from '../system/knobs.js';
 import { pageSize } from '../system/proc.js';
+import { getSubordinateRanges } from '../system/subordinate.js';
+import { currentUser } from '../system/users.js';
+import {
+  lockTree,
+  readRecord,
+  removeRecord,
+  type ShiftIntent,
+  type ShiftRecord,
+  sameShift,
+  shiftCommand,
+  type TreeIdentity,
+  treeIdentity,
+  writeRecord,
+} from './record.js';
 import {
   doneRanges,
+  intermediateRange,
+  outsideRangesOverlap,
   protectiveMap,
   rangesInView,
   shiftTranslation,
   tableOf,
   touchedRanges,
+  twoPhaseTranslations,
   viewTranslation,
 } from './translation.js';
 import {
   defaultWorkers,
   runCheckedWalk,
   runWalk,
+  type Translation,
   UNMAPPED_KINDS,
   type UnmappedPolicy,
   type WalkJob,
@@ -98,6 +116,17 @@ export interface ShiftOptions {
   mapWrite?: MapWriteOptions;
   helperPath?: string;
   signal?: AbortSignal;
+  /**
+   * State root that holds the progress record of an unfinished shift (default: src/state/
+   * state-root.ts defaultStateRoot; see src/shift/record.ts).
+   */
+  stateRoot?: string;
+  /**
+   * Remove the record of an interrupted shift of this tree first and shift as asked (after the
+   * tree was restored from a backup). Default false: a pending record of another shift is
+   * SHIFT_PENDING_OTHER.
+   */
+  forgetInterrupted?: boolean;
 }
 
 /** An ID `from` does not translate, where it was found and a few example paths. */
@@ -129,10 +158,21 @@ export interface ShiftResult {
   /** Whether the walk ran in a protective user namespace. */
   protectiveNamespace: boolean;
   /**
-   * Whether running the same shift again finishes it after an interruption: the maps' outside
-   * ranges do not overlap, so an ID already shifted is never one still to shift.
+   * Whether running the same shift again finishes it after an interruption: always true (kept
+   * for scripts). When the maps' outside ranges do not overlap an ID already shifted is never one
+   * still to shift; when they do, the shift goes through an intermediate range (see `method`).
    */
   resumable: boolean;
+  /**
+   * 'direct': one walk, old IDs to new. 'two-phase': the outside ranges overlap, so every ID
+   * first goes to an intermediate range that overlaps neither map, then to its new ID; the
+   * record under the state root says which phase an interrupted shift reached.
+   */
+  method: 'direct' | 'two-phase';
+  /** The intermediate ranges of a two-phase shift (caller's IDs; count 0: none needed), else null. */
+  intermediate: { uid: IdRange; gid: IdRange } | null;
+  /** Whether this run continued an interrupted shift of the same maps (its record was found). */
+  continued: boolean;
   seen: number;
   changed: number;
   /**
@@ -262,11 +302,21 @@ export function requireValidKindMaps(maps: KindMaps, name: string): void {
  * `unmapped` says otherwise, a first pass checks everything and nothing changes when some ID has
  * no translation. Resolves with the counts of what changed (or would, with dryRun).
  *
+ * Interruptions: before the first change a record is written under the state root (see
+ * src/shift/record.ts) and it is removed once the shift completed; the same shift, run again,
+ * finishes the job. Between maps whose outside ranges overlap, every ID goes through an
+ * intermediate range (`method: 'two-phase'`), so that each phase alone moves IDs between
+ * disjoint ranges and the record says which phase was reached.
+ *
  * Throws MapError MAP_INVALID (a map the kernel would refuse, before anything is read);
  * ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
  * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
- * changed), SHIFT_INCOMPLETE (some entries left as they were); ShiftPlanError when the maps do
- * not fit one namespace; NewIdmapError / SpawnError when the walk cannot start.
+ * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_PENDING_OTHER (the tree
+ * has the record of another, interrupted shift), SHIFT_BUSY (another shift of the tree is
+ * running), SHIFT_INTERMEDIATE_IN_USE / SHIFT_NO_INTERMEDIATE_RANGE (overlapping ranges and no
+ * usable intermediate range; nothing changed), SHIFT_RECORD_UNREADABLE; StateRootError when the
+ * record cannot be written (nothing changed); ShiftPlanError when the maps do not fit one
+ * namespace; NewIdmapError / SpawnError when the walk cannot start.
  */
 export async function shiftTree(dir: string, options: ShiftOptions): Promise<ShiftResult> {
   const started = performance.now();
@@ -277,92 +327,238 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
   const from = reverse ? options.to : options.from;
   const to = reverse ? options.from : options.to;
   const policy = options.unmapped ?? 'error';
+  const intent: ShiftIntent = {
+    from,
+    to,
+    unmapped: policy,
+    crossFilesystems: options.crossFilesystems ?? false,
+  };
+  const identity = treeIdentity(root);
+  // A dry run reads the record but never locks or writes anything under the state root.
+  const lock = options.dryRun ? null : await lockTree(options.stateRoot, identity, root);
+  try {
+    let pending = readRecord(options.stateRoot, identity, lock !== null);
+    if (pending !== null && options.forgetInterrupted) {
+      if (lock !== null) removeRecord(options.stateRoot, identity);
+      pending = null;
+    }
+    if (pending !== null && !sameShift(pending, intent)) {
+      throw new ShiftError(
+        'SHIFT_PENDING_OTHER',
+        `${root} is half shifted by another shift, interrupted (started ${pending.started}): ${shiftCommand(pending, root)}`,
+        {
+          hint:
+            'finish that shift first: run that command again; if the tree has been restored from a backup ' +
+            'since, add --forget-interrupted (API: forgetInterrupted) to this shift',
+          data: {
+            pending: { command: shiftCommand(pending, root), started: pending.started, phase: pending.phase },
+          },
+        },
+      );
+    }
+    return await shiftPlanned(root, identity, intent, pending, { ...options, reverse }, started);
+  } finally {
+    lock?.release({ remove: true });
+  }
+}
+
+/** The test hook USERNS_TEST_SHIFT_STOP_AFTER=[PHASE:]N: the walk stops itself after N changes of that phase. */
+function stopAfter(phase: 1 | 2): number | undefined {
+  const m = /^(?:([12]):)?([1-9]\d*)$/.exec(process.env.USERNS_TEST_SHIFT_STOP_AFTER ?? '');
+  return m !== null && Number(m[1] ?? 1) === phase ? Number(m[2]) : undefined;
+}
+
+/** The intermediate range of one kind: `count` IDs outside both maps that the walk may write. */
+async function chooseIntermediate(
+  kind: IdKind,
+  count: number,
+  avoid: IdRange[],
+  useNamespace: boolean,
+): Promise<IdRange> {
+  if (count === 0) return { start: 0, count: 0 };
+  const privileged = !useNamespace || (process.geteuid?.() ?? 0) === 0;
+  // Rootless: newuidmap maps only the caller's subordinate IDs into the protective namespace.
+  const allowed = privileged
+    ? [{ start: 0, count: MAX_MAPPABLE_ID }]
+    : (await getSubordinateRanges(await currentUser(), kind)).ranges;
+  const found = intermediateRange(count, allowed, avoid);
+  if (found === null) {
+    throw new ShiftError(
+      'SHIFT_NO_INTERMEDIATE_RANGE',
+      `the --from and --to ${kind} ranges overlap, and no ${count} ${kind}s outside both are free ${privileged ? 'below 4294967294' : 'in your subordinate IDs'} to shift through (a shift between overlapping ranges goes through such a range so that an interruption can be finished)`,
+      {
+        hint: privileged
+          ? 'use smaller ranges'
+          : `ask for more subordinate ${kind}s (/etc/sub${kind}), or shift as root`,
+      },
+    );
+  }
+  return found;
+}
+
+type KindRanges = { uid: IdRange[]; gid: IdRange[] };
+
+/** The shift itself, under the tree's lock, once the pending record (if any) is known to be this shift's. */
+async function shiftPlanned(
+  root: string,
+  identity: TreeIdentity,
+  intent: ShiftIntent,
+  pending: ShiftRecord | null,
+  options: ShiftOptions & { reverse: boolean },
+  started: number,
+): Promise<ShiftResult> {
+  const { from, to, unmapped: policy } = intent;
+  const reverse = options.reverse;
   const useNamespace = options.userns ?? true;
+  const kinds = ['uid', 'gid'] as const;
   const translation = { uid: shiftTranslation(from.uid, to.uid), gid: shiftTranslation(from.gid, to.gid) };
-  const resumable = (['uid', 'gid'] as const).every(
-    (kind) => intersectRanges(outsideRanges(from[kind]), outsideRanges(to[kind])).length === 0,
-  );
+  const method: 'direct' | 'two-phase' = kinds.some((k) => outsideRangesOverlap(from[k], to[k]))
+    ? 'two-phase'
+    : 'direct';
   const ids = overflowIds();
   const overflow = { uid: ids.uid.value ?? 65534, gid: ids.gid.value ?? 65534 };
+  const intermediate =
+    method === 'direct'
+      ? null
+      : (pending?.intermediate ?? {
+          uid: await chooseIntermediate(
+            'uid',
+            translation.uid.size,
+            touchedRanges(from.uid, to.uid, [overflow.uid]),
+            useNamespace,
+          ),
+          gid: await chooseIntermediate(
+            'gid',
+            translation.gid.size,
+            touchedRanges(from.gid, to.gid, [overflow.gid]),
+            useNamespace,
+          ),
+        });
+  const part: KindRanges = {
+    uid: intermediate && intermediate.uid.count > 0 ? [intermediate.uid] : [],
+    gid: intermediate && intermediate.gid.count > 0 ? [intermediate.gid] : [],
+  };
+  const phases = intermediate && {
+    uid: twoPhaseTranslations(translation.uid, intermediate.uid.start),
+    gid: twoPhaseTranslations(translation.gid, intermediate.gid.start),
+  };
+  const kept: KindRanges = { uid: doneRanges(from.uid, to.uid), gid: doneRanges(from.gid, to.gid) };
+  const inTo: KindRanges = { uid: outsideRanges(to.uid), gid: outsideRanges(to.gid) };
+  const none: KindRanges = { uid: [], gid: [] };
 
   let view: KindMaps | null = null;
   let namespace: WalkNamespace | null = null;
-  let tables = { uid: tableOf(translation.uid), gid: tableOf(translation.gid) };
-  let already = { uid: doneRanges(from.uid, to.uid), gid: doneRanges(from.gid, to.gid) };
   let overflowInWalk = overflow;
   if (useNamespace) {
     const extra = (id: number) => (policy === 'overflow' ? [id] : []);
     view = {
-      uid: protectiveMap(touchedRanges(from.uid, to.uid, extra(overflow.uid)), [overflow.uid]),
-      gid: protectiveMap(touchedRanges(from.gid, to.gid, extra(overflow.gid)), [overflow.gid]),
+      uid: protectiveMap(unionRanges(touchedRanges(from.uid, to.uid, extra(overflow.uid)), part.uid), [
+        overflow.uid,
+      ]),
+      gid: protectiveMap(unionRanges(touchedRanges(from.gid, to.gid, extra(overflow.gid)), part.gid), [
+        overflow.gid,
+      ]),
     };
     namespace = {
       uid: view.uid,
       gid: view.gid,
       ...(options.mapWrite === undefined ? {} : { mapWrite: options.mapWrite }),
     };
-    tables = {
-      uid: tableOf(viewTranslation(translation.uid, view.uid)),
-      gid: tableOf(viewTranslation(translation.gid, view.gid)),
-    };
-    already = { uid: rangesInView(already.uid, view.uid), gid: rangesInView(already.gid, view.gid) };
     overflowInWalk = {
       uid: view.uid.toInside(overflow.uid) ?? overflow.uid,
       gid: view.gid.toInside(overflow.gid) ?? overflow.gid,
     };
   }
+  const inView = (k: IdKind, ranges: IdRange[]) => (view === null ? ranges : rangesInView(ranges, view[k]));
+  const tablesOf = (k: IdKind, maps: IdMap[]): Translation[] =>
+    maps.flatMap((m) => tableOf(view === null ? m : viewTranslation(m, view[k])));
 
-  const baseJob: WalkJob = {
+  /** A walk job: the translations (caller IDs; several are concatenated), the kept ranges, the policy. */
+  const jobFor = (
+    maps: { uid: IdMap[]; gid: IdMap[] },
+    keep: KindRanges,
+    written: KindRanges,
+    unmapped: UnmappedPolicy,
+  ): WalkJob => ({
     root,
     apply: false,
     list: false,
-    uid: tables.uid,
-    gid: tables.gid,
-    uidDone: already.uid,
-    gidDone: already.gid,
-    unmapped: policy,
-    ...(policy === 'overflow' ? { overflow: overflowInWalk } : {}),
+    uid: tablesOf('uid', maps.uid),
+    gid: tablesOf('gid', maps.gid),
+    uidDone: inView('uid', keep.uid),
+    gidDone: inView('gid', keep.gid),
+    uidPart: inView('uid', written.uid),
+    gidPart: inView('gid', written.gid),
+    unmapped,
+    ...(unmapped === 'overflow' ? { overflow: overflowInWalk } : {}),
     // The protective namespace never maps the overflow IDs: an owner shown as one is outside it.
     ...(useNamespace ? { outside: overflow } : {}),
     // In the protective namespace nothing maps to inside 0, so a v1/v2 capability's root is unmapped.
     v2root: useNamespace ? null : 0,
-    crossFilesystems: options.crossFilesystems ?? false,
+    crossFilesystems: intent.crossFilesystems,
     progress: options.onProgress ? (options.progressEvery ?? 4096) : 0,
     count: false,
     workers: options.workers ?? defaultWorkers(),
-  };
+  });
   const walkOptions = {
     namespace,
     ...(options.helperPath === undefined ? {} : { helperPath: options.helperPath }),
     ...(options.signal === undefined ? {} : { signal: options.signal }),
   };
   const examples = options.examples ?? 3;
+  /** Turns a change record into the caller's IDs; `back` undoes the first phase (intermediate → original ID). */
+  const changeOf = (record: Extract<WalkRecord, { type: 'change' }>, back: KindMaps | null): ShiftChange => {
+    const id = (k: IdKind, v: number) => {
+      const caller = callerId(view, k, v);
+      return caller === null || back === null ? caller : (back[k].toOutside(caller) ?? caller);
+    };
+    return {
+      path: record.path === '' ? '.' : record.path,
+      fileType: record.fileType,
+      old: { uid: id('uid', record.old.uid), gid: id('gid', record.old.gid) },
+      new: { uid: callerId(view, 'uid', record.new.uid), gid: callerId(view, 'gid', record.new.gid) },
+      what: record.what,
+    };
+  };
+  const inPart = (k: IdKind, id: number | null) =>
+    id !== null && part[k].some((r) => id >= r.start && id < r.start + r.count);
+  /**
+   * Listing: each entry once, with its original and final IDs. The first phase's changes that
+   * reach the intermediate range are listed by the second phase (its old IDs taken back through
+   * the first phase); the others (an overflow ID written) by the first.
+   */
+  const listed = (which: 'only' | 'first' | 'second') => (change: ShiftChange) =>
+    which !== 'first' || !(inPart('uid', change.new.uid) || inPart('gid', change.new.gid));
+  const back: KindMaps | null = phases && { uid: phases.uid.first.invert(), gid: phases.gid.first.invert() };
   const onRecord =
-    (collector: Collector, knownTotal: () => number | null, report: boolean) =>
+    (
+      collector: Collector,
+      total: number | null,
+      report: boolean,
+      which: 'only' | 'first' | 'second',
+      offset = 0,
+    ) =>
     (record: WalkRecord): void => {
       if (record.type === 'progress')
-        options.onProgress?.({ seen: record.seen, changed: record.changed, total: knownTotal() });
-      else if (record.type === 'total') counted = record.total;
+        options.onProgress?.({ seen: record.seen + offset, changed: record.changed, total });
+      else if (record.type === 'total') total = record.total;
       else if (record.type === 'change') {
-        if (report)
-          options.onChange?.({
-            path: record.path === '' ? '.' : record.path,
-            fileType: record.fileType,
-            old: { uid: callerId(view, 'uid', record.old.uid), gid: callerId(view, 'gid', record.old.gid) },
-            new: { uid: callerId(view, 'uid', record.new.uid), gid: callerId(view, 'gid', record.new.gid) },
-            what: record.what,
-          });
+        if (!report || options.onChange === undefined) return;
+        const change = changeOf(record, which === 'second' ? back : null);
+        if (listed(which)(change)) options.onChange(change);
       } else collector.add(record);
     };
-  let counted: number | null = null;
   const result = (summary: WalkSummary, collector: Collector, dryRun: boolean): ShiftResult => ({
     dir: root,
     dryRun,
     reverse,
     protectiveNamespace: useNamespace,
-    resumable,
+    resumable: true,
+    method,
+    intermediate,
+    continued: pending !== null,
     seen: summary.seen,
-    changed: summary.changed,
+    changed: summary.changed + summary.resumed,
     skipped: summary.skipped,
     alreadyShifted: summary.already,
     hardlinks: summary.hardlinks,
@@ -372,7 +568,40 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     errorCount: summary.errors,
     elapsedMs: Math.round(performance.now() - started),
   });
-  /** Why a check pass forbids the apply pass (nothing was changed), or undefined. */
+  const walk = async (
+    job: WalkJob,
+    total: number | null,
+    report: boolean,
+    which: 'only' | 'first' | 'second',
+    offset = 0,
+  ): Promise<ShiftResult> => {
+    const collector = new Collector(root, view, examples);
+    const summary = await runWalk(job, {
+      ...walkOptions,
+      onRecord: onRecord(collector, total, report, which, offset),
+    });
+    return result(summary, collector, !job.apply);
+  };
+
+  // What the tree needs, as one read-only walk with the tables of the whole job: fresh, or the
+  // rest of an interrupted shift (phase 1: the original IDs and the intermediate ones both go to
+  // their final IDs; phase 2: the intermediate ones do).
+  const phase = pending?.phase ?? 1;
+  const whole =
+    phases === null
+      ? jobFor({ uid: [translation.uid], gid: [translation.gid] }, kept, none, policy)
+      : pending === null
+        ? jobFor({ uid: [translation.uid], gid: [translation.gid] }, kept, none, policy)
+        : phase === 1
+          ? jobFor(
+              { uid: [translation.uid, phases.uid.second], gid: [translation.gid, phases.gid.second] },
+              kept,
+              none,
+              policy,
+            )
+          : jobFor({ uid: [phases.uid.second], gid: [phases.gid.second] }, inTo, none, policy);
+
+  /** Why a read-only pass forbids any change (errors, or IDs without translation), or undefined. */
   const refusal = (first: ShiftResult): ShiftError | undefined => {
     if (first.errorCount > 0) {
       const e = first.errors[0];
@@ -382,7 +611,7 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
         { hint: 'fix the access problem, or shift as root', data: { errors: first.errors }, result: first },
       );
     }
-    if (first.unmapped.length > 0) {
+    if (policy === 'error' && first.unmapped.length > 0) {
       return new ShiftError(
         'SHIFT_UNMAPPED_IDS',
         `nothing was changed: the ${reverse ? '--to map (reversed)' : '--from map'} does not translate ${describeUnmapped(first.unmapped)}`,
@@ -396,56 +625,203 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     return undefined;
   };
 
-  const collector = new Collector(root, view, examples);
-  let summary: WalkSummary;
-  if (options.dryRun) {
-    // A dry run is the read-only pass alone (it fails where the run would).
-    const check = new Collector(root, view, examples);
-    const first = await runWalk(
-      { ...baseJob, list: options.onChange !== undefined },
-      { ...walkOptions, onRecord: onRecord(check, () => null, true) },
+  // A one-phase shift with unmapped=error (the default) runs its read-only pass and its apply
+  // pass in one helper (runCheckedWalk): the apply pass starts only when the read-only pass
+  // found nothing to refuse and the record is written, and it skips the xattrs the read-only
+  // pass proved absent.
+  const checked = !options.dryRun && policy === 'error' && phases === null;
+
+  // First pass (read-only), as a walk of its own: for a dry run (which is only this pass), with
+  // unmapped=error when not checked, and before a fresh two-phase shift (no entry may hold an ID
+  // of the intermediate range).
+  let total: number | null = null;
+  if (!checked && (options.dryRun || policy === 'error' || (phases !== null && pending === null))) {
+    const first = await walk(
+      { ...whole, list: options.dryRun === true && options.onChange !== undefined },
+      null,
+      options.dryRun === true,
+      'only',
     );
-    return result(first, check, true);
-  } else if (policy === 'error') {
-    // The read-only pass and the apply pass in one walk: the apply pass runs only when the check
-    // pass found nothing to refuse, and skips the xattrs the check pass proved absent.
-    const check = new Collector(root, view, examples);
-    let first: ShiftResult | undefined;
-    const walked = await runCheckedWalk(
-      { ...baseJob, apply: true, list: options.onChange !== undefined },
-      {
-        ...walkOptions,
-        onCheckRecord: onRecord(check, () => null, false),
-        onRecord: onRecord(collector, () => first?.seen ?? null, true),
-        decide: (summary) => {
-          first = result(summary, check, true);
-          return refusal(first) === undefined;
-        },
-      },
-    );
-    if (walked.applied === null) {
-      throw (
-        refusal(first ?? result(walked.check, check, true)) ??
-        new SpawnError('WALK_FAILED', 'the tree walk stopped after its check pass')
-      );
+    if (phases !== null && pending === null) {
+      const used = first.unmapped.filter((u) => inPart(u.kind, u.id));
+      if (used.length > 0) {
+        throw new ShiftError(
+          'SHIFT_INTERMEDIATE_IN_USE',
+          `nothing was changed: the --from and --to ranges overlap, so the shift goes through intermediate IDs (uid ${describeRange(part.uid)}, gid ${describeRange(part.gid)}), and the tree already holds some: ${describeUnmapped(used)}`,
+          {
+            hint:
+              'if a shift between these maps was interrupted before the machine restarted (its record is gone), ' +
+              'a rerun cannot tell which entries are done: restore the tree from a backup. Otherwise shift in two ' +
+              'steps through a range of your choice that overlaps neither (--to it, then --from it)',
+            data: { unmapped: used, intermediate },
+            result: first,
+          },
+        );
+      }
     }
-    summary = walked.applied;
-  } else {
-    summary = await runWalk(
-      { ...baseJob, apply: true, list: options.onChange !== undefined, count: options.countFirst === true },
-      { ...walkOptions, onRecord: onRecord(collector, () => counted, true) },
-    );
+    if (options.dryRun) return first;
+    const refused = refusal(first);
+    if (refused !== undefined) throw refused;
+    total = first.seen;
   }
-  const done = result(summary, collector, false);
-  const incomplete = shiftIncomplete(done, policy);
-  if (incomplete !== null) {
-    throw new ShiftError('SHIFT_INCOMPLETE', `the shift of ${root} is incomplete: ${incomplete.reason}`, {
-      hint: incomplete.hint,
+
+  // The record, before the first change.
+  let record: ShiftRecord =
+    pending ??
+    ({
+      ...intent,
+      tree: { ...identity, path: root },
+      method,
+      intermediate,
+      phase: 1,
+      started: new Date().toISOString(),
+    } satisfies ShiftRecord);
+  // (A checked walk writes it once its read-only pass has passed: see below.)
+  if (pending === null && !checked) writeRecord(options.stateRoot, record);
+  const stopWhen = (p: 1 | 2) => {
+    const n = stopAfter(p);
+    return n === undefined ? {} : { stopAfter: n };
+  };
+  const incompleteError = (done: ShiftResult, reason: string, hint: string) =>
+    new ShiftError('SHIFT_INCOMPLETE', `the shift of ${root} is incomplete: ${reason}`, {
+      hint,
       data: { errors: done.errors, unmapped: done.unmapped, result: done },
       result: done,
     });
+
+  let done: ShiftResult;
+  if (checked) {
+    const checkCollector = new Collector(root, view, examples);
+    const collector = new Collector(root, view, examples);
+    let first: ShiftResult | undefined;
+    let refused: ShiftError | undefined;
+    let recordError: { error: unknown } | undefined;
+    let applyRecord: ((record: WalkRecord) => void) | undefined;
+    const walked = await runCheckedWalk(
+      { ...whole, apply: true, list: options.onChange !== undefined, ...stopWhen(1) },
+      {
+        ...walkOptions,
+        onCheckRecord: onRecord(checkCollector, null, false, 'only'),
+        onRecord: (r) => applyRecord?.(r),
+        decide: (summary) => {
+          first = result(summary, checkCollector, true);
+          refused = refusal(first);
+          if (refused !== undefined) return false;
+          // The record, before the first change.
+          if (pending === null) {
+            try {
+              writeRecord(options.stateRoot, record);
+            } catch (error) {
+              recordError = { error };
+              return false;
+            }
+          }
+          applyRecord = onRecord(collector, first.seen, true, 'only');
+          return true;
+        },
+      },
+    );
+    if (recordError !== undefined) throw recordError.error;
+    if (refused !== undefined) throw refused;
+    if (walked.applied === null) {
+      throw (
+        refusal(first ?? result(walked.check, checkCollector, true)) ??
+        new SpawnError(
+          'WALK_FAILED',
+          `the tree walk of ${root} stopped after its read-only pass; nothing was changed`,
+        )
+      );
+    }
+    done = result(walked.applied, collector, false);
+  } else if (phases === null) {
+    done = await walk(
+      {
+        ...whole,
+        apply: true,
+        list: options.onChange !== undefined,
+        count: total === null && options.countFirst === true,
+        ...stopWhen(1),
+      },
+      total,
+      true,
+      'only',
+    );
+  } else {
+    const twice = total === null ? null : total * 2;
+    let p1: ShiftResult | null = null;
+    if (record.phase === 1) {
+      p1 = await walk(
+        {
+          ...jobFor({ uid: [phases.uid.first], gid: [phases.gid.first] }, kept, part, policy),
+          apply: true,
+          list: options.onChange !== undefined,
+          ...stopWhen(1),
+        },
+        twice,
+        true,
+        'first',
+      );
+      // The second phase may start only once every entry has left the source range.
+      const left = shiftIncomplete(p1, policy);
+      if (p1.errorCount > 0 || (policy === 'error' && p1.unmapped.length > 0)) {
+        // A first run that changed nothing leaves nothing half done.
+        if (pending === null && p1.changed === 0) removeRecord(options.stateRoot, identity);
+        throw incompleteError(
+          p1,
+          left?.reason ?? 'entries left as they were',
+          'fix the cause and run the same shift again: it finishes where this one stopped (the shift between overlapping ranges goes through intermediate IDs, and its record says how far it got)',
+        );
+      }
+      record = { ...record, phase: 2 };
+      writeRecord(options.stateRoot, record);
+    }
+    const p2 = await walk(
+      {
+        ...jobFor(
+          { uid: [phases.uid.second], gid: [phases.gid.second] },
+          inTo,
+          none,
+          policy === 'error' ? 'error' : 'skip',
+        ),
+        apply: true,
+        list: options.onChange !== undefined,
+        ...stopWhen(2),
+      },
+      twice,
+      true,
+      'second',
+      p1?.seen ?? 0,
+    );
+    done =
+      p1 === null
+        ? p2
+        : {
+            ...p1,
+            errors: [...p1.errors, ...p2.errors].slice(0, MAX_ERRORS_KEPT),
+            errorCount: p1.errorCount + p2.errorCount,
+            elapsedMs: p2.elapsedMs,
+          };
+    if (p2.errorCount > 0 || (policy === 'error' && p2.unmapped.length > 0)) {
+      const left = shiftIncomplete(p2, policy === 'error' ? 'error' : 'skip');
+      throw incompleteError(
+        done,
+        left?.reason ?? 'entries left as they were',
+        'fix the cause and run the same shift again: it finishes the second phase where this one stopped',
+      );
+    }
   }
+  const incomplete = shiftIncomplete(done, policy);
+  // Errors leave the record (the same shift, run again, finishes the job), unless this was the
+  // first run and it changed nothing.
+  if (done.errorCount === 0 || (pending === null && done.changed === 0))
+    removeRecord(options.stateRoot, identity);
+  if (incomplete !== null) throw incompleteError(done, incomplete.reason, incomplete.hint);
   return done;
+}
+
+/** "4294901758-4294967293", or "none". */
+function describeRange(ranges: readonly IdRange[]): string {
+  return ranges.length === 0 ? 'none' : ranges.map((r) => `${r.start}-${r.start + r.count - 1}`).join(', ');
 }
 
 /**
@@ -459,9 +835,8 @@ export function shiftIncomplete(
   policy: UnmappedPolicy,
 ): { reason: string; hint: string } | null {
   const parts: string[] = [];
-  let hint = r.resumable
-    ? 'the entries listed were left as they were; fix the cause and run the same shift again (entries already shifted count as done)'
-    : 'the entries listed were left as they were; the two ranges overlap, so running the same shift again would shift the entries already done twice: fix the cause and shift only what is left (see the README on interrupted shifts)';
+  let hint =
+    'the entries listed were left as they were; fix the cause and run the same shift again (it finishes where this one stopped: entries already shifted count as done)';
   if (r.errorCount > 0) {
     const e = r.errors[0];
     parts.push(
@@ -476,7 +851,9 @@ export function shiftIncomplete(
         `the protective user namespace cannot change an entry owned outside the source and target ranges (${describeUnmapped(r.unmapped)})`,
     );
     hint =
-      'to write the overflow ID on them, shift with --no-userns (as root; userns: false), or add their IDs to --from';
+      r.method === 'two-phase'
+        ? 'the other entries are shifted; to write the overflow ID on these, chown them as root (do not run this shift again: its ranges overlap, so a completed shift run again would shift the other entries twice)'
+        : 'to write the overflow ID on them, shift with --no-userns (as root; userns: false), or add their IDs to --from';
   }
   return parts.length === 0 ? null : { reason: parts.join('; '), hint };
 }

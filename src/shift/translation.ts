@@ -8,7 +8,14 @@ import { compose } from '../idmap/compose.js';
 import { type Extent, extent, INVALID_ID, MAX_EXTENTS } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
 import { normalize } from '../idmap/normalize.js';
-import { type IdRange, outsideRanges, subtractRanges, unionRanges } from '../idmap/ranges.js';
+import {
+  type IdRange,
+  intersectRanges,
+  normalizeRanges,
+  outsideRanges,
+  subtractRanges,
+  unionRanges,
+} from '../idmap/ranges.js';
 import type { Translation } from './tree-walk.js';
 
 /**
@@ -108,4 +115,46 @@ export function doneRanges(from: IdMap, to: IdMap): IdRange[] {
 export function rangesInView(ranges: readonly IdRange[], view: IdMap): IdRange[] {
   const identity = new IdMap(ranges.map((r) => extent(r.start, r.start, r.count)));
   return outsideRanges(compose(identity, view.invert()));
+}
+
+/** Whether the outside ranges of `from` and `to` share an ID (then an ID on disk there may be shifted or not). */
+export function outsideRangesOverlap(from: IdMap, to: IdMap): boolean {
+  return intersectRanges(outsideRanges(from), outsideRanges(to)).length > 0;
+}
+
+/**
+ * The intermediate range of a two-phase shift: the highest block of `count` IDs inside `allowed`
+ * and outside `avoid`, or null when there is none. High IDs are the least likely to be in use
+ * (the tree is checked for them anyway before the first change).
+ */
+export function intermediateRange(
+  count: number,
+  allowed: readonly IdRange[],
+  avoid: readonly IdRange[],
+): IdRange | null {
+  const free = subtractRanges(normalizeRanges(allowed), avoid);
+  for (let i = free.length - 1; i >= 0; i--) {
+    const r = free[i]!;
+    if (r.count >= count) return { start: r.start + r.count - count, count };
+  }
+  return null;
+}
+
+/**
+ * A shift translation (inside = old outside ID, outside = new; see shiftTranslation) cut in two
+ * through the intermediate IDs from `start` up: `first` takes every old ID to an intermediate
+ * one, `second` takes that intermediate ID to the new one. second ∘ first = translation, and
+ * each phase on its own moves IDs between ranges that do not overlap (when the intermediate
+ * range overlaps neither map), so each can be rerun after an interruption.
+ */
+export function twoPhaseTranslations(translation: IdMap, start: number): { first: IdMap; second: IdMap } {
+  const first: Extent[] = [];
+  const second: Extent[] = [];
+  let next = start;
+  for (const e of translation.extents) {
+    first.push(extent(e.inside, next, e.count));
+    second.push(extent(next, e.outside, e.count));
+    next += e.count;
+  }
+  return { first: normalize(first), second: normalize(second) };
 }

@@ -35,6 +35,14 @@ export interface WalkJob {
   /** IDs already where the shift takes IDs (kept; an entry with only such IDs counts as already shifted). */
   uidDone?: readonly IdRange[];
   gidDone?: readonly IdRange[];
+  /**
+   * IDs the first phase of a two-phase shift wrote (kept; an entry unchanged that has one counts
+   * as resumed: the second phase changes it).
+   */
+  uidPart?: readonly IdRange[];
+  gidPart?: readonly IdRange[];
+  /** Tests only: each walk process stops itself (SIGSTOP) after its Nth change. */
+  stopAfter?: number;
   unmapped: UnmappedPolicy;
   overflow?: { uid: number; gid: number };
   /** The IDs the walk's namespace shows for owners it does not map (such entries are left alone). */
@@ -111,6 +119,8 @@ export interface WalkSummary {
   /** Highest IDs the tables translated to (the IDs that had a translation, after it), null when none. */
   maxNewUid: number | null;
   maxNewGid: number | null;
+  /** Entries left as they were that keep an ID the first phase of a two-phase shift wrote (uidPart/gidPart). */
+  resumed: number;
 }
 
 /** Undoes the C side's escaping of paths (\\, \t, \n, \xHH). */
@@ -186,6 +196,7 @@ export function parseRecord(line: string): WalkRecord | WorkerProgress | WorkerS
         already: Number(f[11] ?? 0),
         maxNewUid: num(f[12]),
         maxNewGid: num(f[13]),
+        resumed: Number(f[14] ?? 0),
       };
     }
     default:
@@ -208,6 +219,7 @@ function combineSummaries(list: readonly WalkSummary[]): WalkSummary {
     already: a.already + b.already,
     maxNewUid: max(a.maxNewUid, b.maxNewUid),
     maxNewGid: max(a.maxNewGid, b.maxNewGid),
+    resumed: a.resumed + b.resumed,
   }));
 }
 
@@ -236,6 +248,9 @@ export function encodeJob(job: WalkJob): Buffer {
   for (const t of job.gid) tokens.push(`gid=${t.from}:${t.to}:${t.count}`);
   for (const r of job.uidDone ?? []) tokens.push(`uiddone=${r.start}:${r.count}`);
   for (const r of job.gidDone ?? []) tokens.push(`giddone=${r.start}:${r.count}`);
+  for (const r of job.uidPart ?? []) tokens.push(`uidpart=${r.start}:${r.count}`);
+  for (const r of job.gidPart ?? []) tokens.push(`gidpart=${r.start}:${r.count}`);
+  if (job.stopAfter !== undefined) tokens.push(`stopafter=${job.stopAfter}`);
   return Buffer.from(`${tokens.join('\0')}\0`, 'utf8');
 }
 

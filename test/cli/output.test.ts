@@ -80,13 +80,22 @@ describe('a closed output pipe', () => {
     const dir = join(work, 'tree');
     mkdirSync(dir);
     for (let i = 0; i < 3000; i++) writeFileSync(join(dir, `f${i}`), '');
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '-v'];
+    const args = [
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:100000:65536',
+      '--root',
+      join(work, 'state'),
+      '-v',
+    ];
     const dry = await closedEarly([...args, '--dry-run', dir], 10);
     assert.equal(dry.code, 0, dry.stderr);
     assert.equal(dry.stderr, '');
     const real = await closedEarly([...args, dir], 10);
     assert.equal(real.code, 0, real.stderr);
-    const again = JSON.parse((await runCli(['shift', ...args.slice(1, 5), '--json', dir])).stdout);
+    const again = JSON.parse((await runCli(['shift', ...args.slice(1, 7), '--json', dir])).stdout);
     assert.equal(again.changed, 0);
     assert.equal(again.alreadyShifted, 3001);
   });

@@ -18,9 +18,14 @@ import { IdMap } from '../../src/idmap/idmap.js';
 import { readableBin } from '../fixtures/readable-repo.js';
 import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
 import { expectShiftOutcome, normalizeSnapshot, shifted, snapshot } from '../shift/tree-fixture.js';
-import { BIN, runCli } from './run-cli.js';
+import { BIN, runCli as runCliIn } from './run-cli.js';
 
 const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
+// The records of unfinished shifts go to a state root of the tests' own, never /run/userns.
+const stateRoot = mkdtempSync(join(tmpdir(), 'userns-shift-cli-state-'));
+after(() => rmSync(stateRoot, { recursive: true, force: true }));
+const runCli: typeof runCliIn = (args, options) =>
+  runCliIn(args[0] === 'shift' ? [...args, '--root', stateRoot] : args, options);
 const range = (base: number) => {
   const map = new IdMap([{ inside: 0, outside: base, count: 65536 }]);
   return { uid: map, gid: map };
@@ -222,7 +227,9 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
     const original = snapshot(dir);
     const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', dir];
     // Kill the shift (and with it the walk: it dies with its parent) once it has changed something.
-    const child = spawn(process.execPath, [BIN, ...args, '-v'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(process.execPath, [BIN, ...args, '--root', stateRoot, '-v'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     await new Promise<void>((resolve) => {
       child.stdout.once('data', () => {
         child.kill('SIGKILL');
@@ -345,6 +352,46 @@ describe('userns shift / userns fit (CLI)', { skip: rootOnly }, () => {
         ]);
         assert.equal(foreign.code, 1);
         assert.equal(lstatSync(join(dir, 'etc/shadow')).uid, base + 1000);
+
+        // Overlapping ranges: two phases, through free IDs of the user's own subordinate ranges
+        // (newuidmap maps nothing else into the protective namespace).
+        const overlapping = await runAs(user, [
+          process.execPath,
+          readableBin(),
+          'shift',
+          '--from',
+          `0:${base + 1000}:1000`,
+          '--from-gid',
+          `0:${gbase + 1000}:1000`,
+          '--to',
+          `0:${base + 1500}:1000`,
+          '--to-gid',
+          `0:${gbase + 1500}:1000`,
+          '--unmapped',
+          'skip',
+          '--json',
+          dir,
+        ]);
+        assert.equal(overlapping.code, 0, overlapping.stdout + overlapping.stderr);
+        const two = JSON.parse(overlapping.stdout);
+        assert.equal(two.method, 'two-phase');
+        for (const [kind, sub] of [
+          ['uid', user.subuid],
+          ['gid', user.subgid],
+        ] as const) {
+          const mid = two.intermediate[kind];
+          assert.equal(mid.count, 1000);
+          assert.ok(
+            mid.start >= sub.start + 2500 && mid.start + mid.count <= sub.start + sub.count,
+            JSON.stringify(mid),
+          );
+        }
+        assert.deepEqual(
+          [lstatSync(join(dir, 'etc/shadow')).uid, lstatSync(join(dir, 'etc/shadow')).gid],
+          [base + 1500, gbase + 1542],
+        );
+        assert.equal(lstatSync(join(dir, 'etc')).uid, base + 1500);
+        assert.equal(lstatSync(join(dir, 'foreign')).uid, 0);
       }),
   );
 });

@@ -198,6 +198,7 @@ describe('fitTree', { skip: rootOnly }, () => {
     const before = await fitTree(dir, map(1000));
     const range = (base: number, count = 65536) => new IdMap([{ inside: 0, outside: base, count }]);
     await shiftTree(dir, {
+      stateRoot: join(work, 'state'),
       from: { uid: range(0), gid: range(0) },
       to: { uid: range(100000), gid: range(100000) },
     });

@@ -1,0 +1,439 @@
+/**
+ * Interrupted shifts, killed for real: the CLI is SIGKILLed (with its walk) at a known point
+ * mid-walk (the walk's stopafter test hook stops it after N changes; the test then kills
+ * everything), and the tree is checked entry by entry after the rerun: every entry shifted
+ * exactly once, none left behind. Between overlapping ranges a rerun used to shift the entries
+ * already done a second time (reported as success): the overlapping cases here fail on a shift
+ * without the two-phase method and its record.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import {
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import type { ShiftError } from '../../src/errors/index.js';
+import { compose } from '../../src/idmap/compose.js';
+import { IdMap } from '../../src/idmap/idmap.js';
+import { mapsEqual } from '../../src/idmap/normalize.js';
+import { shiftTree } from '../../src/shift/shift.js';
+import { intermediateRange, shiftTranslation, twoPhaseTranslations } from '../../src/shift/translation.js';
+import { BIN, runCli } from '../cli/run-cli.js';
+import {
+  buildTree,
+  expectShiftOutcome,
+  normalizeSnapshot,
+  type Snapshot,
+  shifted,
+  snapshot,
+} from './tree-fixture.js';
+
+const rootOnly = process.geteuid?.() === 0 ? false : 'needs root';
+const SIZE = 65536;
+const range2 = (from: number, to: number) => ({ from: range(from), to: range(to) });
+const range = (base: number) => {
+  const map = new IdMap([{ inside: 0, outside: base, count: SIZE }]);
+  return { uid: map, gid: map };
+};
+/** Where the intermediate range of a shift of 65536 IDs between low ranges lies (as root). */
+const INTERMEDIATE = 4294967294 - SIZE;
+
+/** Every process under `pid` (through /proc/PID/task/TID/children). */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const visit = (p: number) => {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const t of tasks) {
+      let kids = '';
+      try {
+        kids = readFileSync(`/proc/${p}/task/${t}/children`, 'utf8');
+      } catch {}
+      for (const k of kids.split(' ').filter(Boolean).map(Number)) {
+        out.push(k);
+        visit(k);
+      }
+    }
+  };
+  visit(pid);
+  return out;
+}
+
+function isStopped(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs `userns ARGS` with the walk told to stop itself after `stopAfter` ([PHASE:]N) changes,
+ * waits until a walk process has stopped there, runs `whileStopped`, then SIGKILLs the CLI and
+ * every process under it: a shift killed at a known point mid-walk.
+ */
+async function killMidShift(
+  args: string[],
+  stopAfter: string,
+  whileStopped?: () => Promise<void>,
+): Promise<void> {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    stdio: 'ignore',
+    env: { ...process.env, USERNS_TEST_SHIFT_STOP_AFTER: stopAfter },
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const deadline = Date.now() + 30_000;
+  try {
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`the shift ended (${child.exitCode ?? child.signalCode}) before it stopped mid-walk`);
+      if (descendants(child.pid!).some(isStopped)) break;
+      if (Date.now() > deadline) throw new Error('the walk never stopped');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await whileStopped?.();
+  } finally {
+    for (const pid of [child.pid!, ...descendants(child.pid!)]) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    await exited;
+  }
+}
+
+/** Entries (one per inode) whose owner, ACLs or capability differ between two snapshots. */
+function changedInodes(before: Snapshot, after: Snapshot): number {
+  const a = normalizeSnapshot(before);
+  const b = normalizeSnapshot(after);
+  const seen = new Set<number>();
+  let n = 0;
+  for (const [path, s] of before) {
+    if (seen.has(s.ino)) continue;
+    seen.add(s.ino);
+    if (JSON.stringify(a[path]) !== JSON.stringify(b[path])) n++;
+  }
+  return n;
+}
+
+const inIntermediate = (id: number) => id >= INTERMEDIATE && id < INTERMEDIATE + SIZE;
+
+describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240_000 }, () => {
+  let work: string;
+  let state: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'userns-interrupted-'));
+    state = join(work, 'state');
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  let trees = 0;
+  /** A tree of ~4,600 entries (ACLs, capabilities, set-ID bits, links) owned by IDs 0-3999 and 65535. */
+  function bigTree(): string {
+    const dir = join(work, `tree${trees++}`);
+    buildTree(dir, { base: 0, size: SIZE, outside: `${dir}-outside` });
+    let i = 0;
+    for (let d = 0; d < 30; d++) {
+      mkdirSync(join(dir, 'bulk', `d${d}`), { recursive: true });
+      lchownSync(join(dir, 'bulk', `d${d}`), d, d);
+      for (let f = 0; f < 150; f++, i++) {
+        const path = join(dir, 'bulk', `d${d}`, `f${f}`);
+        writeFileSync(path, '');
+        // Most IDs are in both --from (0-65535) and --to (1000-66535) of the overlapping shift.
+        lchownSync(path, (i * 37) % 4000, (i * 53) % 4000);
+      }
+    }
+    return dir;
+  }
+  const records = () => (existsSync(join(state, 'shift')) ? readdirSync(join(state, 'shift')) : []);
+  const recordOf = () => {
+    const files = records().filter((f) => f.endsWith('.json'));
+    assert.equal(files.length, 1, `one record: ${files.join(', ')}`);
+    return JSON.parse(readFileSync(join(state, 'shift', files[0]!), 'utf8'));
+  };
+
+  for (const userns of [true, false]) {
+    const mode = userns ? [] : ['--no-userns'];
+    const label = userns ? 'protective namespace' : '--no-userns';
+
+    for (const phase of [1, 2] as const) {
+      test(`overlapping ranges, killed in phase ${phase} (${label}): the same command finishes the job, every entry shifted exactly once`, {
+        timeout: 120_000,
+      }, async (t) => {
+        const dir = bigTree();
+        const original = snapshot(dir);
+        const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', ...mode, '--root', state, dir];
+        await killMidShift(args, `${phase}:500`, async () => {
+          if (phase !== 1 || !userns) return;
+          // While it runs, another shift of the tree is refused (the record's lock).
+          const busy = await runCli([...args, '--json']);
+          assert.equal(busy.code, 1, busy.stdout + busy.stderr);
+          assert.equal(JSON.parse(busy.stdout).code, 'SHIFT_BUSY');
+        });
+        const killed = snapshot(dir);
+        const expected = shifted(original, 1000, (id) => id < SIZE);
+        assert.ok(
+          changedInodes(original, killed) > 0 && changedInodes(killed, expected) > 0,
+          'killed mid-walk',
+        );
+        const ids = [...killed.values()].flatMap((e) => [e.uid, e.gid]);
+        const half = ids.filter(inIntermediate).length;
+        t.diagnostic(`killed with ${half} of ${ids.length} owner IDs in the intermediate range`);
+        const record = records().length > 0 ? recordOf() : null;
+
+        // A dry run of the rerun says what the rerun does.
+        const dry = await runCli([...args, '--dry-run', '--json']);
+        assert.equal(dry.code, 0, dry.stdout + dry.stderr);
+        assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed));
+
+        const rerun = await runCli([...args, '--json']);
+        assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+        const summary = JSON.parse(rerun.stdout);
+        // Entry by entry: what one uninterrupted shift makes (no double shift, nothing left).
+        const after = snapshot(dir);
+        assert.deepEqual(normalizeSnapshot(after), normalizeSnapshot(expected));
+        assert.equal(summary.changed, changedInodes(killed, after));
+        assert.equal(JSON.parse(dry.stdout).changed, summary.changed);
+        assert.equal(summary.continued, true);
+        assert.equal(summary.method, 'two-phase');
+        // Where it was killed: the record's phase, and IDs in the intermediate range.
+        assert.equal(record?.phase, phase);
+        assert.equal(record?.method, 'two-phase');
+        assert.ok(half > 0, 'some IDs were in the intermediate range');
+        if (phase === 1)
+          assert.ok(
+            ids.some((id) => id < 1000),
+            'killed in phase 1: some entries not yet moved',
+          );
+        else assert.ok(!ids.some((id) => id < 1000), 'killed in phase 2: every entry left the source range');
+        assert.deepEqual(records(), [], 'the record (and its lock file) are removed once done');
+      });
+    }
+
+    test(`ranges apart, killed (${label}): the same command finishes the job`, {
+      timeout: 120_000,
+    }, async () => {
+      const dir = bigTree();
+      const original = snapshot(dir);
+      const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', ...mode, '--root', state, dir];
+      await killMidShift(args, '500');
+      const killed = snapshot(dir);
+      const done = [...killed.values()].filter((e) => e.uid >= 100000).length;
+      assert.ok(done > 0 && done < killed.size, `killed mid-walk (${done} of ${killed.size} shifted)`);
+      assert.equal(recordOf().method, 'direct');
+      const rerun = await runCli([...args, '--json']);
+      assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+      const summary = JSON.parse(rerun.stdout);
+      assert.equal(summary.continued, true);
+      expectShiftOutcome(killed, snapshot(dir), summary, {
+        from: range(0),
+        to: range(100000),
+        protective: userns,
+      });
+      assert.deepEqual(
+        normalizeSnapshot(snapshot(dir)),
+        normalizeSnapshot(shifted(original, 100000, (id) => id < SIZE)),
+      );
+      assert.deepEqual(records(), []);
+    });
+  }
+
+  test('another shift of a half-shifted tree is refused naming the pending one, and that command finishes the job', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = bigTree();
+    const original = snapshot(dir);
+    await killMidShift(
+      ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir],
+      '1:300',
+    );
+    const killed = snapshot(dir);
+    const other = ['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir];
+    const refused = await runCli(other);
+    assert.equal(refused.code, 1);
+    const pending = `userns shift --from 0:0:65536 --to 0:1000:65536 ${dir}`;
+    assert.ok(
+      refused.stderr.startsWith(`userns: ${dir} is half shifted by another shift, interrupted (started `),
+      refused.stderr,
+    );
+    assert.ok(refused.stderr.includes(`): ${pending}\n`), refused.stderr);
+    assert.match(
+      refused.stderr,
+      /hint: finish that shift first: run that command again; .*--forget-interrupted/,
+    );
+    // A dry run fails where the run would; --json errors in the CLI's one shape.
+    const dry = await runCli([...other, '--dry-run']);
+    assert.equal(dry.code, 1);
+    assert.equal(dry.stderr, refused.stderr);
+    const json = await runCli([...other, '--json']);
+    assert.equal(json.code, 1);
+    const body = JSON.parse(json.stdout);
+    assert.equal(body.ok, false);
+    assert.equal(body.code, 'SHIFT_PENDING_OTHER');
+    assert.equal(body.data.pending.command, pending);
+    // A shift with the same maps but another result-changing option is another shift too.
+    const skip = await runCli([
+      ...other.slice(0, 3),
+      '--to',
+      '0:1000:65536',
+      '--unmapped',
+      'skip',
+      '--root',
+      state,
+      dir,
+    ]);
+    assert.equal(skip.code, 1);
+    assert.match(skip.stderr, /half shifted by another shift/);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed), 'refusals change nothing');
+
+    // The command named, run as given, finishes the job exactly.
+    const named = pending.split(' ').slice(1);
+    const finished = await runCli([...named, '--root', state]);
+    assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+    assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
+    assert.match(
+      finished.stdout,
+      /went through intermediate IDs \(uid 4294901758-4294967293, gid 4294901758-4294967293\)/,
+    );
+    assert.deepEqual(
+      normalizeSnapshot(snapshot(dir)),
+      normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
+    );
+  });
+
+  test('--forget-interrupted: after restoring from a backup, or to undo an interrupted shift with --reverse', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = bigTree();
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '--root', state, dir];
+    await killMidShift(args, '300');
+    const reverse = await runCli([...args, '--reverse']);
+    assert.equal(reverse.code, 1);
+    assert.match(reverse.stderr, /half shifted by another shift/);
+    // Between ranges apart, --reverse of the interrupted shift takes every entry back.
+    const undo = await runCli([...args, '--reverse', '--forget-interrupted', '--json']);
+    assert.equal(undo.code, 0, undo.stdout + undo.stderr);
+    assert.equal(JSON.parse(undo.stdout).continued, false);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+    assert.deepEqual(records(), []);
+  });
+
+  test('the record lost (a restart) after a kill between overlapping ranges: refused, nothing changed', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = bigTree();
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    await killMidShift(args, '1:300');
+    const killed = snapshot(dir);
+    for (const f of records()) rmSync(join(state, 'shift', f));
+    for (const extra of [[], ['--unmapped', 'skip'], ['--dry-run']]) {
+      const r = await runCli([...args, ...extra, '--json']);
+      assert.equal(r.code, 1, r.stdout);
+      const body = JSON.parse(r.stdout);
+      assert.equal(body.code, 'SHIFT_INTERMEDIATE_IN_USE');
+      assert.match(body.message, /^nothing was changed: the --from and --to ranges overlap/);
+      assert.match(body.hint, /restore the tree from a backup/);
+    }
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed));
+    assert.deepEqual(records(), []);
+  });
+});
+
+describe('records that cannot be used', { skip: rootOnly }, () => {
+  let work: string;
+  before(() => {
+    work = mkdtempSync(join(tmpdir(), 'userns-records-'));
+  });
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  test('a damaged record is a typed error naming it, and nothing changes', { timeout: 30_000 }, async () => {
+    const dir = join(work, 'tree');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'f'), '');
+    const stateRoot = join(work, 'state');
+    mkdirSync(join(stateRoot, 'shift'), { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir, { bigint: true });
+    const file = join(stateRoot, 'shift', `${st.dev}-${st.ino}.json`);
+    writeFileSync(file, '{"version": 1, "tree": ');
+    for (const dryRun of [false, true]) {
+      await assert.rejects(
+        shiftTree(dir, { ...range2(0, 100000), stateRoot, dryRun }),
+        (error: ShiftError) => {
+          assert.equal(error.code, 'SHIFT_RECORD_UNREADABLE');
+          assert.ok(error.message.startsWith(`the shift record ${file} is damaged`), error.message);
+          return true;
+        },
+      );
+    }
+    assert.equal(lstatSync(join(dir, 'f')).uid, 0);
+  });
+
+  test('no room for an intermediate range: refused before anything is read', {
+    timeout: 30_000,
+  }, async () => {
+    const dir = join(work, 'tree2');
+    mkdirSync(dir);
+    const huge = (base: number) => {
+      const map = new IdMap([{ inside: 0, outside: base, count: 4294000000 }]);
+      return { uid: map, gid: map };
+    };
+    for (const dryRun of [true, false]) {
+      await assert.rejects(
+        shiftTree(dir, {
+          from: huge(0),
+          to: huge(200000),
+          userns: false,
+          dryRun,
+          stateRoot: join(work, 'state2'),
+        }),
+        { code: 'SHIFT_NO_INTERMEDIATE_RANGE' },
+      );
+    }
+  });
+});
+
+describe('two-phase arithmetic', () => {
+  test('second ∘ first is the shift, through a range apart from both maps', { timeout: 30_000 }, () => {
+    const extentArb = fc.record({
+      inside: fc.integer({ min: 0, max: 5000 }),
+      outside: fc.integer({ min: 0, max: 5000 }),
+      count: fc.integer({ min: 1, max: 300 }),
+    });
+    fc.assert(
+      fc.property(extentArb, extentArb, (a, b) => {
+        const from = new IdMap([a]);
+        const to = new IdMap([b]);
+        const translation = shiftTranslation(from, to);
+        const avoid = [
+          { start: a.outside, count: a.count },
+          { start: b.outside, count: b.count },
+        ];
+        const mid = intermediateRange(translation.size, [{ start: 0, count: 6000 }], avoid);
+        if (mid === null) return;
+        for (const r of avoid) assert.ok(mid.start + mid.count <= r.start || r.start + r.count <= mid.start);
+        const { first, second } = twoPhaseTranslations(translation, mid.start);
+        assert.ok(mapsEqual(compose(first, second), translation));
+      }),
+      { numRuns: 500 },
+    );
+    assert.equal(intermediateRange(10, [{ start: 0, count: 100 }], [{ start: 95, count: 5 }])?.start, 85);
+    assert.equal(intermediateRange(10, [{ start: 0, count: 15 }], [{ start: 5, count: 5 }]), null);
+  });
+});
