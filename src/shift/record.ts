@@ -21,7 +21,7 @@
  * kernel-enforced lock held for the whole shift, so two shifts of one tree never run at once).
  */
 import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ShiftError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
@@ -218,8 +218,13 @@ export function sameShift(record: ShiftIntent, intent: ShiftIntent): boolean {
   );
 }
 
-/** The command line that runs the shift `intent` on `dir` (maps as inline triples). */
-export function shiftCommand(intent: ShiftIntent, dir: string): string {
+/**
+ * The command line that runs the shift `intent` on `dir` (maps as inline triples), with
+ * `--root stateRoot` when the record is under a state root the caller chose: without it the
+ * command would look in the default state root, find no record and start a fresh shift (between
+ * overlapping ranges, a second shift of every entry already done).
+ */
+export function shiftCommand(intent: ShiftIntent, dir: string, stateRoot?: string): string {
   const maps = (name: 'from' | 'to', m: { uid: IdMap; gid: IdMap }) =>
     mapsEqual(m.uid, m.gid)
       ? [`--${name}`, m.uid.toString()]
@@ -232,6 +237,7 @@ export function shiftCommand(intent: ShiftIntent, dir: string): string {
     ...maps('to', intent.to),
     ...(intent.unmapped === 'error' ? [] : ['--unmapped', intent.unmapped]),
     ...(intent.crossFilesystems ? ['--cross-filesystems'] : []),
+    ...(stateRoot === undefined ? [] : ['--root', resolve(stateRoot)]),
     dir,
   ]
     .map(quote)

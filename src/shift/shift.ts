@@ -342,15 +342,16 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
       pending = null;
     }
     if (pending !== null && !sameShift(pending, intent)) {
+      const command = shiftCommand(pending, root, options.stateRoot);
       throw new ShiftError(
         'SHIFT_PENDING_OTHER',
-        `${root} is half shifted by another shift, interrupted (started ${pending.started}): ${shiftCommand(pending, root)}`,
+        `${root} is half shifted by another shift, interrupted (started ${pending.started}): ${command}`,
         {
           hint:
             'finish that shift first: run that command again; if the tree has been restored from a backup ' +
             'since, add --forget-interrupted (API: forgetInterrupted) to this shift',
           data: {
-            pending: { command: shiftCommand(pending, root), started: pending.started, phase: pending.phase },
+            pending: { command, started: pending.started, phase: pending.phase },
           },
         },
       );

@@ -267,7 +267,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     const other = ['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir];
     const refused = await runCli(other);
     assert.equal(refused.code, 1);
-    const pending = `userns shift --from 0:0:65536 --to 0:1000:65536 ${dir}`;
+    const pending = `userns shift --from 0:0:65536 --to 0:1000:65536 --root ${state} ${dir}`;
     assert.ok(
       refused.stderr.startsWith(`userns: ${dir} is half shifted by another shift, interrupted (started `),
       refused.stderr,
@@ -304,7 +304,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
 
     // The command named, run as given, finishes the job exactly.
     const named = pending.split(' ').slice(1);
-    const finished = await runCli([...named, '--root', state]);
+    const finished = await runCli(named);
     assert.equal(finished.code, 0, finished.stdout + finished.stderr);
     assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
     assert.match(
@@ -315,6 +315,38 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
       normalizeSnapshot(snapshot(dir)),
       normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
     );
+  });
+
+  test('the command a refusal names carries --root: run as printed, it finishes a shift whose entries are all done, without shifting them again', {
+    timeout: 60_000,
+  }, async () => {
+    // One entry, killed in phase 2 right after its change: every entry is final, the record says phase 2.
+    const dir = join(work, `tree${trees++}`);
+    mkdirSync(dir);
+    lchownSync(dir, 5, 5);
+    await killMidShift(['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir], '2:1');
+    assert.equal(lstatSync(dir).uid, 1005);
+    const refused = await runCli([
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:2000:65536',
+      '--root',
+      state,
+      dir,
+      '--json',
+    ]);
+    assert.equal(refused.code, 1);
+    const command: string = JSON.parse(refused.stdout).data.pending.command;
+    // Without --root the command would look for the record in the default state root (not this
+    // test's), find none and shift 1005 to 2005: refuse to run it here rather than touch that root.
+    assert.equal(command, `userns shift --from 0:0:65536 --to 0:1000:65536 --root ${state} ${dir}`);
+    const finished = await runCli(command.split(' ').slice(1));
+    assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+    assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
+    assert.deepEqual([lstatSync(dir).uid, lstatSync(dir).gid], [1005, 1005]);
+    assert.deepEqual(records(), []);
   });
 
   test('--forget-interrupted: after restoring from a backup, or to undo an interrupted shift with --reverse', {
