@@ -121,9 +121,10 @@ export interface ShiftOptions {
    */
   stateRoot?: string;
   /**
-   * Remove the record of an interrupted shift of this tree first and shift as asked (after the
-   * tree was restored from a backup). Default false: a pending record of another shift is
-   * SHIFT_PENDING_OTHER.
+   * Ignore the record of an interrupted shift of this tree and shift as asked (after the tree
+   * was restored from a backup): this shift's own record replaces it before the first change; a
+   * shift refused before any change keeps it. Default false: a pending record of another shift
+   * is SHIFT_PENDING_OTHER.
    */
   forgetInterrupted?: boolean;
 }
@@ -337,8 +338,12 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
   const lock = options.dryRun ? null : await lockTree(options.stateRoot, identity, root);
   try {
     let pending = readRecord(options.stateRoot, identity, lock !== null);
+    // A forgotten record is replaced only when this shift writes its own, before its first
+    // change: a shift refused before that (intermediate IDs in the tree, untranslated IDs) keeps
+    // it, so the interrupted shift can still be finished.
+    let forgotten: ShiftRecord | null = null;
     if (pending !== null && options.forgetInterrupted) {
-      if (lock !== null) removeRecord(options.stateRoot, identity);
+      forgotten = pending;
       pending = null;
     }
     if (pending !== null && !sameShift(pending, intent)) {
@@ -356,7 +361,7 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
         },
       );
     }
-    return await shiftPlanned(root, identity, intent, pending, { ...options, reverse }, started);
+    return await shiftPlanned(root, identity, intent, pending, forgotten, { ...options, reverse }, started);
   } finally {
     lock?.release({ remove: true });
   }
@@ -404,6 +409,7 @@ async function shiftPlanned(
   identity: TreeIdentity,
   intent: ShiftIntent,
   pending: ShiftRecord | null,
+  forgotten: ShiftRecord | null,
   options: ShiftOptions & { reverse: boolean },
   started: number,
 ): Promise<ShiftResult> {
@@ -663,6 +669,11 @@ async function shiftPlanned(
       started: new Date().toISOString(),
     } satisfies ShiftRecord);
   if (pending === null) writeRecord(options.stateRoot, record);
+  /** A first run that changed nothing: no record of its own (a record it replaced comes back). */
+  const dropRecord = () =>
+    forgotten === null
+      ? removeRecord(options.stateRoot, identity)
+      : writeRecord(options.stateRoot, forgotten);
   const stopWhen = (p: 1 | 2) => {
     const n = stopAfter(p);
     return n === undefined ? {} : { stopAfter: n };
@@ -707,7 +718,7 @@ async function shiftPlanned(
       const left = shiftIncomplete(p1, policy);
       if (p1.errorCount > 0 || (policy === 'error' && p1.unmapped.length > 0)) {
         // A first run that changed nothing leaves nothing half done.
-        if (pending === null && p1.changed === 0) removeRecord(options.stateRoot, identity);
+        if (pending === null && p1.changed === 0) dropRecord();
         throw incompleteError(
           p1,
           left?.reason ?? 'entries left as they were',
@@ -755,8 +766,8 @@ async function shiftPlanned(
   const incomplete = shiftIncomplete(done, policy);
   // Errors leave the record (the same shift, run again, finishes the job), unless this was the
   // first run and it changed nothing.
-  if (done.errorCount === 0 || (pending === null && done.changed === 0))
-    removeRecord(options.stateRoot, identity);
+  if (done.errorCount === 0) removeRecord(options.stateRoot, identity);
+  else if (pending === null && done.changed === 0) dropRecord();
   if (incomplete !== null) throw incompleteError(done, incomplete.reason, incomplete.hint);
   return done;
 }

@@ -367,6 +367,35 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.deepEqual(records(), []);
   });
 
+  test('--forget-interrupted refused before any change keeps the record: the interrupted shift can still be finished', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = bigTree();
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    await killMidShift(args, '1:300');
+    const killed = snapshot(dir);
+    const before = recordOf();
+    // The tree was not restored: the new shift finds intermediate IDs and changes nothing.
+    const refused = await runCli([
+      ...['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir],
+      '--forget-interrupted',
+      '--json',
+    ]);
+    assert.equal(refused.code, 1);
+    assert.equal(JSON.parse(refused.stdout).code, 'SHIFT_INTERMEDIATE_IN_USE');
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed), 'nothing changed');
+    assert.deepEqual(recordOf(), before, 'the record of the interrupted shift is kept');
+    const finished = await runCli(args);
+    assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+    assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
+    assert.deepEqual(
+      normalizeSnapshot(snapshot(dir)),
+      normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
+    );
+    assert.deepEqual(records(), []);
+  });
+
   test('the record lost (a restart) after a kill between overlapping ranges: refused, nothing changed', {
     timeout: 120_000,
   }, async () => {
