@@ -24,6 +24,7 @@ import { getSubordinateRanges } from '../system/subordinate.js';
 import { currentUser } from '../system/users.js';
 import {
   lockTree,
+  pendingNested,
   readRecord,
   removeRecord,
   type ShiftIntent,
@@ -311,8 +312,8 @@ export function requireValidKindMaps(maps: KindMaps, name: string): void {
  * Throws MapError MAP_INVALID (a map the kernel would refuse, before anything is read);
  * ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
  * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
- * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_PENDING_OTHER (the tree
- * has the record of another, interrupted shift), SHIFT_BUSY (another shift of the tree is
+ * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_PENDING_OTHER (the tree,
+ * or a tree inside it or around it, has the record of another, interrupted shift), SHIFT_BUSY (another shift of the tree is
  * running), SHIFT_INTERMEDIATE_IN_USE / SHIFT_NO_INTERMEDIATE_RANGE (overlapping ranges and no
  * usable intermediate range; nothing changed), SHIFT_RECORD_UNREADABLE; StateRootError when the
  * record cannot be written (nothing changed); ShiftPlanError when the maps do not fit one
@@ -357,6 +358,25 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
             'since, add --forget-interrupted (API: forgetInterrupted) to this shift',
           data: {
             pending: { command, started: pending.started, phase: pending.phase },
+          },
+        },
+      );
+    }
+    const found = pendingNested(options.stateRoot, root, identity);
+    if (found !== null) {
+      const nested = found.record;
+      const command = shiftCommand(nested, nested.tree.path, options.stateRoot);
+      const inside = found.where === 'inside';
+      throw new ShiftError(
+        'SHIFT_PENDING_OTHER',
+        `${inside ? `${nested.tree.path}, inside ${root},` : `${root} is inside ${nested.tree.path}, which`} is half shifted by an interrupted shift (started ${nested.started}): ${command}`,
+        {
+          hint:
+            'finish that shift first: run that command again (a shift of a tree inside another, or around it, ' +
+            'would handle some entries twice); if that tree has been restored from a backup since, shift it ' +
+            'with --forget-interrupted',
+          data: {
+            pending: { command, started: nested.started, phase: nested.phase, dir: nested.tree.path },
           },
         },
       );

@@ -349,6 +349,63 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.deepEqual(records(), []);
   });
 
+  test('a tree inside a half-shifted one, or around one, is refused naming the pending shift: no entry shifted twice', {
+    timeout: 120_000,
+  }, async () => {
+    const small = () => {
+      const dir = join(work, `tree${trees++}`);
+      for (const sub of ['a', 'b']) {
+        mkdirSync(join(dir, sub), { recursive: true });
+        lchownSync(join(dir, sub), 3, 3);
+        for (let i = 1; i <= 20; i++) {
+          writeFileSync(join(dir, sub, `f${i}`), '');
+          lchownSync(join(dir, sub, `f${i}`), i, i);
+        }
+      }
+      return dir;
+    };
+    const shift = (dir: string, ...more: string[]) => [
+      'shift',
+      ...['--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir],
+      ...more,
+    ];
+    for (const [pendingTree, other] of [
+      ['', 'a'], // the whole tree half shifted; a shift of its subtree a
+      ['b', ''], // subtree b half shifted; a shift of the whole tree
+    ] as const) {
+      const dir = small();
+      const original = snapshot(dir);
+      const half = join(dir, pendingTree);
+      await killMidShift(shift(half), '1:1');
+      const killed = snapshot(dir);
+      for (const more of [[], ['--dry-run']]) {
+        const refused = await runCli(shift(join(dir, other), '--json', ...more));
+        assert.equal(refused.code, 1, refused.stdout);
+        const body = JSON.parse(refused.stdout);
+        assert.equal(body.code, 'SHIFT_PENDING_OTHER');
+        assert.equal(body.data.pending.dir, half);
+        assert.equal(body.data.pending.command, `userns ${shift(half).join(' ')}`);
+      }
+      assert.deepEqual(
+        normalizeSnapshot(snapshot(dir)),
+        normalizeSnapshot(killed),
+        'refusals change nothing',
+      );
+      const finished = await runCli(shift(half));
+      assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+      if (pendingTree === '') {
+        assert.deepEqual(
+          normalizeSnapshot(snapshot(dir)),
+          normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
+        );
+      } else {
+        assert.equal(lstatSync(join(dir, 'b', 'f7')).uid, 1007);
+        assert.equal(lstatSync(join(dir, 'a', 'f7')).uid, 7);
+      }
+      assert.deepEqual(records(), []);
+    }
+  });
+
   test('--forget-interrupted: after restoring from a backup, or to undo an interrupted shift with --reverse', {
     timeout: 120_000,
   }, async () => {
