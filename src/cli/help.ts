@@ -60,7 +60,10 @@ export async function fillPlaceholders(text: string): Promise<string> {
 /** The help of one command, as `userns CMD --help` prints it. */
 export async function commandHelp(name: CommandName): Promise<string> {
   const spec: CommandSpec = COMMANDS[name];
-  const usage = spec.usage.map((line, i) => `${i === 0 ? 'Usage: ' : '       '}userns ${line}`).join('\n');
+  // A line that starts with blanks continues the synopsis above it: indented under the command.
+  const usage = spec.usage
+    .map((line, i) => `${i === 0 ? 'Usage: ' : '       '}${/^\s/.test(line) ? '       ' : 'userns '}${line}`)
+    .join('\n');
   // A group of subcommands without options of its own (map) has no Options block.
   const hasOptions = Object.keys(spec.options).length > 0 || !('subcommands' in spec);
   const parts = [

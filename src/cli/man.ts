@@ -67,7 +67,10 @@ async function commandSection(name: CommandName): Promise<string> {
     roffEscape(spec.summary.replace(/^./, (c) => c.toUpperCase())).concat('.'),
     '.PP',
     '.nf',
-    ...spec.usage.map((line) => `.B ${roffEscape(`userns ${line}`)}`),
+    // A line that starts with blanks continues the synopsis above it (as in --help).
+    ...spec.usage.map((line) =>
+      /^\s/.test(line) ? `.B "${roffEscape(`       ${line}`)}"` : `.B ${roffEscape(`userns ${line}`)}`,
+    ),
     '.fi',
     '.PP',
     roffText(await fillPlaceholders(spec.description)),

@@ -20,8 +20,8 @@
  * Layout: `<state root>/shift/<dev>-<ino>.json` (the record) and `<dev>-<ino>.lock` (a
  * kernel-enforced lock held for the whole shift, so two shifts of one tree never run at once).
  */
-import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, readFileSync, realpathSync, unlinkSync } from 'node:fs';
+import { dirname, join, resolve, sep } from 'node:path';
 import { ShiftError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
@@ -180,6 +180,75 @@ export function readRecord(
   return record;
 }
 
+/** Whether the entry at `path` (not following a last link) is the directory `id`. */
+function isTree(path: string, id: TreeIdentity): boolean {
+  try {
+    const st = lstatSync(path, { bigint: true });
+    const birth = st.birthtimeNs > 0n ? String(st.birthtimeNs) : null;
+    return st.isDirectory() && String(st.dev) === id.dev && String(st.ino) === id.ino && birth === id.birth;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The pending record of another tree that contains `root` (`where: 'around'`) or lies inside it
+ * (`'inside'`), or null. A shift of
+ * a subtree of a half-shifted tree (or of a tree holding a half-shifted subtree) would shift some
+ * entries that the pending shift also handles: between overlapping ranges, twice. Ancestors are
+ * found by the identity of each directory above `root`; trees inside it by their recorded path,
+ * when that path still names the recorded directory (a tree moved since is not found). Records
+ * that cannot be read are left to the shift of their own tree.
+ */
+export function pendingNested(
+  stateRoot: string | undefined,
+  root: string,
+  id: TreeIdentity,
+): { record: ShiftRecord; where: 'around' | 'inside' } | null {
+  const dir = recordDir(stateRoot);
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json') && n !== `${id.dev}-${id.ino}.json`);
+  } catch {
+    return null;
+  }
+  if (names.length === 0) return null;
+  let real: string;
+  try {
+    real = realpathSync(root);
+  } catch {
+    return null;
+  }
+  const ancestors: string[] = [];
+  for (let p = dirname(real); ; p = dirname(p)) {
+    ancestors.push(p);
+    if (p === dirname(p)) break;
+  }
+  for (const name of names) {
+    let record: ShiftRecord | null;
+    const [dev, ino] = name.slice(0, -'.json'.length).split('-');
+    try {
+      const text = readFileSync(join(dir, name), 'utf8');
+      const birth = (JSON.parse(text) as { tree?: { birth?: string | null } }).tree?.birth ?? null;
+      record = readRecord(stateRoot, { dev: dev ?? '', ino: ino ?? '', birth }, false);
+    } catch {
+      continue;
+    }
+    if (record === null) continue;
+    const tree = record.tree;
+    if (ancestors.some((p) => isTree(p, tree))) return { record, where: 'around' };
+    if (!isTree(tree.path, tree)) continue;
+    let inner: string;
+    try {
+      inner = realpathSync(tree.path);
+    } catch {
+      continue;
+    }
+    if (inner.startsWith(real === sep ? sep : `${real}${sep}`)) return { record, where: 'inside' };
+  }
+  return null;
+}
+
 /** Writes (or replaces) the tree's record, fsynced with its directory, before anything it describes happens. */
 export function writeRecord(stateRoot: string | undefined, record: ShiftRecord): void {
   const json = {
@@ -218,8 +287,13 @@ export function sameShift(record: ShiftIntent, intent: ShiftIntent): boolean {
   );
 }
 
-/** The command line that runs the shift `intent` on `dir` (maps as inline triples). */
-export function shiftCommand(intent: ShiftIntent, dir: string): string {
+/**
+ * The command line that runs the shift `intent` on `dir` (maps as inline triples), with
+ * `--root stateRoot` when the record is under a state root the caller chose: without it the
+ * command would look in the default state root, find no record and start a fresh shift (between
+ * overlapping ranges, a second shift of every entry already done).
+ */
+export function shiftCommand(intent: ShiftIntent, dir: string, stateRoot?: string): string {
   const maps = (name: 'from' | 'to', m: { uid: IdMap; gid: IdMap }) =>
     mapsEqual(m.uid, m.gid)
       ? [`--${name}`, m.uid.toString()]
@@ -232,6 +306,7 @@ export function shiftCommand(intent: ShiftIntent, dir: string): string {
     ...maps('to', intent.to),
     ...(intent.unmapped === 'error' ? [] : ['--unmapped', intent.unmapped]),
     ...(intent.crossFilesystems ? ['--cross-filesystems'] : []),
+    ...(stateRoot === undefined ? [] : ['--root', resolve(stateRoot)]),
     dir,
   ]
     .map(quote)

@@ -24,6 +24,7 @@ import { getSubordinateRanges } from '../system/subordinate.js';
 import { currentUser } from '../system/users.js';
 import {
   lockTree,
+  pendingNested,
   readRecord,
   removeRecord,
   type ShiftIntent,
@@ -122,9 +123,10 @@ export interface ShiftOptions {
    */
   stateRoot?: string;
   /**
-   * Remove the record of an interrupted shift of this tree first and shift as asked (after the
-   * tree was restored from a backup). Default false: a pending record of another shift is
-   * SHIFT_PENDING_OTHER.
+   * Ignore the record of an interrupted shift of this tree and shift as asked (after the tree
+   * was restored from a backup): this shift's own record replaces it before the first change; a
+   * shift refused before any change keeps it. Default false: a pending record of another shift
+   * is SHIFT_PENDING_OTHER.
    */
   forgetInterrupted?: boolean;
 }
@@ -311,8 +313,8 @@ export function requireValidKindMaps(maps: KindMaps, name: string): void {
  * Throws MapError MAP_INVALID (a map the kernel would refuse, before anything is read);
  * ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
  * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
- * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_PENDING_OTHER (the tree
- * has the record of another, interrupted shift), SHIFT_BUSY (another shift of the tree is
+ * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_PENDING_OTHER (the tree,
+ * or a tree inside it or around it, has the record of another, interrupted shift), SHIFT_BUSY (another shift of the tree is
  * running), SHIFT_INTERMEDIATE_IN_USE / SHIFT_NO_INTERMEDIATE_RANGE (overlapping ranges and no
  * usable intermediate range; nothing changed), SHIFT_RECORD_UNREADABLE; StateRootError when the
  * record cannot be written (nothing changed); ShiftPlanError when the maps do not fit one
@@ -338,25 +340,49 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
   const lock = options.dryRun ? null : await lockTree(options.stateRoot, identity, root);
   try {
     let pending = readRecord(options.stateRoot, identity, lock !== null);
+    // A forgotten record is replaced only when this shift writes its own, before its first
+    // change: a shift refused before that (intermediate IDs in the tree, untranslated IDs) keeps
+    // it, so the interrupted shift can still be finished.
+    let forgotten: ShiftRecord | null = null;
     if (pending !== null && options.forgetInterrupted) {
-      if (lock !== null) removeRecord(options.stateRoot, identity);
+      forgotten = pending;
       pending = null;
     }
     if (pending !== null && !sameShift(pending, intent)) {
+      const command = shiftCommand(pending, root, options.stateRoot);
       throw new ShiftError(
         'SHIFT_PENDING_OTHER',
-        `${root} is half shifted by another shift, interrupted (started ${pending.started}): ${shiftCommand(pending, root)}`,
+        `${root} is half shifted by another shift, interrupted (started ${pending.started}): ${command}`,
         {
           hint:
             'finish that shift first: run that command again; if the tree has been restored from a backup ' +
             'since, add --forget-interrupted (API: forgetInterrupted) to this shift',
           data: {
-            pending: { command: shiftCommand(pending, root), started: pending.started, phase: pending.phase },
+            pending: { command, started: pending.started, phase: pending.phase },
           },
         },
       );
     }
-    return await shiftPlanned(root, identity, intent, pending, { ...options, reverse }, started);
+    const found = pendingNested(options.stateRoot, root, identity);
+    if (found !== null) {
+      const nested = found.record;
+      const command = shiftCommand(nested, nested.tree.path, options.stateRoot);
+      const inside = found.where === 'inside';
+      throw new ShiftError(
+        'SHIFT_PENDING_OTHER',
+        `${inside ? `${nested.tree.path}, inside ${root},` : `${root} is inside ${nested.tree.path}, which`} is half shifted by an interrupted shift (started ${nested.started}): ${command}`,
+        {
+          hint:
+            'finish that shift first: run that command again (a shift of a tree inside another, or around it, ' +
+            'would handle some entries twice); if that tree has been restored from a backup since, shift it ' +
+            'with --forget-interrupted',
+          data: {
+            pending: { command, started: nested.started, phase: nested.phase, dir: nested.tree.path },
+          },
+        },
+      );
+    }
+    return await shiftPlanned(root, identity, intent, pending, forgotten, { ...options, reverse }, started);
   } finally {
     lock?.release({ remove: true });
   }
@@ -404,6 +430,7 @@ async function shiftPlanned(
   identity: TreeIdentity,
   intent: ShiftIntent,
   pending: ShiftRecord | null,
+  forgotten: ShiftRecord | null,
   options: ShiftOptions & { reverse: boolean },
   started: number,
 ): Promise<ShiftResult> {
@@ -678,6 +705,11 @@ async function shiftPlanned(
     } satisfies ShiftRecord);
   // (A checked walk writes it once its read-only pass has passed: see below.)
   if (pending === null && !checked) writeRecord(options.stateRoot, record);
+  /** A first run that changed nothing: no record of its own (a record it replaced comes back). */
+  const dropRecord = () =>
+    forgotten === null
+      ? removeRecord(options.stateRoot, identity)
+      : writeRecord(options.stateRoot, forgotten);
   const stopWhen = (p: 1 | 2) => {
     const n = stopAfter(p);
     return n === undefined ? {} : { stopAfter: n };
@@ -765,7 +797,7 @@ async function shiftPlanned(
       const left = shiftIncomplete(p1, policy);
       if (p1.errorCount > 0 || (policy === 'error' && p1.unmapped.length > 0)) {
         // A first run that changed nothing leaves nothing half done.
-        if (pending === null && p1.changed === 0) removeRecord(options.stateRoot, identity);
+        if (pending === null && p1.changed === 0) dropRecord();
         throw incompleteError(
           p1,
           left?.reason ?? 'entries left as they were',
@@ -813,8 +845,8 @@ async function shiftPlanned(
   const incomplete = shiftIncomplete(done, policy);
   // Errors leave the record (the same shift, run again, finishes the job), unless this was the
   // first run and it changed nothing.
-  if (done.errorCount === 0 || (pending === null && done.changed === 0))
-    removeRecord(options.stateRoot, identity);
+  if (done.errorCount === 0) removeRecord(options.stateRoot, identity);
+  else if (pending === null && done.changed === 0) dropRecord();
   if (incomplete !== null) throw incompleteError(done, incomplete.reason, incomplete.hint);
   return done;
 }

@@ -87,6 +87,21 @@ describe('help, version and usage errors', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a synopsis continued on another line is not printed as another command', async () => {
+    // 'userns oci' and 'userns map validate' wrap their synopsis: the continuation lines are
+    // indented under the command, never a bare 'userns' followed by options.
+    const { manPage } = await import('../../src/cli/man.js');
+    const man = await manPage('0.0.0');
+    for (const words of PATHS) {
+      const help = (await inProcess([...words, '--help'])).stdout;
+      const synopsis = help.slice(0, help.indexOf('\n\n')).split('\n');
+      for (const line of synopsis) {
+        assert.match(line, /^(Usage: | {7})(userns [^ ]| {7}\s*\S)/, `${words.join(' ')} --help: ${line}`);
+      }
+    }
+    assert.doesNotMatch(man, /^\.B userns\s{2,}/m);
+  });
+
   test('every option of the table is in its --help, and its parser takes it', async () => {
     for (const words of PATHS) {
       const name = words.join(' ') as CommandName;

@@ -267,7 +267,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     const other = ['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir];
     const refused = await runCli(other);
     assert.equal(refused.code, 1);
-    const pending = `userns shift --from 0:0:65536 --to 0:1000:65536 ${dir}`;
+    const pending = `userns shift --from 0:0:65536 --to 0:1000:65536 --root ${state} ${dir}`;
     assert.ok(
       refused.stderr.startsWith(`userns: ${dir} is half shifted by another shift, interrupted (started `),
       refused.stderr,
@@ -304,7 +304,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
 
     // The command named, run as given, finishes the job exactly.
     const named = pending.split(' ').slice(1);
-    const finished = await runCli([...named, '--root', state]);
+    const finished = await runCli(named);
     assert.equal(finished.code, 0, finished.stdout + finished.stderr);
     assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
     assert.match(
@@ -315,6 +315,95 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
       normalizeSnapshot(snapshot(dir)),
       normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
     );
+  });
+
+  test('the command a refusal names carries --root: run as printed, it finishes a shift whose entries are all done, without shifting them again', {
+    timeout: 60_000,
+  }, async () => {
+    // One entry, killed in phase 2 right after its change: every entry is final, the record says phase 2.
+    const dir = join(work, `tree${trees++}`);
+    mkdirSync(dir);
+    lchownSync(dir, 5, 5);
+    await killMidShift(['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir], '2:1');
+    assert.equal(lstatSync(dir).uid, 1005);
+    const refused = await runCli([
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:2000:65536',
+      '--root',
+      state,
+      dir,
+      '--json',
+    ]);
+    assert.equal(refused.code, 1);
+    const command: string = JSON.parse(refused.stdout).data.pending.command;
+    // Without --root the command would look for the record in the default state root (not this
+    // test's), find none and shift 1005 to 2005: refuse to run it here rather than touch that root.
+    assert.equal(command, `userns shift --from 0:0:65536 --to 0:1000:65536 --root ${state} ${dir}`);
+    const finished = await runCli(command.split(' ').slice(1));
+    assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+    assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
+    assert.deepEqual([lstatSync(dir).uid, lstatSync(dir).gid], [1005, 1005]);
+    assert.deepEqual(records(), []);
+  });
+
+  test('a tree inside a half-shifted one, or around one, is refused naming the pending shift: no entry shifted twice', {
+    timeout: 120_000,
+  }, async () => {
+    const small = () => {
+      const dir = join(work, `tree${trees++}`);
+      for (const sub of ['a', 'b']) {
+        mkdirSync(join(dir, sub), { recursive: true });
+        lchownSync(join(dir, sub), 3, 3);
+        for (let i = 1; i <= 20; i++) {
+          writeFileSync(join(dir, sub, `f${i}`), '');
+          lchownSync(join(dir, sub, `f${i}`), i, i);
+        }
+      }
+      return dir;
+    };
+    const shift = (dir: string, ...more: string[]) => [
+      'shift',
+      ...['--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir],
+      ...more,
+    ];
+    for (const [pendingTree, other] of [
+      ['', 'a'], // the whole tree half shifted; a shift of its subtree a
+      ['b', ''], // subtree b half shifted; a shift of the whole tree
+    ] as const) {
+      const dir = small();
+      const original = snapshot(dir);
+      const half = join(dir, pendingTree);
+      await killMidShift(shift(half), '1:1');
+      const killed = snapshot(dir);
+      for (const more of [[], ['--dry-run']]) {
+        const refused = await runCli(shift(join(dir, other), '--json', ...more));
+        assert.equal(refused.code, 1, refused.stdout);
+        const body = JSON.parse(refused.stdout);
+        assert.equal(body.code, 'SHIFT_PENDING_OTHER');
+        assert.equal(body.data.pending.dir, half);
+        assert.equal(body.data.pending.command, `userns ${shift(half).join(' ')}`);
+      }
+      assert.deepEqual(
+        normalizeSnapshot(snapshot(dir)),
+        normalizeSnapshot(killed),
+        'refusals change nothing',
+      );
+      const finished = await runCli(shift(half));
+      assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+      if (pendingTree === '') {
+        assert.deepEqual(
+          normalizeSnapshot(snapshot(dir)),
+          normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
+        );
+      } else {
+        assert.equal(lstatSync(join(dir, 'b', 'f7')).uid, 1007);
+        assert.equal(lstatSync(join(dir, 'a', 'f7')).uid, 7);
+      }
+      assert.deepEqual(records(), []);
+    }
   });
 
   test('--forget-interrupted: after restoring from a backup, or to undo an interrupted shift with --reverse', {
@@ -332,6 +421,35 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.equal(undo.code, 0, undo.stdout + undo.stderr);
     assert.equal(JSON.parse(undo.stdout).continued, false);
     assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+    assert.deepEqual(records(), []);
+  });
+
+  test('--forget-interrupted refused before any change keeps the record: the interrupted shift can still be finished', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = bigTree();
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    await killMidShift(args, '1:300');
+    const killed = snapshot(dir);
+    const before = recordOf();
+    // The tree was not restored: the new shift finds intermediate IDs and changes nothing.
+    const refused = await runCli([
+      ...['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir],
+      '--forget-interrupted',
+      '--json',
+    ]);
+    assert.equal(refused.code, 1);
+    assert.equal(JSON.parse(refused.stdout).code, 'SHIFT_INTERMEDIATE_IN_USE');
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed), 'nothing changed');
+    assert.deepEqual(recordOf(), before, 'the record of the interrupted shift is kept');
+    const finished = await runCli(args);
+    assert.equal(finished.code, 0, finished.stdout + finished.stderr);
+    assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
+    assert.deepEqual(
+      normalizeSnapshot(snapshot(dir)),
+      normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
+    );
     assert.deepEqual(records(), []);
   });
 
