@@ -1,9 +1,10 @@
 /**
  * The helper's bind and probe modes (protocol.md "Bind mode", "Probe mode"): bind-mount a
  * process's namespace files onto files and unmount them again, and ask the kernel whether nsfs
- * file handles and pidfds work and whether given handles still reopen. Plain facts only: what
- * they mean (gone, not permitted, kernel too old) is decided by the callers
- * (src/namespaces/, src/doctor/), from the rules measured in docs/nsfs-handles.md.
+ * file handles and pidfds work and whether given handles still reopen, and read files' POSIX
+ * access ACLs (Node has no getxattr). Plain facts only: what they mean (gone, not permitted,
+ * kernel too old, who an ACL lets in) is decided by the callers (src/namespaces/, src/doctor/,
+ * src/oci/), from the rules measured in docs/nsfs-handles.md and docs/oci-runtime-rules.md.
  */
 import { spawnSync } from 'node:child_process';
 import { errnoName, type HelperFailure, helperPath, type Namespace, parseFailure } from './helper.js';
@@ -122,4 +123,43 @@ export function unbindFiles(files: readonly string[], options: NsfsOptions = {})
     if (n === undefined) return 'EIO';
     return n === 0 ? null : errnoName(n);
   });
+}
+
+/** One file's access ACL as the probe read it (protocol.md "Probe mode", `--acl`). */
+export type AccessAclRead =
+  | { bytes: Buffer }
+  /** The getxattr errno: ENODATA (no ACL beyond the mode bits), EOPNOTSUPP (no ACLs here), … */
+  | { errno: string };
+
+/**
+ * Reads the `system.posix_acl_access` xattr of each path (absolute; the last link is followed,
+ * so name a descriptor this process holds as `/proc/<pid>/fd/<n>`), from a fresh helper process
+ * (Node has no getxattr). Plain bytes or the errno, in order; what they mean is decided by the
+ * caller (src/system/posix-acl.ts decodes and evaluates them). Throws when the helper fails.
+ */
+export function readAccessAcls(paths: readonly string[], options: NsfsOptions = {}): AccessAclRead[] {
+  if (paths.length === 0) return [];
+  const out: AccessAclRead[] = [];
+  // The helper takes at most 64 options of a kind: ask in batches.
+  for (let start = 0; start < paths.length; start += 64) {
+    const batch = paths.slice(start, start + 64);
+    const { lines, failure } = runReporting(
+      ['--mode=probe', `--ppid=${process.pid}`, ...batch.map((p) => `--acl=${p}`)],
+      options,
+    );
+    if (failure !== undefined)
+      throw Object.assign(new Error(`ACL probe failed: ${failure.detail}`), { failure });
+    const found: AccessAclRead[] = [];
+    for (const line of lines) {
+      const m = /^acl (\d+) (\d+) (-|[0-9a-f]+)$/.exec(line);
+      if (m === null) continue;
+      const n = Number(m[2]);
+      found[Number(m[1])] =
+        n === 0
+          ? { bytes: Buffer.from(m[3] === '-' ? '' : m[3]!, 'hex') }
+          : { errno: n === 95 ? 'EOPNOTSUPP' : errnoName(n) };
+    }
+    for (let i = 0; i < batch.length; i++) out.push(found[i] ?? { errno: 'EIO' });
+  }
+  return out;
 }

@@ -11,7 +11,8 @@
  *   join   enter existing namespaces (by nsfs handle, bind-mount file or a process's pidfd),
  *          become the command
  *   bind   bind-mount a process's namespace files onto files, or unmount such files
- *   probe  report whether nsfs handles and pidfds work, and whether given handles reopen
+ *   probe  report whether nsfs handles and pidfds work, and whether given handles reopen, and
+ *          read the ACL xattr of given files
  *   mount  make detached (idmapped) mounts and hold them open (idmap-mount.c)
  *   walk   walk a directory tree, rewriting IDs (tree-walk.c)
  *
@@ -36,6 +37,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
+#include <linux/limits.h> /* XATTR_SIZE_MAX */
 #include <unistd.h>
 #include <grp.h>
 
@@ -420,6 +423,8 @@ struct options {
   int nbinds;
   const char *handles[MAX_LIST]; /* probe: handles to try */
   int nhandles;
+  const char *acls[MAX_LIST]; /* probe: files whose system.posix_acl_access to report */
+  int nacls;
   struct fd_pair fds[MAX_FDS];
   int nfds;
   char **command; /* NULL-terminated; NULL when the mode takes none */
@@ -429,7 +434,7 @@ struct options {
 enum opt_id {
   OPT_MODE, OPT_PPID, OPT_UNSHARE, OPT_UID, OPT_GID, OPT_SETGROUPS, OPT_CWD, OPT_CWD_FALLBACK,
   OPT_MOUNT_PROC, OPT_FD, OPT_REPORT_NS, OPT_TARGET, OPT_NS, OPT_NO_WAIT, OPT_NO_USERNS, OPT_MOUNT,
-  OPT_START_TIME, OPT_NS_FILE, OPT_NO_HANDLES, OPT_NO_KEEPER, OPT_BIND_FROM, OPT_BIND, OPT_UNBIND, OPT_HANDLE,
+  OPT_START_TIME, OPT_NS_FILE, OPT_NO_HANDLES, OPT_NO_KEEPER, OPT_BIND_FROM, OPT_BIND, OPT_UNBIND, OPT_HANDLE, OPT_ACL,
 };
 #define ALL_MODES (MODE_RUN | MODE_HOLD | MODE_JOIN | MODE_MOUNT | MODE_WALK | MODE_BIND | MODE_PROBE)
 static const struct {
@@ -462,6 +467,7 @@ static const struct {
     {"bind", OPT_BIND, 1, MODE_BIND},
     {"unbind", OPT_UNBIND, 1, MODE_BIND},
     {"handle", OPT_HANDLE, 1, MODE_PROBE},
+    {"acl", OPT_ACL, 1, MODE_PROBE},
 };
 #define N_OPTIONS (sizeof option_table / sizeof option_table[0])
 
@@ -605,6 +611,10 @@ static void parse_value(struct options *o, enum opt_id id, const char *arg, cons
   case OPT_HANDLE:
     if (o->nhandles >= MAX_LIST) usage(arg);
     o->handles[o->nhandles++] = v;
+    break;
+  case OPT_ACL:
+    if (*v != '/' || o->nacls >= MAX_LIST) usage(arg);
+    o->acls[o->nacls++] = v;
     break;
   default:
     break;
@@ -957,6 +967,19 @@ static void probe(const struct options *o) {
     n = snprintf(line, sizeof line, "handle %d %d %llu\n", k, err, err == 0 ? (unsigned long long)st.st_ino : 0ULL);
     report(line, (size_t)n);
     if (ns >= 0) close(ns);
+  }
+  /* Each --acl: the raw system.posix_acl_access xattr, as hex. getxattr follows the path's last
+     link on purpose: the caller names a descriptor it holds, /proc/<pid>/fd/<n>. */
+  static unsigned char value[XATTR_SIZE_MAX];
+  static char hexline[2 * XATTR_SIZE_MAX + 64];
+  for (int k = 0; k < o->nacls; k++) {
+    ssize_t len = getxattr(o->acls[k], "system.posix_acl_access", value, sizeof value);
+    int err = len < 0 ? errno : 0;
+    n = snprintf(hexline, sizeof hexline, "acl %d %d ", k, err);
+    if (len <= 0) hexline[n++] = '-';
+    for (ssize_t i = 0; i < len; i++) n += snprintf(hexline + n, 3, "%02x", value[i]);
+    hexline[n++] = '\n';
+    report(hexline, (size_t)n);
   }
   _exit(0);
 }

@@ -6,13 +6,24 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SpawnError } from '../../src/errors/index.js';
 import { helperArgs, helperPath } from '../../src/native/helper.js';
-import { bindNamespaceFiles, probeNsfs, unbindFiles } from '../../src/native/nsfs.js';
+import { bindNamespaceFiles, probeNsfs, readAccessAcls, unbindFiles } from '../../src/native/nsfs.js';
+import { decodeAccessAcl, formatAclEntry } from '../../src/system/posix-acl.js';
+import { encodeAcl } from '../shift/oracle/acl-xattr.js';
 
 /** The helper's report (fd 3) for argv. */
 function report(args: string[]): { lines: string[]; status: number | null } {
@@ -119,5 +130,51 @@ describe('nsfs: helper modes bind and probe, join sources', () => {
     const ontoDir = bindNamespaceFiles(process.pid, [{ type: 'user', file: sub }]);
     assert.equal(ontoDir.failure?.errno, 'EINVAL');
     assert.deepEqual(unbindFiles([target, join(dir, 'missing')]), ['EINVAL', 'ENOENT']);
+  });
+
+  test('probe --acl: the raw access ACL of a pinned directory (getfacl agrees), ENODATA without one, more than 64 in batches', () => {
+    const withAcl = join(dir, 'acl');
+    const plain = join(dir, 'plain');
+    mkdirSync(withAcl, { mode: 0o750 });
+    mkdirSync(plain, { mode: 0o755 });
+    const set = spawnSync('setfacl', ['-m', 'u:100000:x,g:100001:r', withAcl], { encoding: 'utf8' });
+    assert.equal(set.status, 0, set.stderr);
+    const fds = [withAcl, plain].map((p) => openSync(p, 0o10000000 | constants.O_DIRECTORY)); // O_PATH
+    try {
+      const paths = fds.map((fd) => `/proc/${process.pid}/fd/${fd}`);
+      const [a, b] = readAccessAcls(paths);
+      assert.ok(a !== undefined && 'bytes' in a, JSON.stringify(a));
+      const entries = decodeAccessAcl(a.bytes);
+      assert.ok(entries !== undefined);
+      const getfacl = spawnSync('getfacl', ['--omit-header', '--numeric', withAcl], { encoding: 'utf8' });
+      const expected = getfacl.stdout
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => l.replace(/\s*#.*$/, ''));
+      assert.deepEqual(entries.map(formatAclEntry), expected);
+      // The oracle's encoder writes the same bytes back (the C walk's codec agrees with it).
+      assert.deepEqual(
+        encodeAcl(
+          entries.map((e) => ({
+            ...e,
+            tag: ({ user_obj: 1, user: 2, group_obj: 4, group: 8, mask: 0x10, other: 0x20 } as const)[e.tag],
+            id: e.id ?? 0xffffffff,
+          })),
+        ),
+        a.bytes,
+      );
+      assert.deepEqual(b, { errno: 'ENODATA' });
+      // 70 paths: two helper runs, in order.
+      const many = readAccessAcls(Array.from({ length: 70 }, (_, i) => paths[i % 2]!));
+      assert.equal(many.length, 70);
+      assert.deepEqual(many[69], { errno: 'ENODATA' });
+      assert.ok('bytes' in many[68]!);
+      assert.deepEqual(readAccessAcls([join(dir, 'missing')]), [{ errno: 'ENOENT' }]);
+    } finally {
+      for (const fd of fds) closeSync(fd);
+    }
+    assert.deepEqual(decodeAccessAcl(Buffer.from([2, 0, 0, 0, 0x40, 0, 7, 0, 0, 0, 0, 0])), undefined); // unknown tag
+    assert.deepEqual(decodeAccessAcl(Buffer.from([1, 0, 0, 0])), undefined); // version 1
+    assert.deepEqual(decodeAccessAcl(Buffer.from([2, 0, 0, 0, 1])), undefined); // torn entry
   });
 });
