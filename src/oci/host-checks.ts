@@ -6,16 +6,18 @@
  *
  * Nothing here follows a symbolic link: runc refuses a root.path that goes through one, so the
  * walk to it stops there and says so; every directory on the way is pinned by an O_PATH
- * descriptor and its owner and mode read from that descriptor.
+ * descriptor and its owner, mode and access ACL read from that descriptor.
  */
 import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { OciError, type OciErrorCode } from '../errors/index.js';
 import { MAX_MAPPABLE_ID } from '../idmap/extent.js';
 import { IdMap } from '../idmap/idmap.js';
+import { type AccessAclRead, readAccessAcls } from '../native/nsfs.js';
 import { mountOf } from '../system/mounts.js';
 import { O_PATH } from '../system/open-flags.js';
-import { type Accessor, formatMode, namespaceAccessor, permits } from '../system/reachability.js';
+import { type AclEntry, aclDecision, decodeAccessAcl, formatAclEntry } from '../system/posix-acl.js';
+import { formatMode, namespaceAccessor, permits } from '../system/reachability.js';
 import { hasSysAdmin, ownMap } from '../system/self.js';
 import { type BundleFormat, type ConfigView, type MountView, readConfigView } from './config.js';
 
@@ -33,6 +35,8 @@ export interface HostEnvironment {
   groups: readonly number[];
   /** The filesystem type of a path ("ext4", "tmpfs", …), undefined when unknown. */
   fsTypeOf: (path: string) => string | undefined;
+  /** The system.posix_acl_access xattr of each path (src/native/nsfs.ts readAccessAcls). */
+  readAcls: (paths: readonly string[]) => AccessAclRead[];
 }
 
 /** What the host checks found: refusals (first one first) and warnings. */
@@ -55,6 +59,7 @@ export function hostEnvironment(privileged: boolean): HostEnvironment {
     uid: process.geteuid?.() ?? 0,
     groups: process.getgroups?.() ?? [],
     fsTypeOf: (path) => mountOf(path)?.fsType,
+    readAcls: (paths) => readAccessAcls(paths),
   };
 }
 
@@ -133,20 +138,53 @@ function idmapPermission(
 
 const DIRECTORY = O_PATH | constants.O_DIRECTORY | constants.O_NOFOLLOW;
 
-/** Which class of mode bits applies to `who` on `st` (fs/namei.c acl_permission_check). */
-function bitClass(st: Stats, who: Accessor): 'owner' | 'group' | 'others' {
-  if (st.uid === who.uid) return 'owner';
-  return st.gid === who.gid || who.groups.includes(st.gid) ? 'group' : 'others';
+/** A directory on the way to root.path, pinned by an O_PATH descriptor. */
+interface Step {
+  dir: string;
+  st: Stats;
+  fd: number;
+}
+
+/** A directory's access ACL for the check: absent, decoded, or not evaluated (and why). */
+type StepAcl = { entries: AclEntry[] | undefined } | { unknown: string };
+
+/**
+ * The access ACLs of the directories, read through the helper (Node has no getxattr) by their
+ * pinned descriptors. ENODATA and EOPNOTSUPP mean none; anything else, or bytes that are not an
+ * ACL, is "unknown" with the reason, and so is every directory when the helper cannot run.
+ */
+function readStepAcls(steps: readonly Step[], readAcls: HostEnvironment['readAcls']): StepAcl[] {
+  let reads: AccessAclRead[];
+  try {
+    reads = readAcls(steps.map((s) => `/proc/${process.pid}/fd/${s.fd}`));
+  } catch (error) {
+    return steps.map(() => ({ unknown: `its POSIX ACL could not be read (${(error as Error).message})` }));
+  }
+  return steps.map((_, i) => {
+    const read = reads[i];
+    if (read === undefined) return { unknown: 'its POSIX ACL could not be read' };
+    if ('errno' in read)
+      return read.errno === 'ENODATA' || read.errno === 'EOPNOTSUPP'
+        ? { entries: undefined }
+        : { unknown: `its POSIX ACL could not be read (${read.errno})` };
+    const entries = decodeAccessAcl(read.bytes);
+    return entries === undefined
+      ? {
+          unknown: `its system.posix_acl_access xattr (${read.bytes.length} bytes) is not an ACL userns can decode`,
+        }
+      : { entries };
+  });
 }
 
 /**
  * Walks from `/` to root.path (relative: to the real bundle directory, as runc resolves it
  * after it changes into the bundle) as the container's root would: every directory on the way
- * and root.path itself must be searchable, by mode bits or by root's capabilities in the
+ * and root.path itself must be searchable, by mode bits and POSIX ACL (fs/namei.c
+ * acl_permission_check, fs/posix_acl.c posix_acl_permission) or by root's capabilities in the
  * container, which apply only to directories whose owner and group are both mapped into it
  * (docs/oci-runtime-rules.md). A symbolic link on the way is a refusal of its own (runc refuses
  * such a root.path); a path that does not exist (yet), or that this process cannot look at, is
- * a warning.
+ * a warning; so is a directory whose ACL could not be read, when its mode bits would let root in.
  */
 function rootReachability(
   view: ConfigView,
@@ -168,16 +206,38 @@ function rootReachability(
   const groups =
     accessor.groups.length === 0 ? 'no supplementary groups' : `groups ${accessor.groups.join(',')}`;
   const who = `the container's root (uid ${accessor.uid}, gid ${accessor.gid} on the host, ${groups})`;
-  const blocked = (dir: string, st: Stats): OciError => {
-    const klass = bitClass(st, accessor);
+  const blocked = (dir: string, st: Stats, acl: StepAcl): OciError => {
+    const entries = 'entries' in acl ? acl.entries : undefined;
+    const decision = aclDecision(st, entries, accessor, 1);
     const unmapped = [
       ...(maps.uidMap.toInside(st.uid) === undefined ? [`uid ${st.uid}`] : []),
       ...(maps.gidMap.toInside(st.gid) === undefined ? [`gid ${st.gid}`] : []),
     ];
+    const klass = decision.by === 'owner' ? 'u' : decision.by === 'group' ? 'g' : 'o';
+    let why: string;
+    let fix: string;
+    if (decision.by === 'owner' || decision.by === 'group' || decision.by === 'other') {
+      why = `the bits for ${decision.by === 'other' ? 'others' : decision.by} do not allow search`;
+      if (decision.by !== 'owner' && entries !== undefined)
+        why += ' (its POSIX ACL is not consulted: the group bits, its mask, are all clear)';
+      fix = `chmod ${klass}+x ${dir}`;
+    } else {
+      const listed = decision.entries.map(formatAclEntry).join(', ');
+      why =
+        decision.mask !== undefined
+          ? `its POSIX ACL entry ${listed} allows search, but the ACL's mask (${formatAclEntry({ tag: 'mask', perm: decision.mask })}) does not`
+          : decision.by === 'acl-user'
+            ? `its POSIX ACL entry ${listed} for that uid does not allow search`
+            : decision.by === 'acl-group'
+              ? `its POSIX ACL's entries for the groups it is in (${listed}) do not allow search`
+              : `its POSIX ACL's entry for others (${listed}) does not allow search`;
+      fix = decision.mask !== undefined ? `setfacl -m m::x ${dir}` : `setfacl -m u:${accessor.uid}:x ${dir}`;
+    }
+    const unknown = 'unknown' in acl ? ` (mode bits only: ${acl.unknown}, and it may still allow it)` : '';
     return refusal(
       'OCI_ROOT_UNREACHABLE',
-      `${file}: root.path (${rootPath}): runc would fail to start the container with "permission denied" (error preparing rootfs): ${dir} (mode ${formatMode(st.mode)}, owner ${st.uid}:${st.gid}) is not searchable by ${who}: the bits for ${klass} do not allow search, and root's capabilities in the container do not apply to it because its ${unmapped.join(' and ')} ${unmapped.length > 1 ? 'are' : 'is'} not mapped into the container (mode bits only: a POSIX ACL on ${dir}, which userns does not read, may still allow it)`,
-      `move the bundle under directories the container's root can search, or let it through: chmod ${klass === 'owner' ? 'u' : klass === 'group' ? 'g' : 'o'}+x ${dir}`,
+      `${file}: root.path (${rootPath}): runc would fail to start the container with "permission denied" (error preparing rootfs): ${dir} (mode ${formatMode(st.mode)}, owner ${st.uid}:${st.gid}) is not searchable by ${who}: ${why}, and root's capabilities in the container do not apply to it because its ${unmapped.join(' and ')} ${unmapped.length > 1 ? 'are' : 'is'} not mapped into the container${unknown}`,
+      `move the bundle under directories the container's root can search, or let it through: ${fix}`,
       {
         file,
         path: 'root.path',
@@ -185,21 +245,22 @@ function rootReachability(
         directory: dir,
         mode: formatMode(st.mode),
         owner: { uid: st.uid, gid: st.gid },
+        ...(entries === undefined ? {} : { acl: entries.map(formatAclEntry) }),
         errno: 'EACCES',
         hostRoot: { uid: accessor.uid, gid: accessor.gid, groups: [...accessor.groups] },
       },
     );
   };
+  // First pin every directory (as this process), then read their ACLs in one helper run, then
+  // decide in order: the first directory the container's root cannot search is the answer, and
+  // what stopped the walk (a link, a missing directory) counts only when root gets that far.
+  const steps: Step[] = [];
+  let end: (() => void) | undefined;
   let fd = openSync('/', DIRECTORY);
-  let dir = '/';
+  steps.push({ dir: '/', st: fstatSync(fd), fd });
   try {
-    let st = fstatSync(fd);
     for (const name of parts) {
-      // Looking a name up in a directory needs search permission on it.
-      if (!permits(st, accessor, 'search')) {
-        result.refusals.push(blocked(dir, st));
-        return;
-      }
+      const dir = steps[steps.length - 1]!.dir;
       const path = join(dir, name);
       const at = `/proc/self/fd/${fd}/${name}`;
       let lst: Stats;
@@ -207,12 +268,13 @@ function rootReachability(
         lst = lstatSync(at);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        result.warnings.push(
-          code === 'ENOENT'
-            ? `root.path ${full} does not exist (${path} is missing): runc refuses a bundle without its root filesystem; checked up to ${dir}`
-            : `cannot look at ${path} (${code}) as uid ${env.uid}: whether the container's root can reach root.path ${full} is not checked past ${dir}`,
-        );
-        return;
+        end = () =>
+          result.warnings.push(
+            code === 'ENOENT'
+              ? `root.path ${full} does not exist (${path} is missing): runc refuses a bundle without its root filesystem; checked up to ${dir}`
+              : `cannot look at ${path} (${code}) as uid ${env.uid}: whether the container's root can reach root.path ${full} is not checked past ${dir}`,
+          );
+        break;
       }
       if (lst.isSymbolicLink()) {
         let target = '?';
@@ -221,38 +283,52 @@ function rootReachability(
         } catch {
           // gone meanwhile: the link is what counts
         }
-        result.refusals.push(
-          refusal(
-            'OCI_ROOT_SYMLINK',
-            `${file}: root.path (${rootPath}) goes through the symbolic link ${path} (to ${target}): runc refuses it ("invalid rootfs: not an absolute path, or a symlink")`,
-            `give root.path as the real directory, without links: ${resolve(dirname(path), target)}${full === path ? '' : full.slice(path.length)}`,
-            { file, path: 'root.path', rootfs: full, link: path, target },
-          ),
-        );
-        return;
+        end = () =>
+          result.refusals.push(
+            refusal(
+              'OCI_ROOT_SYMLINK',
+              `${file}: root.path (${rootPath}) goes through the symbolic link ${path} (to ${target}): runc refuses it ("invalid rootfs: not an absolute path, or a symlink")`,
+              `give root.path as the real directory, without links: ${resolve(dirname(path), target)}${full === path ? '' : full.slice(path.length)}`,
+              { file, path: 'root.path', rootfs: full, link: path, target },
+            ),
+          );
+        break;
       }
       if (!lst.isDirectory()) {
-        result.warnings.push(`root.path ${full}: ${path} is not a directory (runc refuses it)`);
-        return;
+        end = () => result.warnings.push(`root.path ${full}: ${path} is not a directory (runc refuses it)`);
+        break;
       }
-      let next: number;
       try {
-        next = openSync(at, DIRECTORY);
+        fd = openSync(at, DIRECTORY);
       } catch (error) {
-        result.warnings.push(
-          `cannot open ${path} (${(error as NodeJS.ErrnoException).code}) as uid ${env.uid}: whether the container's root can reach root.path ${full} is not checked past ${dir}`,
-        );
+        const code = (error as NodeJS.ErrnoException).code;
+        end = () =>
+          result.warnings.push(
+            `cannot open ${path} (${code}) as uid ${env.uid}: whether the container's root can reach root.path ${full} is not checked past ${dir}`,
+          );
+        break;
+      }
+      steps.push({ dir: path, st: fstatSync(fd), fd });
+    }
+    // Every pinned directory is searched: those on the way to look a name up, root.path itself
+    // because runc enters it (the bind mount onto itself, then pivot_root).
+    const acls = readStepAcls(steps, env.readAcls);
+    for (const [i, step] of steps.entries()) {
+      const acl = acls[i]!;
+      if (!permits(step.st, accessor, 'search', 'entries' in acl ? acl.entries : undefined)) {
+        result.refusals.push(blocked(step.dir, step.st, acl));
         return;
       }
-      closeSync(fd);
-      fd = next;
-      dir = path;
-      st = fstatSync(fd);
+      const capable =
+        maps.uidMap.toInside(step.st.uid) !== undefined && maps.gidMap.toInside(step.st.gid) !== undefined;
+      if ('unknown' in acl && !capable)
+        result.warnings.push(
+          `whether ${who} can search ${step.dir} (mode ${formatMode(step.st.mode)}, owner ${step.st.uid}:${step.st.gid}) is not known: ${acl.unknown}; its mode bits allow it, an ACL entry may deny it (runc would then fail with "permission denied")`,
+        );
     }
-    // root.path itself: runc enters it (the bind mount onto itself, then pivot_root).
-    if (!permits(st, accessor, 'search')) result.refusals.push(blocked(dir, st));
+    end?.();
   } finally {
-    closeSync(fd);
+    for (const step of steps) closeSync(step.fd);
   }
 }
 

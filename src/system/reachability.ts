@@ -1,6 +1,7 @@
 import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { IdMap } from '../idmap/idmap.js';
+import { type AclEntry, aclPermits } from './posix-acl.js';
 
 /**
  * Path reachability: could a process with given IDs reach a path, the way the kernel decides
@@ -15,8 +16,10 @@ import type { IdMap } from '../idmap/idmap.js';
  *   (capable_wrt_inode_uidgid()); a regular file is executable only when at least one x bit is
  *   set, whatever the capabilities; only a regular file can be executed.
  *
- * What is not modelled: POSIX ACLs (Node cannot read xattrs: a path blocked by its mode bits may
- * still be allowed by an ACL entry), LSMs, noexec mounts. Use the answer to explain a refusal the
+ * What is not modelled: POSIX ACLs in findUnreachable (Node cannot read xattrs: a path blocked
+ * by its mode bits may still be allowed, or one they allow denied, by an ACL entry; `permits`
+ * evaluates an ACL the caller read through the helper, as src/oci/host-checks.ts does), LSMs,
+ * noexec mounts. Use the answer to explain a refusal the
  * kernel made, or to decide to stage a copy where it is reachable; never as the only gate.
  *
  * IDs are those of this process's namespace (what stat() shows as owners): `uid`/`gid` of an
@@ -78,16 +81,20 @@ function capableOver(who: Accessor, uid: number, gid: number): boolean {
 
 const BITS: Record<Need, number> = { read: 4, execute: 1, search: 1 };
 
-/** The kernel's answer for one inode (mode bits and capabilities, no ACLs). */
+/**
+ * The kernel's answer for one inode: mode bits, its access ACL when given (`acl`, decoded by
+ * src/system/posix-acl.ts; undefined = none, mode bits only), then capabilities (fs/namei.c
+ * generic_permission()).
+ */
 export function permits(
   st: Pick<Stats, 'mode' | 'uid' | 'gid'> & { isDirectory(): boolean; isFile(): boolean },
   who: Accessor,
   need: Need,
+  acl?: readonly AclEntry[],
 ): boolean {
   if (need === 'execute' && !st.isFile()) return false;
   const mask = BITS[need];
-  const klass = who.uid === st.uid ? 6 : inGroup(who, st.gid) ? 3 : 0;
-  if (((st.mode >> klass) & 7 & mask) === mask) return true;
+  if (aclPermits(st, acl, who, mask)) return true;
   if (!capableOver(who, st.uid, st.gid)) return false;
   if (need === 'execute') return (st.mode & 0o111) !== 0;
   return true;

@@ -46,6 +46,12 @@ const RUNC = ['/usr/sbin/runc', '/usr/bin/runc', '/sbin/runc', '/usr/local/sbin/
   existsSync(p),
 );
 
+/** setfacl -m SPEC DIR (the acl package: scripts/install-test-deps). */
+function setfacl(dir: string, spec: string): void {
+  const r = spawnSync('setfacl', ['-m', spec, dir], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(r.status, 0, `setfacl -m ${spec} ${dir}: ${r.stderr}`);
+}
+
 /** `runc run` of the bundle as root (and its state removed), or undefined without runc. */
 function runcRun(bundle: string) {
   if (RUNC === undefined) return undefined;
@@ -181,6 +187,7 @@ describe('who may make an idmapped mount (the kernel; runc when rootless)', { ti
     uid: 0,
     groups: [],
     fsTypeOf: () => 'ext4',
+    readAcls: (paths) => paths.map(() => ({ errno: 'ENODATA' })),
     ...over,
   });
   const view = readConfigView(
@@ -262,7 +269,8 @@ describe('the container root must reach root.path (runc: permission denied)', {
     assert.ok(err.message.includes(`${locked} (mode 0700, owner 0:0) is not searchable`), err.message);
     assert.match(err.message, /permission denied/);
     assert.match(err.message, /uid 0 and gid 0 are not mapped/);
-    assert.match(err.message, /may still allow it/);
+    // Its ACL was read (there is none): no "may" about it.
+    assert.doesNotMatch(err.message, /may still allow it|ACL/);
     assert.equal(
       err.hint,
       `move the bundle under directories the container's root can search, or let it through: chmod o+x ${locked}`,
@@ -322,6 +330,124 @@ describe('the container root must reach root.path (runc: permission denied)', {
         assert.equal(predicted.data?.directory, parentOpen ? rootfs : parent, label);
       }
     }
+  });
+
+  test('a deny ACL for the mapped root on a 0755 directory: refused, naming it; the kernel and runc agree', async () => {
+    const denied = join(base, 'acl-denied');
+    mkdirSync(denied, { mode: 0o755 });
+    const dir = bundleIn(denied);
+    setfacl(denied, 'u:100000:---');
+    const r = await runCli(['oci', '--check', dir, '--json']);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const err = JSON.parse(r.stdout);
+    assert.equal(err.code, 'OCI_ROOT_UNREACHABLE');
+    assert.equal(err.data.directory, denied);
+    assert.ok(err.data.acl.includes('user:100000:---'), JSON.stringify(err.data));
+    assert.match(err.message, /POSIX ACL entry user:100000:--- for that uid does not allow search/);
+    assert.equal(
+      err.hint,
+      `move the bundle under directories the container's root can search, or let it through: setfacl -m u:100000:x ${denied}`,
+    );
+    assert.equal(await kernelCanEnter(join(dir, 'rootfs'), 100000), false);
+    const started = runcRun(dir);
+    if (started !== undefined) {
+      assert.notEqual(started.status, 0);
+      assert.match(started.stderr, /preparing rootfs.*permission denied/);
+    }
+    // The hint's fix: predicted reachable, and the kernel lets the container's root in.
+    setfacl(denied, 'u:100000:x');
+    const ok = await runCli(['oci', '--check', dir, '--json']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.equal(await kernelCanEnter(join(dir, 'rootfs'), 100000), true);
+    const fixed = runcRun(dir);
+    if (fixed !== undefined) {
+      // The rootfs is empty: runc gets through preparing it and fails only at the exec.
+      assert.doesNotMatch(fixed.stderr, /preparing rootfs|permission denied/);
+      assert.match(fixed.stderr, /exec: \\?"true\\?": executable file not found/);
+    }
+  });
+
+  test('prediction = kernel for a table of POSIX ACLs on the parent and on root.path', async () => {
+    let n = 0;
+    // [parent mode, parent ACL, rootfs mode, rootfs ACL]; owners 0:0 (unmapped: no capabilities).
+    const cases: [number, string, number, string][] = [
+      [0o755, 'u:100000:---', 0o755, ''], // named user denies, other would allow
+      [0o700, 'u:100000:x', 0o755, ''], // named user allows where the mode bits do not
+      [0o711, 'u:100000:rw', 0o755, ''], // named user without x: other's x does not apply
+      [0o700, 'u:100000:x,m::r', 0o755, ''], // the mask cuts the named user's x
+      [0o700, 'g:100000:x', 0o755, ''], // named group (container root's gid) allows
+      [0o700, 'g:100000:x,m::r', 0o755, ''], // the mask cuts the named group's x
+      [0o700, 'g:100000:x,m::-', 0o755, ''], // mask empty: group bits 0, ACL not consulted, other bits
+      [0o705, 'g:100000:x,m::-', 0o755, ''], // the same, other allows
+      [0o755, 'g:100000:---', 0o755, ''], // named group matches and denies: other's x does not apply
+      [0o755, 'g:100000:r,g:100001:x', 0o755, ''], // only the groups root is in count
+      [0o755, 'u:100001:---', 0o755, ''], // a named user that is not root: other applies
+      [0o755, '', 0o700, 'u:100000:x'], // on root.path itself (owned by host root)
+      [0o755, '', 0o755, 'u:100000:-'], // denied on root.path itself
+    ];
+    for (const [pm, pacl, rm, racl] of cases) {
+      const parent = join(base, `acl-table${n++}`);
+      mkdirSync(parent);
+      const dir = bundleIn(parent);
+      const rootfs = join(dir, 'rootfs');
+      chownSync(rootfs, 0, 0);
+      chmodSync(parent, pm);
+      chmodSync(rootfs, rm);
+      if (pacl !== '') setfacl(parent, pacl);
+      if (racl !== '') setfacl(rootfs, racl);
+      const predicted = await refusalOf(checkOciConfig(dir));
+      const entered = await kernelCanEnter(rootfs, 100000);
+      const label = `parent ${pm.toString(8)} ${pacl}, rootfs ${rm.toString(8)} ${racl}`;
+      assert.equal(
+        predicted === undefined,
+        entered,
+        `${label}: ${predicted?.message ?? 'predicted reachable'}`,
+      );
+      if (predicted !== undefined) {
+        assert.equal(predicted.code, 'OCI_ROOT_UNREACHABLE', label);
+        const parentOpen = await kernelCanEnter(parent, 100000);
+        assert.equal(predicted.data?.directory, parentOpen ? rootfs : parent, label);
+        assert.doesNotMatch(predicted.message, /may still allow/, label);
+      }
+    }
+  });
+
+  test('an ACL that cannot be read: never a clean ok (a warning naming the directory)', () => {
+    const parent = join(base, 'acl-unread');
+    mkdirSync(parent, { mode: 0o755 });
+    const dir = bundleIn(parent);
+    const view = readConfigView(config());
+    const env: HostEnvironment = {
+      initialNamespace: true,
+      sysAdmin: true,
+      privileged: true,
+      uid: 0,
+      groups: [],
+      fsTypeOf: () => 'ext4',
+      readAcls: () => {
+        throw new Error('no helper');
+      },
+    };
+    const r = checkBundleOnHost(view, 'config.json', dir, env);
+    assert.deepEqual(r.refusals, []);
+    // Every directory of host root's (unmapped) on the way is named; rootfs (mapped owner) is not.
+    for (const d of ['/', parent])
+      assert.ok(
+        r.warnings.some(
+          (w) => w.includes(`can search ${d} (mode`) && /could not be read \(no helper\)/.test(w),
+        ),
+        `${d}: ${r.warnings.join('\n')}`,
+      );
+    assert.ok(
+      !r.warnings.some((w) => w.includes(`can search ${join(dir, 'rootfs')} `)),
+      r.warnings.join('\n'),
+    );
+    // Bytes that are not an ACL: the same warning, with the reason.
+    const garbage = checkBundleOnHost(view, 'config.json', dir, {
+      ...env,
+      readAcls: (paths) => paths.map(() => ({ bytes: Buffer.from([1, 0, 0, 0]) })),
+    });
+    assert.match(garbage.warnings.join('\n'), /not an ACL userns can decode/);
   });
 
   test('a root.path through a symbolic link is refused (runc: invalid rootfs); a missing one is a warning', async () => {
