@@ -125,16 +125,6 @@ export function aclDecision(
   };
 }
 
-/** Whether the mode and ACL check allows `want` (aclDecision without the reason). */
-export function aclPermits(
-  st: { mode: number; uid: number; gid: number },
-  acl: readonly AclEntry[] | undefined,
-  who: AclSubject,
-  want: number,
-): boolean {
-  return aclDecision(st, acl, who, want).allowed;
-}
-
 /** "user:100000:--x", "group::r-x", "mask::r-x", "other::---" (getfacl's spelling). */
 export function formatAclEntry(e: AclEntry): string {
   const perm = `${e.perm & 4 ? 'r' : '-'}${e.perm & 2 ? 'w' : '-'}${e.perm & 1 ? 'x' : '-'}`;

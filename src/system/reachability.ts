@@ -1,7 +1,7 @@
 import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { IdMap } from '../idmap/idmap.js';
-import { type AclEntry, aclPermits } from './posix-acl.js';
+import { type AclEntry, aclDecision } from './posix-acl.js';
 
 /**
  * Path reachability: could a process with given IDs reach a path, the way the kernel decides
@@ -94,7 +94,7 @@ export function permits(
 ): boolean {
   if (need === 'execute' && !st.isFile()) return false;
   const mask = BITS[need];
-  if (aclPermits(st, acl, who, mask)) return true;
+  if (aclDecision(st, acl, who, mask).allowed) return true;
   if (!capableOver(who, st.uid, st.gid)) return false;
   if (need === 'execute') return (st.mode & 0o111) !== 0;
   return true;
