@@ -492,7 +492,10 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
       again.stderr.split('\n')[0],
       `userns: nothing was changed: ${dir} was already shifted by this shift, which completed at ${record.completed} (its ranges overlap, so running it again would shift every entry a second time)`,
     );
-    assert.match(again.stderr, /\n  hint: nothing to do; if the tree has been restored from a backup .*--forget-interrupted/);
+    assert.match(
+      again.stderr,
+      /\n {2}hint: nothing to do; if the tree has been restored from a backup .*--forget-interrupted/,
+    );
     const dry = await runCli([...args, '--dry-run']);
     assert.equal(dry.code, 1);
     assert.equal(dry.stderr, again.stderr);
