@@ -228,6 +228,36 @@ function buildMap(
 }
 
 /**
+ * Passthrough mappings of one kind may not overlap one another, inside or outside: the kernel
+ * refuses a map with two such lines, and punching the later one into the earlier would silently
+ * cut the earlier one short (leaving some of its inside IDs unmapped). ALLOC_MAP_INVALID naming
+ * both mappings and the shared IDs.
+ */
+function checkPassthroughApart(kind: 'uid' | 'gid', passthrough: readonly Extent[] | undefined): void {
+  const list = passthrough ?? [];
+  for (let i = 0; i < list.length; i++) {
+    for (let j = i + 1; j < list.length; j++) {
+      const a = list[i]!;
+      const b = list[j]!;
+      for (const side of ['inside', 'outside'] as const) {
+        const start = Math.max(a[side], b[side]);
+        const end = Math.min(a[side] + a.count, b[side] + b.count);
+        if (start >= end) continue;
+        const where = side === 'inside' ? `container ${kind}s` : `host ${kind}s`;
+        throw new MapError(
+          'ALLOC_MAP_INVALID',
+          `the ${kind}mappings ${formatTriple(a)} and ${formatTriple(b)} overlap (${where} ${formatRange(start, end - start)}): each ID may be mapped once`,
+          {
+            hint: `give --${kind}mapping values that do not overlap`,
+            data: { kind, mappings: [formatTriple(a), formatTriple(b)], side },
+          },
+        );
+      }
+    }
+  }
+}
+
+/**
  * Room for one kind's blocks in one kernel map write (MAX_EXTENTS lines, MAP_BYTES bytes): each
  * passthrough mapping may cut a line in two and adds one of its own.
  */
@@ -248,6 +278,8 @@ export function place(
   holderOf: HolderLookup,
   releaseHint?: string,
 ): Placement {
+  checkPassthroughApart('uid', request.uidPassthrough);
+  checkPassthroughApart('gid', request.gidPassthrough);
   const uidBlocks = pickBlocks(
     space.uid.free,
     request.policy,

@@ -852,10 +852,12 @@ change any file owned by another ID. Mounts under DIR (other filesystems, bind
 mounts) are skipped and listed.
 
 Interrupted (killed, crashed): run the same command again; it finishes the job. A record under
-the state root (<root>/shift/, written before the first change, removed when done) says which
+the state root (<root>/shift/, written before the first change) says which
 shift of which tree is unfinished; another shift of that tree is refused until it is finished.
 When the --from and --to ranges overlap, IDs go through an intermediate range that overlaps
-neither (two walks), so that a rerun always knows which entries are done.
+neither (two walks), so that a rerun always knows which entries are done; once such a shift
+completed, its record is kept, marked completed, and the same shift run again is refused
+(it would shift every entry a second time). Other shifts of the tree are not blocked by it.
 
 MAP: inline triples inside:outside:count[,…], a file in any format userns reads (kernel,
 OCI/Kubernetes JSON, podman, LXC, subuid…), 'self' or 'pid:N'. The gid map is the MAP's gid
@@ -893,8 +895,9 @@ at all), skip (that ID is kept), overflow (it becomes the overflow ID)`,
       'cross-filesystems': { type: 'boolean', help: 'also shift what is mounted under DIR' },
       'forget-interrupted': {
         type: 'boolean',
-        help: `forget the record of an interrupted shift of DIR first (only after restoring
-DIR from a backup: the record is what makes a rerun finish the job)`,
+        help: `forget the record of an interrupted, or completed overlapping, shift of DIR
+first (only after restoring DIR from a backup, or to shift it again: the record is
+what makes a rerun finish the job, or refuse to shift the tree twice)`,
       },
       root: {
         ...root,

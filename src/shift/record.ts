@@ -1,8 +1,15 @@
 /**
  * The progress record of a shift: written (fsynced) under the state root before the first change
- * to a tree and removed only once the shift has completed, so that a shift killed at any point
+ * to a tree and removed once a direct shift has completed, so that a shift killed at any point
  * (SIGKILL, OOM, a crash of userns) leaves a record saying which shift of which tree is unfinished
  * and, for a two-phase shift (overlapping ranges), which phase it reached.
+ *
+ * A two-phase shift that completed keeps its record, marked `completed`: between overlapping
+ * ranges nothing on the tree tells a shifted entry from one to shift, so the same shift run again
+ * (its user could not tell whether it had finished) would shift every entry a second time. The
+ * completed record makes that rerun a refusal (SHIFT_ALREADY_DONE, src/shift/shift.ts). It is not
+ * pending: it blocks no other shift, and the next shift of the tree replaces it at its first
+ * change. A record without `completed` (as written before it existed) is pending.
  *
  * Why under the state root and not on the tree (an xattr on its root directory): the tree may
  * be read-only to us except for its owners (an immutable root, a filesystem without user xattrs),
@@ -48,7 +55,7 @@ export interface ShiftIntent {
   crossFilesystems: boolean;
 }
 
-/** The record of a shift that has started and not completed. */
+/** The record of a shift that has started (pending, or completed when `completed` is set). */
 export interface ShiftRecord extends ShiftIntent {
   tree: TreeIdentity & { path: string };
   /** 'direct': one walk (the ranges do not overlap); 'two-phase': from → intermediate, then intermediate → to. */
@@ -59,6 +66,16 @@ export interface ShiftRecord extends ShiftIntent {
   phase: 1 | 2;
   /** When the shift started (ISO 8601). */
   started: string;
+  /**
+   * When a two-phase shift completed (ISO 8601), or null while the shift is pending. Only
+   * two-phase shifts keep a record once complete (a direct one is removed).
+   */
+  completed: string | null;
+}
+
+/** Whether `record` describes a shift that has not completed (the rerun finishes it). */
+export function isPending(record: ShiftRecord): boolean {
+  return record.completed === null;
 }
 
 /** The identity of the directory at `root` (not following a link). */
@@ -121,7 +138,7 @@ function mapsFromJson(value: unknown): { uid: IdMap; gid: IdMap } {
 }
 
 /**
- * The pending record of the tree `id`, or null. A record of another directory that had the same
+ * The record of the tree `id` (pending or completed: see isPending), or null. A record of another directory that had the same
  * device and inode numbers (different birth time) is stale and removed when `removeStale`. An
  * unreadable or malformed record is a ShiftError SHIFT_RECORD_UNREADABLE (never ignored: it may
  * be the only thing that says the tree is half shifted).
@@ -161,6 +178,7 @@ export function readRecord(
       intermediate: (raw.intermediate ?? null) as ShiftRecord['intermediate'],
       phase: raw.phase === 2 ? 2 : 1,
       started: String(raw.started),
+      completed: typeof raw.completed === 'string' ? raw.completed : null,
     };
   } catch (error) {
     throw new ShiftError(
@@ -193,7 +211,7 @@ function isTree(path: string, id: TreeIdentity): boolean {
 
 /**
  * The pending record of another tree that contains `root` (`where: 'around'`) or lies inside it
- * (`'inside'`), or null. A shift of
+ * (`'inside'`), or null; completed records are not pending and are never returned. A shift of
  * a subtree of a half-shifted tree (or of a tree holding a half-shifted subtree) would shift some
  * entries that the pending shift also handles: between overlapping ranges, twice. Ancestors are
  * found by the identity of each directory above `root`; trees inside it by their recorded path,
@@ -234,7 +252,7 @@ export function pendingNested(
     } catch {
       continue;
     }
-    if (record === null) continue;
+    if (record === null || !isPending(record)) continue;
     const tree = record.tree;
     if (ancestors.some((p) => isTree(p, tree))) return { record, where: 'around' };
     if (!isTree(tree.path, tree)) continue;
@@ -262,11 +280,13 @@ export function writeRecord(stateRoot: string | undefined, record: ShiftRecord):
     intermediate: record.intermediate,
     phase: record.phase,
     started: record.started,
+    // Only when set: a pending record is written exactly as before the field existed.
+    ...(record.completed === null ? {} : { completed: record.completed }),
   };
   writeFileAtomic(recordPath(stateRoot, record.tree), `${JSON.stringify(json, null, 2)}\n`);
 }
 
-/** Removes the tree's record (the shift completed, or the caller forgets it). */
+/** Removes the tree's record (a direct shift completed, or a first run changed nothing). */
 export function removeRecord(stateRoot: string | undefined, id: TreeIdentity): void {
   try {
     unlinkSync(recordPath(stateRoot, id));

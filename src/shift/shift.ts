@@ -23,6 +23,7 @@ import { pageSize } from '../system/proc.js';
 import { getSubordinateRanges } from '../system/subordinate.js';
 import { currentUser } from '../system/users.js';
 import {
+  isPending,
   lockTree,
   pendingNested,
   readRecord,
@@ -123,10 +124,11 @@ export interface ShiftOptions {
    */
   stateRoot?: string;
   /**
-   * Ignore the record of an interrupted shift of this tree and shift as asked (after the tree
-   * was restored from a backup): this shift's own record replaces it before the first change; a
-   * shift refused before any change keeps it. Default false: a pending record of another shift
-   * is SHIFT_PENDING_OTHER.
+   * Ignore the record of an interrupted shift of this tree, or of a completed two-phase shift,
+   * and shift as asked (after the tree was restored from a backup): this shift's own record
+   * replaces it before the first change; a shift refused before any change keeps it. Default
+   * false: a pending record of another shift is SHIFT_PENDING_OTHER, a completed record of this
+   * same shift is SHIFT_ALREADY_DONE.
    */
   forgetInterrupted?: boolean;
 }
@@ -308,12 +310,15 @@ export function requireValidKindMaps(maps: KindMaps, name: string): void {
  * src/shift/record.ts) and it is removed once the shift completed; the same shift, run again,
  * finishes the job. Between maps whose outside ranges overlap, every ID goes through an
  * intermediate range (`method: 'two-phase'`), so that each phase alone moves IDs between
- * disjoint ranges and the record says which phase was reached.
+ * disjoint ranges and the record says which phase was reached; once such a shift completed its
+ * record is kept, marked completed, and the same shift run again is refused (it would shift
+ * every entry a second time). A shift with other maps or options is not blocked by it.
  *
  * Throws MapError MAP_INVALID (a map the kernel would refuse, before anything is read);
  * ShiftError (result = what the walk did): SHIFT_NOT_A_DIRECTORY, SHIFT_DIR_UNREADABLE,
  * SHIFT_PREFLIGHT_FAILED (unreadable entries, nothing changed), SHIFT_UNMAPPED_IDS (nothing
- * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_PENDING_OTHER (the tree,
+ * changed), SHIFT_INCOMPLETE (some entries left as they were), SHIFT_ALREADY_DONE (this same
+ * two-phase shift of the tree has completed; nothing changed), SHIFT_PENDING_OTHER (the tree,
  * or a tree inside it or around it, has the record of another, interrupted shift), SHIFT_BUSY (another shift of the tree is
  * running), SHIFT_INTERMEDIATE_IN_USE / SHIFT_NO_INTERMEDIATE_RANGE (overlapping ranges and no
  * usable intermediate range; nothing changed), SHIFT_RECORD_UNREADABLE; StateRootError when the
@@ -344,6 +349,30 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
     // change: a shift refused before that (intermediate IDs in the tree, untranslated IDs) keeps
     // it, so the interrupted shift can still be finished.
     let forgotten: ShiftRecord | null = null;
+    if (pending !== null && !isPending(pending)) {
+      // A completed two-phase shift: the same shift again would shift every entry a second time
+      // (its ranges overlap, so no ID says whether it is done). Another shift is not blocked;
+      // its record replaces this one at its first change (a run that changes nothing keeps it).
+      const done = pending;
+      pending = null;
+      if (sameShift(done, intent) && !options.forgetInterrupted) {
+        const command = shiftCommand(done, root, options.stateRoot);
+        throw new ShiftError(
+          'SHIFT_ALREADY_DONE',
+          `nothing was changed: ${root} was already shifted by this shift, which completed at ${done.completed} ` +
+            '(its ranges overlap, so running it again would shift every entry a second time)',
+          {
+            hint:
+              'nothing to do; if the tree has been restored from a backup since (or must really be shifted again), ' +
+              'add --forget-interrupted (API: forgetInterrupted)',
+            data: {
+              completed: { command, started: done.started, completed: done.completed, dir: root },
+            },
+          },
+        );
+      }
+      forgotten = done;
+    }
     if (pending !== null && options.forgetInterrupted) {
       forgotten = pending;
       pending = null;
@@ -702,10 +731,14 @@ async function shiftPlanned(
       intermediate,
       phase: 1,
       started: new Date().toISOString(),
+      completed: null,
     } satisfies ShiftRecord);
   // (A checked walk writes it once its read-only pass has passed: see below.)
   if (pending === null && !checked) writeRecord(options.stateRoot, record);
-  /** A first run that changed nothing: no record of its own (a record it replaced comes back). */
+  /**
+   * A first run that changed nothing: no record of its own (a record it replaced comes back; a
+   * completed one still describes the tree).
+   */
   const dropRecord = () =>
     forgotten === null
       ? removeRecord(options.stateRoot, identity)
@@ -844,9 +877,16 @@ async function shiftPlanned(
   }
   const incomplete = shiftIncomplete(done, policy);
   // Errors leave the record (the same shift, run again, finishes the job), unless this was the
-  // first run and it changed nothing.
-  if (done.errorCount === 0) removeRecord(options.stateRoot, identity);
-  else if (pending === null && done.changed === 0) dropRecord();
+  // first run and it changed nothing. Once complete, a direct shift needs no record (a rerun
+  // finds every ID in --to and leaves it); a two-phase one keeps its record, marked completed,
+  // so that a rerun is refused instead of shifting every entry again. A run that changed nothing
+  // in place of a completed record puts that record back: the tree is still as it describes.
+  if (done.errorCount === 0) {
+    if (pending === null && done.changed === 0 && forgotten !== null && !isPending(forgotten)) dropRecord();
+    else if (method === 'two-phase')
+      writeRecord(options.stateRoot, { ...record, phase: 2, completed: new Date().toISOString() });
+    else removeRecord(options.stateRoot, identity);
+  } else if (pending === null && done.changed === 0) dropRecord();
   if (incomplete !== null) throw incompleteError(done, incomplete.reason, incomplete.hint);
   return done;
 }
@@ -884,7 +924,7 @@ export function shiftIncomplete(
     );
     hint =
       r.method === 'two-phase'
-        ? 'the other entries are shifted; to write the overflow ID on these, chown them as root (do not run this shift again: its ranges overlap, so a completed shift run again would shift the other entries twice)'
+        ? 'the other entries are shifted; to write the overflow ID on these, chown them as root (this shift is complete: its ranges overlap, so running it again is refused, as it would shift the other entries twice)'
         : 'to write the overflow ID on them, shift with --no-userns (as root; userns: false), or add their IDs to --from';
   }
   return parts.length === 0 ? null : { reason: parts.join('; '), hint };

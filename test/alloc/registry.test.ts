@@ -199,6 +199,30 @@ describe('registry', () => {
     assert.equal(c.uidMap[0]!.outside + c.uidMap[0]!.count, 4294901760);
   });
 
+  test('passthrough mappings that overlap one another are refused, not cut short (host or container side)', async () => {
+    const r = new Registry(freshDir(), { systemTaken: null });
+    const ask = (uidPassthrough: ReturnType<typeof parsePassthrough>) =>
+      r.allocate({ size: 1000, policy: { kind: 'first-fit' }, pools: POOL, uidPassthrough });
+    // Host side: 3005-3009 would be mapped twice (before, the first was cut to 5 IDs and
+    // container uids 10-14 were left unmapped, reported as success).
+    await assert.rejects(ask([...parsePassthrough('5:3000:10'), ...parsePassthrough('100:3005:5')]), {
+      code: 'ALLOC_MAP_INVALID',
+      message: /uidmappings 5:3000:10 and 100:3005:5 overlap \(host uids 3005-3009\)/,
+    });
+    // Container side: 8-12 twice.
+    await assert.rejects(ask([...parsePassthrough('5:3000:10'), ...parsePassthrough('8:4000:5')]), {
+      code: 'ALLOC_MAP_INVALID',
+      message: /container uids 8-12\)/,
+    });
+    assert.deepEqual(await r.list(), [], 'nothing recorded');
+    // Apart, they are fine (adjacent on both sides: one line once normalized).
+    const ok = await ask([...parsePassthrough('5:3000:10'), ...parsePassthrough('15:3010:5')]);
+    assert.deepEqual(
+      ok.uidMap.filter((e) => e.outside < 100_000),
+      [{ inside: 5, outside: 3000, count: 15 }],
+    );
+  });
+
   test('passthrough mappings: punched in; from the pool reserved, from outside shared', async () => {
     const r = new Registry(freshDir(), { systemTaken: null });
     const a = await r.allocate({

@@ -21,7 +21,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { ShiftError } from '../../src/errors/index.js';
 import { compose } from '../../src/idmap/compose.js';
@@ -139,7 +139,11 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   let state: string;
   before(() => {
     work = mkdtempSync(join(tmpdir(), 'userns-interrupted-'));
-    state = join(work, 'state');
+  });
+  // A state root per test: completed two-phase shifts keep their records.
+  let states = 0;
+  beforeEach(() => {
+    state = join(work, `state${states++}`);
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
@@ -166,6 +170,31 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     const files = records().filter((f) => f.endsWith('.json'));
     assert.equal(files.length, 1, `one record: ${files.join(', ')}`);
     return JSON.parse(readFileSync(join(state, 'shift', files[0]!), 'utf8'));
+  };
+  /** After a two-phase shift of `dir` completed: its record alone, marked completed (the lock file is removed). */
+  const expectCompleted = (dir: string) => {
+    const st = lstatSync(dir, { bigint: true });
+    const name = `${st.dev}-${st.ino}.json`;
+    assert.deepEqual(records(), [name], 'one record, the completed one; no lock file');
+    const record = JSON.parse(readFileSync(join(state, 'shift', name), 'utf8'));
+    assert.equal(record.method, 'two-phase');
+    assert.equal(record.phase, 2);
+    assert.ok(!Number.isNaN(Date.parse(record.completed)), `completed: ${record.completed}`);
+    assert.ok(Date.parse(record.completed) >= Date.parse(record.started));
+    return record;
+  };
+  /** A tree of 43 entries: directories a and b (owned by 3) holding files owned by IDs 1-20. */
+  const smallTree = () => {
+    const dir = join(work, `tree${trees++}`);
+    for (const sub of ['a', 'b']) {
+      mkdirSync(join(dir, sub), { recursive: true });
+      lchownSync(join(dir, sub), 3, 3);
+      for (let i = 1; i <= 20; i++) {
+        writeFileSync(join(dir, sub, `f${i}`), '');
+        lchownSync(join(dir, sub, `f${i}`), i, i);
+      }
+    }
+    return dir;
   };
 
   for (const userns of [true, false]) {
@@ -222,7 +251,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
             'killed in phase 1: some entries not yet moved',
           );
         else assert.ok(!ids.some((id) => id < 1000), 'killed in phase 2: every entry left the source range');
-        assert.deepEqual(records(), [], 'the record (and its lock file) are removed once done');
+        expectCompleted(dir);
       });
     }
 
@@ -346,24 +375,13 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.equal(finished.code, 0, finished.stdout + finished.stderr);
     assert.match(finished.stdout, /finished a shift of these maps that had been interrupted/);
     assert.deepEqual([lstatSync(dir).uid, lstatSync(dir).gid], [1005, 1005]);
-    assert.deepEqual(records(), []);
+    expectCompleted(dir);
   });
 
   test('a tree inside a half-shifted one, or around one, is refused naming the pending shift: no entry shifted twice', {
     timeout: 120_000,
   }, async () => {
-    const small = () => {
-      const dir = join(work, `tree${trees++}`);
-      for (const sub of ['a', 'b']) {
-        mkdirSync(join(dir, sub), { recursive: true });
-        lchownSync(join(dir, sub), 3, 3);
-        for (let i = 1; i <= 20; i++) {
-          writeFileSync(join(dir, sub, `f${i}`), '');
-          lchownSync(join(dir, sub, `f${i}`), i, i);
-        }
-      }
-      return dir;
-    };
+    const small = smallTree;
     const shift = (dir: string, ...more: string[]) => [
       'shift',
       ...['--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir],
@@ -402,7 +420,8 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
         assert.equal(lstatSync(join(dir, 'b', 'f7')).uid, 1007);
         assert.equal(lstatSync(join(dir, 'a', 'f7')).uid, 7);
       }
-      assert.deepEqual(records(), []);
+      expectCompleted(half);
+      rmSync(join(state, 'shift'), { recursive: true });
     }
   });
 
@@ -449,6 +468,159 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.deepEqual(
       normalizeSnapshot(snapshot(dir)),
       normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)),
+    );
+    expectCompleted(dir);
+  });
+
+  test('a completed overlapping shift, run again, is refused: no entry shifted twice (a dry run and the API refuse too)', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = bigTree();
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    const first = await runCli([...args, '--json']);
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    assert.equal(JSON.parse(first.stdout).method, 'two-phase');
+    const once = snapshot(dir);
+    assert.deepEqual(normalizeSnapshot(once), normalizeSnapshot(shifted(original, 1000, (id) => id < SIZE)));
+
+    // The user cannot tell whether it finished (SSH dropped): the same command again.
+    const again = await runCli(args);
+    assert.equal(again.code, 1, again.stdout + again.stderr);
+    const record = expectCompleted(dir);
+    assert.equal(
+      again.stderr.split('\n')[0],
+      `userns: nothing was changed: ${dir} was already shifted by this shift, which completed at ${record.completed} (its ranges overlap, so running it again would shift every entry a second time)`,
+    );
+    assert.match(
+      again.stderr,
+      /\n {2}hint: nothing to do; if the tree has been restored from a backup .*--forget-interrupted/,
+    );
+    const dry = await runCli([...args, '--dry-run']);
+    assert.equal(dry.code, 1);
+    assert.equal(dry.stderr, again.stderr);
+    const json = await runCli([...args, '--json']);
+    assert.equal(json.code, 1);
+    const body = JSON.parse(json.stdout);
+    assert.equal(body.ok, false);
+    assert.equal(body.code, 'SHIFT_ALREADY_DONE');
+    assert.equal(body.data.completed.completed, record.completed);
+    assert.equal(body.data.completed.command, `userns ${args.join(' ')}`);
+    await assert.rejects(shiftTree(dir, { ...range2(0, 1000), stateRoot: state }), {
+      code: 'SHIFT_ALREADY_DONE',
+    });
+    // Entry by entry: as after the one shift; the completed record is unchanged.
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(once), 'refusals change nothing');
+    assert.deepEqual(expectCompleted(dir), record);
+  });
+
+  test('--forget-interrupted shifts a completed tree again, on purpose', { timeout: 120_000 }, async () => {
+    const dir = smallTree();
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    assert.equal((await runCli(args)).code, 0);
+    const first = expectCompleted(dir);
+    const again = await runCli([...args, '--forget-interrupted', '--json']);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.equal(JSON.parse(again.stdout).changed, original.size);
+    assert.deepEqual(
+      normalizeSnapshot(snapshot(dir)),
+      normalizeSnapshot(shifted(original, 2000, () => true)),
+    );
+    assert.notEqual(expectCompleted(dir).started, first.started, 'the new shift has a record of its own');
+    assert.equal((await runCli(args)).code, 1, 'and that one refuses a third run');
+  });
+
+  test('a completed record does not block another shift: --reverse proceeds, then the original is allowed again', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = smallTree();
+    const original = snapshot(dir);
+    const once = shifted(original, 1000, () => true);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    assert.equal((await runCli(args)).code, 0);
+    const first = expectCompleted(dir);
+    // Another shift that changes nothing (every ID already in its --to range) keeps the completed record.
+    const idle = await runCli([
+      'shift',
+      '--from',
+      '0:0:1000',
+      '--to',
+      '0:500:1000',
+      '--root',
+      state,
+      dir,
+      '--json',
+    ]);
+    assert.equal(idle.code, 0, idle.stdout + idle.stderr);
+    assert.equal(JSON.parse(idle.stdout).changed, 0);
+    assert.deepEqual(expectCompleted(dir), first);
+    assert.equal((await runCli(args)).code, 1, 'the original is still refused');
+    // --reverse (overlapping too) is another shift: it proceeds and its record replaces the completed one.
+    const reverse = await runCli([...args, '--reverse', '--json']);
+    assert.equal(reverse.code, 0, reverse.stdout + reverse.stderr);
+    assert.equal(JSON.parse(reverse.stdout).continued, false);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(original));
+    const back = expectCompleted(dir);
+    assert.equal(back.from.uid[0].outside, 1000, 'the record is the reverse shift');
+    // The original shift is allowed again, once.
+    const redo = await runCli(args);
+    assert.equal(redo.code, 0, redo.stdout + redo.stderr);
+    assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(once));
+    expectCompleted(dir);
+    assert.equal((await runCli(args)).code, 1);
+    assert.equal(
+      (await runCli([...args, '--reverse', '--dry-run'])).code,
+      0,
+      'a dry run of another shift proceeds',
+    );
+    // A completed record of a tree inside is not pending: a shift around it proceeds.
+    const inner = join(dir, 'a');
+    const sub = await runCli([
+      'shift',
+      '--from',
+      '0:1000:65536',
+      '--to',
+      '0:2000:65536',
+      '--root',
+      state,
+      inner,
+    ]);
+    assert.equal(sub.code, 0, sub.stdout + sub.stderr);
+    const around = await runCli([
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:100000:65536',
+      '--root',
+      state,
+      dir,
+      '--json',
+    ]);
+    assert.equal(around.code, 0, around.stdout + around.stderr);
+    assert.equal(lstatSync(join(dir, 'a', 'f7')).uid, 102007);
+    assert.equal(lstatSync(join(dir, 'b', 'f7')).uid, 101007);
+  });
+
+  test('ranges apart: a completed shift keeps no record, and running it again changes nothing', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = smallTree();
+    const original = snapshot(dir);
+    const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '--root', state, dir, '--json'];
+    const first = await runCli(args);
+    assert.equal(first.code, 0, first.stdout + first.stderr);
+    assert.equal(JSON.parse(first.stdout).method, 'direct');
+    assert.deepEqual(records(), []);
+    const again = await runCli(args);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    const summary = JSON.parse(again.stdout);
+    assert.equal(summary.changed, 0);
+    assert.equal(summary.alreadyShifted, original.size);
+    assert.deepEqual(
+      normalizeSnapshot(snapshot(dir)),
+      normalizeSnapshot(shifted(original, 100000, () => true)),
     );
     assert.deepEqual(records(), []);
   });
