@@ -3,12 +3,16 @@
  * newuidmap/newgidmap), through the CLI, with the default state root $XDG_RUNTIME_DIR/userns.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { readableBin } from '../fixtures/readable-repo.js';
-import { runAs, throwawayUserUnavailable, withThrowawayUser } from '../fixtures/throwaway-user.js';
+import {
+  runAs,
+  shadowTool,
+  throwawayUserUnavailable,
+  withThrowawayUser,
+} from '../fixtures/throwaway-user.js';
 
 const skip = throwawayUserUnavailable();
 
@@ -73,10 +77,8 @@ describe('named namespaces (rootless)', { skip: skip ?? false }, () => {
 
       // The administrator gives the user more IDs: the running namespace does not change.
       const extra = user.subuid.start + user.subuid.count;
-      const mod = spawnSync('usermod', ['--add-subuids', `${extra}-${extra + 999}`, user.name], {
-        encoding: 'utf8',
-      });
-      assert.equal(mod.status, 0, mod.stderr);
+      const mod = shadowTool('usermod', ['--add-subuids', `${extra}-${extra + 999}`, user.name]);
+      assert.equal(mod.code, 0, mod.stderr);
       const inspected = await userns(['inspect', '--json', 'r1']);
       assert.equal(inspected.code, 0, inspected.stderr);
       const info = JSON.parse(inspected.stdout);
