@@ -222,6 +222,7 @@ export function pendingNested(
   stateRoot: string | undefined,
   root: string,
   id: TreeIdentity,
+  matches: (record: ShiftRecord) => boolean = isPending,
 ): { record: ShiftRecord; where: 'around' | 'inside' } | null {
   const dir = recordDir(stateRoot);
   let names: string[];
@@ -252,7 +253,7 @@ export function pendingNested(
     } catch {
       continue;
     }
-    if (record === null || !isPending(record)) continue;
+    if (record === null || !matches(record)) continue;
     const tree = record.tree;
     if (ancestors.some((p) => isTree(p, tree))) return { record, where: 'around' };
     if (!isTree(tree.path, tree)) continue;

@@ -128,7 +128,8 @@ export interface ShiftOptions {
    * and shift as asked (after the tree was restored from a backup): this shift's own record
    * replaces it before the first change; a shift refused before any change keeps it. Default
    * false: a pending record of another shift is SHIFT_PENDING_OTHER, a completed record of this
-   * same shift is SHIFT_ALREADY_DONE.
+   * same shift, of this tree or of one inside or around it, is SHIFT_ALREADY_DONE (also set aside
+   * by this option).
    */
   forgetInterrupted?: boolean;
 }
@@ -407,6 +408,33 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
             'with --forget-interrupted',
           data: {
             pending: { command, started: nested.started, phase: nested.phase, dir: nested.tree.path },
+          },
+        },
+      );
+    }
+    // A completed two-phase shift of a tree inside this one, or around it, by these same maps:
+    // this shift would shift that tree's entries a second time.
+    const done = options.forgetInterrupted
+      ? null
+      : pendingNested(options.stateRoot, root, identity, (r) => !isPending(r) && sameShift(r, intent));
+    if (done !== null) {
+      const nested = done.record;
+      const inside = done.where === 'inside';
+      throw new ShiftError(
+        'SHIFT_ALREADY_DONE',
+        `nothing was changed: ${inside ? `${nested.tree.path}, inside ${root},` : `${root} is inside ${nested.tree.path}, which`} was already shifted by this shift, which completed at ${nested.completed} ` +
+          `(its ranges overlap, so this shift would shift ${inside ? "that tree's" : 'these'} entries a second time)`,
+        {
+          hint: inside
+            ? `shift the rest of ${root} without that tree, or if it has been restored from a backup since, add --forget-interrupted (API: forgetInterrupted)`
+            : 'nothing to do; if this tree has been restored from a backup since, add --forget-interrupted (API: forgetInterrupted)',
+          data: {
+            completed: {
+              command: shiftCommand(nested, nested.tree.path, options.stateRoot),
+              started: nested.started,
+              completed: nested.completed,
+              dir: nested.tree.path,
+            },
           },
         },
       );

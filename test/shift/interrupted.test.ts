@@ -603,6 +603,52 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.equal(lstatSync(join(dir, 'b', 'f7')).uid, 101007);
   });
 
+  test('the same overlapping shift of a tree around a completed one, or inside it, is refused: no entry shifted twice', {
+    timeout: 120_000,
+  }, async () => {
+    const maps = ['--from', '0:0:65536', '--to', '0:1000:65536', '--root', state];
+    // Completed inside: shifting the whole tree by the same maps would shift a/ a second time.
+    const dir = smallTree();
+    assert.equal((await runCli(['shift', ...maps, join(dir, 'a')])).code, 0);
+    const before = snapshot(dir);
+    const around = await runCli(['shift', ...maps, dir, '--json']);
+    assert.equal(around.code, 1, around.stdout + around.stderr);
+    const body = JSON.parse(around.stdout);
+    assert.equal(body.code, 'SHIFT_ALREADY_DONE');
+    assert.match(body.message, /inside .* was already shifted by this shift, which completed at/);
+    assert.equal(body.data.completed.dir, join(dir, 'a'));
+    assert.equal((await runCli(['shift', ...maps, dir, '--dry-run'])).code, 1, 'a dry run refuses too');
+    assert.deepEqual(snapshot(dir), before, 'nothing changed');
+    // Completed around: the same maps on a tree inside it.
+    const whole = smallTree();
+    assert.equal((await runCli(['shift', ...maps, whole])).code, 0);
+    const done = snapshot(whole);
+    const inner = await runCli(['shift', ...maps, join(whole, 'b')]);
+    assert.equal(inner.code, 1, inner.stdout + inner.stderr);
+    assert.match(inner.stderr, /SHIFT_ALREADY_DONE|is inside .* which was already shifted by this shift/);
+    assert.deepEqual(snapshot(whole), done, 'nothing changed');
+    // Other maps are another shift (not blocked); --forget-interrupted overrides on purpose.
+    assert.equal(
+      (
+        await runCli([
+          'shift',
+          '--from',
+          '0:1000:65536',
+          '--to',
+          '0:2000:65536',
+          '--root',
+          state,
+          join(whole, 'b'),
+          '--dry-run',
+        ])
+      ).code,
+      0,
+    );
+    assert.equal((await runCli(['shift', ...maps, '--forget-interrupted', join(whole, 'b')])).code, 0);
+    assert.equal(lstatSync(join(whole, 'b', 'f7')).uid, 2007, 'shifted twice, as asked');
+    assert.equal(lstatSync(join(whole, 'a', 'f7')).uid, 1007);
+  });
+
   test('ranges apart: a completed shift keeps no record, and running it again changes nothing', {
     timeout: 120_000,
   }, async () => {
