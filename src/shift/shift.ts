@@ -426,7 +426,7 @@ export async function shiftTree(dir: string, options: ShiftOptions): Promise<Shi
           `(its ranges overlap, so this shift would shift ${inside ? "that tree's" : 'these'} entries a second time)`,
         {
           hint: inside
-            ? `shift the rest of ${root} without that tree, or if it has been restored from a backup since, add --forget-interrupted (API: forgetInterrupted)`
+            ? `shift the other directories of ${root} one by one instead; if that tree has been restored from a backup since, add --forget-interrupted (API: forgetInterrupted)`
             : 'nothing to do; if this tree has been restored from a backup since, add --forget-interrupted (API: forgetInterrupted)',
           data: {
             completed: {
