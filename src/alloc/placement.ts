@@ -11,7 +11,7 @@ import { type Extent, extent, formatRange, formatTriple, MAX_EXTENTS } from '../
 import { normalize } from '../idmap/normalize.js';
 import { punchHole } from '../idmap/punch.js';
 import { type IdRange, intersectRanges, normalizeRanges, subtractRanges } from '../idmap/ranges.js';
-import { validateMap } from '../idmap/validate.js';
+import { firstOverlap, validateMap } from '../idmap/validate.js';
 import { validateName } from '../state/names.js';
 import { bootId, procPidNamespace } from '../system/proc.js';
 import type { FreeSpace } from './free-space.js';
@@ -235,26 +235,22 @@ function buildMap(
  */
 function checkPassthroughApart(kind: 'uid' | 'gid', passthrough: readonly Extent[] | undefined): void {
   const list = passthrough ?? [];
-  for (let i = 0; i < list.length; i++) {
-    for (let j = i + 1; j < list.length; j++) {
-      const a = list[i]!;
-      const b = list[j]!;
-      for (const side of ['inside', 'outside'] as const) {
-        const start = Math.max(a[side], b[side]);
-        const end = Math.min(a[side] + a.count, b[side] + b.count);
-        if (start >= end) continue;
-        const where = side === 'inside' ? `container ${kind}s` : `host ${kind}s`;
-        throw new MapError(
-          'ALLOC_MAP_INVALID',
-          `the ${kind}mappings ${formatTriple(a)} and ${formatTriple(b)} overlap (${where} ${formatRange(start, end - start)}): each ID may be mapped once`,
-          {
-            hint: `give --${kind}mapping values that do not overlap`,
-            data: { kind, mappings: [formatTriple(a), formatTriple(b)], side },
-          },
-        );
-      }
-    }
-  }
+  const overlap = firstOverlap(list, false);
+  if (overlap === undefined) return;
+  const a = list[overlap.earlier]!;
+  const b = list[overlap.index]!;
+  const side = overlap.side;
+  const start = Math.max(a[side], b[side]);
+  const end = Math.min(a[side] + a.count, b[side] + b.count);
+  const where = side === 'inside' ? `container ${kind}s` : `host ${kind}s`;
+  throw new MapError(
+    'ALLOC_MAP_INVALID',
+    `the ${kind}mappings ${formatTriple(a)} and ${formatTriple(b)} overlap (${where} ${formatRange(start, end - start)}): each ID may be mapped once`,
+    {
+      hint: `give --${kind}mapping values that do not overlap`,
+      data: { kind, mappings: [formatTriple(a), formatTriple(b)], side },
+    },
+  );
 }
 
 /**

@@ -137,11 +137,15 @@ function disjointByParent(extents: readonly Extent[], parent: SortedParent | und
   return true;
 }
 
-/** First line (0-based) whose inside or outside range intersects an earlier line's. */
-function firstOverlap(
+/**
+ * First line (0-based `index`) whose inside or outside range intersects an earlier line's
+ * (`earlier`), and on which side; undefined when none does. `outsideDisjoint`: the caller knows
+ * the outside ranges are apart (only the inside ones are checked).
+ */
+export function firstOverlap(
   extents: readonly Extent[],
   outsideDisjoint: boolean,
-): { index: number; earlier: number; side: string } | undefined {
+): { index: number; earlier: number; side: 'inside' | 'outside' } | undefined {
   // Only when something overlaps do we pay O(n²) to find the first line in written order, as
   // the kernel reports it (it checks each new line against the earlier ones).
   if (!anyOverlap(extents, 'inside') && (outsideDisjoint || !anyOverlap(extents, 'outside')))
