@@ -16,6 +16,7 @@
  *   node_start_ms                  node -e 0
  *   node_spawn_true_ms             node -e "spawn('/bin/true')": the floor of any Node CLI that
  *                                  starts a process (loads child_process, forks, waits)
+ *   (these four Node start-ups run without NODE_OPTIONS and NODE_EXTRA_CA_CERTS: NODE_START_ENV)
  *   podman_unshare_true_ms         podman unshare /bin/true
  *
  * The targets (issue 18) are printed by bench/run.ts with each ratio.
@@ -36,9 +37,24 @@ function median(xs: number[]): number {
   return Math.round(v * 1000) / 1000;
 }
 
-function exec(cmd: string, args: string[]): Promise<void> {
+/**
+ * The environment of the Node start-ups compared with each other (node -e 0, the floor, the
+ * CLI): the bench's own without NODE_OPTIONS and NODE_EXTRA_CA_CERTS. With the latter set, every
+ * Node process reads and parses that CA bundle while it starts: 40 ms of a 107 ms `node -e 0` on
+ * the development machine, whose environment sets it. That cost is Node's, the same in every
+ * variant, and it would hide the CLI's own cost in the ratios (1.39 with it, 1.63 without it,
+ * for the same build).
+ */
+export const NODE_START_ENV: NodeJS.ProcessEnv = (() => {
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS;
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+})();
+
+function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawnChild(cmd, args, { stdio: 'ignore' });
+    const child = spawnChild(cmd, args, { stdio: 'ignore', env });
     child.on('error', reject);
     child.on('close', (code) =>
       code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')}: exit ${code}`)),
@@ -153,14 +169,19 @@ export async function benchSpawn(): Promise<Record<string, number | null>> {
     unshare_true_ms: have('unshare')
       ? () => exec('unshare', ['--user', '--map-root-user', '/bin/true'])
       : null,
-    cli_run_true_ms: isRoot ? () => exec(process.execPath, [BIN, 'run', '--', 'true']) : null,
-    cli_map_split_ms: () => exec(process.execPath, [BIN, 'map', 'split', '--parent', 'self', '0:0:100']),
-    node_start_ms: () => exec(process.execPath, ['-e', '0']),
+    cli_run_true_ms: isRoot ? () => exec(process.execPath, [BIN, 'run', '--', 'true'], NODE_START_ENV) : null,
+    cli_map_split_ms: () =>
+      exec(process.execPath, [BIN, 'map', 'split', '--parent', 'self', '0:0:100'], NODE_START_ENV),
+    node_start_ms: () => exec(process.execPath, ['-e', '0'], NODE_START_ENV),
     node_spawn_true_ms: () =>
-      exec(process.execPath, [
-        '-e',
-        "require('node:child_process').spawn('/bin/true', { stdio: 'inherit' }).on('close', (c) => { process.exitCode = c; })",
-      ]),
+      exec(
+        process.execPath,
+        [
+          '-e',
+          "require('node:child_process').spawn('/bin/true', { stdio: 'inherit' }).on('close', (c) => { process.exitCode = c; })",
+        ],
+        NODE_START_ENV,
+      ),
     podman_unshare_true_ms: have('podman') ? () => exec('podman', ['unshare', '/bin/true']) : null,
   };
   const samples: Record<string, number[]> = {};

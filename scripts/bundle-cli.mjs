@@ -23,10 +23,11 @@
 // goes before the new bundle is written, the new one comes after it.
 //
 // Usage: node scripts/bundle-cli.mjs  (after tsc; `npm run build` runs it)
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cliDir = join(root, 'dist/src/cli');
@@ -78,20 +79,54 @@ if (!existsSync(entry)) {
   process.exit(1);
 }
 
+/** What main.js imports beside a command's own module (its LOADERS). */
+const COMPANIONS = { run: ['../spawn/spawn.js'] };
+
+/**
+ * The command table (commands.js) of a one-command bundle: only that command's entries (`map`
+ * and every `map …`), MAPPING and PROGRAM; the rest of the table is help text that bundle never
+ * prints (a fifth of a one-command bundle, read and compiled at every start). Built from the
+ * compiled table itself, as JSON, which must give back the same values.
+ */
+async function commandTableFor(only) {
+  const table = await import(pathToFileURL(join(cliDir, 'commands.js')).href);
+  const keep = Object.fromEntries(
+    Object.entries(table.COMMANDS).filter(([name]) => name === only || name.startsWith(`${only} `)),
+  );
+  const exported = {
+    MAPPING: table.MAPPING,
+    COMMANDS: keep,
+    TOP_COMMANDS: table.TOP_COMMANDS,
+    PROGRAM: table.PROGRAM,
+  };
+  const names = Object.keys(table).sort().join(',');
+  if (names !== 'COMMANDS,MAPPING,PROGRAM,TOP_COMMANDS')
+    throw new Error(`bundle-cli: commands.js exports ${names}; the one-command table knows only four`);
+  for (const [name, value] of Object.entries(exported))
+    assert.deepStrictEqual(JSON.parse(JSON.stringify(value)), name === 'COMMANDS' ? keep : value);
+  return Object.entries(exported)
+    .map(([name, value]) => `export const ${name} = ${JSON.stringify(value)};`)
+    .join('\n');
+}
+
 /** Replaces modules a one-command bundle leaves out by a module whose every use throws. */
 function leaveOut(bundle) {
   return {
     name: 'leave-out',
     setup(build) {
       if (bundle.only === undefined) return;
-      build.onResolve({ filter: COMMAND_MODULE }, (args) => {
-        const command = COMMAND_MODULE.exec(args.path)[1];
+      build.onResolve({ filter: /^\.\.?\/[a-z/-]+\.js$/ }, (args) => {
         if (args.kind !== 'dynamic-import' || !args.importer.endsWith('/cli/main.js')) return undefined;
-        if (command === bundle.only) return undefined;
+        const command = COMMAND_MODULE.exec(args.path)?.[1];
+        if (command === bundle.only || COMPANIONS[bundle.only]?.includes(args.path)) return undefined;
         return { path: args.path, namespace: 'left-out' };
       });
       for (const filter of bundle.absent ?? [])
         build.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'left-out' }));
+      build.onLoad({ filter: /\/cli\/commands\.js$/ }, async () => ({
+        loader: 'js',
+        contents: await commandTableFor(bundle.only),
+      }));
       // What main.js (`main`) and run.js (`withAutoUserns`) take from a left-out module.
       build.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
         loader: 'js',

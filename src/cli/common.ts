@@ -1,70 +1,34 @@
-import { writeSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError, UsernsError } from '../errors/index.js';
 import { exitStatusForSignal, forwardSignals } from '../system/signals.js';
 import type { CommandName } from './commands.js';
 import { commandHelp } from './help.js';
+import { FdOutput, type OutputStream } from './output.js';
 import { mapStack } from './stack.js';
 import { closest, didYouMean } from './suggest.js';
 
 /** Streams a command writes to; replaced by buffers in tests. */
 export interface CliIo {
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  stdout: OutputStream;
+  stderr: OutputStream;
   stdin: NodeJS.ReadableStream;
   env: NodeJS.ProcessEnv;
 }
 
 /**
- * The process's own streams, each created on first use: Node builds process.stdout and friends
- * lazily (a tty, pipe or file stream, with the stream modules it needs), and a command such as
- * `userns run -- true` writes nothing (issue 18: start-up).
+ * The process's own: standard output and error written directly (src/cli/output.ts), standard
+ * input created on first use (Node builds process.stdin from its stream modules, and most
+ * commands never read it: issue 18, start-up).
  */
 export function processIo(): CliIo {
   return {
-    get stdout() {
-      guardOutput(process.stdout, 'standard output');
-      return process.stdout;
-    },
-    get stderr() {
-      guardOutput(process.stderr, 'standard error');
-      return process.stderr;
-    },
+    stdout: new FdOutput(1),
+    stderr: new FdOutput(2),
     get stdin() {
       return process.stdin;
     },
     env: process.env,
   };
-}
-
-const guarded = new WeakSet<object>();
-let outputFailure: string | undefined;
-
-/**
- * Output that cannot be written never crashes the process, and never changes what the
- * operation did. A closed pipe (`userns alloc list | head -1`) ends the output quietly: the
- * exit status stays the operation's, so a script that sees it knows an allocation was made and
- * does not make it again. Any other write error (a full disk behind a redirect) is reported in
- * one line at exit, and a successful exit becomes 1: the output is lost.
- */
-function guardOutput(stream: NodeJS.WritableStream, name: string): void {
-  if (guarded.has(stream)) return;
-  guarded.add(stream);
-  stream.on('error', (error: NodeJS.ErrnoException) => {
-    if (error.code === 'EPIPE' || error.code === 'ERR_STREAM_DESTROYED') return;
-    outputFailure ??= `userns: cannot write to ${name}: ${error.code ?? error.message}\n`;
-  });
-  if (guarded.has(process)) return;
-  guarded.add(process);
-  process.once('exit', (code) => {
-    if (outputFailure === undefined) return;
-    try {
-      writeSync(2, outputFailure);
-    } catch {
-      // standard error is gone too
-    }
-    if (code === 0) process.exitCode = 1;
-  });
 }
 
 /** A command: takes its own arguments (after the command words), returns the exit status. */

@@ -9,7 +9,6 @@ import {
   readSync,
   statSync,
 } from 'node:fs';
-import { endianness } from 'node:os';
 import { ParseError, UsernsError } from '../errors/index.js';
 import type { IdKind } from '../idmap/extent.js';
 import { parseKernelMap } from '../idmap/formats/kernel.js';
@@ -272,7 +271,8 @@ export function pageSize(): number {
     const auxv = readFileSync('/proc/self/auxv');
     // Entries are (type, value) pairs of native words: 8 bytes each on 64-bit, 4 on 32-bit.
     const wide = /64|s390x/.test(process.arch);
-    const le = endianness() === 'LE';
+    // The host's byte order, without node:os (a module load on every start-up: issue 18).
+    const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
     const step = wide ? 16 : 8;
     const word = (off: number) =>
       wide

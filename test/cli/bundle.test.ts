@@ -3,7 +3,7 @@
  * its internal errors still name TypeScript files and lines (src/cli/stack.ts).
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -145,6 +145,22 @@ describe('bin/userns: one bundle per command line, with V8 code caches', { timeo
     ];
     for (const [name, argv] of cases) {
       await assertSameAsUnbundled(entry.loadBundle(name)!.exports, argv);
+    }
+  });
+
+  test("a one-command bundle's table holds its command whole (every --help as unbundled), and no other", async () => {
+    for (const name of ['run', 'map'] as const) {
+      const own = Object.keys(COMMANDS).filter((c) => c === name || c.startsWith(`${name} `));
+      assert.ok(own.length > (name === 'map' ? 5 : 0), name);
+      for (const command of own)
+        await assertSameAsUnbundled(entry.loadBundle(name)!.exports, [...command.split(' '), '--help']);
+      // The other commands' help is left out (scripts/bundle-cli.mjs: commandTableFor).
+      const text = readFileSync(entry.bundlePath(name), 'utf8');
+      for (const other of ['shift', 'alloc', 'doctor', name === 'run' ? 'map' : 'run'] as const) {
+        const first = COMMANDS[other].description.split('\n')[0]!;
+        assert.ok(!text.includes(JSON.stringify(first).slice(1, -1)), `${name} bundle holds ${other}'s help`);
+      }
+      assert.ok(text.includes(COMMANDS[name].summary), `${name} bundle lacks its own summary`);
     }
   });
 

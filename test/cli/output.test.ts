@@ -4,8 +4,9 @@
  * the operation committed; any other write error is one line and exit 1.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -98,6 +99,71 @@ describe('a closed output pipe', () => {
     const again = JSON.parse((await runCli(['shift', ...args.slice(1, 7), '--json', dir])).stdout);
     assert.equal(again.changed, 0);
     assert.equal(again.alreadyShifted, 3001);
+  });
+
+  test('a non-blocking pipe that fills up (EAGAIN) gets the whole output', {
+    skip: rootOnly,
+    timeout: 60_000,
+  }, async () => {
+    // The CLI writes with writeSync (src/cli/output.ts); on a descriptor someone else made
+    // non-blocking, a full pipe is EAGAIN, and the rest must go through Node's stream, which waits.
+    const dir = join(work, 'eagain-tree');
+    mkdirSync(dir);
+    for (let i = 0; i < 4000; i++) writeFileSync(join(dir, `file-${String(i).padStart(5, '0')}`), '');
+    const args = [
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:100000:65536',
+      '--root',
+      join(work, 'state-eagain'),
+    ];
+    const fifo = join(work, 'fifo');
+    assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
+    const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writeFd = openSync(fifo, constants.O_WRONLY);
+    // Node's spawn makes a child's fds 0-2 blocking again; perl (Debian's perl-base is always
+    // there) makes fd 1 non-blocking and then becomes the CLI, as a non-Node parent can leave it.
+    const nonBlocking =
+      'use Fcntl; fcntl(STDOUT, F_SETFL, fcntl(STDOUT, F_GETFL, 0) | O_NONBLOCK) or die "fcntl: $!"; exec @ARGV or die "exec: $!"';
+    const child = spawn('perl', ['-e', nonBlocking, process.execPath, BIN, ...args, '--dry-run', '-v', dir], {
+      env: { ...process.env, NO_COLOR: '1' },
+      stdio: ['ignore', writeFd, 'pipe'],
+    });
+    closeSync(writeFd);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    // Nothing is read for 2 s: the output (over 64 KiB, a pipe's capacity) fills the pipe. A CLI
+    // that took EAGAIN for a failure has exited by then.
+    const early = await Promise.race([exited, new Promise((r) => setTimeout(() => r('running'), 2000))]);
+    assert.equal(early, 'running', `exited before anything was read: ${stderr}`);
+    const reader = new Socket({ fd: readFd, readable: true, writable: false });
+    let stdout = '';
+    reader.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    const drained = new Promise((resolve) => reader.on('end', resolve));
+    assert.equal(await exited, 0, stderr);
+    await drained;
+    assert.equal(stderr, '');
+    assert.ok(stdout.length > 65536, `only ${stdout.length} bytes of output`);
+    const listed = stdout.split('\n').filter((l) => l.includes('file-'));
+    assert.equal(listed.length, 4000, stdout.slice(-300));
+    // The same lines as the command's output to a plain pipe (the walk's workers list entries in
+    // no fixed order), each whole: none lost, cut or repeated.
+    const plain = await runCli([...args, '--dry-run', '-v', dir]);
+    assert.equal(plain.code, 0, plain.stderr);
+    const entries = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => !l.startsWith('would shift '))
+        .sort();
+    assert.deepEqual(entries(stdout), entries(plain.stdout));
+    assert.match(stdout, /\nwould shift .*: 4,001 entries seen, 4,001 to change \(/);
   });
 
   test('any other write error (a full disk) is one line and exit 1', { timeout: 30_000 }, async () => {
