@@ -413,7 +413,7 @@ struct options {
   int have_ppid, have_uid, have_gid;
   int setgroups; /* 0 none, 1 try (ignore EPERM), 2 must */
   int flags;     /* CLONE_NEW* to create (run, hold; user always) or entered (join) */
-  int mount_proc, report_ns, no_wait, no_userns, no_keeper;
+  int mount_proc, report_ns, no_wait, no_userns, no_keeper, one_socket;
   const char *cwd, *cwd_fallback;
   const char *start_time; /* join by pid: the process's start time, checked after pidfd_open */
   struct join_ns joins[N_NS_TYPES];
@@ -435,6 +435,7 @@ enum opt_id {
   OPT_MODE, OPT_PPID, OPT_UNSHARE, OPT_UID, OPT_GID, OPT_SETGROUPS, OPT_CWD, OPT_CWD_FALLBACK,
   OPT_MOUNT_PROC, OPT_FD, OPT_REPORT_NS, OPT_TARGET, OPT_NS, OPT_NO_WAIT, OPT_NO_USERNS, OPT_MOUNT,
   OPT_START_TIME, OPT_NS_FILE, OPT_NO_HANDLES, OPT_NO_KEEPER, OPT_BIND_FROM, OPT_BIND, OPT_UNBIND, OPT_HANDLE, OPT_ACL,
+  OPT_ONE_SOCKET,
 };
 #define ALL_MODES (MODE_RUN | MODE_HOLD | MODE_JOIN | MODE_MOUNT | MODE_WALK | MODE_BIND | MODE_PROBE)
 static const struct {
@@ -468,6 +469,7 @@ static const struct {
     {"unbind", OPT_UNBIND, 1, MODE_BIND},
     {"handle", OPT_HANDLE, 1, MODE_PROBE},
     {"acl", OPT_ACL, 1, MODE_PROBE},
+    {"one-socket", OPT_ONE_SOCKET, 0, MODE_RUN},
 };
 #define N_OPTIONS (sizeof option_table / sizeof option_table[0])
 
@@ -647,6 +649,7 @@ static void parse_args(int argc, char **argv, struct options *o) {
     case OPT_NO_USERNS: o->no_userns = 1; break;
     case OPT_NO_HANDLES: no_handles = 1; break;
     case OPT_NO_KEEPER: o->no_keeper = 1; break;
+    case OPT_ONE_SOCKET: o->one_socket = 1; break;
     default: parse_value(o, option_table[k].id, arg, eq + 1);
     }
   }
@@ -682,6 +685,8 @@ static void check_options(const struct options *o) {
   }
   if (o->no_keeper && o->mount_proc) usage("--no-keeper cannot take --mount-proc");
   if (o->mode == MODE_MOUNT && idmap_mount_count() == 0) usage("--mode=mount needs --mount");
+  /* The mounts' user namespaces come over the control fd while the report fd is written. */
+  if (o->one_socket && idmap_mount_count() > 0) usage("--one-socket cannot take --mount");
 }
 
 static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -832,6 +837,21 @@ static void wait_for_go(void) {
     fail("control", errno, NULL);
   }
   close(CONTROL_FD);
+}
+
+/* Step 4 with --one-socket: the line "go\n" on the report fd; EOF or anything else = abort. The
+   report fd stays open for what comes after (errors, the EOF of exec). */
+static void wait_for_go_line(void) {
+  char buf[8];
+  size_t got = 0;
+  while (got < 3) {
+    ssize_t r = read(report_fd, buf + got, 3 - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno != ECONNRESET) fail("control", errno, NULL);
+    if (r <= 0) _exit(EXIT_ABORTED);
+    got += (size_t)r;
+  }
+  if (memcmp(buf, "go\n", 3) != 0) _exit(EXIT_ABORTED);
 }
 
 /* Step 5: with a new PID namespace, fork; the parent supervises, the child (PID 1) goes on.
@@ -1010,7 +1030,8 @@ int main(int argc, char **argv) {
   }
   /* join --no-wait (nothing to write in between) runs without a control fd. */
   int control = !(o.mode == MODE_JOIN && o.no_wait);
-  if (control && fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC) < 0) fail("usage", errno, "fd 4 (control) is not open");
+  if (control && !o.one_socket && fcntl(CONTROL_FD, F_SETFD, FD_CLOEXEC) < 0)
+    fail("usage", errno, "fd 4 (control) is not open");
 
   /* 1. Die with the parent until exec; the parent may already be gone. */
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail("prctl", errno, NULL);
@@ -1042,7 +1063,8 @@ int main(int argc, char **argv) {
   report(ready, (size_t)n);
 
   /* 4. */
-  if (control) wait_for_go();
+  if (control && o.one_socket) wait_for_go_line();
+  else if (control) wait_for_go();
 
   switch (o.mode) {
   case MODE_HOLD: {

@@ -2,7 +2,7 @@
  * The native helper and its driver against the real kernel (as root: maps written directly).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +10,12 @@ import type { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { SpawnError } from '../../src/errors/index.js';
-import { type HelperOptions, launchHelper as launchPlain } from '../../src/native/helper.js';
+import {
+  type HelperOptions,
+  helperArgs,
+  helperPath,
+  launchHelper as launchPlain,
+} from '../../src/native/helper.js';
 import { packagedHelperPath } from '../../src/native/helper-binary.js';
 import { explainSpawnFailure } from '../../src/spawn/explain.js';
 
@@ -166,6 +171,57 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
     process.kill(inner, 'SIGKILL');
     assert.deepEqual(await c.exit, { code: null, signal: 'SIGKILL' });
     assert.equal(isRunning(inner), false);
+  });
+
+  test('run mode without mounts takes "go" on the report socket (--one-socket): no control socket', async () => {
+    const args = (options: Partial<HelperOptions>) => helperArgs({ command: ['true'], ...options });
+    assert.ok(args({}).includes('--one-socket'));
+    assert.ok(!args({ mode: 'hold', command: undefined }).includes('--one-socket'));
+    assert.ok(!args({ mounts: [{ source: '/', target: '/mnt', readOnly: true }] }).includes('--one-socket'));
+    // The helper itself: the report socket alone (fd 4 closed) carries ready, go and the exec's EOF.
+    const child = spawn(helperPath(), ['--mode=run', '--one-socket', '--', 'sh', '-c', 'exit 7'], {
+      stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'ignore'],
+    });
+    const report = child.stdio[3] as import('node:net').Socket;
+    let text = '';
+    report.setEncoding('utf8');
+    report.on('data', (d: string) => {
+      text += d;
+      if (text.startsWith('ready ') && text.endsWith('\n')) report.write('go\n');
+    });
+    const status = await new Promise((resolve) => child.on('close', (code) => resolve(code)));
+    // No maps were written: the helper stays uid/gid nobody, so --uid/--gid are not given here.
+    assert.match(text, /^ready \d+\n$/);
+    assert.equal(status, 7);
+    // EOF instead of "go" (the parent shut its side, or died) is an abort, as is any other text.
+    for (const answer of [null, 'no\n', 'g']) {
+      const aborted = spawn(helperPath(), ['--mode=run', '--one-socket', '--', 'sh', '-c', 'exit 7'], {
+        stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'ignore'],
+      });
+      const socket = aborted.stdio[3] as import('node:net').Socket;
+      socket.once('data', () => (answer === null ? socket.end() : socket.end(answer)));
+      socket.resume();
+      assert.equal(
+        await new Promise((resolve) => aborted.on('close', (code) => resolve(code))),
+        125,
+        String(answer),
+      );
+    }
+    // Without --one-socket fd 4 must be there; --one-socket is refused with mounts and outside run.
+    const usage = (argv: string[]) => {
+      const r = spawnSync(helperPath(), argv, {
+        stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 127, argv.join(' '));
+      return String(r.output[3]);
+    };
+    assert.match(usage(['--mode=run', '--', 'true']), /^error usage 9 .*fd 4 \(control\) is not open/);
+    assert.match(usage(['--mode=hold', '--one-socket']), /^error usage 22 /);
+    assert.match(
+      usage(['--mode=run', '--one-socket', '--unshare=user,mount', '--mount=r:-:1:/:/mnt', '--', 'true']),
+      /^error usage 22 .*--one-socket cannot take --mount/,
+    );
   });
 
   // How fast this is belongs in `npm run bench` (spawn), not in a timed assertion.
