@@ -31,6 +31,18 @@ const TARGETS: { key: string; op: '<=' | '>=' | 'beside'; target: number; what: 
   },
   { key: 'shift_vs_chown_ratio', op: '>=', target: 1.0, what: 'shift (defaults) speed / chown -hR speed' },
   {
+    key: 'shift_vs_chown_ceiling',
+    op: 'beside',
+    target: 0,
+    what: 'the most that ratio can be on these cores (bench/shift.ts: statx + llistxattr + fchownat)',
+  },
+  {
+    key: 'shift_single_pass_vs_chown_ratio',
+    op: 'beside',
+    target: 0,
+    what: 'shift with --unmapped skip (one pass, no check) / chown -hR',
+  },
+  {
     key: 'userns_spawn_vs_unshare_ratio',
     op: '<=',
     target: 1.0,

@@ -20,13 +20,24 @@
  *                              worker, so the counts are the walk's, not the scheduling's) and of
  *                              `chown -hR`, system calls per entry by name (those ≥ 0.005), and
  *                              the total; the table is printed to stderr
+ *   syscall_us_*               with a C compiler: microseconds per call of getppid (a bare
+ *                              system call), statx, llistxattr and fchownat on the tree's files
+ *                              (bench/syscall-cost.c)
+ *   shift_vs_chown_ceiling     the most shift_vs_chown_ratio can be here: a shift that keeps
+ *                              ACLs and capabilities right and checks every ID before it changes
+ *                              anything needs at least statx + llistxattr + fchownat per entry,
+ *                              chown -hR its measured time per entry; with one walk per core and
+ *                              nothing else costing anything, cores × chown's time per entry /
+ *                              the three calls' (an upper bound: the real walk also reads
+ *                              directories and, all-or-nothing, must stat every entry twice)
  *
  * Every shift writes and removes its progress record in a state root of the bench's own.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { IdMap } from '../src/idmap/idmap.js';
 import { fitTree } from '../src/shift/fit.js';
 import { shiftTree } from '../src/shift/shift.js';
@@ -43,6 +54,25 @@ function straceCounts(argv: string[], out: string): Map<string, number> | null {
     counts.set(f[f.length - 1]!, Number(f[3]));
   }
   return counts;
+}
+
+/**
+ * bench/syscall-cost.c, compiled with cc into `work` and run on the tree: microseconds per call
+ * by name; empty when there is no C compiler.
+ */
+function syscallCosts(work: string, tree: string): Record<string, number> {
+  const source = fileURLToPath(new URL('../../bench/syscall-cost.c', import.meta.url));
+  const binary = join(work, 'syscall-cost');
+  const built = spawnSync(process.env.CC || 'cc', ['-O2', '-o', binary, source], { stdio: 'inherit' });
+  if (built.error !== undefined || built.status !== 0) return {};
+  const r = spawnSync(binary, [tree, String(DIRS), String(FILES_PER_DIR)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`syscall-cost failed: ${r.stderr}`);
+  const out: Record<string, number> = {};
+  for (const line of r.stdout.trim().split('\n')) {
+    const [name, us] = line.split(' ');
+    out[`syscall_us_${name}`] = Number(us);
+  }
+  return out;
 }
 
 /** Syscalls per entry of a default shift (one worker) and of chown -hR, as result keys; prints the table. */
@@ -139,8 +169,19 @@ export async function benchShift(): Promise<Record<string, number>> {
     const shift = median(shiftRates);
     const chown = median(chownRates);
     const syscalls = syscallsPerEntry(work, tree, entries);
+    const costs = syscallCosts(work, tree);
+    const needed =
+      (costs.syscall_us_statx ?? 0) + (costs.syscall_us_llistxattr ?? 0) + (costs.syscall_us_fchownat ?? 0);
+    const ceiling: Record<string, number> =
+      needed > 0
+        ? {
+            shift_vs_chown_ceiling: Math.round(((availableParallelism() * 1e6) / chown / needed) * 100) / 100,
+          }
+        : {};
     return {
       ...syscalls,
+      ...costs,
+      ...ceiling,
       shift_files_per_s: Math.round(shift),
       shift_single_pass_files_per_s: Math.round(median(singlePassRates)),
       chown_files_per_s: Math.round(chown),

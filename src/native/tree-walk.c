@@ -317,63 +317,62 @@ static int seen_before(uint64_t dev, uint64_t ino) {
 /* ---- entries the check pass found without ID-carrying xattrs ---------------------------------
 
    The apply pass after a check pass (check=1) needs an entry's xattrs only when it has ACLs or a
-   file capability: the check pass, which lists every entry's xattrs, records the ones that had
-   none with their change time. Every change of an xattr (and of the owner, the mode, a rename
-   over the name: a new inode) sets the inode's ctime, so an entry whose (device, inode, ctime)
-   is still the recorded one still has none, and the apply pass skips its listxattr: one system
-   call per entry less (issue 18). Anything else is listed again. The table stops growing at
-   PLAIN_MAX entries per worker, 24 bytes each at most half full (48 MiB): the entries beyond it
-   are simply listed again. The kernel's dev_t has 32 bits (12 major, 20 minor). */
-struct plain_key {
+   file capability: the check pass, which lists every entry's xattrs, notes for each entry (in
+   the order it reaches them) whether it had none, with its change time. Every change of an
+   xattr (and of the owner, the mode, a rename over the name: a new inode) sets the inode's
+   ctime, so an entry whose (device, inode, ctime) is still the noted one still has none, and
+   the apply pass skips its listxattr: one system call per entry less (issue 18). Anything else
+   is listed again.
+
+   A log in visit order, not a hash table: each worker's apply pass reaches the entries of an
+   unchanged tree in the same order (the same directories, read in the same order, split among
+   the workers the same way), so it reads the log front to back. A table of 100,000 entries
+   looked up at random cost a cache and TLB miss per entry, 8% of a shift (perf, issue 18).
+   When the tree changed between the passes, the entry at the cursor is another one: the next
+   LOG_LOOKAHEAD notes are searched, and an entry not found there is listed again. The log stops
+   growing at PLAIN_MAX notes per worker (24 bytes each, 24 MiB): later entries are listed
+   again. The kernel's dev_t has 32 bits (12 major, 20 minor). */
+struct plain_note {
   uint64_t ino;
   int64_t ctime_sec;
-  uint32_t dev, ctime_nsec;
+  uint32_t dev, ctime_nsec; /* ctime_nsec NOT_PLAIN: the entry had ID xattrs, or listing failed */
 };
 #define PLAIN_MAX (1u << 20)
-static struct plain_key *plain;
-static size_t plain_cap, plain_n;
+#define LOG_LOOKAHEAD 64
+#define NOT_PLAIN 0xFFFFFFFFu /* never a nanosecond count */
+static struct plain_note *plain_log;
+static size_t plain_cap, plain_n, plain_cursor;
 
-static void plain_record(const struct stat *st) {
+/* Check pass: notes the entry, plain (no ID xattrs) or not. */
+static void plain_note(const struct stat *st, int is_plain) {
   uint32_t dev = (uint32_t)st->st_dev;
-  uint64_t ino = (uint64_t)st->st_ino;
-  if (plain_n >= PLAIN_MAX || (dev_t)dev != st->st_dev) return;
-  if (plain_n * 2 >= plain_cap) {
+  if (plain_n >= PLAIN_MAX) return;
+  if (plain_n == plain_cap) {
     size_t cap = plain_cap ? plain_cap * 2 : 4096;
-    struct plain_key *bigger = calloc(cap, sizeof *bigger);
-    if (bigger == NULL) return; /* no record: the apply pass lists it again */
-    for (size_t i = 0; i < plain_cap; i++) {
-      if (plain[i].ino == 0 && plain[i].dev == 0) continue;
-      size_t j = hash_key(plain[i].dev, plain[i].ino) & (cap - 1);
-      while (bigger[j].ino != 0 || bigger[j].dev != 0) j = (j + 1) & (cap - 1);
-      bigger[j] = plain[i];
-    }
-    free(plain);
-    plain = bigger;
+    struct plain_note *bigger = realloc(plain_log, cap * sizeof *bigger);
+    if (bigger == NULL) return; /* no note: this entry and the ones after it are listed again */
+    plain_log = bigger;
     plain_cap = cap;
   }
-  size_t j = hash_key(dev, ino) & (plain_cap - 1);
-  while (plain[j].ino != 0 || plain[j].dev != 0) {
-    if (plain[j].dev == dev && plain[j].ino == ino) break;
-    j = (j + 1) & (plain_cap - 1);
-  }
-  if (plain[j].ino == 0 && plain[j].dev == 0) plain_n++;
-  plain[j].dev = dev;
-  plain[j].ino = ino;
-  plain[j].ctime_sec = (int64_t)st->st_ctim.tv_sec;
-  plain[j].ctime_nsec = (uint32_t)st->st_ctim.tv_nsec;
+  struct plain_note *n = &plain_log[plain_n++];
+  n->dev = dev;
+  n->ino = (uint64_t)st->st_ino;
+  n->ctime_sec = (int64_t)st->st_ctim.tv_sec;
+  n->ctime_nsec = is_plain && (dev_t)dev == st->st_dev ? (uint32_t)st->st_ctim.tv_nsec : NOT_PLAIN;
 }
 
-/* 1 when the check pass recorded this inode without ID xattrs and it has not changed since. */
+/* Apply pass: 1 when the check pass noted this inode without ID xattrs and it has not changed
+   since (see above). Advances the cursor past the note it used. */
 static int plain_unchanged(const struct stat *st) {
-  if (plain_cap == 0) return 0;
   uint64_t ino = (uint64_t)st->st_ino;
-  if ((dev_t)(uint32_t)st->st_dev != st->st_dev) return 0;
   uint32_t dev = (uint32_t)st->st_dev;
-  size_t j = hash_key(dev, ino) & (plain_cap - 1);
-  while (plain[j].ino != 0 || plain[j].dev != 0) {
-    if (plain[j].dev == dev && plain[j].ino == ino)
-      return plain[j].ctime_sec == (int64_t)st->st_ctim.tv_sec && plain[j].ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
-    j = (j + 1) & (plain_cap - 1);
+  if ((dev_t)dev != st->st_dev) return 0;
+  for (size_t k = plain_cursor; k < plain_n && k < plain_cursor + LOG_LOOKAHEAD; k++) {
+    const struct plain_note *n = &plain_log[k];
+    if (n->ino != ino || n->dev != dev) continue;
+    plain_cursor = k + 1;
+    return n->ctime_nsec != NOT_PLAIN && n->ctime_sec == (int64_t)st->st_ctim.tv_sec &&
+           n->ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
   }
   return 0;
 }
@@ -596,7 +595,8 @@ static int visit(int fd, const char *name, struct stat *st) {
       names_buf = realloc(names_buf, names_cap);
       if (names_buf == NULL) _exit(1);
     }
-    if (n < 0 && errno != EOPNOTSUPP && errno != ENOTSUP) record_error("listxattr", errno);
+    int listed = n >= 0 || errno == EOPNOTSUPP || errno == ENOTSUP; /* none at all is listed too */
+    if (!listed) record_error("listxattr", errno);
     for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(names_buf + off) + 1) {
       const char *key = names_buf + off;
       if (strcmp(key, ACL_ACCESS) == 0) read_blob(fd, name, key, &acl_access);
@@ -604,9 +604,7 @@ static int visit(int fd, const char *name, struct stat *st) {
       else if (strcmp(key, CAPABILITY) == 0 && S_ISREG(st->st_mode)) read_blob(fd, name, key, &capability);
     }
     /* Listed (or the filesystem has no xattrs at all) and none of them carries IDs. */
-    if (pass == 1 && (n >= 0 || errno == EOPNOTSUPP || errno == ENOTSUP) && acl_access.len < 0 &&
-        acl_default.len < 0 && capability.len < 0)
-      plain_record(st);
+    if (pass == 1) plain_note(st, listed && acl_access.len < 0 && acl_default.len < 0 && capability.len < 0);
   }
 
   uint32_t uid = (uint32_t)st->st_uid, gid = (uint32_t)st->st_gid, nuid, ngid;
@@ -1020,7 +1018,7 @@ int tree_walk_main(void) {
       if (worker_id == 0 && go[0] >= 0) close(go[0]);
       /* check=1: a read-only pass first (its own S record), then, when the caller says so on
          fd 0 after it has read every worker's check summary, the apply pass (a second S record).
-         The apply pass reuses what the check pass learnt: see plain_record(). */
+         The apply pass reuses what the check pass learnt: see plain_note(). */
       int second = -1, apply = job.apply, list = job.list;
       if (job.check) {
         /* A new open file description of the root for the second walk (a dup shares the offset). */

@@ -289,7 +289,7 @@ export interface CheckedWalkOptions extends WalkOptions {
  * then — when `decide` says so — with `job.apply` and `job.list` as given. Against two runWalk()
  * calls it saves a helper start and, above all, the apply pass's listxattr of every entry the
  * check pass found without ACLs and capabilities and that has not changed since (tree-walk.c,
- * plain_record). `applied` is null when `decide` said no.
+ * plain_note). `applied` is null when `decide` said no.
  */
 export async function runCheckedWalk(
   job: WalkJob,

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -92,6 +92,41 @@ describe('runCheckedWalk', { skip, timeout: 60_000 }, () => {
       assert.deepEqual(aclUsers(join(dir, 'b')), ['100005']);
       assert.deepEqual(aclUsers(join(dir, 'sub/e')), ['100003']);
       assert.deepEqual(aclUsers(join(dir, 'a')), []);
+    });
+  }
+
+  for (const workers of [1, 2]) {
+    test(`a directory changed between the passes is walked right: the check's notes are found by inode, not position (${workers} worker${workers > 1 ? 's' : ''})`, async () => {
+      // The apply pass reads the check pass's notes in visit order (tree-walk.c, plain_note);
+      // removing and creating entries between the passes moves every later entry.
+      const dir = join(work, `moved-${workers}`);
+      mkdirSync(dir);
+      for (let i = 0; i < 300; i++) writeFileSync(join(dir, `f${i}`), '');
+      execFileSync('chown', ['-hR', '0:0', dir]);
+      const walked = await runCheckedWalk(job(dir, workers), {
+        namespace: null,
+        decide: () => {
+          for (let i = 0; i < 100; i++) rmSync(join(dir, `f${i * 3}`));
+          for (let i = 0; i < 100; i++) writeFileSync(join(dir, `new${i}`), '');
+          for (const i of [1, 100, 299]) execFileSync('setfacl', ['-m', 'u:5:r', join(dir, `f${i}`)]);
+          for (const i of [2, 101, 298]) chownSync(join(dir, `f${i}`), 7, 8);
+          return true;
+        },
+      });
+      assert.equal(walked.check.seen, 301);
+      assert.equal(walked.applied?.seen, 301);
+      assert.equal(walked.applied?.changed, 301);
+      assert.equal(walked.applied?.errors, 0);
+      for (const name of readdirSync(dir)) {
+        const st = lstatSync(join(dir, name));
+        const moved = ['f2', 'f101', 'f298'].includes(name);
+        assert.deepEqual([st.uid, st.gid], moved ? [100007, 100008] : [100000, 100000], name);
+        assert.deepEqual(
+          aclUsers(join(dir, name)),
+          ['f1', 'f100', 'f299'].includes(name) ? ['100005'] : [],
+          name,
+        );
+      }
     });
   }
 
