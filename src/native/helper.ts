@@ -424,9 +424,12 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
     if (oneSocket) report.write('go\n');
     else control?.destroy();
   };
-  /** Abort: any bytes and EOF on the control socket; on the report socket, anything but "go". */
+  /**
+   * Abort: any bytes and EOF on the control socket; on the report socket, anything but "go", so
+   * the message is sent after a word of its own (a message "go" must not start the command).
+   */
   const sendAbort = (message: string) => {
-    if (oneSocket) report.end(`${message}\n`);
+    if (oneSocket) report.end(`abort ${message}\n`);
     else control?.end(`${message}\n`);
   };
   if (options.goAtOnce) sendGo();
@@ -501,7 +504,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
     report.on('error', () => {});
     control?.on('error', () => {});
     // EOF on the report fd: exec happened (close-on-exec), or the helper exited.
-    report.on('end', () => {
+    const onEnd = () => {
       const previous = state;
       state = 'done';
       if (previous === 'starting') {
@@ -528,6 +531,12 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
         else if (options.goAtOnce) early = { error };
       }
       settleCommit?.();
+    };
+    report.on('end', onEnd);
+    // A socket destroyed without an EOF read: writing "go" to a helper that died in the meantime
+    // fails (EPIPE) and destroys it. Its end is the same news.
+    report.on('close', () => {
+      if (state !== 'done') onEnd();
     });
     child.on('error', (error) => {
       if (state === 'starting') {

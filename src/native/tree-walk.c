@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tree-walk.h"
@@ -324,14 +325,20 @@ static int seen_before(uint64_t dev, uint64_t ino) {
    the apply pass skips its listxattr: one system call per entry less (issue 18). Anything else
    is listed again.
 
+   Two changes in one tick of the kernel's coarse clock can leave the ctime as it was (kernels
+   without fine-grained timestamps, before 6.13): an entry whose ctime is less than RECENT_NS
+   before the moment the check pass read it is never noted as plain, so an xattr set right
+   after that read is still found.
+
    A log in visit order, not a hash table: each worker's apply pass reaches the entries of an
    unchanged tree in the same order (the same directories, read in the same order, split among
    the workers the same way), so it reads the log front to back. A table of 100,000 entries
    looked up at random cost a cache and TLB miss per entry, 8% of a shift (perf, issue 18).
    When the tree changed between the passes, the entry at the cursor is another one: the next
-   LOG_LOOKAHEAD notes are searched, and an entry not found there is listed again. The log stops
-   growing at PLAIN_MAX notes per worker (24 bytes each, 24 MiB): later entries are listed
-   again. The kernel's dev_t has 32 bits (12 major, 20 minor). */
+   LOG_LOOKAHEAD notes are searched, then an index of the whole log by inode (built on the
+   first such miss), and the cursor continues after the note found; an entry not noted at all
+   is listed again. The log stops growing at PLAIN_MAX notes per worker (24 bytes each,
+   24 MiB): later entries are listed again. The kernel's dev_t has 32 bits (12 major, 20 minor). */
 struct plain_note {
   uint64_t ino;
   int64_t ctime_sec;
@@ -340,10 +347,13 @@ struct plain_note {
 #define PLAIN_MAX (1u << 20)
 #define LOG_LOOKAHEAD 64
 #define NOT_PLAIN 0xFFFFFFFFu /* never a nanosecond count */
+#define RECENT_NS 50000000LL  /* 50 ms: several ticks of the coarse clock at any HZ */
 static struct plain_note *plain_log;
 static size_t plain_cap, plain_n, plain_cursor;
+static uint32_t *log_index; /* open addressing: log position + 1, 0 = empty; 2 * PLAIN_MAX max */
+static size_t log_index_cap;
 
-/* Check pass: notes the entry, plain (no ID xattrs) or not. */
+/* Check pass: notes the entry, plain (no ID xattrs, and not changed just now) or not. */
 static void plain_note(const struct stat *st, int is_plain) {
   uint32_t dev = (uint32_t)st->st_dev;
   if (plain_n >= PLAIN_MAX) return;
@@ -354,6 +364,13 @@ static void plain_note(const struct stat *st, int is_plain) {
     plain_log = bigger;
     plain_cap = cap;
   }
+  if (is_plain) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    long long age = ((long long)now.tv_sec - (long long)st->st_ctim.tv_sec) * 1000000000LL +
+                    ((long long)now.tv_nsec - (long long)st->st_ctim.tv_nsec);
+    if (age < RECENT_NS) is_plain = 0; /* also a ctime in the future */
+  }
   struct plain_note *n = &plain_log[plain_n++];
   n->dev = dev;
   n->ino = (uint64_t)st->st_ino;
@@ -361,20 +378,43 @@ static void plain_note(const struct stat *st, int is_plain) {
   n->ctime_nsec = is_plain && (dev_t)dev == st->st_dev ? (uint32_t)st->st_ctim.tv_nsec : NOT_PLAIN;
 }
 
+/* The log's position of (dev, ino) through the index (built on first use); plain_n when none. */
+static size_t log_find(uint32_t dev, uint64_t ino) {
+  if (log_index == NULL) {
+    size_t cap = 1024;
+    while (cap < plain_n * 2) cap *= 2;
+    log_index = calloc(cap, sizeof *log_index);
+    if (log_index == NULL) return plain_n; /* not found: listed again */
+    log_index_cap = cap;
+    for (size_t k = 0; k < plain_n; k++) {
+      size_t j = hash_key(plain_log[k].dev, plain_log[k].ino) & (cap - 1);
+      while (log_index[j] != 0) j = (j + 1) & (cap - 1);
+      log_index[j] = (uint32_t)(k + 1);
+    }
+  }
+  size_t j = hash_key(dev, ino) & (log_index_cap - 1);
+  while (log_index[j] != 0) {
+    size_t k = log_index[j] - 1;
+    if (plain_log[k].ino == ino && plain_log[k].dev == dev) return k;
+    j = (j + 1) & (log_index_cap - 1);
+  }
+  return plain_n;
+}
+
 /* Apply pass: 1 when the check pass noted this inode without ID xattrs and it has not changed
-   since (see above). Advances the cursor past the note it used. */
+   since (see above). Moves the cursor past the note it used. */
 static int plain_unchanged(const struct stat *st) {
   uint64_t ino = (uint64_t)st->st_ino;
   uint32_t dev = (uint32_t)st->st_dev;
   if ((dev_t)dev != st->st_dev) return 0;
-  for (size_t k = plain_cursor; k < plain_n && k < plain_cursor + LOG_LOOKAHEAD; k++) {
-    const struct plain_note *n = &plain_log[k];
-    if (n->ino != ino || n->dev != dev) continue;
-    plain_cursor = k + 1;
-    return n->ctime_nsec != NOT_PLAIN && n->ctime_sec == (int64_t)st->st_ctim.tv_sec &&
-           n->ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
-  }
-  return 0;
+  size_t k = plain_cursor;
+  while (k < plain_n && k < plain_cursor + LOG_LOOKAHEAD && (plain_log[k].ino != ino || plain_log[k].dev != dev)) k++;
+  if (k >= plain_n || k >= plain_cursor + LOG_LOOKAHEAD) k = log_find(dev, ino);
+  if (k >= plain_n) return 0;
+  plain_cursor = k + 1;
+  const struct plain_note *n = &plain_log[k];
+  return n->ctime_nsec != NOT_PLAIN && n->ctime_sec == (int64_t)st->st_ctim.tv_sec &&
+         n->ctime_nsec == (uint32_t)st->st_ctim.tv_nsec;
 }
 
 /* ---- xattr access relative to the current directory (or the root's own fd) ------------------ */

@@ -234,6 +234,12 @@ describe('native helper', { skip: isRoot ? false : 'needs root (maps are written
     }
   });
 
+  test('an abort whose text is "go" is still an abort (one socket: the text follows a word of its own)', async () => {
+    const h = await launchHelper({ namespaces: ['user'], command: ['sh', '-c', 'exit 7'] });
+    await h.abort('go');
+    assert.equal(h.child.exitCode, 125);
+  });
+
   test('abort after go kills and reaps the command', async () => {
     const h = await launchHelper({ namespaces: ['user'], command: ['sleep', '30'] });
     writeFileSync(`/proc/${h.pid}/uid_map`, MAP);

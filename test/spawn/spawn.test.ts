@@ -156,6 +156,24 @@ describe('spawn() as root', {
     assert.equal(r.stdout, '500\n');
   });
 
+  test('a helper killed between the map writes and "go" ends the spawn (SIGKILL), never hangs', async () => {
+    // No turn of the event loop between the kill and go(): "go" meets a dead socket (EPIPE) and
+    // Node destroys it without an EOF (src/native/helper.ts: the 'close' handler).
+    const child = spawn('/bin/true', [], {
+      uidMap: '0:100000:65536',
+      stdio: 'ignore',
+      beforeExec: (pid) => {
+        process.kill(pid, 'SIGKILL');
+        while (!/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))) {
+          // a zombie now: its socket is closed
+        }
+      },
+    });
+    const result = await child;
+    assert.equal(result.signal, 'SIGKILL');
+    assert.equal(result.exitCode, null);
+  });
+
   test('typed errors: command not found, unmapped ID in parent, invalid map, failing hook', async () => {
     await assert.rejects(
       run('no-such-command-xyz'),
