@@ -81,6 +81,7 @@ static struct {
   unsigned workers;
   int check;
   unsigned long long stop_after; /* test hook (stopafter=N): SIGSTOP itself after N changes */
+  long long recent_ns;           /* RECENT_NS, or a test's recentms=N */
 } job;
 
 /* With check=1 (see tree_walk_main): 1 during the read-only check pass, 2 during the apply pass
@@ -327,8 +328,8 @@ static int seen_before(uint64_t dev, uint64_t ino) {
 
    Two changes in one tick of the kernel's coarse clock can leave the ctime as it was (kernels
    without fine-grained timestamps, before 6.13): an entry whose ctime is less than RECENT_NS
-   before the moment the check pass read it is never noted as plain, so an xattr set right
-   after that read is still found.
+   (a test's recentms=N) before the moment the check pass read it is never noted as plain, so
+   an xattr set right after that read is still found.
 
    A log in visit order, not a hash table: each worker's apply pass reaches the entries of an
    unchanged tree in the same order (the same directories, read in the same order, split among
@@ -369,7 +370,7 @@ static void plain_note(const struct stat *st, int is_plain) {
     clock_gettime(CLOCK_REALTIME_COARSE, &now);
     long long age = ((long long)now.tv_sec - (long long)st->st_ctim.tv_sec) * 1000000000LL +
                     ((long long)now.tv_nsec - (long long)st->st_ctim.tv_nsec);
-    if (age < RECENT_NS) is_plain = 0; /* also a ctime in the future */
+    if (age < job.recent_ns) is_plain = 0; /* also a ctime in the future */
   }
   struct plain_note *n = &plain_log[plain_n++];
   n->dev = dev;
@@ -867,6 +868,7 @@ static int bad_job(const char *what) {
 static int parse_job(char *text, size_t len) {
   job.unmapped = UNMAPPED_ERROR;
   job.workers = 1;
+  job.recent_ns = RECENT_NS;
   job.have_v2root = 1;
   job.v2root = 0;
   for (size_t off = 0, tok_len; off < len; off += tok_len + 1) {
@@ -899,6 +901,12 @@ static int parse_job(char *text, size_t len) {
       char *e;
       job.stop_after = strtoull(v, &e, 10);
       bad = e == v || *e != '\0';
+    }
+    else if (strcmp(key, "recentms") == 0) {
+      char *e;
+      unsigned long long ms = strtoull(v, &e, 10);
+      bad = e == v || *e != '\0' || ms > 86400000ULL;
+      job.recent_ns = (long long)ms * 1000000LL;
     }
     else if (strcmp(key, "unmapped") == 0) {
       if (strcmp(v, "error") == 0) job.unmapped = UNMAPPED_ERROR;

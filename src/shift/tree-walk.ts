@@ -43,6 +43,11 @@ export interface WalkJob {
   gidPart?: readonly IdRange[];
   /** Tests only: each walk process stops itself (SIGSTOP) after its Nth change. */
   stopAfter?: number;
+  /**
+   * Tests only: how young (ms) a ctime the check pass reads must be for the apply pass to list
+   * that entry's xattrs again anyway (default 50: src/native/tree-walk.c, RECENT_NS).
+   */
+  recentMs?: number;
   unmapped: UnmappedPolicy;
   overflow?: { uid: number; gid: number };
   /** The IDs the walk's namespace shows for owners it does not map (such entries are left alone). */
@@ -251,6 +256,7 @@ export function encodeJob(job: WalkJob): Buffer {
   for (const r of job.uidPart ?? []) tokens.push(`uidpart=${r.start}:${r.count}`);
   for (const r of job.gidPart ?? []) tokens.push(`gidpart=${r.start}:${r.count}`);
   if (job.stopAfter !== undefined) tokens.push(`stopafter=${job.stopAfter}`);
+  if (job.recentMs !== undefined) tokens.push(`recentms=${job.recentMs}`);
   return Buffer.from(`${tokens.join('\0')}\0`, 'utf8');
 }
 

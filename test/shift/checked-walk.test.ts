@@ -147,12 +147,12 @@ describe('runCheckedWalk', { skip, timeout: 60_000 }, () => {
         : false,
   }, () => {
     // Two changes in one tick of a coarse clock can leave the ctime as it was (kernels before
-    // 6.13), so an entry changed less than 50 ms before the check pass read it is listed again
-    // (tree-walk.c, RECENT_NS); older unchanged entries are not. Counted with strace.
+    // 6.13), so an entry changed less than 50 ms (recentms) before the check pass read it is
+    // listed again (tree-walk.c, RECENT_NS); older unchanged entries are not. Counted with strace.
     const module = new URL('../../src/shift/tree-walk.js', import.meta.url).href;
     /** llistxattr calls of a checked walk of `files` new files, `settle` ms after they were made;
      * between the passes, `removed` entries in a row (in the directory's own order) are removed. */
-    const listxattrCalls = (name: string, files: number, settle: number, removed = 0) => {
+    const listxattrCalls = (name: string, files: number, settle: number, removed = 0, recentMs?: number) => {
       const dir = join(work, name);
       mkdirSync(dir);
       const script = `import { runCheckedWalk } from ${JSON.stringify(module)};
@@ -165,7 +165,8 @@ describe('runCheckedWalk', { skip, timeout: 60_000 }, () => {
         const names = []; const d = opendirSync(dir); for (let e; (e = d.readSync()) !== null; ) names.push(e.name); d.closeSync();
         const remove = () => { for (const n of names.slice(10, 10 + ${removed})) rmSync(dir + '/' + n); return true; };
         await runCheckedWalk({ root: dir, apply: true, list: false, uid: S, gid: S, unmapped: 'error',
-          v2root: 0, crossFilesystems: false, progress: 0, count: false, workers: 1 }, { namespace: null, decide: remove });`;
+          v2root: 0, crossFilesystems: false, progress: 0, count: false, workers: 1${recentMs === undefined ? '' : `, recentMs: ${recentMs}`} },
+          { namespace: null, decide: remove });`;
       const out = join(work, `${name}.strace`);
       const r = spawnSync(
         findProgram('strace')!,
@@ -189,8 +190,11 @@ describe('runCheckedWalk', { skip, timeout: 60_000 }, () => {
         .find((l) => /\sllistxattr$/.test(l.trim()));
       return Number(line?.trim().split(/\s+/)[3]);
     };
-    assert.equal(listxattrCalls('fresh', 50, 0), 100); // both passes list all 50 files
-    assert.equal(listxattrCalls('settled', 50, 300), 50); // the apply pass skips them all
+    // Files made an hour or less before the check (recentms: a loaded machine can take longer
+    // than 50 ms between making them and reading them) are listed in both passes.
+    assert.equal(listxattrCalls('fresh', 50, 0, 0, 3_600_000), 100);
+    // 300 ms after, with the default (50 ms): the apply pass skips them all.
+    assert.equal(listxattrCalls('settled', 50, 300), 50);
     // More removed in a row than the log's lookahead: the rest is found through its index.
     assert.equal(listxattrCalls('removed', 300, 300, 100), 300);
   });
