@@ -396,6 +396,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
   const binary = helperPath(options.helperPath);
   const stdio = normalizeStdio(options.stdio);
   const extras = stdio.slice(3);
+  const oneSocket = usesOneSocket(options);
   const childStdio: StdioEntry[] = [
     stdio[0],
     stdio[1],
@@ -403,7 +404,7 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
     'pipe',
     // No control fd at all: goAtOnce in join mode (--no-wait), and run mode, whose "go" comes on
     // the report socket (--one-socket). Fd 4 stays unused so that the extra fds keep their numbers.
-    (options.goAtOnce && modeOf(options) === 'join') || usesOneSocket(options) ? 'ignore' : 'pipe',
+    (options.goAtOnce && modeOf(options) === 'join') || oneSocket ? 'ignore' : 'pipe',
     ...extras,
     ...(options.keepFds ?? []),
   ];
@@ -413,7 +414,6 @@ export function startHelper(options: HelperOptions): { child: ChildProcess; read
     env: options.env,
   });
   const report = child.stdio[3] as Duplex;
-  const oneSocket = usesOneSocket(options);
   const control = child.stdio[4] as Writable | null;
   /**
    * "go" (protocol.md, step 4): EOF without bytes on the control socket, closed at once (end()

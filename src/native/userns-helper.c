@@ -756,17 +756,20 @@ static void report_namespaces(int flags) {
   }
 }
 
-/* Reads the report socket until the parent's "commit\n"; EOF or anything else: exit 125. */
-static void wait_for_commit(void) {
-  char buf[64];
-  size_t got = 0;
-  while (got < 7) {
-    ssize_t r = read(report_fd, buf + got, sizeof buf - got);
+/* Reads the parent's line `word` ("commit\n", "go\n") from the report socket; EOF, a reset or
+   anything else: exit 125 (aborted). Another read error is reported as a failure at `step`
+   (exit 127), or, when step is NULL, taken for an abort too. */
+static void wait_for_word(const char *word, const char *step) {
+  char buf[16];
+  size_t len = strlen(word), got = 0;
+  while (got < len) {
+    ssize_t r = read(report_fd, buf + got, len - got);
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && step != NULL && errno != ECONNRESET) fail(step, errno, NULL);
     if (r <= 0) _exit(EXIT_ABORTED);
     got += (size_t)r;
   }
-  if (memcmp(buf, "commit\n", 7) != 0) _exit(EXIT_ABORTED);
+  if (memcmp(buf, word, len) != 0) _exit(EXIT_ABORTED);
 }
 
 static volatile sig_atomic_t keeper_term = 0;
@@ -812,7 +815,7 @@ static void keeper(int mount_proc, int report_pid_ns) {
   close_from((unsigned int)report_fd + 1, ~0U);
   if (report_pid_ns) report_namespaces(CLONE_NEWPID);
   report("held\n", 5);
-  wait_for_commit();
+  wait_for_word("commit\n", NULL);
   close(report_fd);
   report_fd = -1;
   for (;;) {
@@ -837,21 +840,6 @@ static void wait_for_go(void) {
     fail("control", errno, NULL);
   }
   close(CONTROL_FD);
-}
-
-/* Step 4 with --one-socket: the line "go\n" on the report fd; EOF or anything else = abort. The
-   report fd stays open for what comes after (errors, the EOF of exec). */
-static void wait_for_go_line(void) {
-  char buf[8];
-  size_t got = 0;
-  while (got < 3) {
-    ssize_t r = read(report_fd, buf + got, 3 - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && errno != ECONNRESET) fail("control", errno, NULL);
-    if (r <= 0) _exit(EXIT_ABORTED);
-    got += (size_t)r;
-  }
-  if (memcmp(buf, "go\n", 3) != 0) _exit(EXIT_ABORTED);
 }
 
 /* Step 5: with a new PID namespace, fork; the parent supervises, the child (PID 1) goes on.
@@ -1008,7 +996,7 @@ static void probe(const struct options *o) {
    own references (bind mounts) and writes "commit", or closes the report fd; then it exits. */
 static void hold_until_commit(void) {
   report("held\n", 5);
-  wait_for_commit();
+  wait_for_word("commit\n", NULL);
   _exit(0);
 }
 
@@ -1063,7 +1051,9 @@ int main(int argc, char **argv) {
   report(ready, (size_t)n);
 
   /* 4. */
-  if (control && o.one_socket) wait_for_go_line();
+  /* With --one-socket: the line "go" on the report fd, which stays open for what comes after
+     (errors, the EOF of exec). */
+  if (control && o.one_socket) wait_for_word("go\n", "control");
   else if (control) wait_for_go();
 
   switch (o.mode) {
