@@ -47,6 +47,23 @@ describe('a closed output pipe', () => {
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
+  /** A tree of `files` empty files, and the arguments that shift it (0 → 100000, a state root of its own). */
+  function shiftable(name: string, files: number, fileName: (i: number) => string) {
+    const dir = join(work, name);
+    mkdirSync(dir);
+    for (let i = 0; i < files; i++) writeFileSync(join(dir, fileName(i)), '');
+    const args = [
+      'shift',
+      '--from',
+      '0:0:65536',
+      '--to',
+      '0:100000:65536',
+      '--root',
+      join(work, `${name}-state`),
+    ];
+    return { dir, args };
+  }
+
   test('map show | true: exit 0, no stack trace', { timeout: 30_000 }, async () => {
     const r = await closedEarly(['map', 'show', '0:100000:65536']);
     assert.equal(r.code, 0, r.stderr);
@@ -78,25 +95,14 @@ describe('a closed output pipe', () => {
     skip: rootOnly,
     timeout: 60_000,
   }, async () => {
-    const dir = join(work, 'tree');
-    mkdirSync(dir);
-    for (let i = 0; i < 3000; i++) writeFileSync(join(dir, `f${i}`), '');
-    const args = [
-      'shift',
-      '--from',
-      '0:0:65536',
-      '--to',
-      '0:100000:65536',
-      '--root',
-      join(work, 'state'),
-      '-v',
-    ];
+    const { dir, args: shift } = shiftable('tree', 3000, (i) => `f${i}`);
+    const args = [...shift, '-v'];
     const dry = await closedEarly([...args, '--dry-run', dir], 10);
     assert.equal(dry.code, 0, dry.stderr);
     assert.equal(dry.stderr, '');
     const real = await closedEarly([...args, dir], 10);
     assert.equal(real.code, 0, real.stderr);
-    const again = JSON.parse((await runCli(['shift', ...args.slice(1, 7), '--json', dir])).stdout);
+    const again = JSON.parse((await runCli([...shift, '--json', dir])).stdout);
     assert.equal(again.changed, 0);
     assert.equal(again.alreadyShifted, 3001);
   });
@@ -107,18 +113,7 @@ describe('a closed output pipe', () => {
   }, async () => {
     // The CLI writes with writeSync (src/cli/output.ts); on a descriptor someone else made
     // non-blocking, a full pipe is EAGAIN, and the rest must go through Node's stream, which waits.
-    const dir = join(work, 'eagain-tree');
-    mkdirSync(dir);
-    for (let i = 0; i < 4000; i++) writeFileSync(join(dir, `file-${String(i).padStart(5, '0')}`), '');
-    const args = [
-      'shift',
-      '--from',
-      '0:0:65536',
-      '--to',
-      '0:100000:65536',
-      '--root',
-      join(work, 'state-eagain'),
-    ];
+    const { dir, args } = shiftable('eagain-tree', 4000, (i) => `file-${String(i).padStart(5, '0')}`);
     const fifo = join(work, 'fifo');
     assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
     const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);

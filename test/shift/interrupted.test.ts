@@ -147,6 +147,13 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   });
   after(() => rmSync(work, { recursive: true, force: true }));
 
+  /** `userns shift --from FROM --to TO --root <this test's state root> DIR MORE…`. */
+  const shiftArgs = (from: string, to: string, dir: string, ...more: string[]) => [
+    'shift',
+    ...['--from', from, '--to', to, '--root', state, dir],
+    ...more,
+  ];
+
   let trees = 0;
   /** A tree of ~4,600 entries (ACLs, capabilities, set-ID bits, links) owned by IDs 0-3999 and 65535. */
   function bigTree(): string {
@@ -288,12 +295,9 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   }, async () => {
     const dir = bigTree();
     const original = snapshot(dir);
-    await killMidShift(
-      ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir],
-      '1:300',
-    );
+    await killMidShift(shiftArgs('0:0:65536', '0:1000:65536', dir), '1:300');
     const killed = snapshot(dir);
-    const other = ['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir];
+    const other = shiftArgs('0:0:65536', '0:2000:65536', dir);
     const refused = await runCli(other);
     assert.equal(refused.code, 1);
     const pending = `userns shift --from 0:0:65536 --to 0:1000:65536 --root ${state} ${dir}`;
@@ -353,19 +357,9 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     const dir = join(work, `tree${trees++}`);
     mkdirSync(dir);
     lchownSync(dir, 5, 5);
-    await killMidShift(['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir], '2:1');
+    await killMidShift(shiftArgs('0:0:65536', '0:1000:65536', dir), '2:1');
     assert.equal(lstatSync(dir).uid, 1005);
-    const refused = await runCli([
-      'shift',
-      '--from',
-      '0:0:65536',
-      '--to',
-      '0:2000:65536',
-      '--root',
-      state,
-      dir,
-      '--json',
-    ]);
+    const refused = await runCli(shiftArgs('0:0:65536', '0:2000:65536', dir, '--json'));
     assert.equal(refused.code, 1);
     const command: string = JSON.parse(refused.stdout).data.pending.command;
     // Without --root the command would look for the record in the default state root (not this
@@ -382,11 +376,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     timeout: 120_000,
   }, async () => {
     const small = smallTree;
-    const shift = (dir: string, ...more: string[]) => [
-      'shift',
-      ...['--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir],
-      ...more,
-    ];
+    const shift = (dir: string, ...more: string[]) => shiftArgs('0:0:65536', '0:1000:65536', dir, ...more);
     for (const [pendingTree, other] of [
       ['', 'a'], // the whole tree half shifted; a shift of its subtree a
       ['b', ''], // subtree b half shifted; a shift of the whole tree
@@ -430,7 +420,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   }, async () => {
     const dir = bigTree();
     const original = snapshot(dir);
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '--root', state, dir];
+    const args = shiftArgs('0:0:65536', '0:100000:65536', dir);
     await killMidShift(args, '300');
     const reverse = await runCli([...args, '--reverse']);
     assert.equal(reverse.code, 1);
@@ -448,16 +438,14 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   }, async () => {
     const dir = bigTree();
     const original = snapshot(dir);
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    const args = shiftArgs('0:0:65536', '0:1000:65536', dir);
     await killMidShift(args, '1:300');
     const killed = snapshot(dir);
     const before = recordOf();
     // The tree was not restored: the new shift finds intermediate IDs and changes nothing.
-    const refused = await runCli([
-      ...['shift', '--from', '0:0:65536', '--to', '0:2000:65536', '--root', state, dir],
-      '--forget-interrupted',
-      '--json',
-    ]);
+    const refused = await runCli(
+      shiftArgs('0:0:65536', '0:2000:65536', dir, '--forget-interrupted', '--json'),
+    );
     assert.equal(refused.code, 1);
     assert.equal(JSON.parse(refused.stdout).code, 'SHIFT_INTERMEDIATE_IN_USE');
     assert.deepEqual(normalizeSnapshot(snapshot(dir)), normalizeSnapshot(killed), 'nothing changed');
@@ -477,7 +465,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   }, async () => {
     const dir = bigTree();
     const original = snapshot(dir);
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    const args = shiftArgs('0:0:65536', '0:1000:65536', dir);
     const first = await runCli([...args, '--json']);
     assert.equal(first.code, 0, first.stdout + first.stderr);
     assert.equal(JSON.parse(first.stdout).method, 'two-phase');
@@ -517,7 +505,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   test('--forget-interrupted shifts a completed tree again, on purpose', { timeout: 120_000 }, async () => {
     const dir = smallTree();
     const original = snapshot(dir);
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    const args = shiftArgs('0:0:65536', '0:1000:65536', dir);
     assert.equal((await runCli(args)).code, 0);
     const first = expectCompleted(dir);
     const again = await runCli([...args, '--forget-interrupted', '--json']);
@@ -537,21 +525,11 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     const dir = smallTree();
     const original = snapshot(dir);
     const once = shifted(original, 1000, () => true);
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    const args = shiftArgs('0:0:65536', '0:1000:65536', dir);
     assert.equal((await runCli(args)).code, 0);
     const first = expectCompleted(dir);
     // Another shift that changes nothing (every ID already in its --to range) keeps the completed record.
-    const idle = await runCli([
-      'shift',
-      '--from',
-      '0:0:1000',
-      '--to',
-      '0:500:1000',
-      '--root',
-      state,
-      dir,
-      '--json',
-    ]);
+    const idle = await runCli(shiftArgs('0:0:1000', '0:500:1000', dir, '--json'));
     assert.equal(idle.code, 0, idle.stdout + idle.stderr);
     assert.equal(JSON.parse(idle.stdout).changed, 0);
     assert.deepEqual(expectCompleted(dir), first);
@@ -576,28 +554,9 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     );
     // A completed record of a tree inside is not pending: a shift around it proceeds.
     const inner = join(dir, 'a');
-    const sub = await runCli([
-      'shift',
-      '--from',
-      '0:1000:65536',
-      '--to',
-      '0:2000:65536',
-      '--root',
-      state,
-      inner,
-    ]);
+    const sub = await runCli(shiftArgs('0:1000:65536', '0:2000:65536', inner));
     assert.equal(sub.code, 0, sub.stdout + sub.stderr);
-    const around = await runCli([
-      'shift',
-      '--from',
-      '0:0:65536',
-      '--to',
-      '0:100000:65536',
-      '--root',
-      state,
-      dir,
-      '--json',
-    ]);
+    const around = await runCli(shiftArgs('0:0:65536', '0:100000:65536', dir, '--json'));
     assert.equal(around.code, 0, around.stdout + around.stderr);
     assert.equal(lstatSync(join(dir, 'a', 'f7')).uid, 102007);
     assert.equal(lstatSync(join(dir, 'b', 'f7')).uid, 101007);
@@ -629,19 +588,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     assert.deepEqual(snapshot(whole), done, 'nothing changed');
     // Other maps are another shift (not blocked); --forget-interrupted overrides on purpose.
     assert.equal(
-      (
-        await runCli([
-          'shift',
-          '--from',
-          '0:1000:65536',
-          '--to',
-          '0:2000:65536',
-          '--root',
-          state,
-          join(whole, 'b'),
-          '--dry-run',
-        ])
-      ).code,
+      (await runCli(shiftArgs('0:1000:65536', '0:2000:65536', join(whole, 'b'), '--dry-run'))).code,
       0,
     );
     assert.equal((await runCli(['shift', ...maps, '--forget-interrupted', join(whole, 'b')])).code, 0);
@@ -654,7 +601,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
   }, async () => {
     const dir = smallTree();
     const original = snapshot(dir);
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:100000:65536', '--root', state, dir, '--json'];
+    const args = shiftArgs('0:0:65536', '0:100000:65536', dir, '--json');
     const first = await runCli(args);
     assert.equal(first.code, 0, first.stdout + first.stderr);
     assert.equal(JSON.parse(first.stdout).method, 'direct');
@@ -675,7 +622,7 @@ describe('interrupted shifts (SIGKILL mid-walk)', { skip: rootOnly, timeout: 240
     timeout: 120_000,
   }, async () => {
     const dir = bigTree();
-    const args = ['shift', '--from', '0:0:65536', '--to', '0:1000:65536', '--root', state, dir];
+    const args = shiftArgs('0:0:65536', '0:1000:65536', dir);
     await killMidShift(args, '1:300');
     const killed = snapshot(dir);
     for (const f of records()) rmSync(join(state, 'shift', f));
