@@ -263,49 +263,16 @@ describe('userns alloc (CLI)', () => {
     const root = join(base, 'user-state');
     const rootfs = join(base, 'empty-rootfs');
     mkdirSync(rootfs, { recursive: true });
+    /** `userns alloc WORDS… --pool 500000:100000 --root ROOT --json`, with the test's account files. */
+    const alloc = (...words: string[]) =>
+      runCli(['alloc', ...words, '--pool', '500000:100000', '--root', root, ...etc('user'), '--json']);
     // podman: --user 2000:3000 and an image estimated below that → 3001
-    const a = await runCli([
-      'alloc',
-      '--for-rootfs',
-      rootfs,
-      '--user',
-      '2000:3000',
-      '--pool',
-      '500000:100000',
-      '--root',
-      root,
-      ...etc('user'),
-      '--json',
-    ]);
+    const a = await alloc('--for-rootfs', rootfs, '--user', '2000:3000');
     assert.equal(a.code, 0, a.stderr);
     assert.equal(JSON.parse(a.stdout).allocation.size, 3001);
-    const b = await runCli([
-      'alloc',
-      '--for-rootfs',
-      rootfs,
-      '--user',
-      '20',
-      '--pool',
-      '500000:100000',
-      '--root',
-      root,
-      ...etc('user'),
-      '--json',
-    ]);
+    const b = await alloc('--for-rootfs', rootfs, '--user', '20');
     assert.equal(JSON.parse(b.stdout).allocation.size, 1024, 'the estimate when it covers --user');
-    const c = await runCli([
-      'alloc',
-      '--size',
-      '10',
-      '--user',
-      '2000:3000',
-      '--pool',
-      '500000:100000',
-      '--root',
-      root,
-      ...etc('user'),
-      '--json',
-    ]);
+    const c = await alloc('--size', '10', '--user', '2000:3000');
     assert.equal(JSON.parse(c.stdout).allocation.size, 10, 'an explicit size is kept');
     const cfg = join(base, 'user-alloc.json');
     writeFileSync(cfg, JSON.stringify({ pool: ['500000:200000'] }));
